@@ -1,0 +1,11 @@
+//! vrseg: per-eye person mattes for stereoscopic VR video on NVIDIA GPUs.
+//!
+//! Modules depend downwards only (see README.md, "Architecture"):
+//! `pipeline` → `models` → `engine` / `video` / `ops` → `gpu` / `codec_sys`.
+
+pub mod codec_sys;
+pub mod engine;
+pub mod gpu;
+pub mod info;
+pub mod ops;
+pub mod video;
