@@ -1,11 +1,13 @@
 //! vrseg: per-eye person mattes for stereoscopic VR video on NVIDIA GPUs.
 //!
-//! Modules depend downwards only (see README.md, "Architecture"):
-//! `pipeline` → `models` → `engine` / `video` / `ops` → `gpu` / `codec_sys`.
+//! Modules depend downwards only (README.md, "Architecture"):
+//! `info`/`selftest` (and later `pipeline`) → `engine` / `video` / `ops` →
+//! `gpu` / `codec_sys`.
 
 pub mod codec_sys;
 pub mod engine;
 pub mod gpu;
 pub mod info;
 pub mod ops;
+pub mod selftest;
 pub mod video;

@@ -1,0 +1,392 @@
+//! Compiles every `kernels/*.cu` into a fatbin, keeps ptxas's resource report,
+//! and generates the typed kernel registry (`$OUT_DIR/kernel_registry.rs`).
+//!
+//! Why a fatbin per `.cu` file: one op family is one CUDA module, loaded once
+//! at run time (`gpu::kernels`), so a pipeline loads only the families it uses.
+//!
+//! Why the registry is generated from ptxas's report rather than from the
+//! sources: the report lists exactly the entry points that were compiled, so a
+//! Rust `Kernel` variant cannot exist for a kernel the fatbin lacks, and no
+//! kernel name is ever typed twice.
+//!
+//! Architectures (override with `VRSEG_CUDA_ARCHS`, e.g. `VRSEG_CUDA_ARCHS=89`
+//! or `86,90`):
+//! - sm_86: RTX 30xx / A10 / A40 (Ampere GA10x), the oldest card our users run.
+//!   Its PTX is embedded too (the lowest listed arch always gets PTX), so a GPU
+//!   newer than every SASS target below still runs, JIT-compiled by the driver.
+//! - sm_89: RTX 40xx / L4 / L40 (Ada). sm_86 SASS would run there, but native
+//!   code avoids Ampere-tuned scheduling on Ada.
+//! - sm_90: H100 / H200 (Hopper), the project's test machine.
+//! - sm_120: RTX 50xx (Blackwell consumer), which does not run sm_9x SASS.
+//!
+//! sm_80 (A100) and sm_75 (Turing) are left out on purpose: they get the sm_86
+//! PTX only if they are at least sm_86, so A100 users must add 80 to the list.
+
+use std::collections::BTreeMap;
+use std::env;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const DEFAULT_ARCHS: &[u32] = &[86, 89, 90, 120];
+
+fn main() {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
+    let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
+    let kernels_dir = manifest_dir.join("kernels");
+
+    println!("cargo::rerun-if-changed=kernels");
+    for var in ["VRSEG_CUDA_ARCHS", "NVCC", "CUDA_HOME", "CUDA_PATH", "PATH"] {
+        println!("cargo::rerun-if-env-changed={var}");
+    }
+
+    let archs = match parse_archs(env::var("VRSEG_CUDA_ARCHS").ok().as_deref()) {
+        Ok(archs) => archs,
+        Err(message) => fail(&message),
+    };
+    let nvcc = match find_nvcc(&manifest_dir) {
+        Some(nvcc) => nvcc,
+        None => fail(
+            "nvcc was not found (looked at $NVCC, $CUDA_HOME/bin, $CUDA_PATH/bin, PATH and ./.cuda); \
+             run `tools/setup.sh` to install the CUDA compiler from PyPI into .cuda/, or set NVCC=/path/to/nvcc",
+        ),
+    };
+
+    let mut sources: Vec<PathBuf> = match fs::read_dir(&kernels_dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "cu"))
+            .collect(),
+        Err(e) => fail(&format!("cannot read {}: {e}", kernels_dir.display())),
+    };
+    sources.sort();
+
+    // nvcc per file in parallel: the machines that build this have few cores,
+    // and each nvcc invocation is single-threaded.
+    let results: Vec<(PathBuf, Result<String, String>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = sources
+            .iter()
+            .map(|src| {
+                let nvcc = &nvcc;
+                let archs = &archs;
+                let out_dir = &out_dir;
+                let kernels_dir = &kernels_dir;
+                scope.spawn(move || (src.clone(), compile_fatbin(nvcc, src, kernels_dir, out_dir, archs)))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("nvcc thread panicked")).collect()
+    });
+
+    let mut modules: Vec<ModuleReport> = Vec::new();
+    for (src, result) in results {
+        let module_name = src.file_stem().unwrap().to_string_lossy().into_owned();
+        match result {
+            Ok(ptxas_log) => modules.push(ModuleReport {
+                kernels: parse_ptxas_report(&ptxas_log),
+                name: module_name,
+                raw: ptxas_log,
+            }),
+            Err(message) => fail(&message),
+        }
+    }
+
+    let report = write_reports(&modules, &out_dir, &archs);
+    // Also place the report beside the binaries, where people look for it.
+    if let Some(profile_dir) = out_dir.ancestors().nth(3) {
+        let _ = fs::write(profile_dir.join("vrseg-kernels-report.txt"), &report);
+    }
+
+    for module in &modules {
+        for kernel in &module.kernels {
+            if kernel.name.starts_with("_Z") {
+                fail(&format!(
+                    "kernel `{}` in kernels/{}.cu has a mangled name; declare entry points with VRSEG_KERNEL (extern \"C\")",
+                    kernel.name, module.name
+                ));
+            }
+            for (arch, res) in &kernel.per_arch {
+                if res.spill_stores > 0 || res.spill_loads > 0 {
+                    println!(
+                        "cargo::warning=kernel {} (kernels/{}.cu) spills on {arch}: {} bytes stores, {} bytes loads, {} bytes stack",
+                        kernel.name, module.name, res.spill_stores, res.spill_loads, res.stack
+                    );
+                }
+            }
+        }
+    }
+
+    let arch_list: Vec<String> = archs.iter().map(|a| a.to_string()).collect();
+    println!("cargo::rustc-env=VRSEG_CUDA_ARCHS_BUILT={}", arch_list.join(","));
+
+    let registry = generate_registry(&modules);
+    fs::write(out_dir.join("kernel_registry.rs"), registry).unwrap_or_else(|e| fail(&format!("cannot write registry: {e}")));
+}
+
+/// Stops the build with one sentence (shown by cargo as an error).
+fn fail(message: &str) -> ! {
+    println!("cargo::error={message}");
+    std::process::exit(1);
+}
+
+fn parse_archs(spec: Option<&str>) -> Result<Vec<u32>, String> {
+    let Some(spec) = spec.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok(DEFAULT_ARCHS.to_vec());
+    };
+    let mut archs = Vec::new();
+    for part in spec.split([',', ';', ' ']).filter(|p| !p.is_empty()) {
+        let digits = part.trim_start_matches("sm_").trim_start_matches("compute_");
+        match digits.parse::<u32>() {
+            Ok(a) if a >= 75 => archs.push(a),
+            _ => {
+                return Err(format!(
+                    "VRSEG_CUDA_ARCHS={spec:?} is not a list of compute capabilities >= 75 such as `86,89,90,120`"
+                ))
+            }
+        }
+    }
+    archs.sort_unstable();
+    archs.dedup();
+    Ok(archs)
+}
+
+fn find_nvcc(manifest_dir: &Path) -> Option<PathBuf> {
+    let is_file = |p: &Path| p.is_file().then(|| p.to_path_buf());
+    if let Some(p) = env::var_os("NVCC").map(PathBuf::from) {
+        return is_file(&p);
+    }
+    for var in ["CUDA_HOME", "CUDA_PATH"] {
+        if let Some(root) = env::var_os(var) {
+            if let Some(p) = is_file(&PathBuf::from(root).join("bin/nvcc")) {
+                return Some(p);
+            }
+        }
+    }
+    if let Some(path) = env::var_os("PATH") {
+        for dir in env::split_paths(&path) {
+            if let Some(p) = is_file(&dir.join("nvcc")) {
+                return Some(p);
+            }
+        }
+    }
+    // The project-local toolchain from tools/setup.sh: a venv holding PyPI's
+    // nvidia-cuda-nvcc, whose layout is site-packages/nvidia/cu13/bin/nvcc.
+    let lib = manifest_dir.join(".cuda/lib");
+    let mut pythons: Vec<PathBuf> = fs::read_dir(&lib).ok()?.filter_map(|e| e.ok().map(|e| e.path())).collect();
+    pythons.sort();
+    pythons
+        .iter()
+        .rev()
+        .find_map(|py| is_file(&py.join("site-packages/nvidia/cu13/bin/nvcc")))
+}
+
+fn compile_fatbin(nvcc: &Path, src: &Path, kernels_dir: &Path, out_dir: &Path, archs: &[u32]) -> Result<String, String> {
+    let stem = src.file_stem().unwrap().to_string_lossy();
+    let out = out_dir.join(format!("{stem}.fatbin"));
+    let mut cmd = Command::new(nvcc);
+    cmd.arg("--fatbin")
+        .arg("-std=c++17")
+        .arg("-O3")
+        // Source lines in SASS for Nsight Compute; costs nothing at run time.
+        .arg("-lineinfo")
+        .arg("-Xptxas=-v")
+        .arg("-I")
+        .arg(kernels_dir);
+    // PyPI's nvcc keeps its headers beside bin/ and does not always find them itself.
+    if let Some(root) = nvcc.parent().and_then(Path::parent) {
+        for inc in [root.join("include"), root.join("include/cccl")] {
+            if inc.is_dir() {
+                cmd.arg("-I").arg(inc);
+            }
+        }
+    }
+    for &arch in archs {
+        cmd.arg("-gencode").arg(format!("arch=compute_{arch},code=sm_{arch}"));
+    }
+    let lowest = archs[0];
+    cmd.arg("-gencode").arg(format!("arch=compute_{lowest},code=compute_{lowest}"));
+    cmd.arg("-o").arg(&out).arg(src);
+
+    let output = cmd
+        .output()
+        .map_err(|e| format!("could not run {} for {}: {e}", nvcc.display(), src.display()))?;
+    let log = String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        let errors: Vec<&str> = log.lines().filter(|l| !l.starts_with("ptxas info")).take(30).collect();
+        return Err(format!("nvcc failed on {}:\n{}", src.display(), errors.join("\n")));
+    }
+    for line in log.lines().filter(|l| l.contains("warning")) {
+        println!("cargo::warning={}: {line}", src.display());
+    }
+    Ok(log)
+}
+
+#[derive(Default, Clone)]
+struct Resources {
+    registers: u32,
+    stack: u32,
+    spill_stores: u32,
+    spill_loads: u32,
+    shared: u32,
+}
+
+struct KernelReport {
+    name: String,
+    per_arch: BTreeMap<String, Resources>,
+}
+
+struct ModuleReport {
+    name: String,
+    kernels: Vec<KernelReport>,
+    raw: String,
+}
+
+/// Parses `nvcc -Xptxas=-v` output. The lines come per (function, arch):
+/// `Compiling entry function 'NAME' for 'sm_90'`, then
+/// `N bytes stack frame, N bytes spill stores, N bytes spill loads`, then
+/// `Used N registers, ... N bytes smem ...`.
+fn parse_ptxas_report(log: &str) -> Vec<KernelReport> {
+    let mut kernels: Vec<KernelReport> = Vec::new();
+    let mut current: Option<(String, String)> = None;
+    let number_before = |line: &str, unit: &str| -> u32 {
+        line.find(unit)
+            .and_then(|i| line[..i].split_whitespace().last())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    for line in log.lines() {
+        if let Some(rest) = line.split("Compiling entry function '").nth(1) {
+            let mut parts = rest.split('\'');
+            let name = parts.next().unwrap_or_default().to_string();
+            let arch = parts.nth(1).unwrap_or_default().to_string();
+            if !kernels.iter().any(|k| k.name == name) {
+                kernels.push(KernelReport { name: name.clone(), per_arch: BTreeMap::new() });
+            }
+            current = Some((name, arch));
+            continue;
+        }
+        let Some((name, arch)) = &current else { continue };
+        let Some(kernel) = kernels.iter_mut().find(|k| &k.name == name) else { continue };
+        let res = kernel.per_arch.entry(arch.clone()).or_default();
+        if line.contains("bytes stack frame") {
+            res.stack = number_before(line, "bytes stack frame");
+            res.spill_stores = number_before(line, "bytes spill stores");
+            res.spill_loads = number_before(line, "bytes spill loads");
+        } else if line.contains("Used") && line.contains("registers") {
+            res.registers = number_before(line, "registers");
+            res.shared = number_before(line, "bytes smem");
+        }
+    }
+    kernels
+}
+
+fn write_reports(modules: &[ModuleReport], out_dir: &Path, archs: &[u32]) -> String {
+    let mut table = String::new();
+    let arch_list: Vec<String> = archs.iter().map(|a| format!("sm_{a}")).collect();
+    let _ = writeln!(table, "vrseg kernel resources (ptxas -v), SASS for {}, PTX for sm_{}", arch_list.join(", "), archs[0]);
+    let _ = writeln!(table, "{:<14} {:<32} {:<7} {:>5} {:>6} {:>7} {:>7} {:>6}", "module", "kernel", "arch", "regs", "stack", "spill-st", "spill-ld", "smem");
+    for module in modules {
+        for kernel in &module.kernels {
+            for (arch, r) in &kernel.per_arch {
+                let _ = writeln!(
+                    table,
+                    "{:<14} {:<32} {:<7} {:>5} {:>6} {:>7} {:>7} {:>6}",
+                    module.name, kernel.name, arch, r.registers, r.stack, r.spill_stores, r.spill_loads, r.shared
+                );
+            }
+        }
+        let _ = fs::write(out_dir.join(format!("{}.ptxas.txt", module.name)), &module.raw);
+    }
+    let _ = fs::write(out_dir.join("kernels-report.txt"), &table);
+    table
+}
+
+fn camel_case(name: &str) -> String {
+    name.split('_')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let mut c = p.chars();
+            match c.next() {
+                Some(first) => first.to_ascii_uppercase().to_string() + c.as_str(),
+                None => String::new(),
+            }
+        })
+        .collect()
+}
+
+fn generate_registry(modules: &[ModuleReport]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "// @generated by build.rs from ptxas's report of kernels/*.cu. Do not edit.\n");
+    let _ = writeln!(s, "/// One CUDA module per `kernels/*.cu` file (one op family each).");
+    let _ = writeln!(s, "#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]\npub enum Module {{");
+    for m in modules {
+        let _ = writeln!(s, "    /// `kernels/{}.cu`\n    {},", m.name, camel_case(&m.name));
+    }
+    let _ = writeln!(s, "}}\n\nimpl Module {{\n    pub const ALL: &'static [Module] = &[");
+    for m in modules {
+        let _ = writeln!(s, "        Module::{},", camel_case(&m.name));
+    }
+    let _ = writeln!(s, "    ];\n\n    /// The `.cu` file's stem.\n    pub fn name(self) -> &'static str {{\n        match self {{");
+    for m in modules {
+        let _ = writeln!(s, "            Module::{} => {:?},", camel_case(&m.name), m.name);
+    }
+    let _ = writeln!(s, "        }}\n    }}\n\n    /// The embedded fatbin (SASS per arch plus PTX for the lowest).\n    pub fn fatbin(self) -> &'static [u8] {{\n        match self {{");
+    for m in modules {
+        let _ = writeln!(
+            s,
+            "            Module::{} => include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{}.fatbin\")),",
+            camel_case(&m.name),
+            m.name
+        );
+    }
+    let _ = writeln!(s, "        }}\n    }}\n\n    pub(crate) fn index(self) -> usize {{\n        self as usize\n    }}\n}}\n");
+
+    let _ = writeln!(s, "/// Every compiled entry point, named after its `extern \"C\"` symbol.");
+    let _ = writeln!(s, "#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]\npub enum Kernel {{");
+    for m in modules {
+        for k in &m.kernels {
+            let _ = writeln!(s, "    /// `{}` in `kernels/{}.cu`\n    {},", k.name, m.name, camel_case(&k.name));
+        }
+    }
+    let _ = writeln!(s, "}}\n\nimpl Kernel {{\n    pub const ALL: &'static [Kernel] = &[");
+    for m in modules {
+        for k in &m.kernels {
+            let _ = writeln!(s, "        Kernel::{},", camel_case(&k.name));
+        }
+    }
+    let _ = writeln!(s, "    ];\n\n    /// The symbol name in the fatbin.\n    pub fn symbol(self) -> &'static str {{\n        match self {{");
+    for m in modules {
+        for k in &m.kernels {
+            let _ = writeln!(s, "            Kernel::{} => {:?},", camel_case(&k.name), k.name);
+        }
+    }
+    let _ = writeln!(s, "        }}\n    }}\n\n    /// The module (op family) that holds this kernel.\n    pub fn module(self) -> Module {{\n        match self {{");
+    for m in modules {
+        for k in &m.kernels {
+            let _ = writeln!(s, "            Kernel::{} => Module::{},", camel_case(&k.name), camel_case(&m.name));
+        }
+    }
+    let _ = writeln!(s, "        }}\n    }}\n\n    pub(crate) fn index(self) -> usize {{\n        self as usize\n    }}\n}}\n");
+
+    // The resource report, so that `vrseg info --kernels` and tests can read it.
+    let _ = writeln!(s, "/// (kernel, arch, registers, stack bytes, spill-store bytes, spill-load bytes) per compiled kernel and arch.");
+    let _ = writeln!(s, "pub const RESOURCE_REPORT: &[(Kernel, &str, u32, u32, u32, u32)] = &[");
+    for m in modules {
+        for k in &m.kernels {
+            for (arch, r) in &k.per_arch {
+                let _ = writeln!(
+                    s,
+                    "    (Kernel::{}, {:?}, {}, {}, {}, {}),",
+                    camel_case(&k.name),
+                    arch,
+                    r.registers,
+                    r.stack,
+                    r.spill_stores,
+                    r.spill_loads
+                );
+            }
+        }
+    }
+    let _ = writeln!(s, "];");
+    s
+}

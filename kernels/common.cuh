@@ -1,0 +1,35 @@
+// Shared helpers for every kernel family. Kernels are `extern "C"` so that their
+// names in the fatbin are the names build.rs turns into the Rust `Kernel` enum.
+#pragma once
+
+#include <cstdint>
+
+// Every entry point goes through this macro: unmangled names, and one place to
+// add launch-bound hints later.
+#define VRSEG_KERNEL extern "C" __global__
+
+namespace vrseg {
+
+// 64-bit global thread index: frames of 8192x4096 and batched tensors exceed
+// 2^31 bytes, so 32-bit index arithmetic would wrap.
+__device__ __forceinline__ uint64_t global_thread_index() {
+    return static_cast<uint64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+}
+
+__device__ __forceinline__ uint64_t global_thread_count() {
+    return static_cast<uint64_t>(gridDim.x) * blockDim.x;
+}
+
+// A 32-bit integer hash (lowbias32, Chris Wellons). Used to fill buffers with
+// patterns that are cheap to recompute on the CPU, so that tests can tell which
+// buffer wrote which bytes. The CPU twin is `ops::memory::pattern_word`.
+__host__ __device__ __forceinline__ uint32_t hash_u32(uint32_t x) {
+    x ^= x >> 16;
+    x *= 0x7feb352dU;
+    x ^= x >> 15;
+    x *= 0x846ca68bU;
+    x ^= x >> 16;
+    return x;
+}
+
+}  // namespace vrseg

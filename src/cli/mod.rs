@@ -1,0 +1,109 @@
+//! Command-line arguments → validated settings → run. Only this layer and
+//! `main` use `anyhow`; the library returns typed errors.
+
+use std::io::Write;
+
+use clap::{Parser, Subcommand};
+
+pub mod exit;
+
+#[derive(Debug, Parser)]
+#[command(name = "vrseg", version, about = "Per-eye person mattes for stereoscopic VR video on NVIDIA GPUs")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show the GPUs, NVDEC/NVENC capabilities, TensorRT and the built-in kernels.
+    Info {
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Report only this GPU (default: all).
+        #[arg(long)]
+        gpu: Option<usize>,
+        /// Also list every kernel's registers, stack and spills (ptxas's report).
+        #[arg(long)]
+        kernels: bool,
+    },
+    /// Run the built-in GPU self-test: kernels against CPU references, the VRAM
+    /// pool, and a frame loop that must not allocate.
+    Selftest {
+        #[arg(long, default_value_t = 0)]
+        gpu: usize,
+        /// Frames to push through the pool's slot ring.
+        #[arg(long, default_value_t = 1000)]
+        frames: usize,
+        /// Seed of the random inputs (printed, so a failure can be replayed).
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Writes to stdout; a closed pipe (`vrseg info | head -1`) is not an error.
+pub fn print_out(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<exit::Code> {
+    match cli.command {
+        Command::Info { json, gpu, kernels } => {
+            let info = vrseg::info::gather(gpu)?;
+            if json {
+                let mut value = serde_json::to_value(&info)?;
+                if kernels {
+                    value["kernel_resources"] = serde_json::to_value(vrseg::gpu::kernels::resource_report().collect::<Vec<_>>())?;
+                }
+                print_out(&(serde_json::to_string_pretty(&value)? + "\n"))?;
+            } else {
+                let mut text = format!("{info}\n");
+                if kernels {
+                    text.push_str(&format!("{:<28} {:<7} {:>5} {:>6} {:>9} {:>9}\n", "kernel", "arch", "regs", "stack", "spill-st", "spill-ld"));
+                    for r in vrseg::gpu::kernels::resource_report() {
+                        text.push_str(&format!(
+                            "{:<28} {:<7} {:>5} {:>6} {:>9} {:>9}\n",
+                            r.kernel, r.arch, r.registers, r.stack_bytes, r.spill_store_bytes, r.spill_load_bytes
+                        ));
+                    }
+                }
+                print_out(&text)?;
+            }
+            Ok(exit::Code::Success)
+        }
+        Command::Selftest { gpu, frames, seed, json } => {
+            let seed = seed.unwrap_or_else(|| {
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+            });
+            let device = vrseg::gpu::Gpu::open(gpu)?;
+            let report = vrseg::selftest::run(&device, seed, frames)?;
+            if json {
+                print_out(&(serde_json::to_string_pretty(&report)? + "\n"))?;
+            } else {
+                let mut text = format!(
+                    "vrseg self-test on {} (seed {}; modules loaded in {:.1} ms)\n",
+                    report.gpu, report.seed, report.module_load_ms
+                );
+                for c in &report.checks {
+                    text.push_str(&format!("  {} {:<44} {}\n", if c.passed { "ok  " } else { "FAIL" }, c.name, c.detail));
+                }
+                let failed = report.checks.iter().filter(|c| !c.passed).count();
+                text.push_str(&format!(
+                    "{} passed, {} failed ({:.0} ms)\n",
+                    report.checks.len() - failed,
+                    failed,
+                    report.wall_ms
+                ));
+                print_out(&text)?;
+            }
+            Ok(if report.passed() { exit::Code::Success } else { exit::Code::Failure })
+        }
+    }
+}

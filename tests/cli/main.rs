@@ -1,0 +1,95 @@
+//! The `vrseg` binary as a user runs it. These run everywhere: on a machine
+//! without a GPU they check the failure path (exit 3, one sentence, no panic);
+//! with a GPU, the success path.
+
+use std::process::{Command, Output};
+
+fn vrseg(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vrseg")).args(args).output().expect("the vrseg binary runs")
+}
+
+fn has_gpu() -> bool {
+    vrseg::gpu::device_count().map(|n| n > 0).unwrap_or(false)
+}
+
+/// The failure contract: exit code 3 (no usable GPU), one line on stderr
+/// starting with `vrseg: error:`, nothing on stdout, no panic.
+fn assert_clean_no_gpu_failure(out: &Output) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "stderr: {stderr}");
+    assert!(out.stdout.is_empty(), "stdout: {}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(stderr.trim_end().lines().count(), 1, "more than one line: {stderr}");
+    assert!(stderr.starts_with("vrseg: error: "), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn info_text() {
+    let out = vrseg(&["info"]);
+    if has_gpu() {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout);
+        for needle in ["GPU 0:", "NVDEC", "NVENC", "TensorRT", "Kernels:"] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+    } else {
+        assert_clean_no_gpu_failure(&out);
+    }
+}
+
+#[test]
+fn info_json_is_one_object() {
+    let out = vrseg(&["info", "--json", "--kernels"]);
+    if has_gpu() {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let value: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON value");
+        assert!(value.is_object());
+        for key in ["vrseg_version", "driver_cuda_version", "gpus", "tensorrt", "kernel_build", "kernel_resources"] {
+            assert!(value.get(key).is_some(), "missing {key}");
+        }
+        let gpu = &value["gpus"][0];
+        for key in ["name", "compute_capability", "total_memory_bytes", "nvdec", "nvenc"] {
+            assert!(gpu.get(key).is_some(), "gpus[0] lacks {key}");
+        }
+    } else {
+        assert_clean_no_gpu_failure(&out);
+    }
+}
+
+#[test]
+fn selftest_runs_or_fails_cleanly() {
+    let out = vrseg(&["selftest", "--frames", "50"]);
+    if has_gpu() {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(text.lines().last().is_some_and(|l| l.contains(" passed, 0 failed")), "{text}");
+    } else {
+        assert_clean_no_gpu_failure(&out);
+    }
+}
+
+#[test]
+fn a_missing_gpu_ordinal_is_named() {
+    let out = vrseg(&["info", "--gpu", "97"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    if has_gpu() {
+        assert!(stderr.contains("GPU 97 does not exist"), "{stderr}");
+    }
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    let out = vrseg(&["no-such-command"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = vrseg(&["selftest", "--frames", "many"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let out = vrseg(&["--help"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("info") && text.contains("selftest"), "{text}");
+}
