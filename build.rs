@@ -301,6 +301,10 @@ fn write_reports(modules: &[ModuleReport], out_dir: &Path, archs: &[u32]) -> Str
     table
 }
 
+fn out_dir_of_registry() -> PathBuf {
+    PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"))
+}
+
 fn camel_case(name: &str) -> String {
     name.split('_')
         .filter(|p| !p.is_empty())
@@ -332,15 +336,23 @@ fn generate_registry(modules: &[ModuleReport]) -> String {
     }
     let _ = writeln!(s, "        }}\n    }}\n\n    /// The embedded fatbin (SASS per arch plus PTX for the lowest).\n    pub fn fatbin(self) -> &'static [u8] {{\n        match self {{");
     for m in modules {
-        let _ = writeln!(
-            s,
-            "            Module::{} => include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{}.fatbin\")),",
-            camel_case(&m.name),
-            m.name
-        );
+        let _ = writeln!(s, "            Module::{} => &FATBIN_{}.0,", camel_case(&m.name), m.name.to_uppercase());
     }
     let _ = writeln!(s, "        }}\n    }}\n\n    pub(crate) fn index(self) -> usize {{\n        self as usize\n    }}\n}}\n");
 
+    // The fatbins live in the ELF section `.nv_fatbin`, 8-byte aligned, as
+    // nvcc's own host objects keep them: then `cuobjdump` and Nsight find the
+    // device code in the vrseg binary like in any CUDA program.
+    let _ = writeln!(s, "#[repr(C, align(8))]\nstruct Fatbin<const N: usize>([u8; N]);\n");
+    for m in modules {
+        let len = fs::metadata(out_dir_of_registry().join(format!("{}.fatbin", m.name))).map(|md| md.len()).unwrap_or(0);
+        let _ = writeln!(
+            s,
+            "#[used]\n#[link_section = \".nv_fatbin\"]\nstatic FATBIN_{}: Fatbin<{len}> = Fatbin(*include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{}.fatbin\")));\n",
+            m.name.to_uppercase(),
+            m.name
+        );
+    }
     let _ = writeln!(s, "/// Every compiled entry point, named after its `extern \"C\"` symbol.");
     let _ = writeln!(s, "#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]\npub enum Kernel {{");
     for m in modules {

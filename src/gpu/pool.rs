@@ -171,6 +171,7 @@ impl VramPool {
         let bytes = layout.total_bytes.max(POOL_ALIGNMENT);
         // SAFETY: the context is current on this thread (bound above); the
         // returned pointer is owned by this pool and freed exactly once in Drop.
+        #[allow(clippy::disallowed_methods)] // the one allocation the pool exists for
         let base = unsafe { cudarc::driver::result::malloc_sync(bytes) }
             .check_with("cuMemAlloc", || format!("VRAM pool of {:.2} GiB", bytes as f64 / GIB))?;
         DEVICE_ALLOCATIONS.fetch_add(1, Ordering::SeqCst);

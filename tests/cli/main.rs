@@ -4,8 +4,11 @@
 
 use std::process::{Command, Output};
 
+/// The binary under test: `VRSEG_BIN` (set by the GPU bundle, whose layout
+/// differs from the build tree) or the one cargo built.
 fn vrseg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vrseg")).args(args).output().expect("the vrseg binary runs")
+    let bin = std::env::var_os("VRSEG_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_vrseg").into());
+    Command::new(&bin).args(args).output().unwrap_or_else(|e| panic!("cannot run {bin:?}: {e}"))
 }
 
 fn has_gpu() -> bool {

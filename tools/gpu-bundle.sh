@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# Builds every test and bench binary and the vrseg binary in release mode,
+# gathers them with their test data into bundle/ (git-ignored, < 60 MiB), and
+# prints the command that runs them all on a GPU machine. There,
+# `bash bundle/run.sh` runs each test binary with VRSEG_REQUIRE_GPU=1 (a
+# missing GPU fails instead of skipping), runs `vrseg info` and `vrseg
+# selftest`, checks the embedded SASS with cuobjdump when present, and ends
+# with the plain line 'N passed, N failed'. `bash bundle/run.sh bench` runs
+# the criterion benches instead.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tools/setup.sh
+
+json=$(mktemp)
+trap 'rm -f "$json"' EXIT
+cargo build --release --quiet --bins
+cargo test --release --no-run --message-format=json --quiet > "$json"
+cargo bench --no-run --message-format=json --quiet >> "$json"
+
+rm -rf bundle
+mkdir -p bundle/bin bundle/tests bundle/benches
+cp target/release/vrseg bundle/bin/
+python3 - "$json" <<'PY'
+import json, shutil, sys, os
+seen = set()
+for line in open(sys.argv[1]):
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    if m.get("reason") != "compiler-artifact" or not m.get("executable"):
+        continue
+    kind = m["target"]["kind"][0]
+    name = m["target"]["name"]
+    if kind == "bin" and not m["profile"]["test"]:
+        continue  # the vrseg binary itself is copied separately
+    dest = "benches" if kind == "bench" else "tests"
+    label = name if kind in ("test", "bench") else f"{kind}-{name}"
+    if (dest, label) in seen:
+        continue
+    seen.add((dest, label))
+    shutil.copy2(m["executable"], os.path.join("bundle", dest, label))
+PY
+strip bundle/bin/* bundle/tests/* bundle/benches/* 2>/dev/null || true
+
+# Tests read their data from VRSEG_TEST_DATA when set (run.sh sets it), else
+# from tests/data in the source tree.
+if [ -d tests/data ]; then
+    cp -r tests/data bundle/data
+    rm -rf bundle/data/generated
+fi
+
+cat > bundle/run.sh <<'RUN'
+#!/usr/bin/env bash
+# Runs the vrseg GPU bundle. Usage: bash bundle/run.sh [bench]
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+export VRSEG_REQUIRE_GPU=1 VRSEG_BIN="$here/bin/vrseg" VRSEG_TEST_DATA="$here/data"
+log=${OUT:-/tmp}/bundle-log.txt
+: > "$log"
+
+if [ "${1:-}" = bench ]; then
+    for b in "$here"/benches/*; do
+        echo "== $(basename "$b")"
+        "$b" --bench "${@:2}" 2>&1 | tee -a "$log"
+    done
+    exit 0
+fi
+
+passed=0; failed=0
+check() {  # check NAME COMMAND... : one pass/fail line for a non-libtest check
+    if "${@:2}" >>"$log" 2>&1; then passed=$((passed+1)); echo "ok    $1"; else failed=$((failed+1)); echo "FAIL  $1"; fi
+}
+
+for t in "$here"/tests/*; do
+    name=$(basename "$t")
+    out=$("$t" --test-threads=1 2>&1); rc=$?
+    printf '%s\n' "$out" >> "$log"
+    line=$(printf '%s\n' "$out" | grep -E '^test result:' | tail -1)
+    p=$(printf '%s' "$line" | sed -nE 's/.* ([0-9]+) passed.*/\1/p'); p=${p:-0}
+    f=$(printf '%s' "$line" | sed -nE 's/.* ([0-9]+) failed.*/\1/p'); f=${f:-0}
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then f=1; fi   # crashed before its summary
+    passed=$((passed+p)); failed=$((failed+f))
+    printf '%-28s %4s passed %4s failed\n' "$name" "$p" "$f"
+    if [ "$f" -ne 0 ]; then printf '%s\n' "$out" | grep -E -A12 -- '---- |panicked' | head -60; fi
+done
+
+for b in "$here"/benches/*; do
+    check "bench $(basename "$b") runs once (--test)" "$b" --test
+done
+
+echo "== vrseg info"
+"$here/bin/vrseg" info | tee -a "$log"
+check "vrseg info --json" "$here/bin/vrseg" info --json
+check "vrseg selftest" "$here/bin/vrseg" selftest
+if command -v cuobjdump >/dev/null; then
+    cuobjdump --list-elf "$here/bin/vrseg" > "${log%.txt}-elf.txt" 2>&1
+    for arch in sm_86 sm_90; do
+        check "cuobjdump: $arch code embedded" grep -q "$arch" "${log%.txt}-elf.txt"
+    done
+    grep -o 'sm_[0-9]*' "${log%.txt}-elf.txt" | sort | uniq -c
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
+RUN
+chmod +x bundle/run.sh
+size=$(du -sm bundle | cut -f1)
+echo "bundle/: ${size} MiB"
+if [ "$size" -ge 60 ]; then echo "bundle is over 60 MiB" >&2; exit 1; fi
+echo "On the GPU machine, from the repository root: bash bundle/run.sh"
+echo "(with the device tool: run command='bash bundle/run.sh', carry=['bundle'])"

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs what building and testing vrseg needs, and nothing when it is
+# already there. Safe to run again. Used by tools/quickstart.sh, tools/test.sh
+# and tools/gpu-bundle.sh.
+#   - libclang (Debian: libclang-dev): the nvtx crate runs bindgen at build time.
+#   - nvcc: from $NVCC, $CUDA_HOME, $CUDA_PATH or PATH if present; otherwise
+#     PyPI's CUDA 13.0 compiler packages into ./.cuda (no GPU or driver needed).
+#   - Rust dependencies: cargo fetch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+have_libclang() {
+    [ -n "${LIBCLANG_PATH:-}" ] && return 0
+    ls /usr/lib/llvm-*/lib/libclang*.so* /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1
+}
+
+if ! have_libclang; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        echo "setup: installing libclang-dev (Debian)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libclang-dev >/dev/null
+    else
+        echo "setup: libclang is missing; install it (Debian/Ubuntu: sudo apt-get install libclang-dev) and run this again" >&2
+        exit 1
+    fi
+fi
+
+find_nvcc() {
+    if [ -n "${NVCC:-}" ] && [ -x "$NVCC" ]; then return 0; fi
+    for root in "${CUDA_HOME:-}" "${CUDA_PATH:-}"; do
+        [ -n "$root" ] && [ -x "$root/bin/nvcc" ] && return 0
+    done
+    command -v nvcc >/dev/null && return 0
+    ls .cuda/lib/python3*/site-packages/nvidia/cu13/bin/nvcc >/dev/null 2>&1
+}
+
+if ! find_nvcc; then
+    py=$(command -v python3 || true)
+    if [ -z "$py" ]; then
+        echo "setup: nvcc not found and python3 is missing to install it from PyPI; install python3 (with venv) or the CUDA toolkit" >&2
+        exit 1
+    fi
+    echo "setup: installing the CUDA 13.0 compiler from PyPI into .cuda/"
+    "$py" -m venv .cuda
+    .cuda/bin/pip install -q --disable-pip-version-check \
+        nvidia-cuda-nvcc==13.0.88 nvidia-nvvm==13.0.88 nvidia-cuda-crt==13.0.88 \
+        nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85
+fi
+
+cargo fetch --quiet
