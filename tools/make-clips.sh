@@ -55,7 +55,43 @@ ff $(src 256x128 30) -frames:v 6 -c:v libaom-av1 -cpu-used 8 -crf 50 -g 6 -threa
 ff $(src 256x128 30) -frames:v 6 -c:v libaom-av1 -cpu-used 8 -crf 50 -g 6 -threads 1 "${bitexact[@]}" av1.mp4
 
 # Matroska written to a pipe: clusters and segment have unknown sizes.
-ff $(src 256x128 30) -frames:v 12 "${x264[@]}" "${bitexact[@]}" -f matroska pipe: > h264_unknown_size.mkv
+# Matroska to a pipe: ffmpeg 5.1 leaves the Segment size unknown but still sizes each Cluster
+# (it buffers clusters), so rewrite every Cluster size field as "unknown" (all ones, same
+# length), which is what live muxers (OBS, gstreamer, mkvmerge --cluster-length) produce.
+ff $(src 256x128 30) -frames:v 24 "${x264[@]}" "${bitexact[@]}" -cluster_time_limit 200 -f matroska pipe: > h264_unknown_size.mkv
+python3 - h264_unknown_size.mkv <<'PY'
+import sys
+path = sys.argv[1]
+d = bytearray(open(path, "rb").read())
+def vint(pos):
+    n = 1
+    while not d[pos] & (0x80 >> (n - 1)):
+        n += 1
+    v = d[pos] & (0xFF >> n)
+    for b in d[pos + 1:pos + n]:
+        v = (v << 8) | b
+    return v, n
+def ident(pos):
+    n = 1
+    while not d[pos] & (0x80 >> (n - 1)):
+        n += 1
+    return int.from_bytes(d[pos:pos + n], "big"), n
+pos = 0
+_, n = ident(pos); size, m = vint(pos + n); pos += n + m + size     # EBML header
+_, n = ident(pos); _, m = vint(pos + n); pos += n + m               # Segment (unknown size)
+clusters = 0
+while pos < len(d):
+    eid, n = ident(pos)
+    size, m = vint(pos + n)
+    if eid == 0x1F43B675:
+        d[pos + n] = (0xFF >> (m - 1)) if m > 1 else 0xFF
+        for i in range(1, m):
+            d[pos + n + i] = 0xFF
+        clusters += 1
+    pos += n + m + size
+assert clusters >= 2, clusters
+open(path, "wb").write(d)
+PY
 ff $(src 256x128 30) -frames:v 12 "${x264[@]}" "${bitexact[@]}" h264.mkv
 ff $(src 256x128 30) -frames:v 8 "${x265[@]}" "${bitexact[@]}" hevc.mkv
 

@@ -49,6 +49,9 @@ mod golden {
     use super::*;
     use serde_json::Value;
 
+    /// (pts, dts, duration, keyframe); ffprobe's "N/A" is None.
+    type Packet = (Option<i64>, Option<i64>, Option<i64>, bool);
+
     struct Golden {
         codec: String,
         profile: Option<String>,
@@ -58,7 +61,7 @@ mod golden {
         tb_num: i64,
         tb_den: i64,
         /// [pts, dts, duration, keyframe] per packet in decode order.
-        packets: Vec<(Option<i64>, Option<i64>, Option<i64>, bool)>,
+        packets: Vec<Packet>,
     }
 
     fn load(path: &Path) -> Golden {
@@ -405,7 +408,7 @@ mod bad_inputs {
 
     #[test]
     fn cut_inside_a_sample_names_the_sample() {
-        // Fragmented MP4 cut in its last mdat: the mdat box is cut, reported as truncation.
+        // A sized Segment/Cluster cut in half: the declared size runs past the end.
         let bytes = std::fs::read(clip("h264.mkv")).expect("read");
         let p = write("cut.mkv", &bytes[..bytes.len() / 2]);
         let e = Demuxer::open(&p).expect_err("truncated");
@@ -413,6 +416,7 @@ mod bad_inputs {
         // Unknown-size clusters: the cut is only visible in the last block.
         let bytes = std::fs::read(clip("h264_unknown_size.mkv")).expect("read");
         let p = write("cut_unknown.mkv", &bytes[..bytes.len() - 3]);
+        assert!(bytes.windows(6).any(|w| w == [0x1f, 0x43, 0xb6, 0x75, 0x7f, 0xff]), "fixture has unknown-size clusters");
         let e = Demuxer::open(&p).expect_err("truncated");
         assert!(matches!(e, DemuxError::Truncated { ref what, .. } if what.contains("sample")), "{e:?}");
     }

@@ -328,7 +328,7 @@ impl MoovIndex {
                 }
                 let first_flags = if tflags & 0x04 != 0 { Some(r.u32()?) } else { None };
                 let per_sample = [0x100u32, 0x200, 0x400, 0x800].iter().filter(|&&f| tflags & f != 0).count() * 4;
-                let max_count = if per_sample > 0 { r.remaining() / per_sample } else { file_len as usize };
+                let max_count = r.remaining().checked_div(per_sample).unwrap_or(file_len as usize);
                 if count as usize > max_count || self.raw.len().saturating_add(count as usize) as u64 > file_len {
                     return Err(Fault::corrupt("trun", format!("claims {count} samples, more than the box or file can hold")));
                 }

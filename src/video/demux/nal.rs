@@ -95,10 +95,7 @@ pub fn parse_hvcc(record: &[u8]) -> Result<NalConfig, Fault> {
         }
     }
     // Keep VPS, SPS, PPS order whatever order the arrays came in; SEI arrays go last.
-    parameter_sets.sort_by_key(|n| match nal_type(VideoCodec::Hevc, n) {
-        Some(t @ 32..=34) => t,
-        _ => 255,
-    });
+    parameter_sets.sort_by_key(|n| nal_type(VideoCodec::Hevc, n).filter(|t| (32..=34).contains(t)).unwrap_or(255));
     Ok(NalConfig { codec: VideoCodec::Hevc, length_size, parameter_sets })
 }
 
