@@ -5,7 +5,8 @@
 use std::path::PathBuf;
 
 pub fn demux_bytes(data: &[u8], extension: &str) {
-    let path: PathBuf = std::env::temp_dir().join(format!("vrseg-fuzz-{}.{extension}", std::process::id()));
+    let path: PathBuf =
+        std::env::temp_dir().join(format!("vrseg-fuzz-{}.{extension}", std::process::id()));
     if std::fs::write(&path, data).is_err() {
         return;
     }
