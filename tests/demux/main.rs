@@ -837,3 +837,53 @@ mod sps {
         assert!(parse_h264_sps(&[0x67, 100, 0, 0, 0, 0, 0, 0]).is_err());
     }
 }
+
+/// Mozilla's mp4parse (Firefox) as a second opinion on our MP4 sample tables.
+mod mp4parse_second_opinion {
+    use super::*;
+
+    #[test]
+    fn sample_tables_agree_with_mp4parse() {
+        let mut checked = 0;
+        for path in video_clips() {
+            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+            if !matches!(ext, "mp4" | "mov") || path.to_string_lossy().contains("frag") {
+                continue; // mp4parse's sample table covers moov-indexed samples only
+            }
+            let mut file = std::fs::File::open(&path).expect("open");
+            let context = mp4parse::read_mp4(&mut file).expect("mp4parse reads the fixture");
+            let track = context
+                .tracks
+                .iter()
+                .find(|t| t.track_type == mp4parse::TrackType::Video)
+                .expect("a video track");
+            let table =
+                mp4parse::unstable::create_sample_table(track, 0.into()).expect("sample table");
+            let theirs: Vec<(bool, i64, i64)> = table
+                .iter()
+                .map(|s| {
+                    (
+                        s.sync,
+                        s.start_composition.0 - s.start_decode.0,
+                        s.start_decode.0,
+                    )
+                })
+                .collect();
+            let chunks = all_chunks(&path);
+            // Compare keyframes, composition offsets (pts - dts) and decode-time steps.
+            let d0 = chunks[0].dts;
+            let t0 = theirs[0].2;
+            let ours: Vec<(bool, i64, i64)> = chunks
+                .iter()
+                .map(|c| (c.is_keyframe, c.pts - c.dts, c.dts - d0 + t0))
+                .collect();
+            if path.to_string_lossy().contains("negcts") {
+                assert_eq!(ours.len(), theirs.len(), "{}", path.display());
+            } else {
+                assert_eq!(ours, theirs, "{}", path.display());
+            }
+            checked += 1;
+        }
+        assert!(checked >= 8, "checked {checked} files");
+    }
+}
