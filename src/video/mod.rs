@@ -1,4 +1,13 @@
 //! Video input and output: demux → [`Chunk`](chunk::Chunk) → NVDEC, and the NVENC probe.
+//!
+//! - [`demux`] turns MP4/MOV, Matroska/WebM and raw Annex-B files into [`chunk::Chunk`]s in
+//!   decode order, with [`chunk::StreamInfo`] describing the video track.
+//! - [`layout`] decides whether a frame holds two eyes side by side, top/bottom, or one view.
+//! - [`probe`] gathers the facts `vrseg probe` prints.
 
+pub mod chunk;
+pub mod demux;
+pub mod layout;
 pub mod nvdec;
 pub mod nvenc;
+pub mod probe;
