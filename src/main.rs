@@ -10,10 +10,23 @@ fn main() {
     let code = match cli::run(args) {
         Ok(code) => code,
         Err(err) => {
-            // `{:#}` joins the context chain into one line.
-            eprintln!("vrseg: error: {err:#}");
+            eprintln!("vrseg: error: {}", one_sentence(&err));
             cli::exit::code_for(&err)
         }
     };
     std::process::exit(code as i32);
+}
+
+/// The error and its causes on one line, leaving out a cause whose text the
+/// message before it already quotes (library errors often embed their source).
+fn one_sentence(err: &anyhow::Error) -> String {
+    let mut text = err.to_string();
+    for cause in err.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }

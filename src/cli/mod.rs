@@ -28,6 +28,13 @@ pub enum Command {
         #[arg(long)]
         kernels: bool,
     },
+    /// Describe a video file: container, codec, size, frames, stereo layout, audio (no GPU needed).
+    Probe {
+        file: std::path::PathBuf,
+        /// Print exactly one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the built-in GPU self-test: kernels against CPU references, the VRAM
     /// pool, and a frame loop that must not allocate.
     Selftest {
@@ -75,6 +82,15 @@ pub fn run(cli: Cli) -> anyhow::Result<exit::Code> {
                     }
                 }
                 print_out(&text)?;
+            }
+            Ok(exit::Code::Success)
+        }
+        Command::Probe { file, json } => {
+            let report = vrseg::video::probe::probe(&file)?;
+            if json {
+                print_out(&(serde_json::to_string(&report)? + "\n"))?;
+            } else {
+                print_out(&format!("{report}\n"))?;
             }
             Ok(exit::Code::Success)
         }

@@ -94,5 +94,49 @@ fn help_lists_the_commands() {
     let out = vrseg(&["--help"]);
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("info") && text.contains("selftest"), "{text}");
+    assert!(text.contains("info") && text.contains("selftest") && text.contains("probe"), "{text}");
+}
+
+fn clip(name: &str) -> String {
+    let dir = std::env::var_os("VRSEG_TEST_DATA")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data"));
+    dir.join("clips").join(name).to_string_lossy().into_owned()
+}
+
+#[test]
+fn probe_json_has_the_documented_keys() {
+    let path = clip("h264_1918x1078_3dh.mp4");
+    let out = vrseg(&["probe", "--json", &path]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.trim_end().lines().count(), 1, "exactly one JSON line: {text}");
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    for key in ["path", "container", "codec", "profile", "bit_depth", "width", "height", "frames", "fps", "duration_s", "layout", "layout_source", "audio"] {
+        assert!(v.get(key).is_some(), "missing {key} in {text}");
+    }
+    assert_eq!(v["container"], "mp4");
+    assert_eq!(v["codec"], "h264");
+    assert_eq!((v["width"].as_u64(), v["height"].as_u64()), (Some(1918), Some(1078)));
+    assert_eq!((v["layout"].as_str(), v["layout_source"].as_str()), (Some("sbs"), Some("filename")));
+}
+
+#[test]
+fn probe_failures_are_one_sentence_naming_the_file() {
+    let dir = std::env::temp_dir().join(format!("vrseg-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let empty = dir.join("empty.mp4");
+    std::fs::write(&empty, b"").unwrap();
+    let text_mkv = dir.join("notes.mkv");
+    std::fs::write(&text_mkv, b"this is a text file, not a video\n").unwrap();
+    for path in [empty, text_mkv, dir.join("missing.mp4")] {
+        let out = vrseg(&["probe", path.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(out.stdout.is_empty());
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(path.file_name().unwrap().to_str().unwrap()), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
