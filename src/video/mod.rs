@@ -6,6 +6,7 @@
 //! - [`probe`] gathers the facts `vrseg probe` prints.
 
 pub mod chunk;
+pub mod decode;
 pub mod demux;
 pub mod layout;
 pub mod nvdec;

@@ -15,6 +15,10 @@ pub enum NvdecError {
     Gpu(#[from] GpuError),
     #[error("{call} failed with CUDA status {status}{context}")]
     Call { call: &'static str, status: u32, context: String },
+    #[error("{what}; {way_out}")]
+    Unsupported { what: String, way_out: String },
+    #[error("{label}: writing frame {frame} failed: {reason}")]
+    Output { label: String, frame: u64, reason: String },
 }
 
 /// One row of the capability table.

@@ -1,0 +1,171 @@
+//! Whole-file decode: demux → NVDEC → a VRAM pool slot per frame, handed to a
+//! sink. The sink sees each frame once, in presentation order; with
+//! [`HostCopy::Packed`] it also gets the frame packed on the host (for
+//! `vrseg decode`, which the user asked to write frames out).
+
+use std::path::Path;
+
+use cudarc::driver::{sys, CudaStream};
+
+use super::chunk::StreamInfo;
+use super::demux::{DemuxError, Demuxer};
+use super::nvdec::{FrameLayout, NvDecoder, NvdecError, PictureStatus};
+use crate::gpu::nvtx::{self, Stage};
+use crate::gpu::{DeviceView, Gpu, GpuError, PoolPlan, VramPool};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error(transparent)]
+    Demux(#[from] DemuxError),
+    #[error(transparent)]
+    Nvdec(#[from] NvdecError),
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+    #[error(
+        "{path}: NVDEC returned {decoded} frames but the file has {expected} video samples; the stream is probably damaged"
+    )]
+    FrameCountMismatch { path: String, decoded: u64, expected: u64 },
+}
+
+/// Whether the sink wants the frame's pixels on the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HostCopy {
+    None,
+    /// NV12 / P010 rows without padding, exactly the bytes ffmpeg hashes.
+    Packed,
+}
+
+/// One decoded frame as the sink sees it.
+pub struct DecodedFrame<'a> {
+    pub index: u64,
+    pub pts: i64,
+    pub status: PictureStatus,
+    pub layout: FrameLayout,
+    /// The frame in its pool slot.
+    pub device: DeviceView<'a>,
+    /// The packed host copy, when asked for.
+    pub packed: Option<&'a [u8]>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DecodeSummary {
+    pub frames: u64,
+    pub concealed: Vec<u64>,
+    pub failed: Vec<u64>,
+    pub layout: FrameLayout,
+}
+
+/// Copies a frame from its slot into `dst`, packed (no row padding).
+pub fn download_packed(stream: &CudaStream, src: &DeviceView, layout: &FrameLayout, dst: &mut [u8]) -> Result<(), GpuError> {
+    let packed = layout.packed_bytes();
+    if dst.len() < packed {
+        return Err(GpuError::BufferTooSmall { buffer: "host frame".into(), have: dst.len(), need: packed, op: "packed download" });
+    }
+    if src.bytes() < layout.slot_bytes() {
+        return Err(GpuError::BufferTooSmall { buffer: src.name().into(), have: src.bytes(), need: layout.slot_bytes(), op: "packed download" });
+    }
+    let luma_bytes = layout.luma_row_bytes() * layout.height as usize;
+    let planes = [
+        (src.ptr(), 0usize, layout.luma_row_bytes(), layout.height as usize),
+        (src.ptr() + layout.chroma_offset as u64, luma_bytes, layout.chroma_row_bytes(), layout.chroma_height() as usize),
+    ];
+    stream.context().bind_to_thread().map_err(|e| GpuError::Driver { call: "cuCtxSetCurrent", status: crate::gpu::error::driver_status_text(&e), context: String::new() })?;
+    for (src_ptr, dst_offset, row_bytes, rows) in planes {
+        let copy = sys::CUDA_MEMCPY2D {
+            srcXInBytes: 0,
+            srcY: 0,
+            srcMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+            srcHost: std::ptr::null(),
+            srcDevice: src_ptr,
+            srcArray: std::ptr::null_mut(),
+            srcPitch: layout.pitch,
+            dstXInBytes: 0,
+            dstY: 0,
+            dstMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_HOST,
+            // SAFETY (pointer arithmetic): dst_offset + row_bytes * rows <= packed <= dst.len().
+            dstHost: dst[dst_offset..].as_mut_ptr() as *mut std::ffi::c_void,
+            dstDevice: 0,
+            dstArray: std::ptr::null_mut(),
+            dstPitch: row_bytes,
+            WidthInBytes: row_bytes,
+            Height: rows,
+        };
+        // SAFETY: source rows lie inside the slot (size checked above); the
+        // host destination holds `rows * row_bytes` bytes from `dst_offset`
+        // (checked above) and stays borrowed until the sync below.
+        unsafe { sys::cuMemcpy2DAsync_v2(&copy, stream.cu_stream()) }
+            .result()
+            .map_err(|e| GpuError::Driver { call: "cuMemcpy2DAsync", status: crate::gpu::error::driver_status_text(&e), context: " (frame to host)".into() })?;
+    }
+    stream
+        .synchronize()
+        .map_err(|e| GpuError::Driver { call: "cuStreamSynchronize", status: crate::gpu::error::driver_status_text(&e), context: String::new() })
+}
+
+/// Decodes `path` on `gpu`, calling `sink` once per frame in presentation
+/// order. Device memory: one pool of two frame slots, reserved before the
+/// first chunk; nothing is allocated per frame (the host buffer for packed
+/// copies is allocated once too).
+pub fn decode_file(
+    gpu: &Gpu,
+    path: &Path,
+    host: HostCopy,
+    sink: &mut dyn FnMut(&StreamInfo, DecodedFrame) -> Result<(), String>,
+) -> Result<DecodeSummary, DecodeError> {
+    let label = path.display().to_string();
+    let mut demuxer = Demuxer::open(path)?;
+    let info = demuxer.info().clone();
+    let stream = gpu.new_stream()?;
+    let mut decoder = NvDecoder::new(gpu, stream.clone(), &info, &label)?;
+    let layout = decoder.layout();
+
+    let mut plan = PoolPlan::new();
+    let slots = plan.slots("decode.frames", layout.slot_bytes(), 2);
+    let pool = VramPool::reserve(gpu, &plan)?;
+    let ring = pool.slot_ring(slots)?;
+    let mut host_frame = match host {
+        HostCopy::Packed => vec![0u8; layout.packed_bytes()],
+        HostCopy::None => Vec::new(),
+    };
+
+    let mut deliver = |picture: &super::nvdec::MappedPicture| -> Result<(), NvdecError> {
+        let _range = nvtx::range(Stage::Decode);
+        if picture.layout != layout {
+            return Err(NvdecError::Unsupported {
+                what: format!(
+                    "{label}: the picture size changed mid-stream at frame {} ({}x{} to {}x{})",
+                    picture.index, layout.width, layout.height, picture.layout.width, picture.layout.height
+                ),
+                way_out: "split the file where the size changes, or transcode it to one size".into(),
+            });
+        }
+        let slot = ring.acquire(&stream)?;
+        let view = slot.view();
+        picture.copy_to(&view)?;
+        let packed = match host {
+            HostCopy::Packed => {
+                download_packed(&stream, &view, &layout, &mut host_frame)?;
+                Some(&host_frame[..])
+            }
+            HostCopy::None => None,
+        };
+        let frame = DecodedFrame { index: picture.index, pts: picture.pts, status: picture.status, layout, device: view, packed };
+        let sunk = sink(&info, frame);
+        slot.release(&stream)?;
+        sunk.map_err(|reason| NvdecError::Output { label: label.clone(), frame: picture.index, reason })
+    };
+
+    while let Some(chunk) = {
+        let _range = nvtx::range(Stage::Demux);
+        demuxer.next_chunk()?
+    } {
+        decoder.decode(&chunk, &mut deliver)?;
+    }
+    decoder.flush(&mut deliver)?;
+
+    let report = decoder.report().clone();
+    if report.frames != info.frame_count {
+        return Err(DecodeError::FrameCountMismatch { path: label, decoded: report.frames, expected: info.frame_count });
+    }
+    Ok(DecodeSummary { frames: report.frames, concealed: report.concealed, failed: report.failed, layout })
+}
