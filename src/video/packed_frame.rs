@@ -94,7 +94,10 @@ impl PackedLayout {
         let luma_row_bytes = w.checked_mul(sample).ok_or_else(too_large)?;
         let chroma_offset = luma_row_bytes.checked_mul(h).ok_or_else(too_large)?;
         // One U and one V sample per 2×2 luma block, rounded up at odd edges.
-        let chroma_row_bytes = w.div_ceil(2).checked_mul(2 * sample).ok_or_else(too_large)?;
+        let chroma_row_bytes = w
+            .div_ceil(2)
+            .checked_mul(2 * sample)
+            .ok_or_else(too_large)?;
         let chroma_rows = h.div_ceil(2);
         let total_bytes = chroma_row_bytes
             .checked_mul(chroma_rows)

@@ -16,10 +16,16 @@
 //! Each frame is `FRAME\n` followed by the planar Y, U, V planes (I420). For 10-bit, samples
 //! are little-endian u16 with the value in the **low** 10 bits, so P010's high-bit samples are
 //! shifted right by 6.
+//!
+//! One deliberate difference: for 10-bit at an **odd width**, ffmpeg 5.1's muxer writes each
+//! chroma row as `ceil(width × 2 / 2)` = `width` bytes (it halves the byte width, not the
+//! sample count), dropping the high byte of the last U and V sample, and its own y4m demuxer
+//! then misreads the file. We write the full `ceil(width / 2) × 2` bytes, which ffmpeg reads
+//! back correctly (tests/frame_io checks both).
 
 use std::io::Write;
 
-use crate::video::packed_frame::{PackedFormat, PackedFrame, PackedLayout, PackedFrameError};
+use crate::video::packed_frame::{PackedFormat, PackedFrame, PackedFrameError, PackedLayout};
 
 /// Where chroma samples sit relative to luma, as ffmpeg's `AVChromaLocation` (only the values
 /// that change the y4m header are distinguished).
@@ -378,7 +384,9 @@ mod tests {
         ));
         assert!(matches!(
             Y4mWriter::new(Vec::new(), stream(2, 2, 12)),
-            Err(Y4mError::Frame(PackedFrameError::UnsupportedBitDepth { bit_depth: 12 }))
+            Err(Y4mError::Frame(PackedFrameError::UnsupportedBitDepth {
+                bit_depth: 12
+            }))
         ));
         let no_rate = Y4mStream {
             fps_den: 0,
