@@ -1,7 +1,9 @@
 //! Per-frame MD5 lines in ffmpeg's `-f framemd5` format (version 2), so that our decoder's
 //! output can be compared line by line, or by the hash column alone, with
 //! `ffmpeg -i CLIP -map 0:v:0 -pix_fmt nv12|p010le -f framemd5 -` (see tools/make-clips.sh,
-//! which commits such goldens under tests/data/clips/framemd5/).
+//! which commits such goldens under tests/data/clips/framemd5/; for 10-bit clips it hashes
+//! the decoder's planar frames repacked to P010 itself, because ffmpeg 5.1's swscale zeroes
+//! the last chroma pair of odd-width p010le rows).
 //!
 //! ffmpeg 5.1 (libavformat/hashenc.c, framehash_write_packet) prints each frame as
 //! `"%d, %10"PRId64", %10"PRId64", %8"PRId64", %8d, "` of stream index, dts, pts, duration and
