@@ -47,6 +47,13 @@ ff $(src 256x128 30) -frames:v 8 "${x265[@]}" "${bitexact[@]}" -tag:v hvc1 hevc_
 ff $(src 256x128 30) -frames:v 8 "${x265[@]}" "${bitexact[@]}" -tag:v hev1 hevc_hev1.mp4
 ff $(src 318x158 30) -frames:v 8 "${x265[@]}" -pix_fmt yuv420p10le "${bitexact[@]}" -tag:v hvc1 hevc_10bit_318x158.mp4
 
+# VP9 profile 2 (10-bit) with an odd size: odd widths/heights exercise the rounded-up chroma
+# planes of NV12/P010 (x264/x265 need even sizes for 4:2:0, libvpx does not); at least
+# 128x128, NVDEC's VP9 minimum. lavfi sources round sizes to even, hence the scale (and setsar,
+# since scale would otherwise keep the display aspect with a 258:259 SAR).
+ff $(src 260x148 30) -vf scale=259:147,setsar=1 -frames:v 8 -pix_fmt yuv420p10le \
+    -c:v libvpx-vp9 -deadline realtime -cpu-used 8 -b:v 100k -g 6 -threads 1 "${bitexact[@]}" vp9_10bit_259x147.webm
+
 # VP9 WebM with Opus audio; AV1 in Matroska.
 ff $(src 256x128 30) -f lavfi -i "sine=frequency=440:sample_rate=48000:duration=0.3" -frames:v 8 \
     -c:v libvpx-vp9 -deadline realtime -cpu-used 8 -b:v 100k -g 6 -threads 1 \
@@ -135,4 +142,65 @@ json.dump(golden, sys.stdout, indent=1)
 print()
 ' "$clip" > "$clip.json"
 done
-ls -l
+# Golden per-frame hashes (framemd5/CLIP.framemd5) for every clip NVDEC decodes (H.264 8-bit,
+# HEVC 8/10-bit, VP9 8/10-bit; not AV1, which NVDEC lacks on the GPUs we target): ffmpeg's
+# software decode of the first video stream, converted to the packed layout our decoder
+# hands to the host (nv12 for 8-bit, p010le for 10-bit), one MD5 per frame in presentation
+# order. The dts/pts/duration columns are in the *output* stream time base, which ffmpeg sets
+# to 1/frame-rate for rawvideo (`#tb 0: 1/30`), so they count frames, not container ticks;
+# compare our decoder's frames by order and hash, not by container timestamps. +bitexact
+# drops the `#software: Lavf…` line so the files do not depend on the ffmpeg build.
+# They live in a subdirectory because the demux tests treat every file beside the clips
+# (other than .json/.m4a) as a clip.
+mkdir -p framemd5
+rm -f framemd5/*.framemd5
+for clip in *.mp4 *.mov *.mkv *.webm *.h264 *.hevc; do
+    [ -e "$clip" ] || continue
+    codec=$(ffprobe -v error -select_streams v:0 -show_entries stream=codec_name -of default=nw=1:nk=1 "$clip")
+    [ "$codec" = av1 ] && continue
+    pix=$(ffprobe -v error -select_streams v:0 -show_entries stream=pix_fmt -of default=nw=1:nk=1 "$clip")
+    case "$pix" in
+        yuv420p) packed=nv12 ;;
+        yuv420p10le) packed=p010le ;;
+        *) echo "make-clips: $clip has pix_fmt $pix, no packed layout for it" >&2; exit 1 ;;
+    esac
+    ff -threads 1 -i "$clip" -map 0:v:0 -pix_fmt "$packed" -fflags +bitexact -f framemd5 "framemd5/$clip.framemd5"
+    [ "$packed" = p010le ] || continue
+    # ffmpeg 5.1's swscale drops the last U/V pair of every chroma row when it writes p010le
+    # at an odd width (zeros instead of samples), so for 10-bit clips the hashes come from the
+    # decoder's own yuv420p10le frames repacked to P010 here; ffmpeg supplies the header and
+    # timestamps. At even widths the result must equal ffmpeg's p010le lines, which checks
+    # the repacking.
+    ff -threads 1 -i "$clip" -map 0:v:0 -pix_fmt yuv420p10le -f rawvideo framemd5/planar.tmp
+    python3 - "framemd5/$clip.framemd5" framemd5/planar.tmp <<'PY'
+import hashlib, re, struct, sys
+golden_path, planar_path = sys.argv[1], sys.argv[2]
+lines = open(golden_path).read().splitlines()
+w, h = map(int, next(l for l in lines if l.startswith("#dimensions 0: ")).split(": ")[1].split("x"))
+cw, ch = (w + 1) // 2, (h + 1) // 2
+frame_len = (w * h + 2 * cw * ch) * 2
+data = open(planar_path, "rb").read()
+frames = [data[i:i + frame_len] for i in range(0, len(data), frame_len)]
+out, n = [], 0
+for line in lines:
+    if line.startswith("#"):
+        out.append(line)
+        continue
+    f = frames[n]
+    n += 1
+    y = struct.unpack("<%dH" % (w * h), f[:w * h * 2])
+    u = struct.unpack("<%dH" % (cw * ch), f[w * h * 2:(w * h + cw * ch) * 2])
+    v = struct.unpack("<%dH" % (cw * ch), f[(w * h + cw * ch) * 2:])
+    uv = [s for pair in zip(u, v) for s in pair]
+    p010 = struct.pack("<%dH" % len(y), *[s << 6 for s in y]) + struct.pack("<%dH" % len(uv), *[s << 6 for s in uv])
+    fields = [x.strip() for x in line.split(",")]
+    new = "%s, %10s, %10s, %8s, %8d, %s" % (fields[0], fields[1], fields[2], fields[3], len(p010), hashlib.md5(p010).hexdigest())
+    if w % 2 == 0:
+        assert new == line, (golden_path, line, new)
+    out.append(new)
+assert n == len(frames), (golden_path, n, len(frames))
+open(golden_path, "w").write("\n".join(out) + "\n")
+PY
+    rm framemd5/planar.tmp
+done
+ls -l . framemd5

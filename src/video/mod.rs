@@ -8,7 +8,10 @@
 pub mod chunk;
 pub mod decode;
 pub mod demux;
+pub mod framemd5;
 pub mod layout;
 pub mod nvdec;
 pub mod nvenc;
+pub mod packed_frame;
 pub mod probe;
+pub mod y4m;
