@@ -43,8 +43,8 @@ ff $(src 256x128 30) -f lavfi -i "sine=frequency=440:sample_rate=48000:duration=
 ff -f lavfi -i "sine=frequency=440:sample_rate=44100:duration=0.3" -c:a aac -b:a 32k "${bitexact[@]}" audio_only.m4a
 
 # HEVC: hvc1 (parameter sets only in hvcC), hev1 (in band too), 10-bit with an odd size.
-ff $(src 256x128 30) -frames:v 8 "${x265[@]}" "${bitexact[@]}" -tag:v hvc1 hevc_hvc1.mp4
-ff $(src 256x128 30) -frames:v 8 "${x265[@]}" "${bitexact[@]}" -tag:v hev1 hevc_hev1.mp4
+ff $(src 288x144 30) -frames:v 8 "${x265[@]}" "${bitexact[@]}" -tag:v hvc1 hevc_hvc1.mp4
+ff $(src 288x144 30) -frames:v 8 "${x265[@]}" "${bitexact[@]}" -tag:v hev1 hevc_hev1.mp4
 ff $(src 318x158 30) -frames:v 8 "${x265[@]}" -pix_fmt yuv420p10le "${bitexact[@]}" -tag:v hvc1 hevc_10bit_318x158.mp4
 
 # VP9 profile 2 (10-bit) with an odd size: odd widths/heights exercise the rounded-up chroma
@@ -100,7 +100,7 @@ assert clusters >= 2, clusters
 open(path, "wb").write(d)
 PY
 ff $(src 256x128 30) -frames:v 12 "${x264[@]}" "${bitexact[@]}" h264.mkv
-ff $(src 256x128 30) -frames:v 8 "${x265[@]}" "${bitexact[@]}" hevc.mkv
+ff $(src 288x144 30) -frames:v 8 "${x265[@]}" "${bitexact[@]}" hevc.mkv
 
 # Stereo metadata that contradicts the 2:1 aspect, so a test can tell metadata won.
 ff $(src 256x128 30) -frames:v 6 "${x264[@]}" "${bitexact[@]}" -metadata:s:v:0 stereo_mode=top_bottom stereo_meta.mkv
@@ -112,7 +112,7 @@ rm st3d_src.mkv
 
 # Raw Annex-B elementary streams.
 ff $(src 256x128 30) -frames:v 12 "${x264[@]}" "${bitexact[@]}" -f h264 h264_raw.h264
-ff $(src 256x128 30) -frames:v 8 "${x265[@]}" "${bitexact[@]}" -f hevc hevc_raw.hevc
+ff $(src 288x144 30) -frames:v 8 "${x265[@]}" "${bitexact[@]}" -f hevc hevc_raw.hevc
 
 # Golden facts.
 for clip in *.mp4 *.mov *.mkv *.webm *.h264 *.hevc; do

@@ -5,6 +5,7 @@ use std::io::Write;
 
 use clap::{Parser, Subcommand};
 
+pub mod decode;
 pub mod exit;
 
 #[derive(Debug, Parser)]
@@ -35,6 +36,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Decode a video on the GPU (NVDEC) and write its frames as YUV4MPEG2, or
+    /// one MD5 per frame comparable with `ffmpeg -pix_fmt nv12|p010le -f framemd5`.
+    #[command(group(clap::ArgGroup::new("sink").required(true).args(["output", "framemd5"])))]
+    Decode {
+        file: std::path::PathBuf,
+        /// Output .y4m file, or `-` for stdout.
+        #[arg(short, long)]
+        output: Option<std::path::PathBuf>,
+        /// Print one line per frame: index, pts, size, MD5 of the frame as NV12 (P010 for 10-bit).
+        #[arg(long)]
+        framemd5: bool,
+        #[arg(long, default_value_t = 0)]
+        gpu: usize,
+        /// No summary line on stderr.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Run the built-in GPU self-test: kernels against CPU references, the VRAM
     /// pool, and a frame loop that must not allocate.
     Selftest {
@@ -49,6 +67,11 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// One line on stderr (progress, summaries, warnings).
+pub fn print_err(line: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 /// Writes to stdout; a closed pipe (`vrseg info | head -1`) is not an error.
@@ -94,6 +117,7 @@ pub fn run(cli: Cli) -> anyhow::Result<exit::Code> {
             }
             Ok(exit::Code::Success)
         }
+        Command::Decode { file, output, framemd5, gpu, quiet } => decode::run(&file, output.as_deref(), framemd5, gpu, quiet),
         Command::Selftest { gpu, frames, seed, json } => {
             let seed = seed.unwrap_or_else(|| {
                 std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)

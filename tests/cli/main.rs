@@ -140,3 +140,58 @@ fn probe_failures_are_one_sentence_naming_the_file() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn decode_needs_somewhere_to_write() {
+    let out = vrseg(&["decode", &clip("h264_aac.mp4")]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn decode_framemd5_hashes_match_ffmpeg() {
+    let path = clip("h264_bframes_moov_end.mp4");
+    let out = vrseg(&["decode", "--framemd5", "--quiet", &path]);
+    if !has_gpu() {
+        return assert_clean_no_gpu_failure(&out);
+    }
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ours = vrseg::video::framemd5::parse_framemd5(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let golden_path = std::path::Path::new(&clip("framemd5")).join("h264_bframes_moov_end.mp4.framemd5");
+    let golden = vrseg::video::framemd5::parse_framemd5(&std::fs::read_to_string(golden_path).unwrap()).unwrap();
+    let hashes = |v: &[vrseg::video::framemd5::FrameMd5]| v.iter().map(|f| (f.size, f.md5.clone())).collect::<Vec<_>>();
+    assert_eq!(hashes(&ours), hashes(&golden));
+}
+
+#[test]
+fn decode_to_y4m_renames_only_when_complete() {
+    let dir = std::env::temp_dir().join(format!("vrseg-y4m-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let target = dir.join("out.y4m");
+    let out = vrseg(&["decode", "--quiet", &clip("hevc_10bit_318x158.mp4"), "-o", target.to_str().unwrap()]);
+    if has_gpu() {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let bytes = std::fs::read(&target).unwrap();
+        let header_end = bytes.iter().position(|&b| b == b'\n').unwrap();
+        let header = String::from_utf8_lossy(&bytes[..header_end]);
+        assert!(header.starts_with("YUV4MPEG2 W318 H158 ") && header.contains("C420p10"), "{header}");
+        // 8 frames of "FRAME\n" + 318x158 luma + 2 x 159x79 chroma, 2 bytes per sample.
+        assert_eq!(bytes.len() - header_end - 1, 8 * (6 + (318 * 158 + 2 * 159 * 79) * 2));
+    } else {
+        assert_clean_no_gpu_failure(&out);
+        assert!(!target.exists());
+    }
+    assert!(!dir.join("out.y4m.partial").exists(), "a .partial file was left behind");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn decode_of_a_missing_file_is_one_sentence() {
+    let out = vrseg(&["decode", "--framemd5", "/nonexistent/clip.mp4"]);
+    if !has_gpu() {
+        return assert_clean_no_gpu_failure(&out);
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("/nonexistent/clip.mp4"), "{stderr}");
+}

@@ -812,7 +812,7 @@ mod sps {
         assert_eq!(s.profile.as_deref(), Some("High"));
         assert_eq!(s.timing, Some((1, 60)));
         let s = parse_hevc_sps(&first_sps(&clip("hevc_raw.hevc"), VideoCodec::Hevc)).expect("sps");
-        assert_eq!((s.width, s.height, s.bit_depth_luma), (256, 128, 8));
+        assert_eq!((s.width, s.height, s.bit_depth_luma), (288, 144, 8));
         assert_eq!(s.profile.as_deref(), Some("Main"));
     }
 
