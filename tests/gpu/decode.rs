@@ -92,15 +92,17 @@ fn an_undecodable_codec_stops_with_a_sentence_before_decoding() {
 #[test]
 fn a_corrupt_bitstream_decodes_what_it_can_and_reports() {
     let gpu = gpu_or_skip!();
-    let source = std::fs::read(clips_dir().join("hevc_hvc1.mp4")).unwrap();
-    // Damage the middle of the sample data, leaving the container intact.
-    let mdat = source.windows(4).position(|w| w == b"mdat").expect("an mdat box");
-    let mut damaged = source.clone();
-    let start = mdat + (source.len() - mdat) / 3;
-    for (i, b) in damaged[start..start + 400.min(source.len() - start)].iter_mut().enumerate() {
-        *b ^= 0x5a ^ (i as u8);
+    let source = std::fs::read(clips_dir().join("hevc_raw.hevc")).unwrap();
+    // Overwrite slice data in the middle of the stream with 0xFF bytes: they
+    // cannot form a start code, so the access units stay where they were and
+    // only the picture data is damaged.
+    let mut start = source.len() * 3 / 5;
+    while source[start - 4..start + 68].windows(3).any(|w| w == [0, 0, 1]) {
+        start += 7;
     }
-    let path = std::env::temp_dir().join(format!("vrseg-corrupt-{}.mp4", std::process::id()));
+    let mut damaged = source.clone();
+    damaged[start..start + 64].fill(0xff);
+    let path = std::env::temp_dir().join(format!("vrseg-corrupt-{}.hevc", std::process::id()));
     std::fs::write(&path, &damaged).unwrap();
     let mut frames = 0u64;
     let result = decode_file(&gpu, &path, HostCopy::None, &mut |_, _| {
@@ -109,7 +111,10 @@ fn a_corrupt_bitstream_decodes_what_it_can_and_reports() {
     });
     std::fs::remove_file(&path).unwrap();
     match result {
-        Ok(summary) => eprintln!("decoded {} frames; concealed {:?}, failed {:?}", summary.frames, summary.concealed, summary.failed),
+        Ok(summary) => {
+            eprintln!("decoded {} frames; concealed {:?}, failed {:?}", summary.frames, summary.concealed, summary.failed);
+            assert_eq!(summary.frames, frames);
+        }
         Err(e) => {
             let text = e.to_string();
             eprintln!("{text} (after {frames} frames)");

@@ -220,7 +220,12 @@ impl ParserState {
             self.decoder = std::ptr::null_mut();
         }
         let (left, top, right, bottom) = format.display;
-        let (display_w, display_h) = ((right - left).max(0) as u32, (bottom - top).max(0) as u32);
+        // NVDEC scales the display area to the target size, so the two must be
+        // equal or the picture is resampled. 4:2:0 surfaces need even sizes:
+        // an odd display area is widened by one coded column/row (which the
+        // copy-out then leaves out), never scaled.
+        let even_right = (left + ((right - left).max(0) + 1) / 2 * 2).min(format.coded_width as i32);
+        let even_bottom = (top + ((bottom - top).max(0) + 1) / 2 * 2).min(format.coded_height as i32);
         // SAFETY: the create info is plain data; zero is its neutral state.
         let mut info: CUVIDDECODECREATEINFO = unsafe { std::mem::zeroed() };
         info.ulWidth = format.coded_width.into();
@@ -234,8 +239,8 @@ impl ParserState {
         info.ulMaxHeight = format.coded_height.into();
         info.display_area.left = left as i16;
         info.display_area.top = top as i16;
-        info.display_area.right = right as i16;
-        info.display_area.bottom = bottom as i16;
+        info.display_area.right = even_right as i16;
+        info.display_area.bottom = even_bottom as i16;
         info.OutputFormat = if format.bit_depth > 8 {
             cudaVideoSurfaceFormat_enum::cudaVideoSurfaceFormat_P016
         } else {
@@ -246,9 +251,8 @@ impl ParserState {
         } else {
             cudaVideoDeinterlaceMode_enum::cudaVideoDeinterlaceMode_Adaptive
         };
-        // The output surface is the display area, rounded up to even for 4:2:0.
-        info.ulTargetWidth = u64::from((display_w + 1) & !1);
-        info.ulTargetHeight = u64::from((display_h + 1) & !1);
+        info.ulTargetWidth = (even_right - left).max(0) as u64;
+        info.ulTargetHeight = (even_bottom - top).max(0) as u64;
         info.ulNumOutputSurfaces = 2;
         info.vidLock = self.ctx_lock;
         let mut decoder: CUvideodecoder = std::ptr::null_mut();
