@@ -222,10 +222,17 @@ impl ParserState {
         let (left, top, right, bottom) = format.display;
         // NVDEC scales the display area to the target size, so the two must be
         // equal or the picture is resampled. 4:2:0 surfaces need even sizes:
-        // an odd display area is widened by one coded column/row (which the
-        // copy-out then leaves out), never scaled.
-        let even_right = (left + ((right - left).max(0) + 1) / 2 * 2).min(format.coded_width as i32);
-        let even_bottom = (top + ((bottom - top).max(0) + 1) / 2 * 2).min(format.coded_height as i32);
+        // an odd display area is widened by one column/row (which the copy-out
+        // leaves out). It is not clamped to the coded size: VP9 reports odd
+        // coded sizes (259x147), and clamping there made NVDEC scale 259 → 260
+        // (seen on the H200: every pixel off); the decoder's own surface is
+        // padded, so the extra column is readable.
+        let even_right = left + ((right - left).max(0) + 1) / 2 * 2;
+        let even_bottom = top + ((bottom - top).max(0) + 1) / 2 * 2;
+        // Debug aid (README, "Development"): what the parser reported.
+        if std::env::var_os("VRSEG_NVDEC_TRACE").is_some() {
+            eprintln!("nvdec sequence: {format:?}, min surfaces {}, target {}x{}", f.min_num_decode_surfaces, even_right - left, even_bottom - top);
+        }
         // SAFETY: the create info is plain data; zero is its neutral state.
         let mut info: CUVIDDECODECREATEINFO = unsafe { std::mem::zeroed() };
         info.ulWidth = format.coded_width.into();
