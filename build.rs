@@ -120,7 +120,8 @@ fn main() {
     println!("cargo::rustc-env=VRSEG_CUDA_ARCHS_BUILT={}", arch_list.join(","));
 
     let registry = generate_registry(&modules);
-    fs::write(out_dir.join("kernel_registry.rs"), registry).unwrap_or_else(|e| fail(&format!("cannot write registry: {e}")));
+    fs::write(out_dir.join("kernel_registry.rs"), registry)
+        .unwrap_or_else(|e| fail(&format!("cannot write registry: {e}")));
 }
 
 /// Stops the build with one sentence (shown by cargo as an error).
@@ -174,13 +175,16 @@ fn find_nvcc(manifest_dir: &Path) -> Option<PathBuf> {
     let lib = manifest_dir.join(".cuda/lib");
     let mut pythons: Vec<PathBuf> = fs::read_dir(&lib).ok()?.filter_map(|e| e.ok().map(|e| e.path())).collect();
     pythons.sort();
-    pythons
-        .iter()
-        .rev()
-        .find_map(|py| is_file(&py.join("site-packages/nvidia/cu13/bin/nvcc")))
+    pythons.iter().rev().find_map(|py| is_file(&py.join("site-packages/nvidia/cu13/bin/nvcc")))
 }
 
-fn compile_fatbin(nvcc: &Path, src: &Path, kernels_dir: &Path, out_dir: &Path, archs: &[u32]) -> Result<String, String> {
+fn compile_fatbin(
+    nvcc: &Path,
+    src: &Path,
+    kernels_dir: &Path,
+    out_dir: &Path,
+    archs: &[u32],
+) -> Result<String, String> {
     let stem = src.file_stem().unwrap().to_string_lossy();
     let out = out_dir.join(format!("{stem}.fatbin"));
     let mut cmd = Command::new(nvcc);
@@ -207,9 +211,7 @@ fn compile_fatbin(nvcc: &Path, src: &Path, kernels_dir: &Path, out_dir: &Path, a
     cmd.arg("-gencode").arg(format!("arch=compute_{lowest},code=compute_{lowest}"));
     cmd.arg("-o").arg(&out).arg(src);
 
-    let output = cmd
-        .output()
-        .map_err(|e| format!("could not run {} for {}: {e}", nvcc.display(), src.display()))?;
+    let output = cmd.output().map_err(|e| format!("could not run {} for {}: {e}", nvcc.display(), src.display()))?;
     let log = String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout);
     if !output.status.success() {
         let errors: Vec<&str> = log.lines().filter(|l| !l.starts_with("ptxas info")).take(30).collect();
@@ -249,10 +251,7 @@ fn parse_ptxas_report(log: &str) -> Vec<KernelReport> {
     let mut kernels: Vec<KernelReport> = Vec::new();
     let mut current: Option<(String, String)> = None;
     let number_before = |line: &str, unit: &str| -> u32 {
-        line.find(unit)
-            .and_then(|i| line[..i].split_whitespace().last())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0)
+        line.find(unit).and_then(|i| line[..i].split_whitespace().last()).and_then(|n| n.parse().ok()).unwrap_or(0)
     };
     for line in log.lines() {
         if let Some(rest) = line.split("Compiling entry function '").nth(1) {
@@ -283,8 +282,17 @@ fn parse_ptxas_report(log: &str) -> Vec<KernelReport> {
 fn write_reports(modules: &[ModuleReport], out_dir: &Path, archs: &[u32]) -> String {
     let mut table = String::new();
     let arch_list: Vec<String> = archs.iter().map(|a| format!("sm_{a}")).collect();
-    let _ = writeln!(table, "vrseg kernel resources (ptxas -v), SASS for {}, PTX for sm_{}", arch_list.join(", "), archs[0]);
-    let _ = writeln!(table, "{:<14} {:<32} {:<7} {:>5} {:>6} {:>7} {:>7} {:>6}", "module", "kernel", "arch", "regs", "stack", "spill-st", "spill-ld", "smem");
+    let _ = writeln!(
+        table,
+        "vrseg kernel resources (ptxas -v), SASS for {}, PTX for sm_{}",
+        arch_list.join(", "),
+        archs[0]
+    );
+    let _ = writeln!(
+        table,
+        "{:<14} {:<32} {:<7} {:>5} {:>6} {:>7} {:>7} {:>6}",
+        "module", "kernel", "arch", "regs", "stack", "spill-st", "spill-ld", "smem"
+    );
     for module in modules {
         for kernel in &module.kernels {
             for (arch, r) in &kernel.per_arch {
@@ -330,7 +338,10 @@ fn generate_registry(modules: &[ModuleReport]) -> String {
     for m in modules {
         let _ = writeln!(s, "        Module::{},", camel_case(&m.name));
     }
-    let _ = writeln!(s, "    ];\n\n    /// The `.cu` file's stem.\n    pub fn name(self) -> &'static str {{\n        match self {{");
+    let _ = writeln!(
+        s,
+        "    ];\n\n    /// The `.cu` file's stem.\n    pub fn name(self) -> &'static str {{\n        match self {{"
+    );
     for m in modules {
         let _ = writeln!(s, "            Module::{} => {:?},", camel_case(&m.name), m.name);
     }
@@ -338,14 +349,18 @@ fn generate_registry(modules: &[ModuleReport]) -> String {
     for m in modules {
         let _ = writeln!(s, "            Module::{} => &FATBIN_{}.0,", camel_case(&m.name), m.name.to_uppercase());
     }
-    let _ = writeln!(s, "        }}\n    }}\n\n    pub(crate) fn index(self) -> usize {{\n        self as usize\n    }}\n}}\n");
+    let _ = writeln!(
+        s,
+        "        }}\n    }}\n\n    pub(crate) fn index(self) -> usize {{\n        self as usize\n    }}\n}}\n"
+    );
 
     // The fatbins live in the ELF section `.nv_fatbin`, 8-byte aligned, as
     // nvcc's own host objects keep them: then `cuobjdump` and Nsight find the
     // device code in the vrseg binary like in any CUDA program.
     let _ = writeln!(s, "#[repr(C, align(8))]\nstruct Fatbin<const N: usize>([u8; N]);\n");
     for m in modules {
-        let len = fs::metadata(out_dir_of_registry().join(format!("{}.fatbin", m.name))).map(|md| md.len()).unwrap_or(0);
+        let len =
+            fs::metadata(out_dir_of_registry().join(format!("{}.fatbin", m.name))).map(|md| md.len()).unwrap_or(0);
         let _ = writeln!(
             s,
             "#[used]\n#[link_section = \".nv_fatbin\"]\nstatic FATBIN_{}: Fatbin<{len}> = Fatbin(*include_bytes!(concat!(env!(\"OUT_DIR\"), \"/{}.fatbin\")));\n",
@@ -378,10 +393,16 @@ fn generate_registry(modules: &[ModuleReport]) -> String {
             let _ = writeln!(s, "            Kernel::{} => Module::{},", camel_case(&k.name), camel_case(&m.name));
         }
     }
-    let _ = writeln!(s, "        }}\n    }}\n\n    pub(crate) fn index(self) -> usize {{\n        self as usize\n    }}\n}}\n");
+    let _ = writeln!(
+        s,
+        "        }}\n    }}\n\n    pub(crate) fn index(self) -> usize {{\n        self as usize\n    }}\n}}\n"
+    );
 
     // The resource report, so that `vrseg info --kernels` and tests can read it.
-    let _ = writeln!(s, "/// (kernel, arch, registers, stack bytes, spill-store bytes, spill-load bytes) per compiled kernel and arch.");
+    let _ = writeln!(
+        s,
+        "/// (kernel, arch, registers, stack bytes, spill-store bytes, spill-load bytes) per compiled kernel and arch."
+    );
     let _ = writeln!(s, "pub const RESOURCE_REPORT: &[(Kernel, &str, u32, u32, u32, u32)] = &[");
     for m in modules {
         for k in &m.kernels {

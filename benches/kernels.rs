@@ -51,20 +51,26 @@ mod memory {
             bench.iter_custom(|iters| {
                 time_on_gpu(gpu, &stream, iters, || {
                     // SAFETY: both ranges are BYTES long, inside the live pool, and disjoint.
-                    unsafe { cudarc::driver::result::memcpy_dtod_async(vb.ptr(), va.ptr(), BYTES, stream.cu_stream()) }.expect("copy");
+                    unsafe { cudarc::driver::result::memcpy_dtod_async(vb.ptr(), va.ptr(), BYTES, stream.cu_stream()) }
+                        .expect("copy");
                 })
             })
         });
         // A fill writes only: count the written bytes.
         group.throughput(Throughput::Bytes(BYTES as u64));
         group.bench_function("fill_u32 512 MiB (write)", |bench| {
-            bench.iter_custom(|iters| time_on_gpu(gpu, &stream, iters, || memory::fill(gpu, &stream, &va, BYTES / 4, 0xdead_beefu32).expect("fill")))
+            bench.iter_custom(|iters| {
+                time_on_gpu(gpu, &stream, iters, || {
+                    memory::fill(gpu, &stream, &va, BYTES / 4, 0xdead_beefu32).expect("fill")
+                })
+            })
         });
         group.bench_function("floor: cuMemsetD8 512 MiB (write)", |bench| {
             bench.iter_custom(|iters| {
                 time_on_gpu(gpu, &stream, iters, || {
                     // SAFETY: the range is BYTES long inside the live pool.
-                    unsafe { cudarc::driver::result::memset_d8_async(va.ptr(), 0x5a, BYTES, stream.cu_stream()) }.expect("memset");
+                    unsafe { cudarc::driver::result::memset_d8_async(va.ptr(), 0x5a, BYTES, stream.cu_stream()) }
+                        .expect("memset");
                 })
             })
         });
@@ -76,7 +82,10 @@ fn main() {
     let Some(gpu) = vrseg::gpu::gpu_for_tests("bench kernels") else {
         return;
     };
-    let mut c = Criterion::default().configure_from_args().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    let mut c = Criterion::default()
+        .configure_from_args()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
     memory::bench(&mut c, &gpu);
     c.final_summary();
 }

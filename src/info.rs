@@ -176,7 +176,8 @@ impl fmt::Display for SystemInfo {
             let from: Vec<String> = self.tensorrt.libraries.iter().filter_map(|l| l.loaded_from.clone()).collect();
             writeln!(f, "TensorRT: available ({})", from.join(", "))?;
         } else {
-            let missing: Vec<&str> = self.tensorrt.libraries.iter().filter(|l| l.loaded_from.is_none()).map(|l| l.name).collect();
+            let missing: Vec<&str> =
+                self.tensorrt.libraries.iter().filter(|l| l.loaded_from.is_none()).map(|l| l.name).collect();
             writeln!(
                 f,
                 "TensorRT: not found ({} missing; set TENSORRT_ROOT or LD_LIBRARY_PATH); vrseg's native engine needs none",

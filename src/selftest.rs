@@ -115,7 +115,12 @@ pub fn check_disjoint_patterns(gpu: &Gpu, stream: &CudaStream, views: &[DeviceVi
             return Ok(CheckOutcome::new(
                 "pool buffers are disjoint",
                 false,
-                format!("`{}` word {j}: got {:#010x}, expected {:#010x}", v.name(), got[j], memory::pattern_word(seed, j)),
+                format!(
+                    "`{}` word {j}: got {:#010x}, expected {:#010x}",
+                    v.name(),
+                    got[j],
+                    memory::pattern_word(seed, j)
+                ),
             ));
         }
     }
@@ -126,7 +131,13 @@ pub fn check_disjoint_patterns(gpu: &Gpu, stream: &CudaStream, views: &[DeviceVi
 /// write the frame's pattern into it, sample-check some frames, release it.
 /// Passes when every sampled frame is right and no device allocation
 /// happened in the loop (the process-wide counter stays flat).
-pub fn check_frame_loop(gpu: &Gpu, stream: &CudaStream, pool: &VramPool, slots: crate::gpu::SlotsId, frames: usize) -> Result<CheckOutcome, GpuError> {
+pub fn check_frame_loop(
+    gpu: &Gpu,
+    stream: &CudaStream,
+    pool: &VramPool,
+    slots: crate::gpu::SlotsId,
+    frames: usize,
+) -> Result<CheckOutcome, GpuError> {
     let ring = pool.slot_ring(slots)?;
     let before = device_allocation_count();
     let slot_words = pool.slot(slots, 0).len_of::<u32>();
@@ -140,13 +151,21 @@ pub fn check_frame_loop(gpu: &Gpu, stream: &CudaStream, pool: &VramPool, slots: 
         if frame % 97 == 0 || frame + 1 == frames {
             view.download_blocking(stream, &mut readback)?;
             if let Some(j) = (0..slot_words).find(|&j| readback[j] != memory::pattern_word(frame as u32, j)) {
-                return Ok(CheckOutcome::new("frame loop", false, format!("frame {frame} slot {} word {j} wrong", slot.index())));
+                return Ok(CheckOutcome::new(
+                    "frame loop",
+                    false,
+                    format!("frame {frame} slot {} word {j} wrong", slot.index()),
+                ));
             }
             sampled += 1;
         }
         slot.release(stream)?;
     }
-    stream.synchronize().map_err(|e| GpuError::Driver { call: "cuStreamSynchronize", status: crate::gpu::error::driver_status_text(&e), context: String::new() })?;
+    stream.synchronize().map_err(|e| GpuError::Driver {
+        call: "cuStreamSynchronize",
+        status: crate::gpu::error::driver_status_text(&e),
+        context: String::new(),
+    })?;
     let after = device_allocation_count();
     Ok(CheckOutcome::new(
         format!("{frames} frames through {} pool slots", ring.capacity()),

@@ -56,7 +56,9 @@ impl Sink {
     fn finish(self) -> std::io::Result<()> {
         match self {
             Sink::FrameMd5 { mut out, .. } | Sink::Y4m { out: Some(mut out), writer: None } => out.flush(),
-            Sink::Y4m { writer: Some(writer), .. } => writer.finish().map_err(|e| std::io::Error::other(e.to_string()))?.flush(),
+            Sink::Y4m { writer: Some(writer), .. } => {
+                writer.finish().map_err(|e| std::io::Error::other(e.to_string()))?.flush()
+            }
             Sink::Y4m { out: None, writer: None } => Ok(()),
         }
     }
@@ -72,10 +74,17 @@ pub fn run(file: &Path, output: Option<&Path>, framemd5: bool, gpu: usize, quiet
         _ => None,
     };
     let out: Box<dyn Write> = match &partial {
-        Some(tmp) => Box::new(BufWriter::with_capacity(1 << 22, File::create(tmp).with_context(|| format!("cannot create {}", tmp.display()))?)),
+        Some(tmp) => Box::new(BufWriter::with_capacity(
+            1 << 22,
+            File::create(tmp).with_context(|| format!("cannot create {}", tmp.display()))?,
+        )),
         None => Box::new(BufWriter::with_capacity(1 << 22, std::io::stdout().lock())),
     };
-    let mut sink = if framemd5 { Sink::FrameMd5 { out, header_written: false } } else { Sink::Y4m { out: Some(out), writer: None } };
+    let mut sink = if framemd5 {
+        Sink::FrameMd5 { out, header_written: false }
+    } else {
+        Sink::Y4m { out: Some(out), writer: None }
+    };
 
     let pipe_closed = Cell::new(false);
     let started = Instant::now();
@@ -115,8 +124,15 @@ pub fn run(file: &Path, output: Option<&Path>, framemd5: bool, gpu: usize, quiet
                     let out = out.take().expect("the y4m output is taken once, at the first frame");
                     *writer = Some(Y4mWriter::new(out, stream).map_err(|e| e.to_string())?);
                 }
-                let packed_frame = PackedFrame::new(frame.layout.width, frame.layout.height, info.bit_depth, frame.pts, frame.index, packed)
-                    .map_err(|e| e.to_string())?;
+                let packed_frame = PackedFrame::new(
+                    frame.layout.width,
+                    frame.layout.height,
+                    info.bit_depth,
+                    frame.pts,
+                    frame.index,
+                    packed,
+                )
+                .map_err(|e| e.to_string())?;
                 match writer.as_mut().expect("created above").write_frame(&packed_frame) {
                     Ok(()) => Ok(()),
                     Err(vrseg::video::y4m::Y4mError::Io(e)) => Err(e),
@@ -142,7 +158,8 @@ pub fn run(file: &Path, output: Option<&Path>, framemd5: bool, gpu: usize, quiet
         Ok(summary) => summary,
         Err(e) => {
             if let Some(tmp) = &partial {
-                let kept = matches!(e, DecodeError::FrameCountMismatch { .. } | DecodeError::Nvdec(_)) && tmp.metadata().is_ok_and(|m| m.len() > 0);
+                let kept = matches!(e, DecodeError::FrameCountMismatch { .. } | DecodeError::Nvdec(_))
+                    && tmp.metadata().is_ok_and(|m| m.len() > 0);
                 if kept {
                     print_err(&format!("vrseg: the frames decoded so far are in {} (partial)", tmp.display()));
                 } else {
@@ -172,7 +189,11 @@ pub fn run(file: &Path, output: Option<&Path>, framemd5: bool, gpu: usize, quiet
         print_err(&format!("vrseg: warning: NVDEC concealed errors in frames {:?}", summary.concealed));
     }
     if !summary.failed.is_empty() {
-        print_err(&format!("vrseg: error: {}: NVDEC failed to decode frames {:?}; the stream is damaged there", file.display(), summary.failed));
+        print_err(&format!(
+            "vrseg: error: {}: NVDEC failed to decode frames {:?}; the stream is damaged there",
+            file.display(),
+            summary.failed
+        ));
         return Ok(Code::Failure);
     }
     Ok(Code::Success)

@@ -15,7 +15,12 @@ pub enum Code {
 /// Chooses the exit code for an error that reached `main`.
 pub fn code_for(err: &anyhow::Error) -> Code {
     match err.downcast_ref::<GpuError>() {
-        Some(GpuError::NoDriver { .. } | GpuError::NoDevice { .. } | GpuError::NoSuchDevice { .. } | GpuError::DriverTooOld { .. }) => Code::NoGpu,
+        Some(
+            GpuError::NoDriver { .. }
+            | GpuError::NoDevice { .. }
+            | GpuError::NoSuchDevice { .. }
+            | GpuError::DriverTooOld { .. },
+        ) => Code::NoGpu,
         _ => Code::Failure,
     }
 }

@@ -90,13 +90,17 @@ pub fn run(cli: Cli) -> anyhow::Result<exit::Code> {
             if json {
                 let mut value = serde_json::to_value(&info)?;
                 if kernels {
-                    value["kernel_resources"] = serde_json::to_value(vrseg::gpu::kernels::resource_report().collect::<Vec<_>>())?;
+                    value["kernel_resources"] =
+                        serde_json::to_value(vrseg::gpu::kernels::resource_report().collect::<Vec<_>>())?;
                 }
                 print_out(&(serde_json::to_string_pretty(&value)? + "\n"))?;
             } else {
                 let mut text = format!("{info}\n");
                 if kernels {
-                    text.push_str(&format!("{:<28} {:<7} {:>5} {:>6} {:>9} {:>9}\n", "kernel", "arch", "regs", "stack", "spill-st", "spill-ld"));
+                    text.push_str(&format!(
+                        "{:<28} {:<7} {:>5} {:>6} {:>9} {:>9}\n",
+                        "kernel", "arch", "regs", "stack", "spill-st", "spill-ld"
+                    ));
                     for r in vrseg::gpu::kernels::resource_report() {
                         text.push_str(&format!(
                             "{:<28} {:<7} {:>5} {:>6} {:>9} {:>9}\n",
@@ -117,10 +121,15 @@ pub fn run(cli: Cli) -> anyhow::Result<exit::Code> {
             }
             Ok(exit::Code::Success)
         }
-        Command::Decode { file, output, framemd5, gpu, quiet } => decode::run(&file, output.as_deref(), framemd5, gpu, quiet),
+        Command::Decode { file, output, framemd5, gpu, quiet } => {
+            decode::run(&file, output.as_deref(), framemd5, gpu, quiet)
+        }
         Command::Selftest { gpu, frames, seed, json } => {
             let seed = seed.unwrap_or_else(|| {
-                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(1)
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(1)
             });
             let device = vrseg::gpu::Gpu::open(gpu)?;
             let report = vrseg::selftest::run(&device, seed, frames)?;
@@ -132,7 +141,12 @@ pub fn run(cli: Cli) -> anyhow::Result<exit::Code> {
                     report.gpu, report.seed, report.module_load_ms
                 );
                 for c in &report.checks {
-                    text.push_str(&format!("  {} {:<44} {}\n", if c.passed { "ok  " } else { "FAIL" }, c.name, c.detail));
+                    text.push_str(&format!(
+                        "  {} {:<44} {}\n",
+                        if c.passed { "ok  " } else { "FAIL" },
+                        c.name,
+                        c.detail
+                    ));
                 }
                 let failed = report.checks.iter().filter(|c| !c.passed).count();
                 text.push_str(&format!(

@@ -120,7 +120,12 @@ impl NvencodeApi {
     fn load() -> Result<NvencodeApi, CodecLibraryError> {
         let lib = open_first(NVENCODE, &["libnvidia-encode.so.1", "libnvidia-encode.so"])?;
         Ok(NvencodeApi {
-            NvEncodeAPICreateInstance: resolve!(lib, NVENCODE, Option<NvEncodeApiCreateInstanceFn>, "NvEncodeAPICreateInstance"),
+            NvEncodeAPICreateInstance: resolve!(
+                lib,
+                NVENCODE,
+                Option<NvEncodeApiCreateInstanceFn>,
+                "NvEncodeAPICreateInstance"
+            ),
             NvEncodeAPIGetMaxSupportedVersion: resolve!(
                 lib,
                 NVENCODE,

@@ -193,7 +193,9 @@ fn pci_bus_id(device: sys::CUdevice) -> Result<String, GpuError> {
 pub fn nvidia_driver_release() -> Option<String> {
     if let Ok(text) = std::fs::read_to_string("/proc/driver/nvidia/version") {
         // "NVRM version: NVIDIA UNIX x86_64 Kernel Module  580.159.03  Thu ..."
-        if let Some(v) = text.split_whitespace().find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()) && w.contains('.')) {
+        if let Some(v) =
+            text.split_whitespace().find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()) && w.contains('.'))
+        {
             return Some(v.to_string());
         }
     }

@@ -62,6 +62,10 @@ impl<T> CheckDriver<T> for Result<T, DriverError> {
     }
 
     fn check_with(self, call: &'static str, context: impl FnOnce() -> String) -> Result<T, GpuError> {
-        self.map_err(|e| GpuError::Driver { call, status: driver_status_text(&e), context: format!(" ({})", context()) })
+        self.map_err(|e| GpuError::Driver {
+            call,
+            status: driver_status_text(&e),
+            context: format!(" ({})", context()),
+        })
     }
 }

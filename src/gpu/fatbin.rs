@@ -68,11 +68,20 @@ mod tests {
         let archs: Vec<u32> = env!("VRSEG_CUDA_ARCHS_BUILT").split(',').map(|a| a.parse().unwrap()).collect();
         let lowest = *archs.iter().min().unwrap();
         for &m in Module::ALL {
-            let e = entries(m.fatbin()).unwrap_or_else(|| panic!("kernels/{}.cu: embedded bytes are not a fatbin", m.name()));
+            let e = entries(m.fatbin())
+                .unwrap_or_else(|| panic!("kernels/{}.cu: embedded bytes are not a fatbin", m.name()));
             for &arch in &archs {
-                assert!(e.contains(&FatbinEntry { kind: CodeKind::Sass, arch }), "kernels/{}.cu lacks SASS for sm_{arch}: {e:?}", m.name());
+                assert!(
+                    e.contains(&FatbinEntry { kind: CodeKind::Sass, arch }),
+                    "kernels/{}.cu lacks SASS for sm_{arch}: {e:?}",
+                    m.name()
+                );
             }
-            assert!(e.contains(&FatbinEntry { kind: CodeKind::Ptx, arch: lowest }), "kernels/{}.cu lacks PTX for sm_{lowest}: {e:?}", m.name());
+            assert!(
+                e.contains(&FatbinEntry { kind: CodeKind::Ptx, arch: lowest }),
+                "kernels/{}.cu lacks PTX for sm_{lowest}: {e:?}",
+                m.name()
+            );
         }
     }
 

@@ -109,12 +109,19 @@ impl PoolPlan {
         let mut offsets = Vec::with_capacity(self.entries.len());
         for e in &self.entries {
             if !e.align.is_power_of_two() {
-                return Err(GpuError::InvalidPlan(format!("`{}` asks for alignment {}, not a power of two", e.name, e.align)));
+                return Err(GpuError::InvalidPlan(format!(
+                    "`{}` asks for alignment {}, not a power of two",
+                    e.name, e.align
+                )));
             }
             if e.slot_bytes == 0 || e.count == 0 {
-                return Err(GpuError::InvalidPlan(format!("`{}` asks for {} slots of {} bytes", e.name, e.count, e.slot_bytes)));
+                return Err(GpuError::InvalidPlan(format!(
+                    "`{}` asks for {} slots of {} bytes",
+                    e.name, e.count, e.slot_bytes
+                )));
             }
-            let overflow = || GpuError::InvalidPlan(format!("`{}` makes the pool larger than the address space", e.name));
+            let overflow =
+                || GpuError::InvalidPlan(format!("`{}` makes the pool larger than the address space", e.name));
             let stride = align_up(e.slot_bytes, e.align).ok_or_else(overflow)?;
             let start = align_up(offset, e.align).ok_or_else(overflow)?;
             let span = stride.checked_mul(e.count).ok_or_else(overflow)?;
@@ -147,7 +154,10 @@ pub struct VramPool {
 
 impl std::fmt::Debug for VramPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VramPool").field("bytes", &self.layout.total_bytes).field("entries", &self.plan.entries.len()).finish()
+        f.debug_struct("VramPool")
+            .field("bytes", &self.layout.total_bytes)
+            .field("entries", &self.plan.entries.len())
+            .finish()
     }
 }
 
@@ -282,7 +292,12 @@ impl<'pool> DeviceView<'pool> {
     pub fn sub(&self, offset: usize, bytes: usize) -> Result<DeviceView<'pool>, GpuError> {
         match offset.checked_add(bytes) {
             Some(end) if end <= self.bytes => Ok(DeviceView { ptr: self.ptr + offset as u64, bytes, ..*self }),
-            _ => Err(GpuError::BufferTooSmall { buffer: self.name.to_string(), have: self.bytes, need: offset.saturating_add(bytes), op: "sub-view" }),
+            _ => Err(GpuError::BufferTooSmall {
+                buffer: self.name.to_string(),
+                have: self.bytes,
+                need: offset.saturating_add(bytes),
+                op: "sub-view",
+            }),
         }
     }
 
@@ -300,7 +315,12 @@ impl<'pool> DeviceView<'pool> {
         if self.ptr % std::mem::align_of::<T>() as u64 != 0 {
             return Err(GpuError::InvalidLaunch {
                 kernel: op,
-                reason: format!("buffer `{}` at {:#x} is not aligned for {}", self.name, self.ptr, std::any::type_name::<T>()),
+                reason: format!(
+                    "buffer `{}` at {:#x} is not aligned for {}",
+                    self.name,
+                    self.ptr,
+                    std::any::type_name::<T>()
+                ),
             });
         }
         Ok(())
@@ -311,7 +331,12 @@ impl<'pool> DeviceView<'pool> {
     pub fn upload_blocking<T: bytemuck::Pod>(&self, stream: &CudaStream, src: &[T]) -> Result<(), GpuError> {
         let bytes: &[u8] = bytemuck::cast_slice(src);
         if bytes.len() > self.bytes {
-            return Err(GpuError::BufferTooSmall { buffer: self.name.to_string(), have: self.bytes, need: bytes.len(), op: "upload" });
+            return Err(GpuError::BufferTooSmall {
+                buffer: self.name.to_string(),
+                have: self.bytes,
+                need: bytes.len(),
+                op: "upload",
+            });
         }
         stream.context().bind_to_thread().check("cuCtxSetCurrent")?;
         // SAFETY: the destination range [ptr, ptr + len) lies inside this view
@@ -326,7 +351,12 @@ impl<'pool> DeviceView<'pool> {
     pub fn download_blocking<T: bytemuck::Pod>(&self, stream: &CudaStream, dst: &mut [T]) -> Result<(), GpuError> {
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(dst);
         if bytes.len() > self.bytes {
-            return Err(GpuError::BufferTooSmall { buffer: self.name.to_string(), have: self.bytes, need: bytes.len(), op: "download" });
+            return Err(GpuError::BufferTooSmall {
+                buffer: self.name.to_string(),
+                have: self.bytes,
+                need: bytes.len(),
+                op: "download",
+            });
         }
         stream.context().bind_to_thread().check("cuCtxSetCurrent")?;
         // SAFETY: the source range lies inside this view (checked above); `bytes`

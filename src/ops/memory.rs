@@ -23,7 +23,13 @@ impl FillElement for u32 {
 }
 
 /// Sets the first `count` elements of `dst` to `value`, enqueued on `stream`.
-pub fn fill<T: FillElement>(gpu: &Gpu, stream: &CudaStream, dst: &DeviceView, count: usize, value: T) -> Result<(), GpuError> {
+pub fn fill<T: FillElement>(
+    gpu: &Gpu,
+    stream: &CudaStream,
+    dst: &DeviceView,
+    count: usize,
+    value: T,
+) -> Result<(), GpuError> {
     dst.require::<T>(count, T::KERNEL.symbol())?;
     if count == 0 {
         return Ok(());
@@ -35,8 +41,13 @@ pub fn fill<T: FillElement>(gpu: &Gpu, stream: &CudaStream, dst: &DeviceView, co
     // `dst` holds at least `count` elements of T and is T-aligned (checked by
     // `require`), and lives in the pool, which outlives the enqueued work
     // because VramPool::drop synchronises before freeing.
-    unsafe { stream.launch_builder(function).arg(&ptr).arg(&count).arg(&value).launch(config) }
-        .map_err(|e| GpuError::Driver { call: "cuLaunchKernel", status: crate::gpu::error::driver_status_text(&e), context: format!(" ({} on `{}`)", T::KERNEL.symbol(), dst.name()) })?;
+    unsafe { stream.launch_builder(function).arg(&ptr).arg(&count).arg(&value).launch(config) }.map_err(|e| {
+        GpuError::Driver {
+            call: "cuLaunchKernel",
+            status: crate::gpu::error::driver_status_text(&e),
+            context: format!(" ({} on `{}`)", T::KERNEL.symbol(), dst.name()),
+        }
+    })?;
     Ok(())
 }
 
@@ -52,8 +63,13 @@ pub fn pattern_u32(gpu: &Gpu, stream: &CudaStream, dst: &DeviceView, count: usiz
     let (ptr, count) = (dst.ptr(), count as u64);
     // SAFETY: the arguments match `pattern_u32(uint32_t* dst, uint64_t count,
     // uint32_t seed)`; `dst` holds `count` aligned u32s (checked by `require`).
-    unsafe { stream.launch_builder(function).arg(&ptr).arg(&count).arg(&seed).launch(config) }
-        .map_err(|e| GpuError::Driver { call: "cuLaunchKernel", status: crate::gpu::error::driver_status_text(&e), context: format!(" ({} on `{}`)", kernel.symbol(), dst.name()) })?;
+    unsafe { stream.launch_builder(function).arg(&ptr).arg(&count).arg(&seed).launch(config) }.map_err(|e| {
+        GpuError::Driver {
+            call: "cuLaunchKernel",
+            status: crate::gpu::error::driver_status_text(&e),
+            context: format!(" ({} on `{}`)", kernel.symbol(), dst.name()),
+        }
+    })?;
     Ok(())
 }
 

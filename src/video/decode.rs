@@ -56,20 +56,44 @@ pub struct DecodeSummary {
 }
 
 /// Copies a frame from its slot into `dst`, packed (no row padding).
-pub fn download_packed(stream: &CudaStream, src: &DeviceView, layout: &FrameLayout, dst: &mut [u8]) -> Result<(), GpuError> {
+pub fn download_packed(
+    stream: &CudaStream,
+    src: &DeviceView,
+    layout: &FrameLayout,
+    dst: &mut [u8],
+) -> Result<(), GpuError> {
     let packed = layout.packed_bytes();
     if dst.len() < packed {
-        return Err(GpuError::BufferTooSmall { buffer: "host frame".into(), have: dst.len(), need: packed, op: "packed download" });
+        return Err(GpuError::BufferTooSmall {
+            buffer: "host frame".into(),
+            have: dst.len(),
+            need: packed,
+            op: "packed download",
+        });
     }
     if src.bytes() < layout.slot_bytes() {
-        return Err(GpuError::BufferTooSmall { buffer: src.name().into(), have: src.bytes(), need: layout.slot_bytes(), op: "packed download" });
+        return Err(GpuError::BufferTooSmall {
+            buffer: src.name().into(),
+            have: src.bytes(),
+            need: layout.slot_bytes(),
+            op: "packed download",
+        });
     }
     let luma_bytes = layout.luma_row_bytes() * layout.height as usize;
     let planes = [
         (src.ptr(), 0usize, layout.luma_row_bytes(), layout.height as usize),
-        (src.ptr() + layout.chroma_offset as u64, luma_bytes, layout.chroma_row_bytes(), layout.chroma_height() as usize),
+        (
+            src.ptr() + layout.chroma_offset as u64,
+            luma_bytes,
+            layout.chroma_row_bytes(),
+            layout.chroma_height() as usize,
+        ),
     ];
-    stream.context().bind_to_thread().map_err(|e| GpuError::Driver { call: "cuCtxSetCurrent", status: crate::gpu::error::driver_status_text(&e), context: String::new() })?;
+    stream.context().bind_to_thread().map_err(|e| GpuError::Driver {
+        call: "cuCtxSetCurrent",
+        status: crate::gpu::error::driver_status_text(&e),
+        context: String::new(),
+    })?;
     for (src_ptr, dst_offset, row_bytes, rows) in planes {
         let copy = sys::CUDA_MEMCPY2D {
             srcXInBytes: 0,
@@ -93,13 +117,17 @@ pub fn download_packed(stream: &CudaStream, src: &DeviceView, layout: &FrameLayo
         // SAFETY: source rows lie inside the slot (size checked above); the
         // host destination holds `rows * row_bytes` bytes from `dst_offset`
         // (checked above) and stays borrowed until the sync below.
-        unsafe { sys::cuMemcpy2DAsync_v2(&copy, stream.cu_stream()) }
-            .result()
-            .map_err(|e| GpuError::Driver { call: "cuMemcpy2DAsync", status: crate::gpu::error::driver_status_text(&e), context: " (frame to host)".into() })?;
+        unsafe { sys::cuMemcpy2DAsync_v2(&copy, stream.cu_stream()) }.result().map_err(|e| GpuError::Driver {
+            call: "cuMemcpy2DAsync",
+            status: crate::gpu::error::driver_status_text(&e),
+            context: " (frame to host)".into(),
+        })?;
     }
-    stream
-        .synchronize()
-        .map_err(|e| GpuError::Driver { call: "cuStreamSynchronize", status: crate::gpu::error::driver_status_text(&e), context: String::new() })
+    stream.synchronize().map_err(|e| GpuError::Driver {
+        call: "cuStreamSynchronize",
+        status: crate::gpu::error::driver_status_text(&e),
+        context: String::new(),
+    })
 }
 
 /// Decodes `path` on `gpu`, calling `sink` once per frame in presentation
@@ -149,7 +177,14 @@ pub fn decode_file(
             }
             HostCopy::None => None,
         };
-        let frame = DecodedFrame { index: picture.index, pts: picture.pts, status: picture.status, layout, device: view, packed };
+        let frame = DecodedFrame {
+            index: picture.index,
+            pts: picture.pts,
+            status: picture.status,
+            layout,
+            device: view,
+            packed,
+        };
         let sunk = sink(&info, frame);
         slot.release(&stream)?;
         sunk.map_err(|reason| NvdecError::Output { label: label.clone(), frame: picture.index, reason })
@@ -165,7 +200,11 @@ pub fn decode_file(
 
     let report = decoder.report().clone();
     if report.frames != info.frame_count {
-        return Err(DecodeError::FrameCountMismatch { path: label, decoded: report.frames, expected: info.frame_count });
+        return Err(DecodeError::FrameCountMismatch {
+            path: label,
+            decoded: report.frames,
+            expected: info.frame_count,
+        });
     }
     Ok(DecodeSummary { frames: report.frames, concealed: report.concealed, failed: report.failed, layout })
 }

@@ -23,10 +23,7 @@ pub fn framemd5_line(stream_index: u32, dts: i64, pts: i64, duration: i64, bytes
     for byte in digest.iter() {
         hex.push_str(&format!("{byte:02x}"));
     }
-    format!(
-        "{stream_index}, {dts:>10}, {pts:>10}, {duration:>8}, {size:>8}, {hex}",
-        size = bytes.len()
-    )
+    format!("{stream_index}, {dts:>10}, {pts:>10}, {duration:>8}, {size:>8}, {hex}", size = bytes.len())
 }
 
 /// The facts ffmpeg's framemd5 header states about one video stream.
@@ -96,11 +93,7 @@ pub fn parse_framemd5(text: &str) -> Result<Vec<FrameMd5>, FrameMd5ParseError> {
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
         }
-        let err = |reason| FrameMd5ParseError {
-            line: line_index + 1,
-            reason,
-            text: line.to_string(),
-        };
+        let err = |reason| FrameMd5ParseError { line: line_index + 1, reason, text: line.to_string() };
         let mut fields = trimmed.split(',').map(str::trim);
         let mut next = |what| fields.next().ok_or_else(|| err(what));
         let stream = next("missing stream index")?;
@@ -117,11 +110,8 @@ pub fn parse_framemd5(text: &str) -> Result<Vec<FrameMd5>, FrameMd5ParseError> {
             size: size.parse().map_err(|_| err("bad size"))?,
             md5: md5.to_string(),
         };
-        let is_md5 = frame.md5.len() == 32
-            && frame
-                .md5
-                .bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let is_md5 =
+            frame.md5.len() == 32 && frame.md5.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !is_md5 {
             return Err(err("the hash is not 32 lowercase hex digits"));
         }

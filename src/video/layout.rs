@@ -84,22 +84,15 @@ impl StereoMode {
     pub fn layout(self) -> Option<StereoLayout> {
         match self {
             StereoMode::Mono => Some(StereoLayout::Mono),
-            StereoMode::SideBySideLeftFirst | StereoMode::SideBySideRightFirst => {
-                Some(StereoLayout::Sbs)
-            }
-            StereoMode::TopBottomLeftFirst | StereoMode::TopBottomRightFirst => {
-                Some(StereoLayout::Tb)
-            }
+            StereoMode::SideBySideLeftFirst | StereoMode::SideBySideRightFirst => Some(StereoLayout::Sbs),
+            StereoMode::TopBottomLeftFirst | StereoMode::TopBottomRightFirst => Some(StereoLayout::Tb),
             StereoMode::Other(_) => None,
         }
     }
 
     /// Whether the right eye comes first (left half / top half is the right eye).
     pub fn right_eye_first(self) -> bool {
-        matches!(
-            self,
-            StereoMode::SideBySideRightFirst | StereoMode::TopBottomRightFirst
-        )
+        matches!(self, StereoMode::SideBySideRightFirst | StereoMode::TopBottomRightFirst)
     }
 }
 
@@ -113,33 +106,16 @@ pub struct DetectedLayout {
 }
 
 /// Decides the layout from metadata, then the file name, then the frame's aspect ratio.
-pub fn detect_layout(
-    metadata: Option<StereoMode>,
-    path: &Path,
-    width: u32,
-    height: u32,
-) -> DetectedLayout {
+pub fn detect_layout(metadata: Option<StereoMode>, path: &Path, width: u32, height: u32) -> DetectedLayout {
     if let Some(mode) = metadata {
         if let Some(layout) = mode.layout() {
-            return DetectedLayout {
-                layout,
-                source: LayoutSource::Metadata,
-                right_eye_first: mode.right_eye_first(),
-            };
+            return DetectedLayout { layout, source: LayoutSource::Metadata, right_eye_first: mode.right_eye_first() };
         }
     }
     if let Some((layout, right_eye_first)) = layout_from_filename(path) {
-        return DetectedLayout {
-            layout,
-            source: LayoutSource::Filename,
-            right_eye_first,
-        };
+        return DetectedLayout { layout, source: LayoutSource::Filename, right_eye_first };
     }
-    DetectedLayout {
-        layout: layout_from_aspect(width, height),
-        source: LayoutSource::Aspect,
-        right_eye_first: false,
-    }
+    DetectedLayout { layout: layout_from_aspect(width, height), source: LayoutSource::Aspect, right_eye_first: false }
 }
 
 /// Layout from tokens in the file name (the stem, without the extension), with the
@@ -199,26 +175,14 @@ mod tests {
         assert_eq!(from_name("clip_180_LR.mp4"), Some(StereoLayout::Sbs));
         assert_eq!(from_name("VR180_SBS.mp4"), Some(StereoLayout::Sbs));
         assert_eq!(from_name("trip_360_TB_fisheye.mp4"), Some(StereoLayout::Tb));
-        assert_eq!(
-            from_name("/videos/a-b/fisheye-RL.mov"),
-            Some(StereoLayout::Sbs)
-        );
+        assert_eq!(from_name("/videos/a-b/fisheye-RL.mov"), Some(StereoLayout::Sbs));
     }
 
     #[test]
     fn right_eye_first_tokens() {
-        assert_eq!(
-            layout_from_filename(Path::new("a_RL.mp4")),
-            Some((StereoLayout::Sbs, true))
-        );
-        assert_eq!(
-            layout_from_filename(Path::new("a_BT.mp4")),
-            Some((StereoLayout::Tb, true))
-        );
-        assert_eq!(
-            layout_from_filename(Path::new("a_LR.mp4")),
-            Some((StereoLayout::Sbs, false))
-        );
+        assert_eq!(layout_from_filename(Path::new("a_RL.mp4")), Some((StereoLayout::Sbs, true)));
+        assert_eq!(layout_from_filename(Path::new("a_BT.mp4")), Some((StereoLayout::Tb, true)));
+        assert_eq!(layout_from_filename(Path::new("a_LR.mp4")), Some((StereoLayout::Sbs, false)));
     }
 
     #[test]
@@ -228,11 +192,7 @@ mod tests {
         assert_eq!(from_name("clip_XLR.mp4"), None);
         assert_eq!(from_name("monorail_tbx.mp4"), None);
         assert_eq!(from_name("SBSclip.mp4"), None);
-        assert_eq!(
-            from_name("sbs_dir/clip.mp4"),
-            None,
-            "directories do not count"
-        );
+        assert_eq!(from_name("sbs_dir/clip.mp4"), None, "directories do not count");
         // The extension is not a token.
         assert_eq!(from_name("clip.tb"), None);
     }
@@ -248,58 +208,26 @@ mod tests {
 
     #[test]
     fn metadata_beats_filename_beats_aspect() {
-        let d = detect_layout(
-            Some(StereoMode::TopBottomLeftFirst),
-            Path::new("a_LR.mp4"),
-            200,
-            100,
-        );
-        assert_eq!(
-            (d.layout, d.source),
-            (StereoLayout::Tb, LayoutSource::Metadata)
-        );
+        let d = detect_layout(Some(StereoMode::TopBottomLeftFirst), Path::new("a_LR.mp4"), 200, 100);
+        assert_eq!((d.layout, d.source), (StereoLayout::Tb, LayoutSource::Metadata));
         let d = detect_layout(None, Path::new("a_TB.mp4"), 200, 100);
-        assert_eq!(
-            (d.layout, d.source),
-            (StereoLayout::Tb, LayoutSource::Filename)
-        );
+        assert_eq!((d.layout, d.source), (StereoLayout::Tb, LayoutSource::Filename));
         let d = detect_layout(None, Path::new("a.mp4"), 200, 100);
-        assert_eq!(
-            (d.layout, d.source),
-            (StereoLayout::Sbs, LayoutSource::Aspect)
-        );
+        assert_eq!((d.layout, d.source), (StereoLayout::Sbs, LayoutSource::Aspect));
         // Unusable metadata (checkerboard) falls through.
         let d = detect_layout(Some(StereoMode::Other(5)), Path::new("a_TB.mp4"), 200, 100);
-        assert_eq!(
-            (d.layout, d.source),
-            (StereoLayout::Tb, LayoutSource::Filename)
-        );
+        assert_eq!((d.layout, d.source), (StereoLayout::Tb, LayoutSource::Filename));
     }
 
     #[test]
     fn matroska_stereo_mode_values() {
-        assert_eq!(
-            StereoMode::from_matroska(1).layout(),
-            Some(StereoLayout::Sbs)
-        );
+        assert_eq!(StereoMode::from_matroska(1).layout(), Some(StereoLayout::Sbs));
         assert!(StereoMode::from_matroska(11).right_eye_first());
-        assert_eq!(
-            StereoMode::from_matroska(11).layout(),
-            Some(StereoLayout::Sbs)
-        );
-        assert_eq!(
-            StereoMode::from_matroska(2).layout(),
-            Some(StereoLayout::Tb)
-        );
+        assert_eq!(StereoMode::from_matroska(11).layout(), Some(StereoLayout::Sbs));
+        assert_eq!(StereoMode::from_matroska(2).layout(), Some(StereoLayout::Tb));
         assert!(StereoMode::from_matroska(2).right_eye_first());
-        assert_eq!(
-            StereoMode::from_matroska(3).layout(),
-            Some(StereoLayout::Tb)
-        );
-        assert_eq!(
-            StereoMode::from_matroska(0).layout(),
-            Some(StereoLayout::Mono)
-        );
+        assert_eq!(StereoMode::from_matroska(3).layout(), Some(StereoLayout::Tb));
+        assert_eq!(StereoMode::from_matroska(0).layout(), Some(StereoLayout::Mono));
         assert_eq!(StereoMode::from_matroska(4).layout(), None);
     }
 }

@@ -56,7 +56,12 @@ pub fn nvenc_status_name(status: NVENCSTATUS) -> String {
 
 /// Tries to open (and then closes) one NVENC session on `gpu`.
 pub fn probe(gpu: &Gpu) -> NvencProbe {
-    let unavailable = |library_loaded, driver_api, reason: String| NvencProbe { library_loaded, driver_api, session_opens: false, reason: Some(reason) };
+    let unavailable = |library_loaded, driver_api, reason: String| NvencProbe {
+        library_loaded,
+        driver_api,
+        session_opens: false,
+        reason: Some(reason),
+    };
     let api = match nvencode() {
         Ok(api) => api,
         Err(e) => return unavailable(false, None, e.to_string()),
@@ -65,14 +70,24 @@ pub fn probe(gpu: &Gpu) -> NvencProbe {
     // SAFETY: `max_version` is a valid out-pointer for the call.
     let status = unsafe { (api.NvEncodeAPIGetMaxSupportedVersion)(&mut max_version) };
     if status != _NVENCSTATUS::NV_ENC_SUCCESS {
-        return unavailable(true, None, format!("NvEncodeAPIGetMaxSupportedVersion failed: {}", nvenc_status_name(status)));
+        return unavailable(
+            true,
+            None,
+            format!("NvEncodeAPIGetMaxSupportedVersion failed: {}", nvenc_status_name(status)),
+        );
     }
     // The driver packs the version as (major << 4) | minor.
     let (drv_major, drv_minor) = (max_version >> 4, max_version & 0xf);
     let driver_api = Some(format!("{drv_major}.{drv_minor}"));
     let (major, minor) = header_api_version();
     if (drv_major, drv_minor) < (major, minor) {
-        return unavailable(true, driver_api, format!("the driver serves NVENC API {drv_major}.{drv_minor}, vrseg needs {major}.{minor}; update the driver"));
+        return unavailable(
+            true,
+            driver_api,
+            format!(
+                "the driver serves NVENC API {drv_major}.{drv_minor}, vrseg needs {major}.{minor}; update the driver"
+            ),
+        );
     }
 
     // SAFETY: NV_ENCODE_API_FUNCTION_LIST is plain data (a version and
@@ -82,7 +97,11 @@ pub fn probe(gpu: &Gpu) -> NvencProbe {
     // SAFETY: `functions` is a zeroed list with its version set, as the API requires.
     let status = unsafe { (api.NvEncodeAPICreateInstance)(&mut functions) };
     if status != _NVENCSTATUS::NV_ENC_SUCCESS {
-        return unavailable(true, driver_api, format!("NvEncodeAPICreateInstance failed: {}", nvenc_status_name(status)));
+        return unavailable(
+            true,
+            driver_api,
+            format!("NvEncodeAPICreateInstance failed: {}", nvenc_status_name(status)),
+        );
     }
     let (Some(open), Some(destroy)) = (functions.nvEncOpenEncodeSessionEx, functions.nvEncDestroyEncoder) else {
         return unavailable(true, driver_api, "the NVENC function list lacks nvEncOpenEncodeSessionEx".into());
@@ -103,14 +122,20 @@ pub fn probe(gpu: &Gpu) -> NvencProbe {
     // `encoder` is a valid out-pointer.
     let status = unsafe { open(&mut params, &mut encoder) };
     if status != _NVENCSTATUS::NV_ENC_SUCCESS || encoder.is_null() {
-        let hint = if status == _NVENCSTATUS::NV_ENC_ERR_NO_ENCODE_DEVICE || status == _NVENCSTATUS::NV_ENC_ERR_UNSUPPORTED_DEVICE {
+        let hint = if status == _NVENCSTATUS::NV_ENC_ERR_NO_ENCODE_DEVICE
+            || status == _NVENCSTATUS::NV_ENC_ERR_UNSUPPORTED_DEVICE
+        {
             " (this GPU has no NVENC hardware, e.g. an H100 or A100)"
         } else if status == _NVENCSTATUS::NV_ENC_ERR_OUT_OF_MEMORY {
             " (all NVENC sessions may be in use: consumer GPUs allow a limited number at once)"
         } else {
             ""
         };
-        return unavailable(true, driver_api, format!("nvEncOpenEncodeSessionEx failed: {}{hint}", nvenc_status_name(status)));
+        return unavailable(
+            true,
+            driver_api,
+            format!("nvEncOpenEncodeSessionEx failed: {}{hint}", nvenc_status_name(status)),
+        );
     }
     // SAFETY: `encoder` is the session opened just above and is destroyed once.
     let status = unsafe { destroy(encoder) };
@@ -118,7 +143,8 @@ pub fn probe(gpu: &Gpu) -> NvencProbe {
         library_loaded: true,
         driver_api,
         session_opens: true,
-        reason: (status != _NVENCSTATUS::NV_ENC_SUCCESS).then(|| format!("nvEncDestroyEncoder returned {}", nvenc_status_name(status))),
+        reason: (status != _NVENCSTATUS::NV_ENC_SUCCESS)
+            .then(|| format!("nvEncDestroyEncoder returned {}", nvenc_status_name(status))),
     }
 }
 

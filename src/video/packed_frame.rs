@@ -94,10 +94,7 @@ impl PackedLayout {
         let luma_row_bytes = w.checked_mul(sample).ok_or_else(too_large)?;
         let chroma_offset = luma_row_bytes.checked_mul(h).ok_or_else(too_large)?;
         // One U and one V sample per 2×2 luma block, rounded up at odd edges.
-        let chroma_row_bytes = w
-            .div_ceil(2)
-            .checked_mul(2 * sample)
-            .ok_or_else(too_large)?;
+        let chroma_row_bytes = w.div_ceil(2).checked_mul(2 * sample).ok_or_else(too_large)?;
         let chroma_rows = h.div_ceil(2);
         let total_bytes = chroma_row_bytes
             .checked_mul(chroma_rows)
@@ -126,11 +123,7 @@ impl PackedLayout {
 /// `w·h·s + ceil(w/2)·2·s·ceil(h/2)` with `s` bytes per sample. Sizes too large for the
 /// address space give `usize::MAX`, which no buffer can match.
 pub fn packed_frame_bytes(width: u32, height: u32, bit_depth: u8) -> usize {
-    let format = if bit_depth <= 8 {
-        PackedFormat::Nv12
-    } else {
-        PackedFormat::P010Le
-    };
+    let format = if bit_depth <= 8 { PackedFormat::Nv12 } else { PackedFormat::P010Le };
     PackedLayout::new(width, height, format).map_or(usize::MAX, |l| l.total_bytes)
 }
 
@@ -142,14 +135,7 @@ pub enum PackedFrameError {
     #[error("a {width}x{height} frame is too large to address")]
     TooLarge { width: u32, height: u32 },
     #[error("frame {index}: {width}x{height} {format} needs {expected} bytes, but the buffer has {actual}")]
-    WrongSize {
-        index: u64,
-        width: u32,
-        height: u32,
-        format: &'static str,
-        expected: usize,
-        actual: usize,
-    },
+    WrongSize { index: u64, width: u32, height: u32, format: &'static str, expected: usize, actual: usize },
     #[error("frame {index}: the frame is empty ({width}x{height})")]
     Empty { index: u64, width: u32, height: u32 },
 }
@@ -178,11 +164,7 @@ impl<'a> PackedFrame<'a> {
         bytes: &'a [u8],
     ) -> Result<Self, PackedFrameError> {
         if width == 0 || height == 0 {
-            return Err(PackedFrameError::Empty {
-                index,
-                width,
-                height,
-            });
+            return Err(PackedFrameError::Empty { index, width, height });
         }
         let format = PackedFormat::for_bit_depth(bit_depth)?;
         let layout = PackedLayout::new(width, height, format)?;
@@ -196,12 +178,7 @@ impl<'a> PackedFrame<'a> {
                 actual: bytes.len(),
             });
         }
-        Ok(PackedFrame {
-            layout,
-            pts,
-            index,
-            bytes,
-        })
+        Ok(PackedFrame { layout, pts, index, bytes })
     }
 
     pub fn width(&self) -> u32 {
@@ -306,9 +283,6 @@ mod tests {
             PackedFrame::new(3, 3, 12, 0, 0, &buf),
             Err(PackedFrameError::UnsupportedBitDepth { bit_depth: 12 })
         );
-        assert!(matches!(
-            PackedFrame::new(0, 3, 8, 0, 0, &[]),
-            Err(PackedFrameError::Empty { .. })
-        ));
+        assert!(matches!(PackedFrame::new(0, 3, 8, 0, 0, &[]), Err(PackedFrameError::Empty { .. })));
     }
 }

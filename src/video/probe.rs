@@ -70,42 +70,21 @@ impl fmt::Display for ProbeReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "{}", self.path)?;
         writeln!(f, "  container  {}", self.container.name())?;
-        let profile = self
-            .profile
-            .as_deref()
-            .map(|p| format!(" ({p})"))
-            .unwrap_or_default();
-        writeln!(
-            f,
-            "  video      {}{profile}, {}-bit, {}x{}",
-            self.codec, self.bit_depth, self.width, self.height
-        )?;
+        let profile = self.profile.as_deref().map(|p| format!(" ({p})")).unwrap_or_default();
+        writeln!(f, "  video      {}{profile}, {}-bit, {}x{}", self.codec, self.bit_depth, self.width, self.height)?;
         writeln!(
             f,
             "  frames     {} ({} keyframes), {:.3} fps, {:.3} s",
             self.frames, self.keyframes, self.fps, self.duration_s
         )?;
-        let order = if self.right_eye_first {
-            ", right eye first"
-        } else {
-            ""
-        };
-        writeln!(
-            f,
-            "  layout     {} (from {}{order})",
-            self.layout.name(),
-            self.layout_source.name()
-        )?;
+        let order = if self.right_eye_first { ", right eye first" } else { "" };
+        writeln!(f, "  layout     {} (from {}{order})", self.layout.name(), self.layout_source.name())?;
         if self.audio.is_empty() {
             write!(f, "  audio      none")
         } else {
             for (i, a) in self.audio.iter().enumerate() {
                 let label = if i == 0 { "audio" } else { "" };
-                write!(
-                    f,
-                    "  {label:<10} {}, {} ch, {} Hz",
-                    a.codec, a.channels, a.sample_rate
-                )?;
+                write!(f, "  {label:<10} {}, {} ch, {} Hz", a.codec, a.channels, a.sample_rate)?;
                 if i + 1 < self.audio.len() {
                     writeln!(f)?;
                 }

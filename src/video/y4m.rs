@@ -91,14 +91,7 @@ impl Y4mStream {
         };
         format!(
             "YUV4MPEG2 W{} H{} F{}:{} Ip A{}:{}{}{}\n",
-            self.width,
-            self.height,
-            self.fps_num,
-            self.fps_den,
-            aspect_num,
-            aspect_den,
-            colour_tag,
-            range
+            self.width, self.height, self.fps_num, self.fps_den, aspect_num, aspect_den, colour_tag, range
         )
     }
 }
@@ -106,11 +99,7 @@ impl Y4mStream {
 #[derive(Debug, thiserror::Error)]
 pub enum Y4mError {
     #[error("y4m stream {width}x{height}: {reason}")]
-    BadStream {
-        width: u32,
-        height: u32,
-        reason: &'static str,
-    },
+    BadStream { width: u32, height: u32, reason: &'static str },
     #[error("frame {index} is {frame_width}x{frame_height} {frame_depth}-bit but the y4m stream is {width}x{height} {depth}-bit")]
     FrameMismatch {
         index: u64,
@@ -142,11 +131,7 @@ pub struct Y4mWriter<W: Write> {
 impl<W: Write> Y4mWriter<W> {
     /// Checks `stream` and writes its header to `out`.
     pub fn new(mut out: W, stream: Y4mStream) -> Result<Self, Y4mError> {
-        let bad = |reason| Y4mError::BadStream {
-            width: stream.width,
-            height: stream.height,
-            reason,
-        };
+        let bad = |reason| Y4mError::BadStream { width: stream.width, height: stream.height, reason };
         if stream.width == 0 || stream.height == 0 {
             return Err(bad("width and height must be at least 1"));
         }
@@ -156,13 +141,7 @@ impl<W: Write> Y4mWriter<W> {
         let format = PackedFormat::for_bit_depth(stream.bit_depth)?;
         let layout = PackedLayout::new(stream.width, stream.height, format)?;
         out.write_all(stream.header_line().as_bytes())?;
-        Ok(Y4mWriter {
-            out,
-            stream,
-            layout,
-            planar: Vec::with_capacity(layout.total_bytes),
-            frames_written: 0,
-        })
+        Ok(Y4mWriter { out, stream, layout, planar: Vec::with_capacity(layout.total_bytes), frames_written: 0 })
     }
 
     /// Appends `frame`, which must have the stream's size and bit depth.
@@ -275,15 +254,8 @@ mod tests {
             "YUV4MPEG2 W3 H3 F30:1 Ip A1:1 C420p10 XYSCSS=420P10 XCOLORRANGE=LIMITED\n"
         );
         // An x264 clip: left chroma siting, range not signalled.
-        let h264 = Y4mStream {
-            chroma_siting: ChromaSiting::Left,
-            full_range: None,
-            ..stream(256, 128, 8)
-        };
-        assert_eq!(
-            h264.header_line(),
-            "YUV4MPEG2 W256 H128 F30:1 Ip A1:1 C420mpeg2 XYSCSS=420MPEG2\n"
-        );
+        let h264 = Y4mStream { chroma_siting: ChromaSiting::Left, full_range: None, ..stream(256, 128, 8) };
+        assert_eq!(h264.header_line(), "YUV4MPEG2 W256 H128 F30:1 Ip A1:1 C420mpeg2 XYSCSS=420MPEG2\n");
         let odd = Y4mStream {
             fps_num: 30000,
             fps_den: 1001,
@@ -350,22 +322,14 @@ mod tests {
     fn p010_odd_size_keeps_every_chroma_sample() {
         // 3x3 P010: chroma 2x2 per plane, rows of 2 pairs = 8 bytes.
         let layout = PackedLayout::new(3, 3, PackedFormat::P010Le).expect("layout");
-        let packed: Vec<u8> = (0..layout.total_bytes / 2)
-            .flat_map(|i| ((i as u16) << 6).to_le_bytes())
-            .collect();
+        let packed: Vec<u8> = (0..layout.total_bytes / 2).flat_map(|i| ((i as u16) << 6).to_le_bytes()).collect();
         let frame = PackedFrame::new(3, 3, 10, 0, 0, &packed).expect("3x3 p010");
         let mut planar = Vec::new();
         packed_to_i420(&frame, &mut planar);
-        let samples: Vec<u16> = planar
-            .chunks_exact(2)
-            .map(|s| u16::from_le_bytes([s[0], s[1]]))
-            .collect();
+        let samples: Vec<u16> = planar.chunks_exact(2).map(|s| u16::from_le_bytes([s[0], s[1]])).collect();
         // Y 0..=8, then the UV rows (9 10 11 12) and (13 14 15 16) split into
         // U = 9, 11, 13, 15 and V = 10, 12, 14, 16.
-        assert_eq!(
-            samples,
-            [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 13, 15, 10, 12, 14, 16]
-        );
+        assert_eq!(samples, [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 13, 15, 10, 12, 14, 16]);
     }
 
     #[test]
@@ -374,24 +338,13 @@ mod tests {
         let frame = PackedFrame::new(4, 2, 8, 0, 5, &packed).expect("4x2 nv12");
         let mut w = Y4mWriter::new(Vec::new(), stream(3, 3, 8)).expect("writer");
         let err = w.write_frame(&frame).expect_err("size mismatch");
-        assert_eq!(
-            err.to_string(),
-            "frame 5 is 4x2 8-bit but the y4m stream is 3x3 8-bit"
-        );
-        assert!(matches!(
-            Y4mWriter::new(Vec::new(), stream(0, 2, 8)),
-            Err(Y4mError::BadStream { .. })
-        ));
+        assert_eq!(err.to_string(), "frame 5 is 4x2 8-bit but the y4m stream is 3x3 8-bit");
+        assert!(matches!(Y4mWriter::new(Vec::new(), stream(0, 2, 8)), Err(Y4mError::BadStream { .. })));
         assert!(matches!(
             Y4mWriter::new(Vec::new(), stream(2, 2, 12)),
-            Err(Y4mError::Frame(PackedFrameError::UnsupportedBitDepth {
-                bit_depth: 12
-            }))
+            Err(Y4mError::Frame(PackedFrameError::UnsupportedBitDepth { bit_depth: 12 }))
         ));
-        let no_rate = Y4mStream {
-            fps_den: 0,
-            ..stream(2, 2, 8)
-        };
+        let no_rate = Y4mStream { fps_den: 0, ..stream(2, 2, 8) };
         assert!(Y4mWriter::new(Vec::new(), no_rate).is_err());
     }
 }

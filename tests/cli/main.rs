@@ -112,7 +112,21 @@ fn probe_json_has_the_documented_keys() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.trim_end().lines().count(), 1, "exactly one JSON line: {text}");
     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    for key in ["path", "container", "codec", "profile", "bit_depth", "width", "height", "frames", "fps", "duration_s", "layout", "layout_source", "audio"] {
+    for key in [
+        "path",
+        "container",
+        "codec",
+        "profile",
+        "bit_depth",
+        "width",
+        "height",
+        "frames",
+        "fps",
+        "duration_s",
+        "layout",
+        "layout_source",
+        "audio",
+    ] {
         assert!(v.get(key).is_some(), "missing {key} in {text}");
     }
     assert_eq!(v["container"], "mp4");

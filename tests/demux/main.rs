@@ -32,10 +32,7 @@ fn scratch(name: &str) -> PathBuf {
 fn all_chunks(path: &Path) -> Vec<Chunk> {
     let mut d = Demuxer::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
     let mut chunks = Vec::new();
-    while let Some(c) = d
-        .next_chunk()
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-    {
+    while let Some(c) = d.next_chunk().unwrap_or_else(|e| panic!("{}: {e}", path.display())) {
         chunks.push(c);
     }
     chunks
@@ -49,11 +46,7 @@ fn video_clips() -> Vec<PathBuf> {
         .filter(|p| p.extension().is_some_and(|e| e != "json" && e != "m4a"))
         .collect();
     clips.sort();
-    assert!(
-        clips.len() >= 20,
-        "expected the committed fixtures, found {}",
-        clips.len()
-    );
+    assert!(clips.len() >= 20, "expected the committed fixtures, found {}", clips.len());
     clips
 }
 
@@ -95,14 +88,7 @@ mod golden {
                 .as_array()
                 .expect("packets")
                 .iter()
-                .map(|p| {
-                    (
-                        p[0].as_i64(),
-                        p[1].as_i64(),
-                        p[2].as_i64(),
-                        p[3].as_bool().expect("key"),
-                    )
-                })
+                .map(|p| (p[0].as_i64(), p[1].as_i64(), p[2].as_i64(), p[3].as_bool().expect("key")))
                 .collect(),
         }
     }
@@ -112,18 +98,10 @@ mod golden {
         let mut failures = Vec::new();
         for path in video_clips() {
             if let Err(msg) = check_clip(&path) {
-                failures.push(format!(
-                    "{}: {msg}",
-                    path.file_name().unwrap_or_default().to_string_lossy()
-                ));
+                failures.push(format!("{}: {msg}", path.file_name().unwrap_or_default().to_string_lossy()));
             }
         }
-        assert!(
-            failures.is_empty(),
-            "{} clips disagree with ffprobe:\n{}",
-            failures.len(),
-            failures.join("\n")
-        );
+        assert!(failures.is_empty(), "{} clips disagree with ffprobe:\n{}", failures.len(), failures.join("\n"));
     }
 
     fn check_clip(path: &Path) -> Result<(), String> {
@@ -138,10 +116,7 @@ mod golden {
             return Err(format!("codec {codec} != {}", g.codec));
         }
         if (info.width, info.height) != (g.width, g.height) {
-            return Err(format!(
-                "size {}x{} != {}x{}",
-                info.width, info.height, g.width, g.height
-            ));
+            return Err(format!("size {}x{} != {}x{}", info.width, info.height, g.width, g.height));
         }
         if info.bit_depth != g.bit_depth {
             return Err(format!("bit depth {} != {}", info.bit_depth, g.bit_depth));
@@ -188,29 +163,17 @@ mod golden {
         match container.name() {
             "mp4" => {
                 if !same_timebase {
-                    return Err(format!(
-                        "timescale {timescale} != time base {}/{}",
-                        g.tb_num, g.tb_den
-                    ));
+                    return Err(format!("timescale {timescale} != time base {}/{}", g.tb_num, g.tb_den));
                 }
-                let ours: Vec<(i64, i64, i64)> =
-                    chunks.iter().map(|c| (c.pts, c.dts, c.duration)).collect();
+                let ours: Vec<(i64, i64, i64)> = chunks.iter().map(|c| (c.pts, c.dts, c.duration)).collect();
                 let theirs: Vec<(i64, i64, i64)> = g
                     .packets
                     .iter()
-                    .map(|p| {
-                        (
-                            p.0.unwrap_or(i64::MIN),
-                            p.1.unwrap_or(i64::MIN),
-                            p.2.unwrap_or(i64::MIN),
-                        )
-                    })
+                    .map(|p| (p.0.unwrap_or(i64::MIN), p.1.unwrap_or(i64::MIN), p.2.unwrap_or(i64::MIN)))
                     .collect();
                 // The st3d clip is remuxed from Matroska (millisecond timestamps): its stts
                 // durations are uneven and ffprobe reports the average instead; pts/dts agree.
-                let remuxed = path
-                    .file_name()
-                    .is_some_and(|n| n == "stereo_meta_st3d.mp4");
+                let remuxed = path.file_name().is_some_and(|n| n == "stereo_meta_st3d.mp4");
                 let strip = |v: Vec<(i64, i64, i64)>| {
                     if remuxed {
                         v.into_iter().map(|(p, d, _)| (p, d, 0)).collect()
@@ -220,17 +183,12 @@ mod golden {
                 };
                 let (ours, theirs) = (strip(ours), strip(theirs));
                 if ours != theirs {
-                    return Err(format!(
-                        "(pts, dts, duration)\n ours   {ours:?}\n ffprobe {theirs:?}"
-                    ));
+                    return Err(format!("(pts, dts, duration)\n ours   {ours:?}\n ffprobe {theirs:?}"));
                 }
             }
             "matroska" => {
                 if !same_timebase {
-                    return Err(format!(
-                        "timescale {timescale} != time base {}/{}",
-                        g.tb_num, g.tb_den
-                    ));
+                    return Err(format!("timescale {timescale} != time base {}/{}", g.tb_num, g.tb_den));
                 }
                 // Matroska stores pts only; ffprobe's dts come from its parser, so compare pts.
                 let ours: Vec<i64> = chunks.iter().map(|c| c.pts).collect();
@@ -239,8 +197,7 @@ mod golden {
                     return Err(format!("pts\n ours    {ours:?}\n ffprobe {theirs:?}"));
                 }
                 let durations: Vec<i64> = chunks.iter().map(|c| c.duration).collect();
-                let golden_durations: Vec<i64> =
-                    g.packets.iter().map(|p| p.2.unwrap_or(0)).collect();
+                let golden_durations: Vec<i64> = g.packets.iter().map(|p| p.2.unwrap_or(0)).collect();
                 if durations != golden_durations {
                     return Err(format!("durations {durations:?} != {golden_durations:?}"));
                 }
@@ -288,19 +245,9 @@ mod golden {
 
     #[test]
     fn hvc1_keyframes_get_parameter_sets_and_hev1_keeps_its_own() {
-        for name in [
-            "hevc_hvc1.mp4",
-            "hevc_hev1.mp4",
-            "h264_faststart.mp4",
-            "h264.mkv",
-            "hevc.mkv",
-        ] {
+        for name in ["hevc_hvc1.mp4", "hevc_hev1.mp4", "h264_faststart.mp4", "h264.mkv", "hevc.mkv"] {
             let chunks = all_chunks(&clip(name));
-            let codec = if name.starts_with("hevc") {
-                VideoCodec::Hevc
-            } else {
-                VideoCodec::H264
-            };
+            let codec = if name.starts_with("hevc") { VideoCodec::Hevc } else { VideoCodec::H264 };
             for c in chunks.iter().filter(|c| c.is_keyframe) {
                 let types: Vec<u8> = vrseg::video::demux::nal::AnnexBNals::new(&c.data)
                     .filter_map(|n| vrseg::video::demux::nal::nal_type(codec, n))
@@ -381,10 +328,7 @@ mod probe_report {
         assert_eq!(v["fps"], 30.0);
         assert_eq!(v["layout"], "sbs");
         assert_eq!(v["layout_source"], "aspect");
-        assert_eq!(
-            v["audio"],
-            serde_json::json!([{"codec": "aac", "channels": 2, "sample_rate": 48000}])
-        );
+        assert_eq!(v["audio"], serde_json::json!([{"codec": "aac", "channels": 2, "sample_rate": 48000}]));
         let text = report.to_string();
         assert!(text.contains("h264 (High), 8-bit, 256x128"), "{text}");
         assert!(text.contains("aac, 2 ch, 48000 Hz"), "{text}");
@@ -402,17 +346,10 @@ mod probe_report {
         ];
         for (name, container, codec) in cases {
             let v = serde_json::to_value(probe(&clip(name)).expect("probe")).expect("json");
-            assert_eq!(
-                (v["container"].as_str(), v["codec"].as_str()),
-                (Some(container), Some(codec)),
-                "{name}"
-            );
+            assert_eq!((v["container"].as_str(), v["codec"].as_str()), (Some(container), Some(codec)), "{name}");
         }
         let v = serde_json::to_value(probe(&clip("vp9_opus.webm")).expect("probe")).expect("json");
-        assert_eq!(
-            v["audio"],
-            serde_json::json!([{"codec": "opus", "channels": 1, "sample_rate": 48000}])
-        );
+        assert_eq!(v["audio"], serde_json::json!([{"codec": "opus", "channels": 1, "sample_rate": 48000}]));
         let v = serde_json::to_value(probe(&clip("h264_raw.h264")).expect("probe")).expect("json");
         assert_eq!(v["audio"], serde_json::json!([]));
     }
@@ -421,26 +358,14 @@ mod probe_report {
     fn layout_from_metadata_filename_and_aspect() {
         // 2:1 frame, StereoMode says top-bottom: metadata wins.
         let r = probe(&clip("stereo_meta.mkv")).expect("probe");
-        assert_eq!(
-            (r.layout.name(), r.layout_source.name()),
-            ("tb", "metadata")
-        );
+        assert_eq!((r.layout.name(), r.layout_source.name()), ("tb", "metadata"));
         let r = probe(&clip("stereo_meta_st3d.mp4")).expect("probe");
-        assert_eq!(
-            (r.layout.name(), r.layout_source.name()),
-            ("sbs", "metadata")
-        );
+        assert_eq!((r.layout.name(), r.layout_source.name()), ("sbs", "metadata"));
         // 1918x1078 is not 2:1; the _3dh token decides.
         let r = probe(&clip("h264_1918x1078_3dh.mp4")).expect("probe");
-        assert_eq!(
-            (r.layout.name(), r.layout_source.name()),
-            ("sbs", "filename")
-        );
+        assert_eq!((r.layout.name(), r.layout_source.name()), ("sbs", "filename"));
         let r = probe(&clip("hevc_10bit_318x158.mp4")).expect("probe");
-        assert_eq!(
-            (r.layout.name(), r.layout_source.name()),
-            ("mono", "aspect")
-        );
+        assert_eq!((r.layout.name(), r.layout_source.name()), ("mono", "aspect"));
     }
 }
 
@@ -455,10 +380,7 @@ mod bad_inputs {
 
     fn message_names_file(e: &DemuxError, path: &Path) {
         let msg = e.to_string();
-        assert!(
-            msg.contains(&path.display().to_string()),
-            "message does not name the file: {msg}"
-        );
+        assert!(msg.contains(&path.display().to_string()), "message does not name the file: {msg}");
         assert_eq!(e.path(), path);
         assert!(!msg.contains('\n'), "one sentence: {msg}");
     }
@@ -473,10 +395,7 @@ mod bad_inputs {
 
     #[test]
     fn text_file_named_mkv() {
-        let p = write(
-            "notes.mkv",
-            b"These are not the frames you are looking for.\n",
-        );
+        let p = write("notes.mkv", b"These are not the frames you are looking for.\n");
         let e = Demuxer::open(&p).expect_err("text");
         assert!(matches!(e, DemuxError::UnknownContainer { .. }), "{e:?}");
         message_names_file(&e, &p);
@@ -490,10 +409,7 @@ mod bad_inputs {
             let bytes: Vec<u8> = (0..4096).map(|_| rng.random()).collect();
             let p = write(&format!("random.{ext}"), &bytes);
             let e = Demuxer::open(&p).expect_err("random");
-            assert!(
-                matches!(e, DemuxError::UnknownContainer { .. }),
-                "{ext}: {e:?}"
-            );
+            assert!(matches!(e, DemuxError::UnknownContainer { .. }), "{ext}: {e:?}");
             message_names_file(&e, &p);
         }
     }
@@ -521,10 +437,7 @@ mod bad_inputs {
         let moov = find(&bytes, b"moov").expect("has moov") - 4;
         let p = write("cut_before_moov.mp4", &bytes[..moov]);
         let e = Demuxer::open(&p).expect_err("no moov");
-        assert!(
-            matches!(e, DemuxError::Corrupt { ref element, .. } if element == "moov"),
-            "{e:?}"
-        );
+        assert!(matches!(e, DemuxError::Corrupt { ref element, .. } if element == "moov"), "{e:?}");
         message_names_file(&e, &p);
     }
 
@@ -549,16 +462,11 @@ mod bad_inputs {
         let bytes = std::fs::read(clip("h264_unknown_size.mkv")).expect("read");
         let p = write("cut_unknown.mkv", &bytes[..bytes.len() - 3]);
         assert!(
-            bytes
-                .windows(6)
-                .any(|w| w == [0x1f, 0x43, 0xb6, 0x75, 0x7f, 0xff]),
+            bytes.windows(6).any(|w| w == [0x1f, 0x43, 0xb6, 0x75, 0x7f, 0xff]),
             "fixture has unknown-size clusters"
         );
         let e = Demuxer::open(&p).expect_err("truncated");
-        assert!(
-            matches!(e, DemuxError::Truncated { ref what, .. } if what.contains("sample")),
-            "{e:?}"
-        );
+        assert!(matches!(e, DemuxError::Truncated { ref what, .. } if what.contains("sample")), "{e:?}");
     }
 
     #[test]
@@ -569,10 +477,7 @@ mod bad_inputs {
         bytes[stsz + 12..stsz + 16].copy_from_slice(&0xFFFF_FFF0u32.to_be_bytes());
         let p = write("corrupt_stsz.mp4", &bytes);
         let e = Demuxer::open(&p).expect_err("corrupt");
-        assert!(
-            matches!(e, DemuxError::Corrupt { ref element, .. } if element == "stsz"),
-            "{e:?}"
-        );
+        assert!(matches!(e, DemuxError::Corrupt { ref element, .. } if element == "stsz"), "{e:?}");
         message_names_file(&e, &p);
         // A smaller count disagrees with stts.
         bytes[stsz + 12..stsz + 16].copy_from_slice(&5u32.to_be_bytes());
@@ -605,10 +510,7 @@ mod bad_inputs {
         bytes[avc1..avc1 + 4].copy_from_slice(b"mp4v");
         let p = write("mpeg4.mp4", &bytes);
         let e = Demuxer::open(&p).expect_err("unsupported");
-        assert!(
-            matches!(e, DemuxError::UnsupportedCodec { ref codec, .. } if codec.contains("mp4v")),
-            "{e:?}"
-        );
+        assert!(matches!(e, DemuxError::UnsupportedCodec { ref codec, .. } if codec.contains("mp4v")), "{e:?}");
         message_names_file(&e, &p);
     }
 
@@ -647,10 +549,7 @@ mod truncations {
                 len += stride;
             }
         }
-        assert!(
-            failed > 0 && opened + failed > 1000,
-            "opened {opened}, failed {failed}"
-        );
+        assert!(failed > 0 && opened + failed > 1000, "opened {opened}, failed {failed}");
     }
 
     /// Single-byte corruptions of the header region never panic or hang.
@@ -710,10 +609,7 @@ mod nal_units {
         want.extend_from_slice(&[0, 0, 0, 1, 0x65, 0xaa, 0xbb, 0, 0, 0, 1, 0x65, 0xcc]);
         assert_eq!(key, want);
         let inter = length_prefixed_to_annexb(&sample, &config, false).expect("convert");
-        assert_eq!(
-            inter,
-            vec![0, 0, 0, 1, 0x65, 0xaa, 0xbb, 0, 0, 0, 1, 0x65, 0xcc]
-        );
+        assert_eq!(inter, vec![0, 0, 0, 1, 0x65, 0xaa, 0xbb, 0, 0, 0, 1, 0x65, 0xcc]);
     }
 
     #[test]
@@ -721,10 +617,7 @@ mod nal_units {
         let config = parse_avcc(&avcc(2)).expect("avcC");
         assert_eq!(config.length_size, 2);
         let sample = [0, 2, 0x41, 0x9a, 0, 1, 0x41];
-        assert_eq!(
-            split_length_prefixed(&sample, 2).expect("split"),
-            vec![&[0x41, 0x9a][..], &[0x41][..]]
-        );
+        assert_eq!(split_length_prefixed(&sample, 2).expect("split"), vec![&[0x41, 0x9a][..], &[0x41][..]]);
         let out = length_prefixed_to_annexb(&sample, &config, false).expect("convert");
         assert_eq!(out, vec![0, 0, 0, 1, 0x41, 0x9a, 0, 0, 0, 1, 0x41]);
     }
@@ -736,11 +629,8 @@ mod nal_units {
 
     #[test]
     fn parameter_sets_go_after_a_leading_aud_and_not_twice() {
-        let config = NalConfig {
-            codec: VideoCodec::H264,
-            length_size: 4,
-            parameter_sets: vec![SPS.to_vec(), PPS.to_vec()],
-        };
+        let config =
+            NalConfig { codec: VideoCodec::H264, length_size: 4, parameter_sets: vec![SPS.to_vec(), PPS.to_vec()] };
         let sample = [0, 0, 0, 2, 0x09, 0xf0, 0, 0, 0, 1, 0x65];
         let out = length_prefixed_to_annexb(&sample, &config, true).expect("convert");
         let mut want = vec![0, 0, 0, 1, 0x09, 0xf0, 0, 0, 0, 1];
@@ -768,22 +658,14 @@ mod nal_units {
         let mut rec = vec![0u8; 21];
         rec.push(0xf0 | 3); // length size 4
         rec.push(3); // arrays
-        for (t, nal) in [
-            (34u8, vec![0x44, 0x01, 0xc1]),
-            (32, vec![0x40, 0x01, 0x0c]),
-            (33, vec![0x42, 0x01, 0x01]),
-        ] {
+        for (t, nal) in [(34u8, vec![0x44, 0x01, 0xc1]), (32, vec![0x40, 0x01, 0x0c]), (33, vec![0x42, 0x01, 0x01])] {
             rec.push(t);
             rec.extend_from_slice(&1u16.to_be_bytes());
             rec.extend_from_slice(&(nal.len() as u16).to_be_bytes());
             rec.extend_from_slice(&nal);
         }
         let c = parse_hvcc(&rec).expect("hvcC");
-        let types: Vec<u8> = c
-            .parameter_sets
-            .iter()
-            .map(|n| (n[0] >> 1) & 0x3f)
-            .collect();
+        let types: Vec<u8> = c.parameter_sets.iter().map(|n| (n[0] >> 1) & 0x3f).collect();
         assert_eq!(types, vec![32, 33, 34]);
         assert!(parse_hvcc(&rec[..30]).is_err());
     }
@@ -805,10 +687,7 @@ mod sps {
     #[test]
     fn raw_stream_sps_matches_ffprobe() {
         let s = parse_h264_sps(&first_sps(&clip("h264_raw.h264"), VideoCodec::H264)).expect("sps");
-        assert_eq!(
-            (s.width, s.height, s.bit_depth_luma, s.chroma_format),
-            (256, 128, 8, 1)
-        );
+        assert_eq!((s.width, s.height, s.bit_depth_luma, s.chroma_format), (256, 128, 8, 1));
         assert_eq!(s.profile.as_deref(), Some("High"));
         assert_eq!(s.timing, Some((1, 60)));
         let s = parse_hevc_sps(&first_sps(&clip("hevc_raw.hevc"), VideoCodec::Hevc)).expect("sps");
@@ -820,15 +699,9 @@ mod sps {
     fn cropping_and_ten_bit_from_container_configs() {
         // 1918x1078 (H.264 frame cropping) and 318x158 10-bit (HEVC conformance window).
         let d = Demuxer::open(clip("h264_1918x1078_3dh.mp4")).expect("open");
-        assert_eq!(
-            (d.info().width, d.info().height, d.info().bit_depth),
-            (1918, 1078, 8)
-        );
+        assert_eq!((d.info().width, d.info().height, d.info().bit_depth), (1918, 1078, 8));
         let d = Demuxer::open(clip("hevc_10bit_318x158.mp4")).expect("open");
-        assert_eq!(
-            (d.info().width, d.info().height, d.info().bit_depth),
-            (318, 158, 10)
-        );
+        assert_eq!((d.info().width, d.info().height, d.info().bit_depth), (318, 158, 10));
         assert_eq!(d.info().profile.as_deref(), Some("Main 10"));
     }
 
@@ -857,31 +730,17 @@ mod mp4parse_second_opinion {
             }
             let mut file = std::fs::File::open(&path).expect("open");
             let context = mp4parse::read_mp4(&mut file).expect("mp4parse reads the fixture");
-            let track = context
-                .tracks
-                .iter()
-                .find(|t| t.track_type == mp4parse::TrackType::Video)
-                .expect("a video track");
-            let table =
-                mp4parse::unstable::create_sample_table(track, 0.into()).expect("sample table");
-            let theirs: Vec<(bool, i64, i64)> = table
-                .iter()
-                .map(|s| {
-                    (
-                        s.sync,
-                        s.start_composition.0 - s.start_decode.0,
-                        s.start_decode.0,
-                    )
-                })
-                .collect();
+            let track =
+                context.tracks.iter().find(|t| t.track_type == mp4parse::TrackType::Video).expect("a video track");
+            let table = mp4parse::unstable::create_sample_table(track, 0.into()).expect("sample table");
+            let theirs: Vec<(bool, i64, i64)> =
+                table.iter().map(|s| (s.sync, s.start_composition.0 - s.start_decode.0, s.start_decode.0)).collect();
             let chunks = all_chunks(&path);
             // Compare keyframes, composition offsets (pts - dts) and decode-time steps.
             let d0 = chunks[0].dts;
             let t0 = theirs[0].2;
-            let ours: Vec<(bool, i64, i64)> = chunks
-                .iter()
-                .map(|c| (c.is_keyframe, c.pts - c.dts, c.dts - d0 + t0))
-                .collect();
+            let ours: Vec<(bool, i64, i64)> =
+                chunks.iter().map(|c| (c.is_keyframe, c.pts - c.dts, c.dts - d0 + t0)).collect();
             if path.to_string_lossy().contains("negcts") {
                 assert_eq!(ours.len(), theirs.len(), "{}", path.display());
             } else {

@@ -25,9 +25,7 @@ fn clips_dir() -> PathBuf {
 }
 
 fn golden_path(clip: &str) -> PathBuf {
-    clips_dir()
-        .join("framemd5")
-        .join(format!("{clip}.framemd5"))
+    clips_dir().join("framemd5").join(format!("{clip}.framemd5"))
 }
 
 /// The ffprobe facts tools/make-clips.sh stores as CLIP.json.
@@ -57,11 +55,7 @@ fn video_clips() -> Vec<String> {
     let mut clips: Vec<String> = std::fs::read_dir(clips_dir())
         .expect("tests/data/clips exists")
         .filter_map(|e| {
-            let name = e
-                .expect("dir entry")
-                .file_name()
-                .to_string_lossy()
-                .into_owned();
+            let name = e.expect("dir entry").file_name().to_string_lossy().into_owned();
             name.strip_suffix(".json").map(str::to_string)
         })
         .collect();
@@ -72,11 +66,7 @@ fn video_clips() -> Vec<String> {
 #[test]
 fn every_nvdec_clip_has_a_golden_and_av1_has_none() {
     let clips = video_clips();
-    assert!(
-        clips.len() >= 20,
-        "expected the committed fixtures, found {}",
-        clips.len()
-    );
+    assert!(clips.len() >= 20, "expected the committed fixtures, found {}", clips.len());
     for clip in clips {
         let has_golden = golden_path(&clip).exists();
         let is_av1 = facts(&clip).codec == "av1";
@@ -94,34 +84,18 @@ fn goldens_parse_and_agree_with_the_clip_facts() {
         };
         let f = facts(&clip);
         let frames = parse_framemd5(&text).unwrap_or_else(|e| panic!("{clip}: {e}"));
-        assert_eq!(
-            frames.len(),
-            f.frames,
-            "{clip}: golden frames vs .json frames"
-        );
+        assert_eq!(frames.len(), f.frames, "{clip}: golden frames vs .json frames");
         let size = packed_frame_bytes(f.width, f.height, f.bit_depth) as u64;
         for (i, frame) in frames.iter().enumerate() {
             assert_eq!(frame.stream, 0, "{clip} frame {i}");
-            assert_eq!(
-                frame.size, size,
-                "{clip} frame {i}: size vs {}x{}",
-                f.width, f.height
-            );
+            assert_eq!(frame.size, size, "{clip} frame {i}: size vs {}x{}", f.width, f.height);
             // Rawvideo output: time base 1/frame-rate, one tick per frame, dts = pts.
-            assert_eq!(
-                (frame.dts, frame.pts, frame.duration),
-                (i as i64, i as i64, 1),
-                "{clip} frame {i}"
-            );
+            assert_eq!((frame.dts, frame.pts, frame.duration), (i as i64, i as i64, 1), "{clip} frame {i}");
         }
         // Our header writer reproduces ffmpeg's header. The time base is 1/frame-rate as
         // ffmpeg guesses it: 1/30 for every fixture but stereo_meta_st3d.mp4 (12/359, from
         // the millisecond timestamps its Matroska source left in the MP4); SAR is 1:1.
-        let header: String = text
-            .lines()
-            .take_while(|l| l.starts_with('#'))
-            .map(|l| format!("{l}\n"))
-            .collect();
+        let header: String = text.lines().take_while(|l| l.starts_with('#')).map(|l| format!("{l}\n")).collect();
         let time_base = header
             .lines()
             .find_map(|l| l.strip_prefix("#tb 0: "))
@@ -142,10 +116,7 @@ fn goldens_parse_and_agree_with_the_clip_facts() {
 }
 
 fn ffmpeg_found() -> bool {
-    let found = Command::new("ffmpeg")
-        .arg("-version")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let found = Command::new("ffmpeg").arg("-version").output().is_ok_and(|o| o.status.success());
     if !found {
         println!("skipped: ffmpeg not found");
     }
@@ -159,11 +130,7 @@ fn ffmpeg(args: &[&str]) -> Vec<u8> {
         .args(args)
         .output()
         .expect("run ffmpeg");
-    assert!(
-        out.status.success(),
-        "ffmpeg {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "ffmpeg {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     out.stdout
 }
 
@@ -184,10 +151,8 @@ fn y4m_stream_from_ffprobe(clip: &Path, width: u32, height: u32, bit_depth: u8) 
     let rate = ffprobe_entry(clip, "r_frame_rate");
     let (num, den) = rate.split_once('/').expect("rate is num/den");
     let sar = ffprobe_entry(clip, "sample_aspect_ratio");
-    let sample_aspect = sar
-        .split_once(':')
-        .and_then(|(n, d)| Some((n.parse().ok()?, d.parse().ok()?)))
-        .filter(|&(n, _)| n != 0);
+    let sample_aspect =
+        sar.split_once(':').and_then(|(n, d)| Some((n.parse().ok()?, d.parse().ok()?))).filter(|&(n, _)| n != 0);
     Y4mStream {
         width,
         height,
@@ -220,33 +185,15 @@ fn y4m_matches_ffmpeg(label: &str, input_args: &[&str], stream: Y4mStream) -> Ve
         PackedFormat::P010Le => ("yuv420p10le", "-1"),
     };
     let planar = ffmpeg(&[input_args, &["-pix_fmt", planar_fmt, "-f", "rawvideo", "-"]].concat());
-    let expected = ffmpeg(
-        &[
-            input_args,
-            &[
-                "-pix_fmt",
-                planar_fmt,
-                "-strict",
-                strict,
-                "-f",
-                "yuv4mpegpipe",
-                "-",
-            ],
-        ]
-        .concat(),
-    );
+    let expected =
+        ffmpeg(&[input_args, &["-pix_fmt", planar_fmt, "-strict", strict, "-f", "yuv4mpegpipe", "-"]].concat());
     let packed = planar_to_packed(&planar, stream.width, stream.height, format);
     // Our packing agrees with ffmpeg's nv12/p010le output, except where ffmpeg 5.1's swscale
     // is wrong: at odd widths it leaves the last U/V pair of each p010le chroma row zero
     // (tools/make-clips.sh works around the same bug for the goldens).
     if format == PackedFormat::Nv12 || stream.width % 2 == 0 {
-        let ffmpeg_packed = ffmpeg(
-            &[
-                input_args,
-                &["-pix_fmt", format.ffmpeg_pix_fmt(), "-f", "rawvideo", "-"],
-            ]
-            .concat(),
-        );
+        let ffmpeg_packed =
+            ffmpeg(&[input_args, &["-pix_fmt", format.ffmpeg_pix_fmt(), "-f", "rawvideo", "-"]].concat());
         assert!(
             ffmpeg_packed == packed,
             "{label}: ffmpeg's {} differs from the planar frames packed",
@@ -262,15 +209,8 @@ fn y4m_matches_ffmpeg(label: &str, input_args: &[&str], stream: Y4mStream) -> Ve
     );
     let mut writer = Y4mWriter::new(Vec::new(), stream).expect("writer");
     for (index, bytes) in packed.chunks_exact(frame_bytes).enumerate() {
-        let frame = PackedFrame::new(
-            stream.width,
-            stream.height,
-            stream.bit_depth,
-            index as i64,
-            index as u64,
-            bytes,
-        )
-        .expect("frame");
+        let frame = PackedFrame::new(stream.width, stream.height, stream.bit_depth, index as i64, index as u64, bytes)
+            .expect("frame");
         writer.write_frame(&frame).expect("write");
     }
     let ours = writer.finish().expect("finish");
@@ -287,24 +227,9 @@ fn y4m_matches_ffmpeg(label: &str, input_args: &[&str], stream: Y4mStream) -> Ve
     }
 
     // ffmpeg reads our y4m back to the decoder's very frames.
-    let round_trip = ffmpeg_with_stdin(
-        &[
-            "-f",
-            "yuv4mpegpipe",
-            "-i",
-            "-",
-            "-pix_fmt",
-            planar_fmt,
-            "-f",
-            "rawvideo",
-            "-",
-        ],
-        ours,
-    );
-    assert!(
-        round_trip == planar,
-        "{label}: ffmpeg reads our y4m back differently"
-    );
+    let round_trip =
+        ffmpeg_with_stdin(&["-f", "yuv4mpegpipe", "-i", "-", "-pix_fmt", planar_fmt, "-f", "rawvideo", "-"], ours);
+    assert!(round_trip == planar, "{label}: ffmpeg reads our y4m back differently");
     packed
 }
 
@@ -315,17 +240,11 @@ fn planar_to_packed(planar: &[u8], width: u32, height: u32, format: PackedFormat
     let (w, h) = (width as usize, height as usize);
     let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
     let frame_len = (w * h + 2 * cw * ch) * sample;
-    assert!(
-        !planar.is_empty() && planar.len() % frame_len == 0,
-        "{} bytes of {frame_len}-byte frames",
-        planar.len()
-    );
+    assert!(!planar.is_empty() && planar.len() % frame_len == 0, "{} bytes of {frame_len}-byte frames", planar.len());
     let to_packed_sample = |s: &[u8]| -> Vec<u8> {
         match format {
             PackedFormat::Nv12 => s.to_vec(),
-            PackedFormat::P010Le => (u16::from_le_bytes([s[0], s[1]]) << 6)
-                .to_le_bytes()
-                .to_vec(),
+            PackedFormat::P010Le => (u16::from_le_bytes([s[0], s[1]]) << 6).to_le_bytes().to_vec(),
         }
     };
     let mut packed = Vec::with_capacity(planar.len());
@@ -382,15 +301,8 @@ fn ffmpeg_with_stdin(args: &[&str], input: Vec<u8>) -> Vec<u8> {
     let mut stdin = child.stdin.take().expect("stdin");
     let feeder = std::thread::spawn(move || stdin.write_all(&input));
     let out = child.wait_with_output().expect("ffmpeg output");
-    feeder
-        .join()
-        .expect("feeder thread")
-        .expect("write to ffmpeg");
-    assert!(
-        out.status.success(),
-        "ffmpeg {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    feeder.join().expect("feeder thread").expect("write to ffmpeg");
+    assert!(out.status.success(), "ffmpeg {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     out.stdout
 }
 
@@ -412,11 +324,7 @@ fn clips_decoded_by_ffmpeg_give_ffmpegs_y4m_and_framemd5() {
         let path_str = path.to_str().expect("utf-8 path");
         let f = facts(clip);
         let stream = y4m_stream_from_ffprobe(&path, f.width, f.height, f.bit_depth);
-        let packed = y4m_matches_ffmpeg(
-            clip,
-            &["-threads", "1", "-i", path_str, "-map", "0:v:0"],
-            stream,
-        );
+        let packed = y4m_matches_ffmpeg(clip, &["-threads", "1", "-i", path_str, "-map", "0:v:0"], stream);
 
         // The same frames hashed by us give the golden's lines, character for character.
         let text = std::fs::read_to_string(golden_path(clip)).expect("golden");
@@ -426,13 +334,7 @@ fn clips_decoded_by_ffmpeg_give_ffmpegs_y4m_and_framemd5() {
         let frames: Vec<&[u8]> = packed.chunks_exact(frame_bytes).collect();
         assert_eq!(frames.len(), goldens.len(), "{clip}: frames");
         for ((bytes, golden), golden_line) in frames.iter().zip(&goldens).zip(&golden_lines) {
-            let ours = framemd5_line(
-                golden.stream,
-                golden.dts,
-                golden.pts,
-                golden.duration,
-                bytes,
-            );
+            let ours = framemd5_line(golden.stream, golden.dts, golden.pts, golden.duration, bytes);
             assert_eq!(&ours, golden_line, "{clip}");
         }
     }
@@ -450,16 +352,7 @@ fn odd_sized_synthetic_frames_give_ffmpegs_y4m() {
             // two lossless repackings of the same frames (scaling straight to nv12 takes a
             // different swscale path with different rounding).
             let filter = format!("scale={width}:{height},setsar=1,format={planar}");
-            let input = [
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc2=size=260x148:rate=25",
-                "-vf",
-                &filter,
-                "-frames:v",
-                "3",
-            ];
+            let input = ["-f", "lavfi", "-i", "testsrc2=size=260x148:rate=25", "-vf", &filter, "-frames:v", "3"];
             let stream = Y4mStream {
                 width,
                 height,

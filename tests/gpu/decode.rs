@@ -56,7 +56,8 @@ fn nvdec_matches_ffmpeg_bit_exactly_on_every_golden_clip() {
         if hashes.len() != golden.len() {
             mismatches.push(format!("{name}: {} frames, ffmpeg {}", hashes.len(), golden.len()));
         }
-        let differing: Vec<usize> = hashes.iter().zip(&golden).enumerate().filter(|(_, (a, b))| **a != b.md5).map(|(i, _)| i).collect();
+        let differing: Vec<usize> =
+            hashes.iter().zip(&golden).enumerate().filter(|(_, (a, b))| **a != b.md5).map(|(i, _)| i).collect();
         if !differing.is_empty() {
             mismatches.push(format!("{name}: frames {differing:?} differ from ffmpeg's decode"));
         }
@@ -77,7 +78,13 @@ fn nvdec_matches_ffmpeg_bit_exactly_on_every_golden_clip() {
             summary.layout.bytes_per_sample
         );
     }
-    assert!(mismatches.is_empty(), "{} of {} clips differ:\n{}", mismatches.len(), goldens.len(), mismatches.join("\n"));
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} clips differ:\n{}",
+        mismatches.len(),
+        goldens.len(),
+        mismatches.join("\n")
+    );
 }
 
 #[test]
@@ -98,7 +105,13 @@ fn decoding_makes_one_pool_allocation_and_none_per_frame() {
 #[test]
 fn an_undecodable_codec_stops_with_a_sentence_before_decoding() {
     let gpu = gpu_or_skip!();
-    let av1 = vrseg::video::nvdec::query_caps(&gpu, "av1", vrseg::video::nvdec::decoder::nvdec_codec(vrseg::video::chunk::VideoCodec::Av1), 8).unwrap();
+    let av1 = vrseg::video::nvdec::query_caps(
+        &gpu,
+        "av1",
+        vrseg::video::nvdec::decoder::nvdec_codec(vrseg::video::chunk::VideoCodec::Av1),
+        8,
+    )
+    .unwrap();
     if av1.supported {
         eprintln!("this GPU decodes AV1; the unsupported-codec path is not reachable here");
         return;
@@ -134,7 +147,10 @@ fn a_corrupt_bitstream_decodes_what_it_can_and_reports() {
     std::fs::remove_file(&path).unwrap();
     match result {
         Ok(summary) => {
-            eprintln!("decoded {} frames; concealed {:?}, failed {:?}", summary.frames, summary.concealed, summary.failed);
+            eprintln!(
+                "decoded {} frames; concealed {:?}, failed {:?}",
+                summary.frames, summary.concealed, summary.failed
+            );
             assert_eq!(summary.frames, frames);
         }
         Err(e) => {

@@ -24,7 +24,11 @@ fn reserve_makes_exactly_one_device_allocation() {
 fn buffers_of_odd_sizes_are_disjoint() {
     let gpu = gpu_or_skip!();
     let mut plan = PoolPlan::new();
-    let ids: Vec<_> = [1usize, 4, 255, 257, 4097, 65_539, 1_048_573].iter().enumerate().map(|(i, &b)| plan.buffer(format!("odd{i}"), b * 4)).collect();
+    let ids: Vec<_> = [1usize, 4, 255, 257, 4097, 65_539, 1_048_573]
+        .iter()
+        .enumerate()
+        .map(|(i, &b)| plan.buffer(format!("odd{i}"), b * 4))
+        .collect();
     let slots = plan.slots("ring", 3 * 1078 * 1918 / 2 * 4, 3);
     let pool = VramPool::reserve(&gpu, &plan).unwrap();
     let stream = gpu.new_stream().unwrap();

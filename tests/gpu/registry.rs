@@ -17,9 +17,11 @@ fn every_kernel_resolves_and_modules_load_once() {
         assert!(gpu.kernels().is_loaded(m), "{} not loaded", m.name());
     }
     // A second preload must not reload (the same module object comes back).
-    let first: Vec<_> = Kernel::ALL.iter().map(|&k| gpu.kernels().function(gpu.context(), k).unwrap().cu_function()).collect();
+    let first: Vec<_> =
+        Kernel::ALL.iter().map(|&k| gpu.kernels().function(gpu.context(), k).unwrap().cu_function()).collect();
     gpu.preload(Module::ALL).unwrap();
-    let again: Vec<_> = Kernel::ALL.iter().map(|&k| gpu.kernels().function(gpu.context(), k).unwrap().cu_function()).collect();
+    let again: Vec<_> =
+        Kernel::ALL.iter().map(|&k| gpu.kernels().function(gpu.context(), k).unwrap().cu_function()).collect();
     assert_eq!(first, again);
     let _ = Arc::strong_count(gpu.context());
 }

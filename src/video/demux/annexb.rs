@@ -52,23 +52,12 @@ impl Scanner {
                 (vcl, matches!(t, 32..=35 | 39 | 41..=44 | 48..=55), first)
             }
         };
-        if matches!(
-            (self.codec, t),
-            (VideoCodec::H264, 7 | 8) | (VideoCodec::Hevc, 32..=34)
-        ) {
-            let kind_seen = self
-                .parameter_sets
-                .iter()
-                .any(|p| nal_type(self.codec, p) == Some(t));
+        if matches!((self.codec, t), (VideoCodec::H264, 7 | 8) | (VideoCodec::Hevc, 32..=34)) {
+            let kind_seen = self.parameter_sets.iter().any(|p| nal_type(self.codec, p) == Some(t));
             if !kind_seen {
                 self.parameter_sets.push(head.to_vec());
             }
-            if self.sps.is_none()
-                && matches!(
-                    (self.codec, t),
-                    (VideoCodec::H264, 7) | (VideoCodec::Hevc, 33)
-                )
-            {
+            if self.sps.is_none() && matches!((self.codec, t), (VideoCodec::H264, 7) | (VideoCodec::Hevc, 33)) {
                 self.sps = Some(head.to_vec());
             }
         }
@@ -91,20 +80,9 @@ impl Scanner {
     fn flush(&mut self) -> Result<(), Fault> {
         if let Some((start, end, has_vcl, irap)) = self.au.take() {
             if has_vcl {
-                let size = u32::try_from(end - start).map_err(|_| {
-                    Fault::corrupt(
-                        "access unit",
-                        format!("at byte {start} is larger than 4 GiB"),
-                    )
-                })?;
-                self.samples.push(SampleEntry {
-                    offset: start,
-                    size,
-                    pts: 0,
-                    dts: 0,
-                    duration: 0,
-                    keyframe: irap,
-                });
+                let size = u32::try_from(end - start)
+                    .map_err(|_| Fault::corrupt("access unit", format!("at byte {start} is larger than 4 GiB")))?;
+                self.samples.push(SampleEntry { offset: start, size, pts: 0, dts: 0, duration: 0, keyframe: irap });
             }
         }
         Ok(())
@@ -113,22 +91,13 @@ impl Scanner {
 
 /// Splits the stream into access units and reads the first SPS.
 pub(crate) fn parse(file: &mut File, file_len: u64, path: &Path) -> Result<Parsed, Fault> {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
     let codec = match ext.as_deref() {
         Some("h264" | "264" | "avc") => VideoCodec::H264,
         Some("h265" | "265" | "hevc") => VideoCodec::Hevc,
         _ => return Err(Fault::UnknownContainer),
     };
-    let mut scanner = Scanner {
-        codec,
-        samples: Vec::new(),
-        au: None,
-        parameter_sets: Vec::new(),
-        sps: None,
-    };
+    let mut scanner = Scanner { codec, samples: Vec::new(), au: None, parameter_sets: Vec::new(), sps: None };
     file.seek(SeekFrom::Start(0))?;
     let mut buf = vec![0u8; 1 << 20];
     let mut zeros = 0u64;
@@ -171,20 +140,11 @@ pub(crate) fn parse(file: &mut File, file_len: u64, path: &Path) -> Result<Parse
     }
     scanner.flush()?;
     if scanner.samples.is_empty() {
-        return Err(Fault::corrupt(
-            "Annex-B stream",
-            "no coded pictures (slice NAL units) were found",
-        ));
+        return Err(Fault::corrupt("Annex-B stream", "no coded pictures (slice NAL units) were found"));
     }
-    let sps = scanner
-        .sps
-        .clone()
-        .ok_or_else(|| Fault::corrupt("Annex-B stream", "no sequence parameter set was found"))?;
-    let facts = if codec == VideoCodec::H264 {
-        nal::parse_h264_sps(&sps)?
-    } else {
-        nal::parse_hevc_sps(&sps)?
-    };
+    let sps =
+        scanner.sps.clone().ok_or_else(|| Fault::corrupt("Annex-B stream", "no sequence parameter set was found"))?;
+    let facts = if codec == VideoCodec::H264 { nal::parse_h264_sps(&sps)? } else { nal::parse_hevc_sps(&sps)? };
     let (timescale, duration) = match facts.timing {
         Some((units, scale)) if codec == VideoCodec::H264 => (scale, i64::from(units) * 2),
         Some((units, scale)) => (scale, i64::from(units)),
@@ -207,15 +167,13 @@ pub(crate) fn parse(file: &mut File, file_len: u64, path: &Path) -> Result<Parse
     };
     super::apply_sps(&mut info, &facts);
     for ps in &scanner.parameter_sets {
-        info.parameter_sets_annexb
-            .extend_from_slice(&nal::START_CODE);
+        info.parameter_sets_annexb.extend_from_slice(&nal::START_CODE);
         info.parameter_sets_annexb.extend_from_slice(ps);
     }
     let mut samples = scanner.samples;
     for (i, s) in samples.iter_mut().enumerate() {
-        let t = (i as i64)
-            .checked_mul(duration)
-            .ok_or_else(|| Fault::corrupt("Annex-B stream", "timestamps overflow"))?;
+        let t =
+            (i as i64).checked_mul(duration).ok_or_else(|| Fault::corrupt("Annex-B stream", "timestamps overflow"))?;
         s.pts = t;
         s.dts = t;
         s.duration = duration;
@@ -227,10 +185,7 @@ pub(crate) fn parse(file: &mut File, file_len: u64, path: &Path) -> Result<Parse
         audio: Vec::new(),
         stereo: None,
         samples,
-        payload: Payload::AnnexB {
-            codec,
-            parameter_sets: scanner.parameter_sets,
-        },
+        payload: Payload::AnnexB { codec, parameter_sets: scanner.parameter_sets },
     })
 }
 

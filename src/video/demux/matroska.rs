@@ -20,8 +20,7 @@
 use std::fs::File;
 
 use super::{
-    describe_codec, dts_from_pts, fill_timing, read_at, AudioTrackInfo, Container, Fault, Parsed,
-    Payload, SampleEntry,
+    describe_codec, dts_from_pts, fill_timing, read_at, AudioTrackInfo, Container, Fault, Parsed, Payload, SampleEntry,
 };
 use crate::video::chunk::{ColourDescription, VideoCodec};
 use crate::video::layout::StereoMode;
@@ -59,18 +58,8 @@ const REFERENCE_BLOCK: u32 = 0xFB;
 const BLOCK_DURATION: u32 = 0x9B;
 
 /// Elements that end an unknown-size cluster: level-1 elements and the EBML header.
-const LEVEL1: [u32; 10] = [
-    SEGMENT,
-    EBML_HEADER,
-    CLUSTER,
-    INFO,
-    TRACKS,
-    0x114D_9B74,
-    0x1C53_BB6B,
-    0x1254_C367,
-    0x1043_A770,
-    0x1941_A469,
-];
+const LEVEL1: [u32; 10] =
+    [SEGMENT, EBML_HEADER, CLUSTER, INFO, TRACKS, 0x114D_9B74, 0x1C53_BB6B, 0x1254_C367, 0x1043_A770, 0x1941_A469];
 
 /// The most an in-memory master element (Info, Tracks, BlockGroup header) may claim.
 const MAX_IN_MEMORY: u64 = 64 << 20;
@@ -87,12 +76,7 @@ struct Window<'f> {
 
 impl<'f> Window<'f> {
     fn new(file: &'f mut File, file_len: u64) -> Self {
-        Window {
-            file,
-            file_len,
-            start: 0,
-            buf: Vec::new(),
-        }
+        Window { file, file_len, start: 0, buf: Vec::new() }
     }
 
     /// Up to `n` bytes at `pos` (fewer at the end of the file).
@@ -102,9 +86,7 @@ impl<'f> Window<'f> {
         }
         let end = pos.saturating_add(n as u64).min(self.file_len);
         if pos < self.start || end > self.start + self.buf.len() as u64 {
-            let want = (self.file_len.saturating_sub(pos))
-                .min(64 * 1024)
-                .max(n as u64) as usize;
+            let want = (self.file_len.saturating_sub(pos)).min(64 * 1024).max(n as u64) as usize;
             let avail = (self.file_len.saturating_sub(pos) as usize).min(want);
             self.buf = read_at(self.file, pos, avail, || format!("bytes at {pos}"))?;
             self.start = pos;
@@ -140,16 +122,12 @@ fn vint(bytes: &[u8], max_len: usize) -> Option<(u64, usize, bool)> {
 }
 
 fn parse_header(bytes: &[u8], pos: u64) -> Result<Header, Fault> {
-    let first = *bytes.first().ok_or_else(|| Fault::Truncated {
-        what: format!("the element header at byte {pos}"),
-        end: pos + 2,
-    })?;
+    let first = *bytes
+        .first()
+        .ok_or_else(|| Fault::Truncated { what: format!("the element header at byte {pos}"), end: pos + 2 })?;
     let id_len = first.leading_zeros() as usize + 1;
     if id_len > 4 {
-        return Err(Fault::corrupt(
-            "EBML element",
-            format!("invalid element ID at byte {pos}"),
-        ));
+        return Err(Fault::corrupt("EBML element", format!("invalid element ID at byte {pos}")));
     }
     if bytes.len() < id_len + 1 {
         return Err(Fault::Truncated {
@@ -157,26 +135,17 @@ fn parse_header(bytes: &[u8], pos: u64) -> Result<Header, Fault> {
             end: pos + id_len as u64 + 1,
         });
     }
-    let id = bytes[..id_len]
-        .iter()
-        .fold(0u32, |acc, &b| (acc << 8) | u32::from(b));
+    let id = bytes[..id_len].iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b));
     let size_bytes = &bytes[id_len..];
     let size_len = size_bytes[0].leading_zeros() as usize + 1;
     if size_len > 8 {
-        return Err(Fault::corrupt(
-            "EBML element",
-            format!("invalid size field for element 0x{id:X} at byte {pos}"),
-        ));
+        return Err(Fault::corrupt("EBML element", format!("invalid size field for element 0x{id:X} at byte {pos}")));
     }
     let (size, size_len, all_ones) = vint(size_bytes, 8).ok_or_else(|| Fault::Truncated {
         what: format!("the element header at byte {pos}"),
         end: pos + (id_len + size_len) as u64,
     })?;
-    Ok(Header {
-        id,
-        size: if all_ones { UNKNOWN } else { size },
-        len: (id_len + size_len) as u64,
-    })
+    Ok(Header { id, size: if all_ones { UNKNOWN } else { size }, len: (id_len + size_len) as u64 })
 }
 
 /// Child elements of an in-memory master element.
@@ -196,26 +165,16 @@ impl<'a> Iterator for Children<'a> {
             if h.size == UNKNOWN {
                 return Err(Fault::corrupt(
                     "EBML element",
-                    format!(
-                        "element 0x{:X} has unknown size inside a sized parent",
-                        h.id
-                    ),
+                    format!("element 0x{:X} has unknown size inside a sized parent", h.id),
                 ));
             }
             let start = h.len as usize;
-            let end = h
-                .len
-                .checked_add(h.size)
-                .filter(|&e| e <= rest.len() as u64)
-                .ok_or_else(|| {
-                    Fault::corrupt(
-                        "EBML element",
-                        format!(
-                            "element 0x{:X} claims {} bytes, more than its parent holds",
-                            h.id, h.size
-                        ),
-                    )
-                })?;
+            let end = h.len.checked_add(h.size).filter(|&e| e <= rest.len() as u64).ok_or_else(|| {
+                Fault::corrupt(
+                    "EBML element",
+                    format!("element 0x{:X} claims {} bytes, more than its parent holds", h.id, h.size),
+                )
+            })?;
             Ok((h.id, start, end as usize))
         });
         match result {
@@ -236,9 +195,7 @@ fn children(data: &[u8]) -> Children<'_> {
 }
 
 fn uint(data: &[u8]) -> u64 {
-    data.iter()
-        .take(8)
-        .fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
+    data.iter().take(8).fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
 }
 
 fn float(data: &[u8]) -> f64 {
@@ -265,21 +222,13 @@ struct TrackEntry {
 }
 
 fn parse_track(data: &[u8]) -> Result<TrackEntry, Fault> {
-    let mut t = TrackEntry {
-        channels: 1,
-        sample_rate: 8000.0,
-        ..TrackEntry::default()
-    };
+    let mut t = TrackEntry { channels: 1, sample_rate: 8000.0, ..TrackEntry::default() };
     for c in children(data) {
         let (id, p) = c?;
         match id {
             TRACK_NUMBER => t.number = uint(p),
             TRACK_TYPE => t.kind = uint(p),
-            CODEC_ID => {
-                t.codec_id = String::from_utf8_lossy(p)
-                    .trim_end_matches('\0')
-                    .to_string()
-            }
+            CODEC_ID => t.codec_id = String::from_utf8_lossy(p).trim_end_matches('\0').to_string(),
             CODEC_PRIVATE => t.codec_private = p.to_vec(),
             DEFAULT_DURATION => t.default_duration_ns = Some(uint(p)).filter(|&d| d > 0),
             VIDEO => {
@@ -379,19 +328,14 @@ pub(crate) fn parse(file: &mut File, file_len: u64) -> Result<Parsed, Fault> {
     }
     let head_end = head.len + head.size;
     if head_end > file_len {
-        return Err(Fault::Truncated {
-            what: "the EBML header".into(),
-            end: head_end,
-        });
+        return Err(Fault::Truncated { what: "the EBML header".into(), end: head_end });
     }
     let ebml = w.peek(head.len, head.size as usize)?.to_vec();
     let mut doc_type = String::new();
     for c in children(&ebml) {
         let (id, p) = c?;
         if id == DOC_TYPE {
-            doc_type = String::from_utf8_lossy(p)
-                .trim_end_matches('\0')
-                .to_string();
+            doc_type = String::from_utf8_lossy(p).trim_end_matches('\0').to_string();
         }
     }
     if doc_type != "matroska" && doc_type != "webm" {
@@ -410,19 +354,12 @@ pub(crate) fn parse(file: &mut File, file_len: u64) -> Result<Parsed, Fault> {
             let end = if h.size == UNKNOWN {
                 None
             } else {
-                Some(
-                    start
-                        .checked_add(h.size)
-                        .ok_or_else(|| Fault::corrupt("Segment", "size overflows"))?,
-                )
+                Some(start.checked_add(h.size).ok_or_else(|| Fault::corrupt("Segment", "size overflows"))?)
             };
             break (start, end);
         }
         if h.size == UNKNOWN {
-            return Err(Fault::corrupt(
-                "EBML element",
-                format!("top-level element 0x{:X} has unknown size", h.id),
-            ));
+            return Err(Fault::corrupt("EBML element", format!("top-level element 0x{:X} has unknown size", h.id)));
         }
         pos = pos
             .checked_add(h.len)
@@ -443,35 +380,22 @@ pub(crate) fn parse(file: &mut File, file_len: u64) -> Result<Parsed, Fault> {
     let mut pos = seg_start;
     while pos < seg_end {
         let h = parse_header(w.peek(pos, 12)?, pos)?;
-        let body = pos
-            .checked_add(h.len)
-            .ok_or_else(|| Fault::corrupt("Segment", "size overflows"))?;
+        let body = pos.checked_add(h.len).ok_or_else(|| Fault::corrupt("Segment", "size overflows"))?;
         if h.id == CLUSTER {
             pos = index_cluster(&mut w, &mut ix, body, h.size, seg_end, pos)?;
             continue;
         }
         if h.size == UNKNOWN {
-            return Err(Fault::corrupt(
-                "Segment",
-                format!("element 0x{:X} at byte {pos} has unknown size", h.id),
-            ));
+            return Err(Fault::corrupt("Segment", format!("element 0x{:X} at byte {pos} has unknown size", h.id)));
         }
-        let end = body
-            .checked_add(h.size)
-            .ok_or_else(|| Fault::corrupt("Segment", "size overflows"))?;
+        let end = body.checked_add(h.size).ok_or_else(|| Fault::corrupt("Segment", "size overflows"))?;
         if end > file_len {
-            return Err(Fault::Truncated {
-                what: format!("element 0x{:X} at byte {pos}", h.id),
-                end,
-            });
+            return Err(Fault::Truncated { what: format!("element 0x{:X} at byte {pos}", h.id), end });
         }
         match h.id {
             INFO | TRACKS => {
                 if h.size > MAX_IN_MEMORY {
-                    return Err(Fault::corrupt(
-                        "Tracks",
-                        format!("element at byte {pos} claims {} bytes", h.size),
-                    ));
+                    return Err(Fault::corrupt("Tracks", format!("element at byte {pos} claims {} bytes", h.size)));
                 }
                 let data = w.peek(body, h.size as usize)?.to_vec();
                 if h.id == INFO {
@@ -494,10 +418,7 @@ pub(crate) fn parse(file: &mut File, file_len: u64) -> Result<Parsed, Fault> {
     }
     if let Some(end) = seg_declared_end {
         if end > file_len {
-            return Err(Fault::Truncated {
-                what: "the Segment element".into(),
-                end,
-            });
+            return Err(Fault::Truncated { what: "the Segment element".into(), end });
         }
     }
     finish(ix, &mut w)
@@ -522,10 +443,7 @@ fn read_tracks(ix: &mut Indexer, data: &[u8]) -> Result<(), Fault> {
             2 => ix.audio.push(AudioTrackInfo {
                 codec: audio_codec_name(&t.codec_id),
                 channels: u32::try_from(t.channels).unwrap_or(0),
-                sample_rate: if t.sample_rate.is_finite()
-                    && t.sample_rate > 0.0
-                    && t.sample_rate < 1e7
-                {
+                sample_rate: if t.sample_rate.is_finite() && t.sample_rate > 0.0 && t.sample_rate < 1e7 {
                     t.sample_rate as u32
                 } else {
                     0
@@ -550,25 +468,17 @@ fn index_cluster(
     let end = if unknown {
         seg_end
     } else {
-        let end = body
-            .checked_add(size)
-            .ok_or_else(|| Fault::corrupt("Cluster", "size overflows"))?;
+        let end = body.checked_add(size).ok_or_else(|| Fault::corrupt("Cluster", "size overflows"))?;
         if end > w.file_len {
             return Err(Fault::Truncated {
-                what: format!(
-                    "the Cluster at byte {cluster_pos} (holding samples from index {})",
-                    ix.samples.len()
-                ),
+                what: format!("the Cluster at byte {cluster_pos} (holding samples from index {})", ix.samples.len()),
                 end,
             });
         }
         end
     };
     if !ix.saw_tracks {
-        return Err(Fault::corrupt(
-            "Tracks",
-            "a Cluster comes before the track list",
-        ));
+        return Err(Fault::corrupt("Tracks", "a Cluster comes before the track list"));
     }
     let mut cluster_ts: u64 = 0;
     let mut pos = body;
@@ -578,36 +488,22 @@ fn index_cluster(
             return Ok(pos);
         }
         if h.size == UNKNOWN {
-            return Err(Fault::corrupt(
-                "Cluster",
-                format!("element 0x{:X} at byte {pos} has unknown size", h.id),
-            ));
+            return Err(Fault::corrupt("Cluster", format!("element 0x{:X} at byte {pos} has unknown size", h.id)));
         }
         let child_body = pos + h.len;
-        let child_end = child_body
-            .checked_add(h.size)
-            .ok_or_else(|| Fault::corrupt("Cluster", "size overflows"))?;
+        let child_end = child_body.checked_add(h.size).ok_or_else(|| Fault::corrupt("Cluster", "size overflows"))?;
         if child_end > w.file_len {
             let what = if matches!(h.id, SIMPLE_BLOCK | BLOCK_GROUP) {
-                format!(
-                    "sample {} (block at bytes {pos}..{child_end})",
-                    ix.samples.len()
-                )
+                format!("sample {} (block at bytes {pos}..{child_end})", ix.samples.len())
             } else {
                 format!("element 0x{:X} at byte {pos}", h.id)
             };
-            return Err(Fault::Truncated {
-                what,
-                end: child_end,
-            });
+            return Err(Fault::Truncated { what, end: child_end });
         }
         if child_end > end {
             return Err(Fault::corrupt(
                 "Cluster",
-                format!(
-                    "child 0x{:X} at byte {pos} runs past the end of its cluster",
-                    h.id
-                ),
+                format!("child 0x{:X} at byte {pos} runs past the end of its cluster", h.id),
             ));
         }
         match h.id {
@@ -617,10 +513,7 @@ fn index_cluster(
             }
             BLOCK_GROUP => {
                 if h.size > MAX_IN_MEMORY {
-                    return Err(Fault::corrupt(
-                        "BlockGroup",
-                        format!("at byte {pos} claims {} bytes", h.size),
-                    ));
+                    return Err(Fault::corrupt("BlockGroup", format!("at byte {pos} claims {} bytes", h.size)));
                 }
                 // Read the group's child headers; the Block's frame bytes are skipped.
                 let mut block: Option<(u64, u64)> = None;
@@ -636,29 +529,17 @@ fn index_cluster(
                     let cend = cbody
                         .checked_add(ch.size)
                         .filter(|&e| e <= child_end)
-                        .ok_or_else(|| {
-                            Fault::corrupt("BlockGroup", "a child runs past the group")
-                        })?;
+                        .ok_or_else(|| Fault::corrupt("BlockGroup", "a child runs past the group"))?;
                     match ch.id {
                         BLOCK => block = Some((cbody, ch.size)),
                         REFERENCE_BLOCK => has_reference = true,
-                        BLOCK_DURATION => {
-                            duration = Some(uint(w.peek(cbody, (ch.size as usize).min(8))?))
-                        }
+                        BLOCK_DURATION => duration = Some(uint(w.peek(cbody, (ch.size as usize).min(8))?)),
                         _ => {}
                     }
                     cpos = cend;
                 }
                 if let Some((bpos, bsize)) = block {
-                    index_block(
-                        w,
-                        ix,
-                        bpos,
-                        bsize,
-                        cluster_ts,
-                        Some(!has_reference),
-                        duration,
-                    )?;
+                    index_block(w, ix, bpos, bsize, cluster_ts, Some(!has_reference), duration)?;
                 }
             }
             _ => {}
@@ -683,16 +564,13 @@ fn index_block(
         return Ok(());
     };
     let head = w.peek(pos, (size as usize).min(64 * 1024))?.to_vec();
-    let (track, tlen, _) = vint(&head, 8)
-        .ok_or_else(|| Fault::corrupt("Block", format!("bad track number at byte {pos}")))?;
+    let (track, tlen, _) =
+        vint(&head, 8).ok_or_else(|| Fault::corrupt("Block", format!("bad track number at byte {pos}")))?;
     if track != video.number {
         return Ok(());
     }
     if head.len() < tlen + 3 {
-        return Err(Fault::corrupt(
-            "Block",
-            format!("header at byte {pos} is cut short"),
-        ));
+        return Err(Fault::corrupt("Block", format!("header at byte {pos} is cut short")));
     }
     let rel = i16::from_be_bytes([head[tlen], head[tlen + 1]]);
     let flags = head[tlen + 2];
@@ -702,11 +580,8 @@ fn index_block(
     let lace_sizes: Vec<u64> = match (flags >> 1) & 0x03 {
         0 => vec![frames_total],
         lacing => {
-            let count = usize::from(
-                *head
-                    .get(cursor)
-                    .ok_or_else(|| Fault::corrupt("Block", "lace count missing"))?,
-            ) + 1;
+            let count =
+                usize::from(*head.get(cursor).ok_or_else(|| Fault::corrupt("Block", "lace count missing"))?) + 1;
             cursor += 1;
             let mut sizes = Vec::with_capacity(count);
             match lacing {
@@ -714,9 +589,9 @@ fn index_block(
                     for _ in 0..count - 1 {
                         let mut s = 0u64;
                         loop {
-                            let b = *head.get(cursor).ok_or_else(|| {
-                                Fault::corrupt("Block", "Xiph lace sizes cut short")
-                            })?;
+                            let b = *head
+                                .get(cursor)
+                                .ok_or_else(|| Fault::corrupt("Block", "Xiph lace sizes cut short"))?;
                             cursor += 1;
                             s += u64::from(b);
                             if b != 255 {
@@ -747,10 +622,7 @@ fn index_block(
                 _ => {
                     let rest = size - cursor as u64;
                     if rest % count as u64 != 0 {
-                        return Err(Fault::corrupt(
-                            "Block",
-                            "fixed-size lacing does not divide the block",
-                        ));
+                        return Err(Fault::corrupt("Block", "fixed-size lacing does not divide the block"));
                     }
                     sizes = vec![rest / count as u64; count - 1];
                 }
@@ -759,9 +631,7 @@ fn index_block(
                 .iter()
                 .try_fold(cursor as u64, |acc, &s| acc.checked_add(s))
                 .ok_or_else(|| Fault::corrupt("Block", "lace sizes overflow"))?;
-            let last = size
-                .checked_sub(used)
-                .ok_or_else(|| Fault::corrupt("Block", "lace sizes exceed the block"))?;
+            let last = size.checked_sub(used).ok_or_else(|| Fault::corrupt("Block", "lace sizes exceed the block"))?;
             sizes.push(last);
             sizes
         }
@@ -772,16 +642,8 @@ fn index_block(
         .checked_add(i64::from(rel))
         .ok_or_else(|| Fault::corrupt("Cluster", "timestamp overflows"))?;
     for (i, &s) in lace_sizes.iter().enumerate() {
-        let size32 =
-            u32::try_from(s).map_err(|_| Fault::corrupt("Block", "frame larger than 4 GiB"))?;
-        ix.samples.push(SampleEntry {
-            offset,
-            size: size32,
-            pts,
-            dts: 0,
-            duration: 0,
-            keyframe: keyframe && i == 0,
-        });
+        let size32 = u32::try_from(s).map_err(|_| Fault::corrupt("Block", "frame larger than 4 GiB"))?;
+        ix.samples.push(SampleEntry { offset, size: size32, pts, dts: 0, duration: 0, keyframe: keyframe && i == 0 });
         ix.block_durations.push(duration);
         offset += s;
     }
@@ -795,31 +657,20 @@ fn finish(ix: Indexer, w: &mut Window) -> Result<Parsed, Fault> {
             None => Fault::NoVideoTrack,
         });
     };
-    let codec = video_codec(&video.codec_id)
-        .ok_or_else(|| Fault::UnsupportedCodec(video.codec_id.clone()))?;
-    let record: &[u8] = if codec == VideoCodec::Vp9 {
-        &[]
-    } else {
-        &video.codec_private
-    };
+    let codec = video_codec(&video.codec_id).ok_or_else(|| Fault::UnsupportedCodec(video.codec_id.clone()))?;
+    let record: &[u8] = if codec == VideoCodec::Vp9 { &[] } else { &video.codec_private };
     let (mut info, payload) = describe_codec(codec, record, video.width, video.height)?;
     if codec == VideoCodec::Vp9 {
         info.codec_private = video.codec_private.clone();
         apply_vp9_codec_private(&mut info, &video.codec_private);
     }
     if matches!(payload, Payload::LengthPrefixed(_)) && video.codec_private.is_empty() {
-        return Err(Fault::corrupt(
-            "CodecPrivate",
-            "the H.264/HEVC track has no codec configuration",
-        ));
+        return Err(Fault::corrupt("CodecPrivate", "the H.264/HEVC track has no codec configuration"));
     }
     if let Some(colour) = video.colour {
         let merged = ColourDescription {
             matrix: colour.matrix.filter(|&v| v != 2).or(info.colour.matrix),
-            primaries: colour
-                .primaries
-                .filter(|&v| v != 2)
-                .or(info.colour.primaries),
+            primaries: colour.primaries.filter(|&v| v != 2).or(info.colour.primaries),
             transfer: colour.transfer.filter(|&v| v != 2).or(info.colour.transfer),
             full_range: colour.full_range.or(info.colour.full_range),
         };
@@ -843,10 +694,7 @@ fn finish(ix: Indexer, w: &mut Window) -> Result<Parsed, Fault> {
     for (s, d) in samples.iter_mut().zip(&ix.block_durations) {
         s.pts = s.pts.checked_mul(multiplier).ok_or_else(overflow)?;
         s.duration = match d {
-            Some(d) => i64::try_from(*d)
-                .ok()
-                .and_then(|d| d.checked_mul(multiplier))
-                .ok_or_else(overflow)?,
+            Some(d) => i64::try_from(*d).ok().and_then(|d| d.checked_mul(multiplier)).ok_or_else(overflow)?,
             None => default_ticks.unwrap_or(0),
         };
     }
@@ -859,10 +707,7 @@ fn finish(ix: Indexer, w: &mut Window) -> Result<Parsed, Fault> {
                 let gap = order
                     .get(k + 1)
                     .map(|&n| samples[n].pts.saturating_sub(samples[order[k]].pts))
-                    .or_else(|| {
-                        k.checked_sub(1)
-                            .map(|p| samples[order[k]].pts.saturating_sub(samples[order[p]].pts))
-                    });
+                    .or_else(|| k.checked_sub(1).map(|p| samples[order[k]].pts.saturating_sub(samples[order[p]].pts)));
                 samples[order[k]].duration = gap.unwrap_or(0).max(0);
             }
         }
@@ -870,9 +715,7 @@ fn finish(ix: Indexer, w: &mut Window) -> Result<Parsed, Fault> {
     dts_from_pts(&mut samples);
     if codec == VideoCodec::Vp9 && info.profile.is_none() {
         if let Some(first) = samples.iter().find(|s| s.keyframe) {
-            let bytes = w
-                .peek(first.offset, (first.size as usize).min(64))?
-                .to_vec();
+            let bytes = w.peek(first.offset, (first.size as usize).min(64))?.to_vec();
             if let Some((profile, depth)) = super::vp9_keyframe_facts(&bytes) {
                 info.profile = Some(format!("Profile {profile}"));
                 info.bit_depth = depth;

@@ -30,30 +30,20 @@ use crate::video::layout::StereoMode;
 pub enum DemuxError {
     #[error("{path}: the file is empty (0 bytes); check that it finished copying or downloading")]
     Empty { path: PathBuf },
-    #[error("{path}: not a video file vrseg can read (expected MP4/MOV, Matroska/WebM, or a raw H.264/HEVC Annex-B stream)")]
+    #[error(
+        "{path}: not a video file vrseg can read (expected MP4/MOV, Matroska/WebM, or a raw H.264/HEVC Annex-B stream)"
+    )]
     UnknownContainer { path: PathBuf },
     #[error("{path}: the file is truncated: {what} ends at byte {end} but the file has only {file_len} bytes; re-copy or re-download it")]
-    Truncated {
-        path: PathBuf,
-        what: String,
-        end: u64,
-        file_len: u64,
-    },
+    Truncated { path: PathBuf, what: String, end: u64, file_len: u64 },
     #[error("{path}: corrupt {element}: {reason}")]
-    Corrupt {
-        path: PathBuf,
-        element: String,
-        reason: String,
-    },
+    Corrupt { path: PathBuf, element: String, reason: String },
     #[error("{path}: unsupported video codec {codec} (vrseg reads H.264, HEVC, VP9 and AV1); transcode it, e.g. `ffmpeg -i IN -c:v libx264 OUT.mp4`")]
     UnsupportedCodec { path: PathBuf, codec: String },
     #[error("{path}: the file has no video track (audio only?)")]
     NoVideoTrack { path: PathBuf },
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 }
 
 impl DemuxError {
@@ -84,26 +74,14 @@ pub enum Fault {
 
 impl Fault {
     pub(crate) fn corrupt(element: &str, reason: impl Into<String>) -> Fault {
-        Fault::Corrupt {
-            element: element.to_string(),
-            reason: reason.into(),
-        }
+        Fault::Corrupt { element: element.to_string(), reason: reason.into() }
     }
 
     pub(crate) fn at(self, path: &Path, file_len: u64) -> DemuxError {
         let path = path.to_path_buf();
         match self {
-            Fault::Truncated { what, end } => DemuxError::Truncated {
-                path,
-                what,
-                end,
-                file_len,
-            },
-            Fault::Corrupt { element, reason } => DemuxError::Corrupt {
-                path,
-                element,
-                reason,
-            },
+            Fault::Truncated { what, end } => DemuxError::Truncated { path, what, end, file_len },
+            Fault::Corrupt { element, reason } => DemuxError::Corrupt { path, element, reason },
             Fault::UnsupportedCodec(codec) => DemuxError::UnsupportedCodec { path, codec },
             Fault::NoVideoTrack => DemuxError::NoVideoTrack { path },
             Fault::UnknownContainer => DemuxError::UnknownContainer { path },
@@ -163,10 +141,7 @@ pub(crate) enum Payload {
     /// Length-prefixed NAL units (MP4, Matroska): convert to Annex-B.
     LengthPrefixed(nal::NalConfig),
     /// Already Annex-B (raw streams): insert parameter sets only where a keyframe lacks them.
-    AnnexB {
-        codec: VideoCodec,
-        parameter_sets: Vec<Vec<u8>>,
-    },
+    AnnexB { codec: VideoCodec, parameter_sets: Vec<Vec<u8>> },
     /// VP9 frames and AV1 temporal units: passed through.
     Verbatim,
 }
@@ -207,16 +182,11 @@ impl Demuxer {
     /// extension for raw Annex-B), and builds the sample index.
     pub fn open(path: impl AsRef<Path>) -> Result<Demuxer, DemuxError> {
         let path = path.as_ref();
-        let io = |source| DemuxError::Io {
-            path: path.to_path_buf(),
-            source,
-        };
+        let io = |source| DemuxError::Io { path: path.to_path_buf(), source };
         let mut file = File::open(path).map_err(io)?;
         let file_len = file.metadata().map_err(io)?.len();
         if file_len == 0 {
-            return Err(DemuxError::Empty {
-                path: path.to_path_buf(),
-            });
+            return Err(DemuxError::Empty { path: path.to_path_buf() });
         }
         let mut head = [0u8; 64];
         let head_len = read_up_to(&mut file, &mut head).map_err(io)?;
@@ -229,13 +199,7 @@ impl Demuxer {
         }
         .map_err(|f| f.at(path, file_len))?;
         check_samples_inside(&parsed.samples, file_len).map_err(|f| f.at(path, file_len))?;
-        Ok(Demuxer {
-            path: path.to_path_buf(),
-            file,
-            file_len,
-            parsed,
-            next: 0,
-        })
+        Ok(Demuxer { path: path.to_path_buf(), file, file_len, parsed, next: 0 })
     }
 
     pub fn path(&self) -> &Path {
@@ -261,13 +225,7 @@ impl Demuxer {
 
     /// Decode-order indices of the keyframes, for splitting the file into GOPs.
     pub fn keyframe_indices(&self) -> Vec<u64> {
-        self.parsed
-            .samples
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.keyframe)
-            .map(|(i, _)| i as u64)
-            .collect()
+        self.parsed.samples.iter().enumerate().filter(|(_, s)| s.keyframe).map(|(i, _)| i as u64).collect()
     }
 
     /// Presentation timestamps of all samples in decode order (cheap: from the index).
@@ -294,9 +252,7 @@ impl Demuxer {
 
     /// Positions the demuxer at a decode-order sample index (clamped to the end).
     pub fn seek_to_index(&mut self, index: u64) {
-        self.next = usize::try_from(index)
-            .unwrap_or(usize::MAX)
-            .min(self.parsed.samples.len());
+        self.next = usize::try_from(index).unwrap_or(usize::MAX).min(self.parsed.samples.len());
     }
 
     /// The next sample in decode order, or `None` after the last one.
@@ -311,19 +267,15 @@ impl Demuxer {
             Payload::LengthPrefixed(config) => {
                 nal::length_prefixed_to_annexb(&raw, config, entry.keyframe).map_err(|f| {
                     let f = match f {
-                        Fault::Corrupt { reason, .. } => Fault::Corrupt {
-                            element: format!("sample {index}"),
-                            reason,
-                        },
+                        Fault::Corrupt { reason, .. } => Fault::Corrupt { element: format!("sample {index}"), reason },
                         other => other,
                     };
                     f.at(&self.path, self.file_len)
                 })?
             }
-            Payload::AnnexB {
-                codec,
-                parameter_sets,
-            } if entry.keyframe => nal::annexb_with_parameter_sets(&raw, *codec, parameter_sets),
+            Payload::AnnexB { codec, parameter_sets } if entry.keyframe => {
+                nal::annexb_with_parameter_sets(&raw, *codec, parameter_sets)
+            }
             Payload::AnnexB { .. } | Payload::Verbatim => raw,
         };
         Ok(Some(Chunk {
@@ -337,10 +289,7 @@ impl Demuxer {
     }
 
     fn read_sample(&mut self, index: u64, entry: &SampleEntry) -> Result<Vec<u8>, DemuxError> {
-        let io = |source| DemuxError::Io {
-            path: self.path.clone(),
-            source,
-        };
+        let io = |source| DemuxError::Io { path: self.path.clone(), source };
         let mut buf = vec![0u8; entry.size as usize];
         self.file.seek(SeekFrom::Start(entry.offset)).map_err(io)?;
         if let Err(e) = self.file.read_exact(&mut buf) {
@@ -348,17 +297,9 @@ impl Demuxer {
             if e.kind() == std::io::ErrorKind::UnexpectedEof {
                 return Err(DemuxError::Truncated {
                     path: self.path.clone(),
-                    what: format!(
-                        "sample {index} (bytes {}..{})",
-                        entry.offset,
-                        entry.offset + u64::from(entry.size)
-                    ),
+                    what: format!("sample {index} (bytes {}..{})", entry.offset, entry.offset + u64::from(entry.size)),
                     end: entry.offset + u64::from(entry.size),
-                    file_len: self
-                        .file
-                        .metadata()
-                        .map(|m| m.len())
-                        .unwrap_or(self.file_len),
+                    file_len: self.file.metadata().map(|m| m.len()).unwrap_or(self.file_len),
                 });
             }
             return Err(io(e));
@@ -392,10 +333,7 @@ pub(crate) fn read_at(
     file.seek(SeekFrom::Start(offset))?;
     let got = read_up_to(file, &mut buf)?;
     if got < len {
-        return Err(Fault::Truncated {
-            what: what(),
-            end: offset.saturating_add(len as u64),
-        });
+        return Err(Fault::Truncated { what: what(), end: offset.saturating_add(len as u64) });
     }
     Ok(buf)
 }
@@ -403,24 +341,15 @@ pub(crate) fn read_at(
 fn sniff(head: &[u8], path: &Path) -> Option<Container> {
     if head.len() >= 8 {
         let kind = &head[4..8];
-        if matches!(
-            kind,
-            b"ftyp" | b"moov" | b"mdat" | b"free" | b"skip" | b"wide" | b"styp" | b"pnot" | b"moof"
-        ) {
+        if matches!(kind, b"ftyp" | b"moov" | b"mdat" | b"free" | b"skip" | b"wide" | b"styp" | b"pnot" | b"moof") {
             return Some(Container::Mp4);
         }
     }
     if head.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]) {
         return Some(Container::Matroska);
     }
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .map(str::to_ascii_lowercase);
-    let annexb_ext = matches!(
-        ext.as_deref(),
-        Some("h264" | "264" | "avc" | "h265" | "265" | "hevc")
-    );
+    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    let annexb_ext = matches!(ext.as_deref(), Some("h264" | "264" | "avc" | "h265" | "265" | "hevc"));
     let starts_with_start_code = head.starts_with(&[0, 0, 1]) || head.starts_with(&[0, 0, 0, 1]);
     if annexb_ext && starts_with_start_code {
         return Some(Container::AnnexB);
@@ -430,17 +359,12 @@ fn sniff(head: &[u8], path: &Path) -> Option<Container> {
 
 fn check_samples_inside(samples: &[SampleEntry], file_len: u64) -> Result<(), Fault> {
     for (i, s) in samples.iter().enumerate() {
-        let end = s.offset.checked_add(u64::from(s.size)).ok_or_else(|| {
-            Fault::corrupt(
-                "sample table",
-                format!("sample {i} offset {} overflows", s.offset),
-            )
-        })?;
+        let end = s
+            .offset
+            .checked_add(u64::from(s.size))
+            .ok_or_else(|| Fault::corrupt("sample table", format!("sample {i} offset {} overflows", s.offset)))?;
         if end > file_len {
-            return Err(Fault::Truncated {
-                what: format!("sample {i} (bytes {}..{end})", s.offset),
-                end,
-            });
+            return Err(Fault::Truncated { what: format!("sample {i} (bytes {}..{end})", s.offset), end });
         }
     }
     Ok(())
@@ -451,13 +375,7 @@ fn check_samples_inside(samples: &[SampleEntry], file_len: u64) -> Result<(), Fa
 pub(crate) fn dts_from_pts(samples: &mut [SampleEntry]) {
     let mut sorted: Vec<i64> = samples.iter().map(|s| s.pts).collect();
     sorted.sort_unstable();
-    let shift = samples
-        .iter()
-        .zip(&sorted)
-        .map(|(s, &p)| p.saturating_sub(s.pts))
-        .max()
-        .unwrap_or(0)
-        .max(0);
+    let shift = samples.iter().zip(&sorted).map(|(s, &p)| p.saturating_sub(s.pts)).max().unwrap_or(0).max(0);
     for (s, &p) in samples.iter_mut().zip(&sorted) {
         s.dts = p.saturating_sub(shift);
     }
@@ -467,38 +385,22 @@ pub(crate) fn dts_from_pts(samples: &mut [SampleEntry]) {
 /// and the span from the earliest pts to the end of the latest sample.
 pub(crate) fn fill_timing(info: &mut StreamInfo, samples: &[SampleEntry]) {
     info.frame_count = samples.len() as u64;
-    let mut durations: Vec<i64> = samples
-        .iter()
-        .map(|s| s.duration)
-        .filter(|&d| d > 0)
-        .collect();
+    let mut durations: Vec<i64> = samples.iter().map(|s| s.duration).filter(|&d| d > 0).collect();
     durations.sort_unstable();
     let mut best = (0i64, 0usize);
     let mut i = 0;
     while i < durations.len() {
-        let j = durations[i..]
-            .iter()
-            .position(|&d| d != durations[i])
-            .map_or(durations.len(), |k| i + k);
+        let j = durations[i..].iter().position(|&d| d != durations[i]).map_or(durations.len(), |k| i + k);
         if j - i > best.1 {
             best = (durations[i], j - i);
         }
         i = j;
     }
-    info.fps = if best.0 > 0 && info.timescale > 0 {
-        f64::from(info.timescale) / best.0 as f64
-    } else {
-        0.0
-    };
+    info.fps = if best.0 > 0 && info.timescale > 0 { f64::from(info.timescale) / best.0 as f64 } else { 0.0 };
     let first = samples.iter().map(|s| s.pts).min();
-    let last = samples
-        .iter()
-        .map(|s| s.pts.saturating_add(s.duration))
-        .max();
+    let last = samples.iter().map(|s| s.pts.saturating_add(s.duration)).max();
     info.duration_s = match (first, last) {
-        (Some(a), Some(b)) if info.timescale > 0 => {
-            b.saturating_sub(a) as f64 / f64::from(info.timescale)
-        }
+        (Some(a), Some(b)) if info.timescale > 0 => b.saturating_sub(a) as f64 / f64::from(info.timescale),
         _ => 0.0,
     };
 }
@@ -529,17 +431,10 @@ pub(crate) fn describe_codec(
     };
     let payload = match codec {
         VideoCodec::H264 | VideoCodec::Hevc => {
-            let config = if codec == VideoCodec::H264 {
-                nal::parse_avcc(record)?
-            } else {
-                nal::parse_hvcc(record)?
-            };
+            let config = if codec == VideoCodec::H264 { nal::parse_avcc(record)? } else { nal::parse_hvcc(record)? };
             if let Some(sps) = config.sps() {
-                let facts = if codec == VideoCodec::H264 {
-                    nal::parse_h264_sps(sps)?
-                } else {
-                    nal::parse_hevc_sps(sps)?
-                };
+                let facts =
+                    if codec == VideoCodec::H264 { nal::parse_h264_sps(sps)? } else { nal::parse_hevc_sps(sps)? };
                 apply_sps(&mut info, &facts);
             }
             info.parameter_sets_annexb = config.parameter_sets_annexb();

@@ -19,9 +19,7 @@
 use std::fs::File;
 
 use super::nal::ByteCursor;
-use super::{
-    describe_codec, fill_timing, read_at, AudioTrackInfo, Container, Fault, Parsed, SampleEntry,
-};
+use super::{describe_codec, fill_timing, read_at, AudioTrackInfo, Container, Fault, Parsed, SampleEntry};
 use crate::video::chunk::{ColourDescription, VideoCodec};
 use crate::video::layout::StereoMode;
 
@@ -31,15 +29,7 @@ const MAX_TABLE_BOX: u64 = 1 << 30;
 type FourCc = [u8; 4];
 
 fn name(t: &FourCc) -> String {
-    t.iter()
-        .map(|&b| {
-            if b.is_ascii_graphic() || b == b' ' {
-                b as char
-            } else {
-                '?'
-            }
-        })
-        .collect()
+    t.iter().map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '?' }).collect()
 }
 
 /// Iterates over the child boxes of an in-memory payload.
@@ -51,11 +41,7 @@ struct Boxes<'a> {
 
 impl<'a> Boxes<'a> {
     fn new(data: &'a [u8], parent: &'static str) -> Self {
-        Boxes {
-            data,
-            pos: 0,
-            parent,
-        }
+        Boxes { data, pos: 0, parent }
     }
 }
 
@@ -90,11 +76,7 @@ impl<'a> Iterator for Boxes<'a> {
             self.pos = self.data.len();
             return Some(Err(Fault::corrupt(
                 self.parent,
-                format!(
-                    "child box '{}' claims {size} bytes but {} remain",
-                    name(&kind),
-                    rest.len()
-                ),
+                format!("child box '{}' claims {size} bytes but {} remain", name(&kind), rest.len()),
             )));
         }
         let size = size as usize;
@@ -103,11 +85,7 @@ impl<'a> Iterator for Boxes<'a> {
     }
 }
 
-fn find<'a>(
-    data: &'a [u8],
-    parent: &'static str,
-    kind: &FourCc,
-) -> Result<Option<&'a [u8]>, Fault> {
+fn find<'a>(data: &'a [u8], parent: &'static str, kind: &FourCc) -> Result<Option<&'a [u8]>, Fault> {
     for b in Boxes::new(data, parent) {
         let (k, payload) = b?;
         if &k == kind {
@@ -142,10 +120,7 @@ pub(crate) fn parse(file: &mut File, file_len: u64) -> Result<Parsed, Fault> {
     while pos < file_len {
         let avail = (file_len - pos).min(16) as usize;
         if avail < 8 {
-            return Err(Fault::Truncated {
-                what: format!("the box header at byte {pos}"),
-                end: pos + 8,
-            });
+            return Err(Fault::Truncated { what: format!("the box header at byte {pos}"), end: pos + 8 });
         }
         let head = read_at(file, pos, avail, || format!("the box header at byte {pos}"))?;
         let kind: FourCc = [head[4], head[5], head[6], head[7]];
@@ -174,31 +149,23 @@ pub(crate) fn parse(file: &mut File, file_len: u64) -> Result<Parsed, Fault> {
         if pos == 0 && !kind.iter().all(|b| b.is_ascii_alphanumeric() || *b == b' ') {
             return Err(Fault::UnknownContainer);
         }
-        let end = pos.checked_add(size).ok_or_else(|| {
-            Fault::corrupt(
-                &name(&kind),
-                format!("box at byte {pos} has an overflowing size"),
-            )
-        })?;
+        let end = pos
+            .checked_add(size)
+            .ok_or_else(|| Fault::corrupt(&name(&kind), format!("box at byte {pos} has an overflowing size")))?;
         if end > file_len {
-            return Err(Fault::Truncated {
-                what: format!("the '{}' box at byte {pos}", name(&kind)),
-                end,
-            });
+            return Err(Fault::Truncated { what: format!("the '{}' box at byte {pos}", name(&kind)), end });
         }
         match &kind {
             b"moov" | b"moof" => {
                 if size - header > MAX_TABLE_BOX {
-                    return Err(Fault::corrupt(&name(&kind), format!("box at byte {pos} claims {size} bytes, more than vrseg reads into memory")));
+                    return Err(Fault::corrupt(
+                        &name(&kind),
+                        format!("box at byte {pos} claims {size} bytes, more than vrseg reads into memory"),
+                    ));
                 }
                 if &kind == b"moov" {
                     if moov.is_none() {
-                        moov = Some(read_at(
-                            file,
-                            pos + header,
-                            (size - header) as usize,
-                            || "moov".to_string(),
-                        )?);
+                        moov = Some(read_at(file, pos + header, (size - header) as usize, || "moov".to_string())?);
                     }
                 } else {
                     moofs.push((pos, size));
@@ -208,17 +175,11 @@ pub(crate) fn parse(file: &mut File, file_len: u64) -> Result<Parsed, Fault> {
         }
         pos = end;
     }
-    let moov = moov.ok_or_else(|| {
-        Fault::corrupt(
-            "moov",
-            "the file has no movie box (moov), so its samples cannot be found",
-        )
-    })?;
+    let moov =
+        moov.ok_or_else(|| Fault::corrupt("moov", "the file has no movie box (moov), so its samples cannot be found"))?;
     let mut index = MoovIndex::parse(&moov, file_len)?;
     for (moof_pos, moof_size) in moofs {
-        let payload = read_at(file, moof_pos + 8, (moof_size - 8) as usize, || {
-            "moof".to_string()
-        })?;
+        let payload = read_at(file, moof_pos + 8, (moof_size - 8) as usize, || "moof".to_string())?;
         index.add_fragment(&payload, moof_pos, file_len)?;
     }
     index.finish()
@@ -269,11 +230,7 @@ impl MoovIndex {
                             r.bytes(4)?;
                             let id = r.u32()?;
                             let _desc = r.u32()?;
-                            let d = TrexDefaults {
-                                duration: r.u32()?,
-                                size: r.u32()?,
-                                flags: r.u32()?,
-                            };
+                            let d = TrexDefaults { duration: r.u32()?, size: r.u32()?, flags: r.u32()? };
                             trex_list.push((id, d));
                         }
                     }
@@ -307,8 +264,7 @@ impl MoovIndex {
         let (fourcc, entry) = track.entry.as_ref().ok_or(Fault::NoVideoTrack)?;
         let codec = codec_of(fourcc).ok_or_else(|| Fault::UnsupportedCodec(name(fourcc)))?;
         let visual = parse_visual_entry(entry, codec)?;
-        let (mut info, payload) =
-            describe_codec(codec, &visual.config, visual.width, visual.height)?;
+        let (mut info, payload) = describe_codec(codec, &visual.config, visual.width, visual.height)?;
         if codec == VideoCodec::Vp9 {
             super::apply_vpcc(&mut info, &visual.config);
         }
@@ -320,11 +276,7 @@ impl MoovIndex {
         }
         info.timescale = track.timescale;
         let raw = build_stbl_samples(&track.stbl, file_len)?;
-        let trex = trex_list
-            .iter()
-            .find(|(id, _)| *id == track.id)
-            .map(|(_, d)| *d)
-            .unwrap_or_default();
+        let trex = trex_list.iter().find(|(id, _)| *id == track.id).map(|(_, d)| *d).unwrap_or_default();
         Ok(MoovIndex {
             container_info: Parsed {
                 container: Container::Mp4,
@@ -349,19 +301,14 @@ impl MoovIndex {
             if &kind != b"traf" {
                 continue;
             }
-            let tfhd = find(traf, "traf", b"tfhd")?
-                .ok_or_else(|| Fault::corrupt("traf", "no tfhd box"))?;
+            let tfhd = find(traf, "traf", b"tfhd")?.ok_or_else(|| Fault::corrupt("traf", "no tfhd box"))?;
             let mut r = ByteCursor::new(tfhd, "tfhd");
             let flags = r.u32()? & 0x00ff_ffff;
             let track_id = r.u32()?;
             if track_id != self.track_id {
                 continue;
             }
-            let base = if flags & 0x01 != 0 {
-                r.u64()?
-            } else {
-                moof_pos
-            };
+            let base = if flags & 0x01 != 0 { r.u64()? } else { moof_pos };
             if flags & 0x02 != 0 {
                 r.u32()?;
             }
@@ -386,13 +333,8 @@ impl MoovIndex {
                 let mut r = ByteCursor::new(tfdt, "tfdt");
                 let version = r.u8()?;
                 r.bytes(3)?;
-                let t = if version == 1 {
-                    r.u64()?
-                } else {
-                    u64::from(r.u32()?)
-                };
-                next_dts = i64::try_from(t)
-                    .map_err(|_| Fault::corrupt("tfdt", "base media decode time overflows"))?;
+                let t = if version == 1 { r.u64()? } else { u64::from(r.u32()?) };
+                next_dts = i64::try_from(t).map_err(|_| Fault::corrupt("tfdt", "base media decode time overflows"))?;
             }
             let mut data_pos = base;
             for c in Boxes::new(traf, "traf") {
@@ -405,43 +347,22 @@ impl MoovIndex {
                 let count = r.u32()?;
                 if tflags & 0x01 != 0 {
                     let off = r.u32()? as i32;
-                    data_pos = base.checked_add_signed(i64::from(off)).ok_or_else(|| {
-                        Fault::corrupt("trun", "data offset points before the file")
-                    })?;
+                    data_pos = base
+                        .checked_add_signed(i64::from(off))
+                        .ok_or_else(|| Fault::corrupt("trun", "data offset points before the file"))?;
                 }
-                let first_flags = if tflags & 0x04 != 0 {
-                    Some(r.u32()?)
-                } else {
-                    None
-                };
-                let per_sample = [0x100u32, 0x200, 0x400, 0x800]
-                    .iter()
-                    .filter(|&&f| tflags & f != 0)
-                    .count()
-                    * 4;
-                let max_count = r
-                    .remaining()
-                    .checked_div(per_sample)
-                    .unwrap_or(file_len as usize);
-                if count as usize > max_count
-                    || self.raw.len().saturating_add(count as usize) as u64 > file_len
-                {
+                let first_flags = if tflags & 0x04 != 0 { Some(r.u32()?) } else { None };
+                let per_sample = [0x100u32, 0x200, 0x400, 0x800].iter().filter(|&&f| tflags & f != 0).count() * 4;
+                let max_count = r.remaining().checked_div(per_sample).unwrap_or(file_len as usize);
+                if count as usize > max_count || self.raw.len().saturating_add(count as usize) as u64 > file_len {
                     return Err(Fault::corrupt(
                         "trun",
                         format!("claims {count} samples, more than the box or file can hold"),
                     ));
                 }
                 for i in 0..count {
-                    let duration = if tflags & 0x100 != 0 {
-                        r.u32()?
-                    } else {
-                        defaults.duration
-                    };
-                    let size = if tflags & 0x200 != 0 {
-                        r.u32()?
-                    } else {
-                        defaults.size
-                    };
+                    let duration = if tflags & 0x100 != 0 { r.u32()? } else { defaults.duration };
+                    let size = if tflags & 0x200 != 0 { r.u32()? } else { defaults.size };
                     let sflags = if tflags & 0x400 != 0 {
                         r.u32()?
                     } else if i == 0 {
@@ -449,20 +370,9 @@ impl MoovIndex {
                     } else {
                         defaults.flags
                     };
-                    let cto = if tflags & 0x800 != 0 {
-                        r.u32()? as i32
-                    } else {
-                        0
-                    };
+                    let cto = if tflags & 0x800 != 0 { r.u32()? as i32 } else { 0 };
                     let keyframe = sflags & 0x0001_0000 == 0;
-                    self.raw.push(RawSample {
-                        offset: data_pos,
-                        size,
-                        dts: next_dts,
-                        duration,
-                        cto,
-                        keyframe,
-                    });
+                    self.raw.push(RawSample { offset: data_pos, size, dts: next_dts, duration, cto, keyframe });
                     data_pos = data_pos
                         .checked_add(u64::from(size))
                         .ok_or_else(|| Fault::corrupt("trun", "sample offsets overflow"))?;
@@ -479,28 +389,15 @@ impl MoovIndex {
     fn finish(mut self) -> Result<Parsed, Fault> {
         let timescale = self.container_info.info.timescale;
         // ffmpeg's dts_shift: negative composition offsets lower every dts.
-        let dts_shift = self
-            .raw
-            .iter()
-            .map(|s| s.cto)
-            .min()
-            .unwrap_or(0)
-            .min(0)
-            .unsigned_abs();
+        let dts_shift = self.raw.iter().map(|s| s.cto).min().unwrap_or(0).min(0).unsigned_abs();
         let edit_shift = edit_list_shift(&self.edits, self.movie_timescale, timescale);
         let overflow = || Fault::corrupt("sample table", "timestamps overflow");
         let mut samples = Vec::with_capacity(self.raw.len());
         for s in &self.raw {
-            let pts = s
-                .dts
-                .checked_add(i64::from(s.cto))
-                .and_then(|p| p.checked_add(edit_shift))
-                .ok_or_else(overflow)?;
-            let dts = s
-                .dts
-                .checked_sub(i64::from(dts_shift))
-                .and_then(|d| d.checked_add(edit_shift))
-                .ok_or_else(overflow)?;
+            let pts =
+                s.dts.checked_add(i64::from(s.cto)).and_then(|p| p.checked_add(edit_shift)).ok_or_else(overflow)?;
+            let dts =
+                s.dts.checked_sub(i64::from(dts_shift)).and_then(|d| d.checked_add(edit_shift)).ok_or_else(overflow)?;
             samples.push(SampleEntry {
                 offset: s.offset,
                 size: s.size,
@@ -566,10 +463,7 @@ fn parse_trak(trak: &[u8]) -> Result<Track, Fault> {
                     let count = r.u32()?;
                     let entry_len = if version == 1 { 20 } else { 12 };
                     if count as usize > r.remaining() / entry_len {
-                        return Err(Fault::corrupt(
-                            "elst",
-                            format!("claims {count} edits, more than the box holds"),
-                        ));
+                        return Err(Fault::corrupt("elst", format!("claims {count} edits, more than the box holds")));
                     }
                     for _ in 0..count {
                         let (d, m) = if version == 1 {
@@ -643,23 +537,14 @@ fn parse_visual_entry(entry: &[u8], codec: VideoCodec) -> Result<VisualEntry, Fa
         VideoCodec::Vp9 => b"vpcC",
         VideoCodec::Av1 => b"av1C",
     };
-    let mut v = VisualEntry {
-        width,
-        height,
-        config: Vec::new(),
-        colour: None,
-        stereo: None,
-    };
+    let mut v = VisualEntry { width, height, config: Vec::new(), colour: None, stereo: None };
     let mut have_config = false;
     for b in Boxes::new(children, "visual sample entry") {
         let (kind, payload) = b?;
         if &kind == config_kind {
             // vpcC is a FullBox: drop version and flags.
-            v.config = if codec == VideoCodec::Vp9 {
-                payload.get(4..).unwrap_or(&[]).to_vec()
-            } else {
-                payload.to_vec()
-            };
+            v.config =
+                if codec == VideoCodec::Vp9 { payload.get(4..).unwrap_or(&[]).to_vec() } else { payload.to_vec() };
             have_config = true;
         } else if &kind == b"colr" && payload.len() >= 10 {
             let read16 = |i: usize| u16::from_be_bytes([payload[i], payload[i + 1]]);
@@ -694,10 +579,7 @@ fn parse_visual_entry(entry: &[u8], codec: VideoCodec) -> Result<VisualEntry, Fa
         }
     }
     if !have_config && matches!(codec, VideoCodec::H264 | VideoCodec::Hevc) {
-        return Err(Fault::corrupt(
-            &name(config_kind),
-            "the video sample entry has no codec configuration box",
-        ));
+        return Err(Fault::corrupt(&name(config_kind), "the video sample entry has no codec configuration box"));
     }
     Ok(v)
 }
@@ -711,9 +593,7 @@ fn audio_info(fourcc: &FourCc, entry: &[u8]) -> AudioTrackInfo {
         b"fLaC" => "flac".to_string(),
         b"alac" => "alac".to_string(),
         b".mp3" => "mp3".to_string(),
-        b"lpcm" | b"sowt" | b"twos" | b"in24" | b"in32" | b"fl32" | b"fl64" | b"ipcm" | b"fpcm" => {
-            "pcm".to_string()
-        }
+        b"lpcm" | b"sowt" | b"twos" | b"in24" | b"in32" | b"fl32" | b"fl64" | b"ipcm" | b"fpcm" => "pcm".to_string(),
         other => name(other).trim().to_string(),
     };
     // SoundSampleEntry: 8 reserved/data-ref, version(2) revision(2) vendor(4),
@@ -736,25 +616,14 @@ fn audio_info(fourcc: &FourCc, entry: &[u8]) -> AudioTrackInfo {
                 r2.bytes(8 + 20 + 4)?;
                 let rate = f64::from_bits(r2.u64()?);
                 let channels = r2.u32()?;
-                Ok((
-                    channels,
-                    if rate.is_finite() && rate > 0.0 && rate < 1e7 {
-                        rate as u32
-                    } else {
-                        0
-                    },
-                ))
+                Ok((channels, if rate.is_finite() && rate > 0.0 && rate < 1e7 { rate as u32 } else { 0 }))
             })();
             v2.unwrap_or((0, 0))
         }
         Ok((_, channels, rate)) => (u32::from(channels), rate),
         Err(_) => (0, 0),
     };
-    AudioTrackInfo {
-        codec,
-        channels,
-        sample_rate,
-    }
+    AudioTrackInfo { codec, channels, sample_rate }
 }
 
 /// Expands `stts`, `ctts`, `stss`, `stsz`/`stz2`, `stsc` and `stco`/`co64` into samples.
@@ -790,10 +659,7 @@ fn build_stbl_samples(stbl: &[u8], file_len: u64) -> Result<Vec<RawSample>, Faul
                 let bits = r.u8()?;
                 let count = r.u32()?;
                 if !matches!(bits, 4 | 8 | 16) {
-                    return Err(Fault::corrupt(
-                        "stz2",
-                        format!("field size {bits} is not 4, 8 or 16"),
-                    ));
+                    return Err(Fault::corrupt("stz2", format!("field size {bits} is not 4, 8 or 16")));
                 }
                 sizes = Some((0, count, &p[12..], bits));
             }
@@ -814,10 +680,7 @@ fn build_stbl_samples(stbl: &[u8], file_len: u64) -> Result<Vec<RawSample>, Faul
                 ),
             ));
         }
-    } else if u64::from(count)
-        .checked_mul(u64::from(constant))
-        .is_none_or(|total| total > file_len)
-    {
+    } else if u64::from(count).checked_mul(u64::from(constant)).is_none_or(|total| total > file_len) {
         return Err(Fault::corrupt(
             "stsz",
             format!("claims {count} samples of {constant} bytes, more than the file holds"),
@@ -835,22 +698,14 @@ fn build_stbl_samples(stbl: &[u8], file_len: u64) -> Result<Vec<RawSample>, Faul
                 size_table[i * 4 + 2],
                 size_table[i * 4 + 3],
             ]),
-            16 => u32::from(u16::from_be_bytes([
-                size_table[i * 2],
-                size_table[i * 2 + 1],
-            ])),
+            16 => u32::from(u16::from_be_bytes([size_table[i * 2], size_table[i * 2 + 1]])),
             8 => u32::from(size_table[i]),
-            _ => u32::from(if i % 2 == 0 {
-                size_table[i / 2] >> 4
-            } else {
-                size_table[i / 2] & 0x0f
-            }),
+            _ => u32::from(if i % 2 == 0 { size_table[i / 2] >> 4 } else { size_table[i / 2] & 0x0f }),
         }
     };
 
     // Chunk offsets.
-    let (co_data, is64) = chunk_offsets
-        .ok_or_else(|| Fault::corrupt("stbl", "no chunk offset box (stco or co64)"))?;
+    let (co_data, is64) = chunk_offsets.ok_or_else(|| Fault::corrupt("stbl", "no chunk offset box (stco or co64)"))?;
     let mut r = ByteCursor::new(co_data, if is64 { "co64" } else { "stco" });
     r.bytes(4)?;
     let chunk_count = r.u32()?;
@@ -872,10 +727,7 @@ fn build_stbl_samples(stbl: &[u8], file_len: u64) -> Result<Vec<RawSample>, Faul
     r.bytes(4)?;
     let run_count = r.u32()?;
     if run_count as usize > r.remaining() / 12 {
-        return Err(Fault::corrupt(
-            "stsc",
-            format!("claims {run_count} entries, more than the box holds"),
-        ));
+        return Err(Fault::corrupt("stsc", format!("claims {run_count} entries, more than the box holds")));
     }
     let mut runs = Vec::with_capacity(run_count as usize);
     for _ in 0..run_count {
@@ -886,14 +738,9 @@ fn build_stbl_samples(stbl: &[u8], file_len: u64) -> Result<Vec<RawSample>, Faul
     }
     let mut samples: Vec<RawSample> = Vec::with_capacity(count_usize);
     'runs: for (i, &(first_chunk, per_chunk)) in runs.iter().enumerate() {
-        let next_first = runs
-            .get(i + 1)
-            .map_or(u64::from(chunk_count) + 1, |r| u64::from(r.0));
+        let next_first = runs.get(i + 1).map_or(u64::from(chunk_count) + 1, |r| u64::from(r.0));
         if first_chunk == 0 || u64::from(first_chunk) > next_first {
-            return Err(Fault::corrupt(
-                "stsc",
-                format!("entry {i} has first_chunk {first_chunk}, out of order"),
-            ));
+            return Err(Fault::corrupt("stsc", format!("entry {i} has first_chunk {first_chunk}, out of order")));
         }
         for chunk in u64::from(first_chunk)..next_first.min(u64::from(chunk_count) + 1) {
             let mut offset = offsets[(chunk - 1) as usize];
@@ -902,14 +749,7 @@ fn build_stbl_samples(stbl: &[u8], file_len: u64) -> Result<Vec<RawSample>, Faul
                     break 'runs;
                 }
                 let size = size_of(samples.len());
-                samples.push(RawSample {
-                    offset,
-                    size,
-                    dts: 0,
-                    duration: 0,
-                    cto: 0,
-                    keyframe: stss.is_none(),
-                });
+                samples.push(RawSample { offset, size, dts: 0, duration: 0, cto: 0, keyframe: stss.is_none() });
                 offset = offset
                     .checked_add(u64::from(size))
                     .ok_or_else(|| Fault::corrupt("stsz", "sample offsets overflow"))?;
@@ -917,13 +757,7 @@ fn build_stbl_samples(stbl: &[u8], file_len: u64) -> Result<Vec<RawSample>, Faul
         }
     }
     if samples.len() != count_usize {
-        return Err(Fault::corrupt(
-            "stsc",
-            format!(
-                "maps {} samples to chunks but stsz lists {count}",
-                samples.len()
-            ),
-        ));
+        return Err(Fault::corrupt("stsc", format!("maps {} samples to chunks but stsz lists {count}", samples.len())));
     }
 
     // Decode times.
@@ -932,10 +766,7 @@ fn build_stbl_samples(stbl: &[u8], file_len: u64) -> Result<Vec<RawSample>, Faul
     r.bytes(4)?;
     let entries = r.u32()?;
     if entries as usize > r.remaining() / 8 {
-        return Err(Fault::corrupt(
-            "stts",
-            format!("claims {entries} entries, more than the box holds"),
-        ));
+        return Err(Fault::corrupt("stts", format!("claims {entries} entries, more than the box holds")));
     }
     let mut i = 0usize;
     let mut dts = 0i64;
@@ -948,17 +779,12 @@ fn build_stbl_samples(stbl: &[u8], file_len: u64) -> Result<Vec<RawSample>, Faul
             let Some(s) = samples.get_mut(i) else { break };
             s.dts = dts;
             s.duration = delta;
-            dts = dts
-                .checked_add(i64::from(delta))
-                .ok_or_else(|| Fault::corrupt("stts", "decode times overflow"))?;
+            dts = dts.checked_add(i64::from(delta)).ok_or_else(|| Fault::corrupt("stts", "decode times overflow"))?;
             i += 1;
         }
     }
     if stts_total != u64::from(count) {
-        return Err(Fault::corrupt(
-            "stts",
-            format!("gives durations for {stts_total} samples but stsz lists {count}"),
-        ));
+        return Err(Fault::corrupt("stts", format!("gives durations for {stts_total} samples but stsz lists {count}")));
     }
 
     // Composition offsets (signed in both versions).
@@ -967,10 +793,7 @@ fn build_stbl_samples(stbl: &[u8], file_len: u64) -> Result<Vec<RawSample>, Faul
         r.bytes(4)?;
         let entries = r.u32()?;
         if entries as usize > r.remaining() / 8 {
-            return Err(Fault::corrupt(
-                "ctts",
-                format!("claims {entries} entries, more than the box holds"),
-            ));
+            return Err(Fault::corrupt("ctts", format!("claims {entries} entries, more than the box holds")));
         }
         let mut i = 0usize;
         for _ in 0..entries {
@@ -990,10 +813,7 @@ fn build_stbl_samples(stbl: &[u8], file_len: u64) -> Result<Vec<RawSample>, Faul
         r.bytes(4)?;
         let entries = r.u32()?;
         if entries as usize > r.remaining() / 4 {
-            return Err(Fault::corrupt(
-                "stss",
-                format!("claims {entries} entries, more than the box holds"),
-            ));
+            return Err(Fault::corrupt("stss", format!("claims {entries} entries, more than the box holds")));
         }
         for _ in 0..entries {
             let n = r.u32()? as usize;

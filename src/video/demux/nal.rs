@@ -18,10 +18,7 @@ use crate::video::chunk::{ColourDescription, VideoCodec};
 pub const START_CODE: [u8; 4] = [0, 0, 0, 1];
 
 fn corrupt(element: &'static str, reason: impl Into<String>) -> Fault {
-    Fault::Corrupt {
-        element: element.to_string(),
-        reason: reason.into(),
-    }
+    Fault::Corrupt { element: element.to_string(), reason: reason.into() }
 }
 
 /// Parsed `avcC` / `hvcC`: the NAL length size and the parameter sets in stored order.
@@ -37,10 +34,7 @@ pub struct NalConfig {
 impl NalConfig {
     /// The first SPS in the record.
     pub fn sps(&self) -> Option<&[u8]> {
-        self.parameter_sets
-            .iter()
-            .find(|n| nal_type(self.codec, n) == Some(sps_type(self.codec)))
-            .map(|n| n.as_slice())
+        self.parameter_sets.iter().find(|n| nal_type(self.codec, n) == Some(sps_type(self.codec))).map(|n| n.as_slice())
     }
 
     /// Parameter sets as one Annex-B byte string.
@@ -63,10 +57,7 @@ pub fn parse_avcc(record: &[u8]) -> Result<NalConfig, Fault> {
     let _level = r.u8()?;
     let length_size = usize::from(r.u8()? & 0x03) + 1;
     if length_size == 3 {
-        return Err(corrupt(
-            "avcC",
-            "NAL length size 3 is not allowed (must be 1, 2 or 4)",
-        ));
+        return Err(corrupt("avcC", "NAL length size 3 is not allowed (must be 1, 2 or 4)"));
     }
     let mut parameter_sets = Vec::new();
     let sps_count = r.u8()? & 0x1f;
@@ -79,11 +70,7 @@ pub fn parse_avcc(record: &[u8]) -> Result<NalConfig, Fault> {
         let len = usize::from(r.u16()?);
         parameter_sets.push(r.bytes(len)?.to_vec());
     }
-    Ok(NalConfig {
-        codec: VideoCodec::H264,
-        length_size,
-        parameter_sets,
-    })
+    Ok(NalConfig { codec: VideoCodec::H264, length_size, parameter_sets })
 }
 
 /// Parses an `HEVCDecoderConfigurationRecord` (ISO/IEC 14496-15 §8.3.3).
@@ -92,10 +79,7 @@ pub fn parse_hvcc(record: &[u8]) -> Result<NalConfig, Fault> {
     r.bytes(21)?;
     let length_size = usize::from(r.u8()? & 0x03) + 1;
     if length_size == 3 {
-        return Err(corrupt(
-            "hvcC",
-            "NAL length size 3 is not allowed (must be 1, 2 or 4)",
-        ));
+        return Err(corrupt("hvcC", "NAL length size 3 is not allowed (must be 1, 2 or 4)"));
     }
     let array_count = r.u8()?;
     let mut parameter_sets = Vec::new();
@@ -108,16 +92,8 @@ pub fn parse_hvcc(record: &[u8]) -> Result<NalConfig, Fault> {
         }
     }
     // Keep VPS, SPS, PPS order whatever order the arrays came in; SEI arrays go last.
-    parameter_sets.sort_by_key(|n| {
-        nal_type(VideoCodec::Hevc, n)
-            .filter(|t| (32..=34).contains(t))
-            .unwrap_or(255)
-    });
-    Ok(NalConfig {
-        codec: VideoCodec::Hevc,
-        length_size,
-        parameter_sets,
-    })
+    parameter_sets.sort_by_key(|n| nal_type(VideoCodec::Hevc, n).filter(|t| (32..=34).contains(t)).unwrap_or(255));
+    Ok(NalConfig { codec: VideoCodec::Hevc, length_size, parameter_sets })
 }
 
 /// The NAL unit type of a NAL unit (first header byte(s), no start code).
@@ -161,24 +137,12 @@ pub fn split_length_prefixed(sample: &[u8], length_size: usize) -> Result<Vec<&[
         let len_end = pos
             .checked_add(length_size)
             .filter(|&e| e <= sample.len())
-            .ok_or_else(|| {
-                corrupt(
-                    "sample",
-                    "a NAL length prefix runs past the end of the sample",
-                )
-            })?;
-        let len = sample[pos..len_end]
-            .iter()
-            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+            .ok_or_else(|| corrupt("sample", "a NAL length prefix runs past the end of the sample"))?;
+        let len = sample[pos..len_end].iter().fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
         let end = len_end
             .checked_add(len)
             .filter(|&e| e <= sample.len())
-            .ok_or_else(|| {
-                corrupt(
-                    "sample",
-                    format!("a NAL unit of {len} bytes runs past the end of the sample"),
-                )
-            })?;
+            .ok_or_else(|| corrupt("sample", format!("a NAL unit of {len} bytes runs past the end of the sample")))?;
         nals.push(&sample[len_end..end]);
         pos = end;
     }
@@ -187,22 +151,12 @@ pub fn split_length_prefixed(sample: &[u8], length_size: usize) -> Result<Vec<&[
 
 /// Converts one length-prefixed sample to Annex-B. For keyframes without their own SPS the
 /// configuration's parameter sets are inserted (after a leading access unit delimiter).
-pub fn length_prefixed_to_annexb(
-    sample: &[u8],
-    config: &NalConfig,
-    is_keyframe: bool,
-) -> Result<Vec<u8>, Fault> {
+pub fn length_prefixed_to_annexb(sample: &[u8], config: &NalConfig, is_keyframe: bool) -> Result<Vec<u8>, Fault> {
     let nals = split_length_prefixed(sample, config.length_size)?;
     let codec = config.codec;
-    let carries_sps = nals
-        .iter()
-        .any(|n| nal_type(codec, n) == Some(sps_type(codec)));
+    let carries_sps = nals.iter().any(|n| nal_type(codec, n) == Some(sps_type(codec)));
     let insert = is_keyframe && !carries_sps && !config.parameter_sets.is_empty();
-    let extra = if insert {
-        config.parameter_sets.iter().map(|p| p.len() + 4).sum()
-    } else {
-        0
-    };
+    let extra = if insert { config.parameter_sets.iter().map(|p| p.len() + 4).sum() } else { 0 };
     let mut out = Vec::with_capacity(sample.len() + extra + nals.len() * 4);
     let mut inserted = !insert;
     for nal in nals {
@@ -228,17 +182,9 @@ pub fn length_prefixed_to_annexb(
 
 /// Inserts parameter sets into an Annex-B keyframe that lacks an SPS (raw streams normally
 /// carry their own; this covers streams cut at a keyframe that relies on earlier ones).
-pub fn annexb_with_parameter_sets(
-    au: &[u8],
-    codec: VideoCodec,
-    parameter_sets: &[Vec<u8>],
-) -> Vec<u8> {
+pub fn annexb_with_parameter_sets(au: &[u8], codec: VideoCodec, parameter_sets: &[Vec<u8>]) -> Vec<u8> {
     let nals: Vec<&[u8]> = AnnexBNals::new(au).collect();
-    if parameter_sets.is_empty()
-        || nals
-            .iter()
-            .any(|n| nal_type(codec, n) == Some(sps_type(codec)))
-    {
+    if parameter_sets.is_empty() || nals.iter().any(|n| nal_type(codec, n) == Some(sps_type(codec))) {
         return au.to_vec();
     }
     let mut out = Vec::with_capacity(au.len() + 64);
@@ -299,11 +245,7 @@ pub fn find_start_code(data: &[u8], from: usize) -> Option<(usize, usize)> {
         if data[i + 2] > 1 {
             i += 3;
         } else if data[i] == 0 && data[i + 1] == 0 && data[i + 2] == 1 {
-            let start = if i > from && data[i - 1] == 0 {
-                i - 1
-            } else {
-                i
-            };
+            let start = if i > from && data[i - 1] == 0 { i - 1 } else { i };
             return Some((start, i + 3));
         } else {
             i += 1;
@@ -359,16 +301,10 @@ pub fn parse_h264_sps(nal: &[u8]) -> Result<SpsInfo, Fault> {
     let mut separate_colour_plane = false;
     let mut bit_depth_luma = 8u32;
     let mut bit_depth_chroma = 8u32;
-    if matches!(
-        profile_idc,
-        100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135
-    ) {
+    if matches!(profile_idc, 100 | 110 | 122 | 244 | 44 | 83 | 86 | 118 | 128 | 138 | 139 | 134 | 135) {
         chroma_format = r.ue()?;
         if chroma_format > 3 {
-            return Err(corrupt(
-                "H.264 SPS",
-                format!("chroma_format_idc {chroma_format} is out of range"),
-            ));
+            return Err(corrupt("H.264 SPS", format!("chroma_format_idc {chroma_format} is out of range")));
         }
         if chroma_format == 3 {
             separate_colour_plane = r.flag()?;
@@ -409,22 +345,14 @@ pub fn parse_h264_sps(nal: &[u8]) -> Result<SpsInfo, Fault> {
             r.se()?;
             let cycle = r.ue()?;
             if cycle > 255 {
-                return Err(corrupt(
-                    "H.264 SPS",
-                    "num_ref_frames_in_pic_order_cnt_cycle above 255",
-                ));
+                return Err(corrupt("H.264 SPS", "num_ref_frames_in_pic_order_cnt_cycle above 255"));
             }
             for _ in 0..cycle {
                 r.se()?;
             }
         }
         2 => {}
-        _ => {
-            return Err(corrupt(
-                "H.264 SPS",
-                format!("pic_order_cnt_type {poc_type} is out of range"),
-            ))
-        }
+        _ => return Err(corrupt("H.264 SPS", format!("pic_order_cnt_type {poc_type} is out of range"))),
     }
     let _max_refs = r.ue()?;
     let _gaps = r.flag()?;
@@ -606,10 +534,7 @@ pub fn parse_hevc_sps(nal: &[u8]) -> Result<SpsInfo, Fault> {
     let _sps_id = r.ue()?;
     let chroma_format = r.ue()?;
     if chroma_format > 3 {
-        return Err(corrupt(
-            E,
-            format!("chroma_format_idc {chroma_format} is out of range"),
-        ));
+        return Err(corrupt(E, format!("chroma_format_idc {chroma_format} is out of range")));
     }
     let separate_colour_plane = if chroma_format == 3 { r.flag()? } else { false };
     let coded_w = u64::from(r.ue()?);
@@ -630,21 +555,13 @@ pub fn parse_hevc_sps(nal: &[u8]) -> Result<SpsInfo, Fault> {
         .checked_sub((crop_t + crop_b) * sub_h)
         .and_then(|h| u32::try_from(h).ok())
         .ok_or_else(|| corrupt(E, "conformance window exceeds the coded height"))?;
-    let bit_depth_luma = r
-        .ue()?
-        .checked_add(8)
-        .filter(|&d| d <= 16)
-        .ok_or_else(|| corrupt(E, "bit depth out of range"))?;
-    let bit_depth_chroma = r
-        .ue()?
-        .checked_add(8)
-        .filter(|&d| d <= 16)
-        .ok_or_else(|| corrupt(E, "bit depth out of range"))?;
+    let bit_depth_luma =
+        r.ue()?.checked_add(8).filter(|&d| d <= 16).ok_or_else(|| corrupt(E, "bit depth out of range"))?;
+    let bit_depth_chroma =
+        r.ue()?.checked_add(8).filter(|&d| d <= 16).ok_or_else(|| corrupt(E, "bit depth out of range"))?;
     let profile_idc = if profile_idc == 0 {
         // Some encoders only set the compatibility flag.
-        (1..32u8)
-            .find(|&p| compat & (1u32 << (31 - p)) != 0)
-            .unwrap_or(0)
+        (1..32u8).find(|&p| compat & (1u32 << (31 - p)) != 0).unwrap_or(0)
     } else {
         profile_idc
     };
@@ -672,22 +589,14 @@ pub fn parse_hevc_sps(nal: &[u8]) -> Result<SpsInfo, Fault> {
     Ok(info)
 }
 
-fn parse_hevc_sps_tail(
-    r: &mut BitReader,
-    max_sub_layers_minus1: u32,
-    info: &mut SpsInfo,
-) -> Result<(), Fault> {
+fn parse_hevc_sps_tail(r: &mut BitReader, max_sub_layers_minus1: u32, info: &mut SpsInfo) -> Result<(), Fault> {
     const E: &str = "HEVC SPS";
     let log2_max_poc_lsb = r.ue()? + 4;
     if log2_max_poc_lsb > 16 {
         return Err(corrupt(E, "log2_max_pic_order_cnt_lsb out of range"));
     }
     let ordering_all = r.flag()?;
-    let first = if ordering_all {
-        0
-    } else {
-        max_sub_layers_minus1
-    };
+    let first = if ordering_all { 0 } else { max_sub_layers_minus1 };
     for _ in first..=max_sub_layers_minus1 {
         r.ue()?;
         r.ue()?;
@@ -738,9 +647,7 @@ fn parse_hevc_sps_tail(
             r.flag()?;
             r.ue()?;
             let ref_idx = idx as usize - 1;
-            let ref_count = *num_delta_pocs
-                .get(ref_idx)
-                .ok_or_else(|| corrupt(E, "bad short-term RPS reference"))?;
+            let ref_count = *num_delta_pocs.get(ref_idx).ok_or_else(|| corrupt(E, "bad short-term RPS reference"))?;
             let mut count = 0;
             for _ in 0..=ref_count {
                 let used = r.flag()?;
@@ -790,29 +697,15 @@ pub struct ByteCursor<'a> {
 
 impl<'a> ByteCursor<'a> {
     pub fn new(data: &'a [u8], element: &'static str) -> Self {
-        ByteCursor {
-            data,
-            pos: 0,
-            element,
-        }
+        ByteCursor { data, pos: 0, element }
     }
     pub fn remaining(&self) -> usize {
         self.data.len() - self.pos
     }
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], Fault> {
-        let end = self
-            .pos
-            .checked_add(n)
-            .filter(|&e| e <= self.data.len())
-            .ok_or_else(|| {
-                corrupt(
-                    self.element,
-                    format!(
-                        "needs {n} more bytes at offset {} but the record ends",
-                        self.pos
-                    ),
-                )
-            })?;
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len()).ok_or_else(|| {
+            corrupt(self.element, format!("needs {n} more bytes at offset {} but the record ends", self.pos))
+        })?;
         let out = &self.data[self.pos..end];
         self.pos = end;
         Ok(out)
@@ -845,18 +738,12 @@ pub struct BitReader<'a> {
 
 impl<'a> BitReader<'a> {
     pub fn new(data: &'a [u8], element: &'static str) -> Self {
-        BitReader {
-            data,
-            bit: 0,
-            element,
-        }
+        BitReader { data, bit: 0, element }
     }
 
     pub fn flag(&mut self) -> Result<bool, Fault> {
-        let byte = self
-            .data
-            .get(self.bit / 8)
-            .ok_or_else(|| corrupt(self.element, "ends before all its fields were read"))?;
+        let byte =
+            self.data.get(self.bit / 8).ok_or_else(|| corrupt(self.element, "ends before all its fields were read"))?;
         let v = (byte >> (7 - (self.bit % 8))) & 1;
         self.bit += 1;
         Ok(v == 1)
@@ -878,10 +765,7 @@ impl<'a> BitReader<'a> {
         while !self.flag()? {
             zeros += 1;
             if zeros > 31 {
-                return Err(corrupt(
-                    self.element,
-                    "an exp-Golomb code is longer than 32 bits",
-                ));
+                return Err(corrupt(self.element, "an exp-Golomb code is longer than 32 bits"));
             }
         }
         let rest = self.bits(zeros)?;
@@ -919,21 +803,13 @@ mod tests {
 
     #[test]
     fn emulation_prevention_is_removed() {
-        assert_eq!(
-            rbsp_from_nal(&[0x67, 0, 0, 3, 1, 0, 0, 3, 0, 3]),
-            vec![0x67, 0, 0, 1, 0, 0, 0, 3]
-        );
+        assert_eq!(rbsp_from_nal(&[0x67, 0, 0, 3, 1, 0, 0, 3, 0, 3]), vec![0x67, 0, 0, 1, 0, 0, 0, 3]);
     }
 
     #[test]
     fn annexb_split_handles_3_and_4_byte_start_codes() {
-        let data = [
-            0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 4,
-        ];
+        let data = [0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 4];
         let nals: Vec<&[u8]> = AnnexBNals::new(&data).collect();
-        assert_eq!(
-            nals,
-            vec![&[0x67, 1, 2][..], &[0x68, 3][..], &[0x65, 4][..]]
-        );
+        assert_eq!(nals, vec![&[0x67, 1, 2][..], &[0x68, 3][..], &[0x65, 4][..]]);
     }
 }

@@ -62,7 +62,12 @@ fn output_formats(mask: u16) -> Vec<&'static str> {
 }
 
 /// Asks the driver what it can decode for one codec at 4:2:0 and `bit_depth`.
-pub fn query_caps(gpu: &Gpu, codec_name: &'static str, codec: cudaVideoCodec_enum::Type, bit_depth: u8) -> Result<DecoderCaps, NvdecError> {
+pub fn query_caps(
+    gpu: &Gpu,
+    codec_name: &'static str,
+    codec: cudaVideoCodec_enum::Type,
+    bit_depth: u8,
+) -> Result<DecoderCaps, NvdecError> {
     let api = nvcuvid()?;
     gpu.bind_to_thread()?;
     // SAFETY: CUVIDDECODECAPS is plain old data; all-zero is its documented

@@ -161,7 +161,11 @@ unsafe extern "C" fn on_decode(user: *mut c_void, params: *mut CUVIDPICPARAMS) -
     // SAFETY: as in `on_sequence`.
     let state = unsafe { &mut *(user as *mut ParserState) };
     if state.decoder.is_null() {
-        state.error.get_or_insert(NvdecError::Call { call: "cuvidDecodePicture", status: 0, context: " (picture before any sequence header)".into() });
+        state.error.get_or_insert(NvdecError::Call {
+            call: "cuvidDecodePicture",
+            status: 0,
+            context: " (picture before any sequence header)".into(),
+        });
         return 0;
     }
     // SAFETY: `params` is valid for the call; `decoder` was created in the
@@ -231,7 +235,12 @@ impl ParserState {
         let even_bottom = top + ((bottom - top).max(0) + 1) / 2 * 2;
         // Debug aid (README, "Development"): what the parser reported.
         if std::env::var_os("VRSEG_NVDEC_TRACE").is_some() {
-            eprintln!("nvdec sequence: {format:?}, min surfaces {}, target {}x{}", f.min_num_decode_surfaces, even_right - left, even_bottom - top);
+            eprintln!(
+                "nvdec sequence: {format:?}, min surfaces {}, target {}x{}",
+                f.min_num_decode_surfaces,
+                even_right - left,
+                even_bottom - top
+            );
         }
         // SAFETY: the create info is plain data; zero is its neutral state.
         let mut info: CUVIDDECODECREATEINFO = unsafe { std::mem::zeroed() };
@@ -270,7 +279,10 @@ impl ParserState {
             return Err(NvdecError::Call {
                 call: "cuvidCreateDecoder",
                 status,
-                context: format!(" ({}: {}x{} {}-bit, {} surfaces)", self.path_label, format.coded_width, format.coded_height, format.bit_depth, surfaces),
+                context: format!(
+                    " ({}: {}x{} {}-bit, {} surfaces)",
+                    self.path_label, format.coded_width, format.coded_height, format.bit_depth, surfaces
+                ),
             });
         }
         self.decoder = decoder;
@@ -305,13 +317,19 @@ fn check_fits(caps: &DecoderCaps, width: u32, height: u32, bit_depth: u8, label:
     let macroblocks = width.div_ceil(16) * height.div_ceil(16);
     if caps.max_macroblocks > 0 && macroblocks > caps.max_macroblocks {
         return Err(NvdecError::Unsupported {
-            what: format!("{label}: {codec} of {width}x{height} has {macroblocks} macroblocks, more than this GPU's NVDEC's {}", caps.max_macroblocks),
+            what: format!(
+                "{label}: {codec} of {width}x{height} has {macroblocks} macroblocks, more than this GPU's NVDEC's {}",
+                caps.max_macroblocks
+            ),
             way_out: "scale it down first".into(),
         });
     }
     if width < u32::from(caps.min_width) || height < u32::from(caps.min_height) {
         return Err(NvdecError::Unsupported {
-            what: format!("{label}: {codec} of {width}x{height} is smaller than this GPU's NVDEC decodes ({}x{} at least)", caps.min_width, caps.min_height),
+            what: format!(
+                "{label}: {codec} of {width}x{height} is smaller than this GPU's NVDEC decodes ({}x{} at least)",
+                caps.min_width, caps.min_height
+            ),
             way_out: "decode it on the CPU, e.g. with ffmpeg".into(),
         });
     }
@@ -339,13 +357,24 @@ impl MappedPicture<'_> {
     pub fn copy_to(&self, dst: &DeviceView) -> Result<(), NvdecError> {
         let l = &self.layout;
         if dst.bytes() < l.slot_bytes() {
-            return Err(GpuError::BufferTooSmall { buffer: dst.name().to_string(), have: dst.bytes(), need: l.slot_bytes(), op: "NVDEC copy-out" }.into());
+            return Err(GpuError::BufferTooSmall {
+                buffer: dst.name().to_string(),
+                have: dst.bytes(),
+                need: l.slot_bytes(),
+                op: "NVDEC copy-out",
+            }
+            .into());
         }
         // The surface's UV plane follows the luma plane of the (even) target height.
         let surface_height = ((l.height + 1) & !1) as u64;
         let planes = [
             (self.device_ptr, dst.ptr(), l.luma_row_bytes(), l.height as usize),
-            (self.device_ptr + u64::from(self.source_pitch) * surface_height, dst.ptr() + l.chroma_offset as u64, l.chroma_row_bytes(), l.chroma_height() as usize),
+            (
+                self.device_ptr + u64::from(self.source_pitch) * surface_height,
+                dst.ptr() + l.chroma_offset as u64,
+                l.chroma_row_bytes(),
+                l.chroma_height() as usize,
+            ),
         ];
         for (src, dst_ptr, width_bytes, rows) in planes {
             let copy = sys::CUDA_MEMCPY2D {
@@ -369,14 +398,21 @@ impl MappedPicture<'_> {
             // SAFETY: the source is the mapped surface (valid until unmap in
             // Drop, after the stream sync below); the destination range lies
             // inside `dst` (size checked above); the struct lives for the call.
-            unsafe { sys::cuMemcpy2DAsync_v2(&copy, self.decoder.stream.cu_stream()) }
-                .result()
-                .map_err(|e| NvdecError::Gpu(GpuError::Driver { call: "cuMemcpy2DAsync", status: crate::gpu::error::driver_status_text(&e), context: format!(" (frame {})", self.index) }))?;
+            unsafe { sys::cuMemcpy2DAsync_v2(&copy, self.decoder.stream.cu_stream()) }.result().map_err(|e| {
+                NvdecError::Gpu(GpuError::Driver {
+                    call: "cuMemcpy2DAsync",
+                    status: crate::gpu::error::driver_status_text(&e),
+                    context: format!(" (frame {})", self.index),
+                })
+            })?;
         }
-        self.decoder
-            .stream
-            .synchronize()
-            .map_err(|e| NvdecError::Gpu(GpuError::Driver { call: "cuStreamSynchronize", status: crate::gpu::error::driver_status_text(&e), context: format!(" (frame {})", self.index) }))
+        self.decoder.stream.synchronize().map_err(|e| {
+            NvdecError::Gpu(GpuError::Driver {
+                call: "cuStreamSynchronize",
+                status: crate::gpu::error::driver_status_text(&e),
+                context: format!(" (frame {})", self.index),
+            })
+        })
     }
 }
 
@@ -384,7 +420,8 @@ impl Drop for MappedPicture<'_> {
     fn drop(&mut self) {
         // SAFETY: the pointer came from cuvidMapVideoFrame64 on this decoder
         // and is unmapped exactly once; copies from it were synchronised.
-        let status = unsafe { (self.decoder.state.api.cuvidUnmapVideoFrame64)(self.decoder.state.decoder, self.device_ptr) };
+        let status =
+            unsafe { (self.decoder.state.api.cuvidUnmapVideoFrame64)(self.decoder.state.decoder, self.device_ptr) };
         if status != cudaError_enum::CUDA_SUCCESS {
             eprintln!("vrseg: cuvidUnmapVideoFrame64 failed with CUDA status {status} (frame {})", self.index);
         }
@@ -504,21 +541,32 @@ impl NvDecoder {
             return Err(e);
         }
         if status != cudaError_enum::CUDA_SUCCESS {
-            return Err(NvdecError::Call { call: "cuvidParseVideoData", status, context: format!(" ({})", self.state.path_label) });
+            return Err(NvdecError::Call {
+                call: "cuvidParseVideoData",
+                status,
+                context: format!(" ({})", self.state.path_label),
+            });
         }
         Ok(())
     }
 
     /// Feeds one chunk; `on_frame` receives every picture that became ready
     /// for display, in presentation order.
-    pub fn decode(&mut self, chunk: &Chunk, on_frame: &mut dyn FnMut(&MappedPicture) -> Result<(), NvdecError>) -> Result<(), NvdecError> {
+    pub fn decode(
+        &mut self,
+        chunk: &Chunk,
+        on_frame: &mut dyn FnMut(&MappedPicture) -> Result<(), NvdecError>,
+    ) -> Result<(), NvdecError> {
         let flags = CUvideopacketflags::CUVID_PKT_TIMESTAMP | CUvideopacketflags::CUVID_PKT_ENDOFPICTURE;
         self.parse(&chunk.data, chunk.pts, flags)?;
         self.drain(on_frame)
     }
 
     /// End of stream: the parser releases the pictures it still holds.
-    pub fn flush(&mut self, on_frame: &mut dyn FnMut(&MappedPicture) -> Result<(), NvdecError>) -> Result<(), NvdecError> {
+    pub fn flush(
+        &mut self,
+        on_frame: &mut dyn FnMut(&MappedPicture) -> Result<(), NvdecError>,
+    ) -> Result<(), NvdecError> {
         self.parse(&[], 0, CUvideopacketflags::CUVID_PKT_ENDOFSTREAM)?;
         self.drain(on_frame)
     }
@@ -549,8 +597,12 @@ impl NvDecoder {
             // SAFETY: valid decoder and picture index from the parser; `s` is a valid out-pointer.
             let r = unsafe { (self.state.api.cuvidGetDecodeStatus)(decoder, info.picture_index, &mut s) };
             match (r, s.decodeStatus) {
-                (cudaError_enum::CUDA_SUCCESS, cuvidDecodeStatus_enum::cuvidDecodeStatus_Error) => PictureStatus::Failed,
-                (cudaError_enum::CUDA_SUCCESS, cuvidDecodeStatus_enum::cuvidDecodeStatus_Error_Concealed) => PictureStatus::Concealed,
+                (cudaError_enum::CUDA_SUCCESS, cuvidDecodeStatus_enum::cuvidDecodeStatus_Error) => {
+                    PictureStatus::Failed
+                }
+                (cudaError_enum::CUDA_SUCCESS, cuvidDecodeStatus_enum::cuvidDecodeStatus_Error_Concealed) => {
+                    PictureStatus::Concealed
+                }
                 (cudaError_enum::CUDA_SUCCESS, _) => PictureStatus::Ok,
                 _ => PictureStatus::Unknown,
             }
@@ -568,9 +620,15 @@ impl NvDecoder {
         // SAFETY: decoder and picture index come from the parser for this
         // stream; the out-pointers are valid; the context is current (parse
         // bound it on this thread).
-        let r = unsafe { (self.state.api.cuvidMapVideoFrame64)(decoder, info.picture_index, &mut device_ptr, &mut pitch, &mut proc) };
+        let r = unsafe {
+            (self.state.api.cuvidMapVideoFrame64)(decoder, info.picture_index, &mut device_ptr, &mut pitch, &mut proc)
+        };
         if r != cudaError_enum::CUDA_SUCCESS {
-            return Err(NvdecError::Call { call: "cuvidMapVideoFrame64", status: r, context: format!(" ({}, frame {})", self.state.path_label, self.frames_out) });
+            return Err(NvdecError::Call {
+                call: "cuvidMapVideoFrame64",
+                status: r,
+                context: format!(" ({}, frame {})", self.state.path_label, self.frames_out),
+            });
         }
         let layout = match self.state.format {
             Some(f) => {
@@ -579,7 +637,15 @@ impl NvDecoder {
             }
             None => self.layout,
         };
-        Ok(MappedPicture { decoder: self, device_ptr, source_pitch: pitch, pts: info.timestamp, index: self.frames_out, status, layout })
+        Ok(MappedPicture {
+            decoder: self,
+            device_ptr,
+            source_pitch: pitch,
+            pts: info.timestamp,
+            index: self.frames_out,
+            status,
+            layout,
+        })
     }
 }
 
@@ -635,7 +701,10 @@ mod tests {
             output_formats: vec!["nv12"],
         };
         let err = check_fits(&caps, 8192, 4096, 8, "clip.mp4").unwrap_err().to_string();
-        assert!(err.contains("8192x4096") && err.contains("4096x4096 at most") && err.contains("transcode to HEVC"), "{err}");
+        assert!(
+            err.contains("8192x4096") && err.contains("4096x4096 at most") && err.contains("transcode to HEVC"),
+            "{err}"
+        );
         assert!(check_fits(&caps, 3840, 2160, 8, "clip.mp4").is_ok());
         let av1 = DecoderCaps { codec: "av1", supported: false, ..caps };
         let err = check_fits(&av1, 640, 360, 8, "clip.mkv").unwrap_err().to_string();
