@@ -10,4 +10,5 @@ pub mod gpu;
 pub mod info;
 pub mod ops;
 pub mod selftest;
+pub mod testing;
 pub mod video;

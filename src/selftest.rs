@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use cudarc::driver::CudaStream;
 
+use crate::gpu::error::CheckDriver;
 use crate::gpu::nvtx::{self, Stage};
 use crate::gpu::{device_allocation_count, DeviceView, Gpu, GpuError, Module, PoolPlan, VramPool};
 use crate::ops::memory::{self, FillElement};
@@ -161,11 +162,7 @@ pub fn check_frame_loop(
         }
         slot.release(stream)?;
     }
-    stream.synchronize().map_err(|e| GpuError::Driver {
-        call: "cuStreamSynchronize",
-        status: crate::gpu::error::driver_status_text(&e),
-        context: String::new(),
-    })?;
+    stream.synchronize().check("cuStreamSynchronize")?;
     let after = device_allocation_count();
     Ok(CheckOutcome::new(
         format!("{frames} frames through {} pool slots", ring.capacity()),

@@ -392,8 +392,7 @@ impl<'pool> SlotRing<'pool> {
             .expect("slot queue lock poisoned")
             .recv()
             .expect("the ring owns a sender, so the channel cannot close");
-        stream.wait(&self.events[index]).check("cuStreamWaitEvent")?;
-        Ok(Slot { ring: self, index: Some(index) })
+        self.hand_out(index, stream)
     }
 
     /// Like `acquire`, but returns `None` instead of waiting.
@@ -402,8 +401,17 @@ impl<'pool> SlotRing<'pool> {
             Ok(i) => i,
             Err(_) => return Ok(None),
         };
-        stream.wait(&self.events[index]).check("cuStreamWaitEvent")?;
-        Ok(Some(Slot { ring: self, index: Some(index) }))
+        self.hand_out(index, stream).map(Some)
+    }
+
+    /// Orders `stream` after the slot's last recorded use, then hands it out.
+    fn hand_out(&self, index: usize, stream: &CudaStream) -> Result<Slot<'_, 'pool>, GpuError> {
+        if let Err(e) = stream.wait(&self.events[index]).check("cuStreamWaitEvent") {
+            // Back into the queue, so a failed wait cannot leak the slot.
+            let _ = self.free_tx.send(index);
+            return Err(e);
+        }
+        Ok(Slot { ring: self, index: Some(index) })
     }
 }
 

@@ -4,6 +4,7 @@
 
 use cudarc::driver::{CudaStream, DeviceRepr, PushKernelArg};
 
+use crate::gpu::error::CheckDriver;
 use crate::gpu::launch::grid_stride;
 use crate::gpu::{DeviceView, Gpu, GpuError, Kernel};
 
@@ -41,13 +42,8 @@ pub fn fill<T: FillElement>(
     // `dst` holds at least `count` elements of T and is T-aligned (checked by
     // `require`), and lives in the pool, which outlives the enqueued work
     // because VramPool::drop synchronises before freeing.
-    unsafe { stream.launch_builder(function).arg(&ptr).arg(&count).arg(&value).launch(config) }.map_err(|e| {
-        GpuError::Driver {
-            call: "cuLaunchKernel",
-            status: crate::gpu::error::driver_status_text(&e),
-            context: format!(" ({} on `{}`)", T::KERNEL.symbol(), dst.name()),
-        }
-    })?;
+    unsafe { stream.launch_builder(function).arg(&ptr).arg(&count).arg(&value).launch(config) }
+        .check_with("cuLaunchKernel", || format!("{} on `{}`", T::KERNEL.symbol(), dst.name()))?;
     Ok(())
 }
 
@@ -63,13 +59,8 @@ pub fn pattern_u32(gpu: &Gpu, stream: &CudaStream, dst: &DeviceView, count: usiz
     let (ptr, count) = (dst.ptr(), count as u64);
     // SAFETY: the arguments match `pattern_u32(uint32_t* dst, uint64_t count,
     // uint32_t seed)`; `dst` holds `count` aligned u32s (checked by `require`).
-    unsafe { stream.launch_builder(function).arg(&ptr).arg(&count).arg(&seed).launch(config) }.map_err(|e| {
-        GpuError::Driver {
-            call: "cuLaunchKernel",
-            status: crate::gpu::error::driver_status_text(&e),
-            context: format!(" ({} on `{}`)", kernel.symbol(), dst.name()),
-        }
-    })?;
+    unsafe { stream.launch_builder(function).arg(&ptr).arg(&count).arg(&seed).launch(config) }
+        .check_with("cuLaunchKernel", || format!("{} on `{}`", kernel.symbol(), dst.name()))?;
     Ok(())
 }
 

@@ -10,6 +10,7 @@ use cudarc::driver::{sys, CudaStream};
 use super::chunk::StreamInfo;
 use super::demux::{DemuxError, Demuxer};
 use super::nvdec::{FrameLayout, NvDecoder, NvdecError, PictureStatus};
+use crate::gpu::error::CheckDriver;
 use crate::gpu::nvtx::{self, Stage};
 use crate::gpu::{DeviceView, Gpu, GpuError, PoolPlan, VramPool};
 
@@ -89,11 +90,7 @@ pub fn download_packed(
             layout.chroma_height() as usize,
         ),
     ];
-    stream.context().bind_to_thread().map_err(|e| GpuError::Driver {
-        call: "cuCtxSetCurrent",
-        status: crate::gpu::error::driver_status_text(&e),
-        context: String::new(),
-    })?;
+    stream.context().bind_to_thread().check("cuCtxSetCurrent")?;
     for (src_ptr, dst_offset, row_bytes, rows) in planes {
         let copy = sys::CUDA_MEMCPY2D {
             srcXInBytes: 0,
@@ -117,17 +114,11 @@ pub fn download_packed(
         // SAFETY: source rows lie inside the slot (size checked above); the
         // host destination holds `rows * row_bytes` bytes from `dst_offset`
         // (checked above) and stays borrowed until the sync below.
-        unsafe { sys::cuMemcpy2DAsync_v2(&copy, stream.cu_stream()) }.result().map_err(|e| GpuError::Driver {
-            call: "cuMemcpy2DAsync",
-            status: crate::gpu::error::driver_status_text(&e),
-            context: " (frame to host)".into(),
-        })?;
+        unsafe { sys::cuMemcpy2DAsync_v2(&copy, stream.cu_stream()) }
+            .result()
+            .check_with("cuMemcpy2DAsync", || "frame to host".into())?;
     }
-    stream.synchronize().map_err(|e| GpuError::Driver {
-        call: "cuStreamSynchronize",
-        status: crate::gpu::error::driver_status_text(&e),
-        context: String::new(),
-    })
+    stream.synchronize().check("cuStreamSynchronize")
 }
 
 /// Decodes `path` on `gpu`, calling `sink` once per frame in presentation

@@ -98,10 +98,7 @@ fn help_lists_the_commands() {
 }
 
 fn clip(name: &str) -> String {
-    let dir = std::env::var_os("VRSEG_TEST_DATA")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data"));
-    dir.join("clips").join(name).to_string_lossy().into_owned()
+    vrseg::testing::clips_dir().join(name).to_string_lossy().into_owned()
 }
 
 #[test]

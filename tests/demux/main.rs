@@ -9,14 +9,7 @@ use std::path::{Path, PathBuf};
 use vrseg::video::chunk::{Chunk, VideoCodec};
 use vrseg::video::demux::{DemuxError, Demuxer};
 
-/// `$VRSEG_TEST_DATA/clips` when set (the GPU bundle carries the data
-/// elsewhere), else tests/data/clips in the source tree.
-fn clips_dir() -> PathBuf {
-    match std::env::var_os("VRSEG_TEST_DATA") {
-        Some(dir) => PathBuf::from(dir).join("clips"),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/clips"),
-    }
-}
+use vrseg::testing::clips_dir;
 
 fn clip(name: &str) -> PathBuf {
     clips_dir().join(name)

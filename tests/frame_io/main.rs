@@ -15,14 +15,7 @@ use vrseg::video::framemd5::{framemd5_header, framemd5_line, parse_framemd5, Fra
 use vrseg::video::packed_frame::{packed_frame_bytes, PackedFormat, PackedFrame};
 use vrseg::video::y4m::{ChromaSiting, Y4mStream, Y4mWriter};
 
-/// `$VRSEG_TEST_DATA/clips` when set (the GPU bundle carries the data elsewhere), else
-/// tests/data/clips in the source tree.
-fn clips_dir() -> PathBuf {
-    match std::env::var_os("VRSEG_TEST_DATA") {
-        Some(dir) => PathBuf::from(dir).join("clips"),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/clips"),
-    }
-}
+use vrseg::testing::clips_dir;
 
 fn golden_path(clip: &str) -> PathBuf {
     clips_dir().join("framemd5").join(format!("{clip}.framemd5"))

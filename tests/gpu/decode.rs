@@ -3,7 +3,7 @@
 //! software decode, packed as NV12 / P010), every decoded frame's packed NV12/P010 bytes
 //! must hash the same (bit-exact), in the same order, with the demuxer's pts.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use md5::{Digest, Md5};
 use vrseg::gpu::device_allocation_count;
@@ -13,12 +13,7 @@ use vrseg::video::framemd5::parse_framemd5;
 
 use crate::gpu_or_skip;
 
-fn clips_dir() -> PathBuf {
-    match std::env::var_os("VRSEG_TEST_DATA") {
-        Some(dir) => PathBuf::from(dir).join("clips"),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/clips"),
-    }
-}
+use vrseg::testing::clips_dir;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

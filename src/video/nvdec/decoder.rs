@@ -26,6 +26,7 @@ use cudarc::driver::{sys, CudaStream};
 use super::caps::{query_caps, DecoderCaps, NvdecError};
 use crate::codec_sys::bindings::*;
 use crate::codec_sys::{nvcuvid, NvcuvidApi};
+use crate::gpu::error::CheckDriver;
 use crate::gpu::{DeviceView, Gpu, GpuError};
 use crate::video::chunk::{Chunk, StreamInfo, VideoCodec};
 
@@ -398,21 +399,11 @@ impl MappedPicture<'_> {
             // SAFETY: the source is the mapped surface (valid until unmap in
             // Drop, after the stream sync below); the destination range lies
             // inside `dst` (size checked above); the struct lives for the call.
-            unsafe { sys::cuMemcpy2DAsync_v2(&copy, self.decoder.stream.cu_stream()) }.result().map_err(|e| {
-                NvdecError::Gpu(GpuError::Driver {
-                    call: "cuMemcpy2DAsync",
-                    status: crate::gpu::error::driver_status_text(&e),
-                    context: format!(" (frame {})", self.index),
-                })
-            })?;
+            unsafe { sys::cuMemcpy2DAsync_v2(&copy, self.decoder.stream.cu_stream()) }
+                .result()
+                .check_with("cuMemcpy2DAsync", || format!("frame {}", self.index))?;
         }
-        self.decoder.stream.synchronize().map_err(|e| {
-            NvdecError::Gpu(GpuError::Driver {
-                call: "cuStreamSynchronize",
-                status: crate::gpu::error::driver_status_text(&e),
-                context: format!(" (frame {})", self.index),
-            })
-        })
+        Ok(self.decoder.stream.synchronize().check_with("cuStreamSynchronize", || format!("frame {}", self.index))?)
     }
 }
 
