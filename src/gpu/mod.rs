@@ -6,6 +6,7 @@
 //! driver's allocation functions; it asks the pool.
 
 pub mod context;
+pub mod copy;
 pub mod error;
 pub mod fatbin;
 pub mod kernels;

@@ -279,6 +279,11 @@ impl<'pool> DeviceView<'pool> {
         self.ptr
     }
 
+    /// The error for an operation that needs `need` bytes of this view.
+    fn too_small(&self, need: usize, op: &'static str) -> GpuError {
+        GpuError::BufferTooSmall { buffer: self.name.to_string(), have: self.bytes, need, op }
+    }
+
     pub fn bytes(&self) -> usize {
         self.bytes
     }
@@ -292,12 +297,7 @@ impl<'pool> DeviceView<'pool> {
     pub fn sub(&self, offset: usize, bytes: usize) -> Result<DeviceView<'pool>, GpuError> {
         match offset.checked_add(bytes) {
             Some(end) if end <= self.bytes => Ok(DeviceView { ptr: self.ptr + offset as u64, bytes, ..*self }),
-            _ => Err(GpuError::BufferTooSmall {
-                buffer: self.name.to_string(),
-                have: self.bytes,
-                need: offset.saturating_add(bytes),
-                op: "sub-view",
-            }),
+            _ => Err(self.too_small(offset.saturating_add(bytes), "sub-view")),
         }
     }
 
@@ -310,7 +310,7 @@ impl<'pool> DeviceView<'pool> {
     pub fn require<T>(&self, count: usize, op: &'static str) -> Result<(), GpuError> {
         let need = count.saturating_mul(std::mem::size_of::<T>());
         if need > self.bytes {
-            return Err(GpuError::BufferTooSmall { buffer: self.name.to_string(), have: self.bytes, need, op });
+            return Err(self.too_small(need, op));
         }
         if self.ptr % std::mem::align_of::<T>() as u64 != 0 {
             return Err(GpuError::InvalidLaunch {
@@ -331,12 +331,7 @@ impl<'pool> DeviceView<'pool> {
     pub fn upload_blocking<T: bytemuck::Pod>(&self, stream: &CudaStream, src: &[T]) -> Result<(), GpuError> {
         let bytes: &[u8] = bytemuck::cast_slice(src);
         if bytes.len() > self.bytes {
-            return Err(GpuError::BufferTooSmall {
-                buffer: self.name.to_string(),
-                have: self.bytes,
-                need: bytes.len(),
-                op: "upload",
-            });
+            return Err(self.too_small(bytes.len(), "upload"));
         }
         stream.context().bind_to_thread().check("cuCtxSetCurrent")?;
         // SAFETY: the destination range [ptr, ptr + len) lies inside this view
@@ -351,12 +346,7 @@ impl<'pool> DeviceView<'pool> {
     pub fn download_blocking<T: bytemuck::Pod>(&self, stream: &CudaStream, dst: &mut [T]) -> Result<(), GpuError> {
         let bytes: &mut [u8] = bytemuck::cast_slice_mut(dst);
         if bytes.len() > self.bytes {
-            return Err(GpuError::BufferTooSmall {
-                buffer: self.name.to_string(),
-                have: self.bytes,
-                need: bytes.len(),
-                op: "download",
-            });
+            return Err(self.too_small(bytes.len(), "download"));
         }
         stream.context().bind_to_thread().check("cuCtxSetCurrent")?;
         // SAFETY: the source range lies inside this view (checked above); `bytes`

@@ -5,11 +5,12 @@
 
 use std::path::Path;
 
-use cudarc::driver::{sys, CudaStream};
+use cudarc::driver::CudaStream;
 
 use super::chunk::StreamInfo;
 use super::demux::{DemuxError, Demuxer};
 use super::nvdec::{FrameLayout, NvDecoder, NvdecError, PictureStatus};
+use crate::gpu::copy::{copy_2d_async, Copy2dTarget};
 use crate::gpu::error::CheckDriver;
 use crate::gpu::nvtx::{self, Stage};
 use crate::gpu::{DeviceView, Gpu, GpuError, PoolPlan, VramPool};
@@ -92,31 +93,11 @@ pub fn download_packed(
     ];
     stream.context().bind_to_thread().check("cuCtxSetCurrent")?;
     for (src_ptr, dst_offset, row_bytes, rows) in planes {
-        let copy = sys::CUDA_MEMCPY2D {
-            srcXInBytes: 0,
-            srcY: 0,
-            srcMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
-            srcHost: std::ptr::null(),
-            srcDevice: src_ptr,
-            srcArray: std::ptr::null_mut(),
-            srcPitch: layout.pitch,
-            dstXInBytes: 0,
-            dstY: 0,
-            dstMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_HOST,
-            // SAFETY (pointer arithmetic): dst_offset + row_bytes * rows <= packed <= dst.len().
-            dstHost: dst[dst_offset..].as_mut_ptr() as *mut std::ffi::c_void,
-            dstDevice: 0,
-            dstArray: std::ptr::null_mut(),
-            dstPitch: row_bytes,
-            WidthInBytes: row_bytes,
-            Height: rows,
-        };
+        let target = Copy2dTarget::Host { ptr: dst[dst_offset..].as_mut_ptr(), pitch: row_bytes };
         // SAFETY: source rows lie inside the slot (size checked above); the
         // host destination holds `rows * row_bytes` bytes from `dst_offset`
         // (checked above) and stays borrowed until the sync below.
-        unsafe { sys::cuMemcpy2DAsync_v2(&copy, stream.cu_stream()) }
-            .result()
-            .check_with("cuMemcpy2DAsync", || "frame to host".into())?;
+        unsafe { copy_2d_async(stream, src_ptr, layout.pitch, target, row_bytes, rows, || "frame to host".into()) }?;
     }
     stream.synchronize().check("cuStreamSynchronize")
 }

@@ -21,11 +21,12 @@ use std::collections::VecDeque;
 use std::ffi::{c_int, c_uint, c_void};
 use std::sync::Arc;
 
-use cudarc::driver::{sys, CudaStream};
+use cudarc::driver::CudaStream;
 
 use super::caps::{query_caps, DecoderCaps, NvdecError};
 use crate::codec_sys::bindings::*;
 use crate::codec_sys::{nvcuvid, NvcuvidApi};
+use crate::gpu::copy::{copy_2d_async, Copy2dTarget};
 use crate::gpu::error::CheckDriver;
 use crate::gpu::{DeviceView, Gpu, GpuError};
 use crate::video::chunk::{Chunk, StreamInfo, VideoCodec};
@@ -378,30 +379,15 @@ impl MappedPicture<'_> {
             ),
         ];
         for (src, dst_ptr, width_bytes, rows) in planes {
-            let copy = sys::CUDA_MEMCPY2D {
-                srcXInBytes: 0,
-                srcY: 0,
-                srcMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
-                srcHost: std::ptr::null(),
-                srcDevice: src,
-                srcArray: std::ptr::null_mut(),
-                srcPitch: self.source_pitch as usize,
-                dstXInBytes: 0,
-                dstY: 0,
-                dstMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
-                dstHost: std::ptr::null_mut(),
-                dstDevice: dst_ptr,
-                dstArray: std::ptr::null_mut(),
-                dstPitch: l.pitch,
-                WidthInBytes: width_bytes,
-                Height: rows,
-            };
+            let target = Copy2dTarget::Device { ptr: dst_ptr, pitch: l.pitch };
             // SAFETY: the source is the mapped surface (valid until unmap in
-            // Drop, after the stream sync below); the destination range lies
-            // inside `dst` (size checked above); the struct lives for the call.
-            unsafe { sys::cuMemcpy2DAsync_v2(&copy, self.decoder.stream.cu_stream()) }
-                .result()
-                .check_with("cuMemcpy2DAsync", || format!("frame {}", self.index))?;
+            // Drop, after the stream sync below); the destination rows lie
+            // inside `dst` (size checked above).
+            unsafe {
+                copy_2d_async(&self.decoder.stream, src, self.source_pitch as usize, target, width_bytes, rows, || {
+                    format!("frame {}", self.index)
+                })
+            }?;
         }
         Ok(self.decoder.stream.synchronize().check_with("cuStreamSynchronize", || format!("frame {}", self.index))?)
     }
