@@ -4,6 +4,7 @@
 //! `info`/`selftest` (and later `pipeline`) → `engine` / `video` / `ops` →
 //! `gpu` / `codec_sys`.
 
+pub mod bench;
 pub mod codec_sys;
 pub mod engine;
 pub mod gpu;

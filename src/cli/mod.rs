@@ -53,6 +53,11 @@ pub enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Measure throughput (a benchmark: it reports, it does not judge).
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
     /// Run the built-in GPU self-test: kernels against CPU references, the VRAM
     /// pool, and a frame loop that must not allocate.
     Selftest {
@@ -64,6 +69,23 @@ pub enum Command {
         /// Seed of the random inputs (printed, so a failure can be replayed).
         #[arg(long)]
         seed: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Decode-only frames/s of FILE on one NVDEC session, frames into the VRAM
+    /// pool and nowhere else; also the CPU cores busy meanwhile.
+    Decode {
+        file: std::path::PathBuf,
+        /// Whole-file passes; the median and the best are reported.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        passes: u32,
+        #[arg(long, default_value_t = 0)]
+        gpu: usize,
+        /// Print exactly one JSON object.
         #[arg(long)]
         json: bool,
     },
@@ -123,6 +145,38 @@ pub fn run(cli: Cli) -> anyhow::Result<exit::Code> {
         }
         Command::Decode { file, output, framemd5, gpu, quiet } => {
             decode::run(&file, output.as_deref(), framemd5, gpu, quiet)
+        }
+        Command::Bench { what: BenchCommand::Decode { file, passes, gpu, json } } => {
+            let device = vrseg::gpu::Gpu::open(gpu)?;
+            let bench = vrseg::bench::decode_throughput(&device, &file, passes as usize)?;
+            if json {
+                print_out(&(serde_json::to_string(&bench)? + "\n"))?;
+            } else {
+                let mut text =
+                    format!("vrseg decode bench: {} ({}x{}) on {}\n", bench.path, bench.width, bench.height, bench.gpu);
+                for (i, p) in bench.passes.iter().enumerate() {
+                    text.push_str(&format!(
+                        "  pass {}: {} frames in {:.3} s = {:.1} fps (steady {:.1} fps, first frame {:.0} ms), {:.2} CPU cores\n",
+                        i + 1,
+                        p.frames,
+                        p.wall_s,
+                        p.fps,
+                        p.steady_fps,
+                        p.first_frame_s * 1e3,
+                        p.cpu_cores
+                    ));
+                }
+                text.push_str(&format!(
+                    "median {:.1} fps (steady {:.1}), best {:.1} fps (steady {:.1}), {:.2} CPU cores\n",
+                    bench.median_fps,
+                    bench.median_steady_fps,
+                    bench.best_fps,
+                    bench.best_steady_fps,
+                    bench.median_cpu_cores
+                ));
+                print_out(&text)?;
+            }
+            Ok(exit::Code::Success)
         }
         Command::Selftest { gpu, frames, seed, json } => {
             let seed = seed.unwrap_or_else(|| {

@@ -280,7 +280,7 @@ impl<'pool> DeviceView<'pool> {
     }
 
     /// The error for an operation that needs `need` bytes of this view.
-    fn too_small(&self, need: usize, op: &'static str) -> GpuError {
+    pub fn too_small(&self, need: usize, op: &'static str) -> GpuError {
         GpuError::BufferTooSmall { buffer: self.name.to_string(), have: self.bytes, need, op }
     }
 

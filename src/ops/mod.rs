@@ -2,4 +2,6 @@
 //! validates its arguments, chooses the grid, then enqueues; nothing here
 //! synchronises. The CPU reference of each op sits beside its launcher.
 
+pub mod letterbox;
 pub mod memory;
+pub mod yolo_seg;

@@ -5,9 +5,11 @@
 
 mod decode;
 mod info;
+mod letterbox;
 mod memory_kernels;
 mod pool;
 mod registry;
+mod yolo_seg;
 
 /// Opens the test GPU or returns from the test (see `gpu_for_tests`).
 #[macro_export]
