@@ -216,7 +216,7 @@ mod postprocess {
         group.bench_function("floor: cuMemcpyDtoD of the same bytes (matte 8192x4096 u8 + heads)", |bench| {
             bench.iter_custom(|iters| copy_floor(gpu, &stream, &[pool.buffer(src_id)], &m, moved / 2, iters))
         });
-        for hot in [0usize, 37] {
+        for hot in [0usize, 3, 37] {
             let (out0, protos) = heads(&shape, hot);
             o.upload_blocking(&stream, &out0).expect("upload");
             p.upload_blocking(&stream, &protos).expect("upload");

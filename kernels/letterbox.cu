@@ -105,7 +105,48 @@ __device__ AxisTaps axis_taps(int32_t u, float s, int32_t start_luma, int32_t le
     return t;
 }
 
-template <typename Sample>
+// Sums weight(i) * sample(i) over one axis' taps for one row. With TAPS > 0
+// the loop is unrolled to TAPS predicated loads, so a thread's loads for a
+// row are all in flight at once (the kernel is latency-bound otherwise);
+// TAPS = 0 loops over whatever count the scale needs.
+template <typename Sample, int TAPS, int STRIDE>
+struct RowTaps {
+    float w[TAPS > 0 ? TAPS : 1];
+    int32_t idx[TAPS > 0 ? TAPS : 1];
+    float wsum;
+
+    __device__ explicit RowTaps(const AxisTaps& t) {
+        wsum = 0.0f;
+        if constexpr (TAPS > 0) {
+#pragma unroll
+            for (int32_t k = 0; k < TAPS; ++k) {
+                const int32_t i = t.first + k;
+                w[k] = i <= t.last ? t.weight(i) : 0.0f;
+                idx[k] = min(i, t.last) * STRIDE;
+                wsum += w[k];
+            }
+        } else {
+            for (int32_t i = t.first; i <= t.last; ++i) wsum += t.weight(i);
+        }
+    }
+
+    // Weighted sum of component `c` of the row's taps.
+    __device__ float sum(const Sample* row, const AxisTaps& t, int32_t c) const {
+        float acc = 0.0f;
+        if constexpr (TAPS > 0) {
+            Sample v[TAPS];
+#pragma unroll
+            for (int32_t k = 0; k < TAPS; ++k) v[k] = __ldg(row + idx[k] + c);
+#pragma unroll
+            for (int32_t k = 0; k < TAPS; ++k) acc = fmaf(w[k], static_cast<float>(v[k]), acc);
+        } else {
+            for (int32_t i = t.first; i <= t.last; ++i) acc += t.weight(i) * static_cast<float>(__ldg(row + i * STRIDE + c));
+        }
+        return acc;
+    }
+};
+
+template <typename Sample, int TAPS>
 __device__ void letterbox_pixel(const LetterboxParams& p, int32_t x, int32_t y, int32_t image) {
     const int32_t frame = image / p.eyes;
     const Rect eye = p.eye[image % p.eyes];
@@ -124,50 +165,39 @@ __device__ void letterbox_pixel(const LetterboxParams& p, int32_t x, int32_t y, 
 
     const uint8_t* base = reinterpret_cast<const uint8_t*>(p.frames[frame]);
     const float shift_div = static_cast<float>(1u << p.shift);
+    // Chroma needs at most half the luma taps, plus one for the phase.
+    constexpr int CTAPS = TAPS > 0 ? TAPS / 2 + 1 : 0;
 
     // Luma.
     const AxisTaps tx = axis_taps(ux, p.scale_x, eye.x, eye.w, 1);
     const AxisTaps ty = axis_taps(uy, p.scale_y, eye.y, eye.h, 1);
-    float luma = 0.0f, luma_w = 0.0f;
+    const RowTaps<Sample, TAPS, 1> lx(tx);
+    float luma = 0.0f, luma_wy = 0.0f;
     for (int32_t j = ty.first; j <= ty.last; ++j) {
         const float wy = ty.weight(j);
-        if (wy <= 0.0f) continue;
         const Sample* row = reinterpret_cast<const Sample*>(base + static_cast<uint64_t>(j) * p.pitch);
-        float acc = 0.0f, acc_w = 0.0f;
-        for (int32_t i = tx.first; i <= tx.last; ++i) {
-            const float wx = tx.weight(i);
-            acc += wx * static_cast<float>(__ldg(row + i));
-            acc_w += wx;
-        }
-        luma += wy * acc;
-        luma_w += wy * acc_w;
+        luma += wy * lx.sum(row, tx, 0);
+        luma_wy += wy;
     }
 
     // Chroma: interleaved Cb, Cr pairs.
     const AxisTaps cx = axis_taps(ux, p.scale_x, eye.x, eye.w, 2);
     const AxisTaps cy = axis_taps(uy, p.scale_y, eye.y, eye.h, 2);
-    float cb = 0.0f, cr = 0.0f, chroma_w = 0.0f;
+    const RowTaps<Sample, CTAPS, 2> cxt(cx);
+    float cb = 0.0f, cr = 0.0f, chroma_wy = 0.0f;
     const uint8_t* chroma = base + p.chroma_offset;
     for (int32_t j = cy.first; j <= cy.last; ++j) {
         const float wy = cy.weight(j);
-        if (wy <= 0.0f) continue;
         const Sample* row = reinterpret_cast<const Sample*>(chroma + static_cast<uint64_t>(j) * p.pitch);
-        float acc_b = 0.0f, acc_r = 0.0f, acc_w = 0.0f;
-        for (int32_t i = cx.first; i <= cx.last; ++i) {
-            const float wx = cx.weight(i);
-            acc_b += wx * static_cast<float>(__ldg(row + 2 * i));
-            acc_r += wx * static_cast<float>(__ldg(row + 2 * i + 1));
-            acc_w += wx;
-        }
-        cb += wy * acc_b;
-        cr += wy * acc_r;
-        chroma_w += wy * acc_w;
+        cb += wy * cxt.sum(row, cx, 0);
+        cr += wy * cxt.sum(row, cx, 1);
+        chroma_wy += wy;
     }
 
     // Stored samples → code values (P016 keeps the code in the high bits).
-    const float yv = luma / (luma_w * shift_div);
-    const float cbv = cb / (chroma_w * shift_div);
-    const float crv = cr / (chroma_w * shift_div);
+    const float yv = luma / (luma_wy * lx.wsum * shift_div);
+    const float cbv = cb / (chroma_wy * cxt.wsum * shift_div);
+    const float crv = cr / (chroma_wy * cxt.wsum * shift_div);
     const float yn = (yv - p.y_offset) * p.y_scale;
     const float pb = (cbv - p.c_offset) * p.c_scale;
     const float pr = (crv - p.c_offset) * p.c_scale;
@@ -179,19 +209,24 @@ __device__ void letterbox_pixel(const LetterboxParams& p, int32_t x, int32_t y, 
     out[2 * plane] = __float2half_rn(b);
 }
 
+template <typename Sample, int TAPS>
+__device__ __forceinline__ void letterbox_entry(const LetterboxParams& p) {
+    const int32_t x = blockIdx.x * blockDim.x + threadIdx.x;
+    const int32_t y = blockIdx.y * blockDim.y + threadIdx.y;
+    if (x >= p.out_w || y >= p.out_h) return;
+    letterbox_pixel<Sample, TAPS>(p, x, y, blockIdx.z);
+}
+
 }  // namespace
 
 // grid (ceil(out_w / 32), ceil(out_h / 8), frames * eyes), block (32, 8).
-VRSEG_KERNEL void letterbox_nv12_f16(const LetterboxParams p) {
-    const int32_t x = blockIdx.x * blockDim.x + threadIdx.x;
-    const int32_t y = blockIdx.y * blockDim.y + threadIdx.y;
-    if (x >= p.out_w || y >= p.out_h) return;
-    letterbox_pixel<uint8_t>(p, x, y, blockIdx.z);
-}
-
-VRSEG_KERNEL void letterbox_p016_f16(const LetterboxParams p) {
-    const int32_t x = blockIdx.x * blockDim.x + threadIdx.x;
-    const int32_t y = blockIdx.y * blockDim.y + threadIdx.y;
-    if (x >= p.out_w || y >= p.out_h) return;
-    letterbox_pixel<uint16_t>(p, x, y, blockIdx.z);
-}
+// The _tN variants serve scales whose luma taps fit N (ceil(scale) + 1 <= N:
+// up to 3x, 7x and 15x downscale); the plain ones any scale.
+VRSEG_KERNEL void letterbox_nv12_f16(const LetterboxParams p) { letterbox_entry<uint8_t, 0>(p); }
+VRSEG_KERNEL void letterbox_nv12_f16_t4(const LetterboxParams p) { letterbox_entry<uint8_t, 4>(p); }
+VRSEG_KERNEL void letterbox_nv12_f16_t8(const LetterboxParams p) { letterbox_entry<uint8_t, 8>(p); }
+VRSEG_KERNEL void letterbox_nv12_f16_t16(const LetterboxParams p) { letterbox_entry<uint8_t, 16>(p); }
+VRSEG_KERNEL void letterbox_p016_f16(const LetterboxParams p) { letterbox_entry<uint16_t, 0>(p); }
+VRSEG_KERNEL void letterbox_p016_f16_t4(const LetterboxParams p) { letterbox_entry<uint16_t, 4>(p); }
+VRSEG_KERNEL void letterbox_p016_f16_t8(const LetterboxParams p) { letterbox_entry<uint16_t, 8>(p); }
+VRSEG_KERNEL void letterbox_p016_f16_t16(const LetterboxParams p) { letterbox_entry<uint16_t, 16>(p); }

@@ -278,10 +278,13 @@ VRSEG_KERNEL void yolo_seg_mask_logits(const YoloSegParams p) {
     for (int32_t group = 0; group < kept; group += kGroup) {
         const int32_t in_group = min(kGroup, kept - group);
         __syncthreads();
-        for (int32_t i = threadIdx.x; i < in_group * p.nm; i += blockDim.x) {
-            const int32_t k = i / p.nm, c = i % p.nm;
+        // Every coefficient slot is written, zero past nm: the products below
+        // run over all kMaxCoeff, and stale shared memory could hold a NaN
+        // (NaN * 0 is NaN).
+        for (int32_t i = threadIdx.x; i < in_group * kMaxCoeff; i += blockDim.x) {
+            const int32_t k = i / kMaxCoeff, c = i % kMaxCoeff;
             const Detection& d = p.detections[static_cast<uint64_t>(image) * p.max_det + group + k];
-            coeff[k][c] = head[static_cast<uint64_t>(4 + p.nc + c) * p.anchors + d.anchor];
+            coeff[k][c] = c < p.nm ? head[static_cast<uint64_t>(4 + p.nc + c) * p.anchors + d.anchor] : 0.0f;
         }
         __syncthreads();
         if (pixel < pixels) {
@@ -295,35 +298,26 @@ VRSEG_KERNEL void yolo_seg_mask_logits(const YoloSegParams p) {
     }
 }
 
-// grid (ceil(eye_w / 128), ceil(eye_h / 8), B), block (32, 8); each thread
-// writes 4 horizontally adjacent pixels of its eye in the matte frame.
+// Pixels per thread in yolo_seg_matte: one 16-byte store per thread where
+// the row allows it.
+constexpr int kMattePixels = 16;
+
+// grid (ceil(eye_w / 256), ceil(eye_h / 16), B), block (16, 16); each thread
+// writes 16 horizontally adjacent pixels of its eye in the matte frame.
 // Image b is eye (b % eyes) of matte frame (b / eyes).
-VRSEG_KERNEL void yolo_seg_matte(const YoloSegParams p) {
+// 3 blocks of 256 per SM (<= 80 registers, no spill): the kernel is latency-bound.
+VRSEG_KERNEL void __launch_bounds__(256, 3) yolo_seg_matte(const YoloSegParams p) {
     constexpr int kTileList = 128;
     __shared__ int32_t tile_list[kTileList];
     __shared__ int32_t tile_count;
     const int32_t image = blockIdx.z;
     const Rect e = p.eye[image % p.eyes];
-    const int32_t tile_x0 = blockIdx.x * 128, tile_y0 = blockIdx.y * 8;
-    const int32_t tile_x1 = min(tile_x0 + 128, e.w), tile_y1 = min(tile_y0 + 8, e.h);
+    const int32_t tile_w = blockDim.x * kMattePixels;
+    const int32_t tile_x0 = blockIdx.x * tile_w, tile_y0 = blockIdx.y * blockDim.y;
+    const int32_t tile_x1 = min(tile_x0 + tile_w, e.w), tile_y1 = min(tile_y0 + static_cast<int32_t>(blockDim.y), e.h);
     const int32_t kept = p.detection_counts[image];
     const Detection* dets = p.detections + static_cast<uint64_t>(image) * p.max_det;
     uint8_t* frame = p.matte + static_cast<uint64_t>(image / p.eyes) * p.matte_frame_stride;
-
-    // Proto-space mapping of a source pixel centre (exact inverse of the
-    // letterbox): letterbox coordinate pad + (x + 0.5) * new / eye, over the
-    // proto stride, minus 0.5 for sample centres. Indices clamp to the proto
-    // pixels the unpadded picture covers (scale_masks' crop).
-    const float stride_x = static_cast<float>(p.in_w) / p.proto_w;
-    const float stride_y = static_cast<float>(p.in_h) / p.proto_h;
-    const float step_x = static_cast<float>(p.new_w) / e.w / stride_x;
-    const float step_y = static_cast<float>(p.new_h) / e.h / stride_y;
-    const float origin_x = p.pad_left / stride_x - 0.5f;
-    const float origin_y = p.pad_top / stride_y - 0.5f;
-    const int32_t lo_x = static_cast<int32_t>(floorf(p.pad_left / stride_x));
-    const int32_t lo_y = static_cast<int32_t>(floorf(p.pad_top / stride_y));
-    const int32_t hi_x = min(static_cast<int32_t>(ceilf((p.pad_left + p.new_w) / stride_x)) - 1, p.proto_w - 1);
-    const int32_t hi_y = min(static_cast<int32_t>(ceilf((p.pad_top + p.new_h) / stride_y)) - 1, p.proto_h - 1);
 
     // The instances whose crop box touches this tile; with more instances
     // than the list holds, every pixel tests every instance instead.
@@ -344,41 +338,97 @@ VRSEG_KERNEL void yolo_seg_matte(const YoloSegParams p) {
     const int32_t n_list = slow ? kept : tile_count;
 
     const int32_t y = tile_y0 + threadIdx.y;
-    if (y >= e.h) return;
-    uint8_t* row = frame + static_cast<uint64_t>(e.y + y) * p.matte_pitch + e.x;
-    const float fy = fmaxf(origin_y + (y + 0.5f) * step_y, static_cast<float>(lo_y));
-    const int32_t y0 = min(static_cast<int32_t>(floorf(fy)), hi_y);
-    const int32_t y1 = min(y0 + 1, hi_y);
-    const float ly = fy - y0;
-    const uint64_t pixels = static_cast<uint64_t>(p.proto_h) * p.proto_w;
-    for (int32_t i = 0; i < 4; ++i) {
-        const int32_t x = tile_x0 + threadIdx.x * 4 + i;
-        if (x >= e.w) break;
-        const float fx = fmaxf(origin_x + (x + 0.5f) * step_x, static_cast<float>(lo_x));
-        const int32_t x0 = min(static_cast<int32_t>(floorf(fx)), hi_x);
-        const int32_t x1 = min(x0 + 1, hi_x);
-        const float lx = fx - x0;
-        float best = -FLT_MAX;
-        bool any = false;
+    const int32_t x_first = tile_x0 + threadIdx.x * kMattePixels;
+    if (y >= e.h || x_first >= e.w) return;
+    uint8_t* out = frame + static_cast<uint64_t>(e.y + y) * p.matte_pitch + e.x + x_first;
+    const int32_t count = min(kMattePixels, e.w - x_first);
+    const bool vector_store = count == kMattePixels && (reinterpret_cast<uintptr_t>(out) & 15) == 0;
+
+    float best[kMattePixels];
+#pragma unroll
+    for (int32_t i = 0; i < kMattePixels; ++i) best[i] = -FLT_MAX;
+    bool any = false;
+
+    if (n_list > 0) {
+        // Proto-space mapping of a source pixel centre (exact inverse of the
+        // letterbox): letterbox coordinate pad + (x + 0.5) * new / eye, over
+        // the proto stride, minus 0.5 for sample centres. Indices clamp to the
+        // proto pixels the unpadded picture covers (scale_masks' crop).
+        const float stride_x = static_cast<float>(p.in_w) / p.proto_w;
+        const float stride_y = static_cast<float>(p.in_h) / p.proto_h;
+        const float step_x = static_cast<float>(p.new_w) / e.w / stride_x;
+        const float step_y = static_cast<float>(p.new_h) / e.h / stride_y;
+        const float origin_x = p.pad_left / stride_x - 0.5f;
+        const float origin_y = p.pad_top / stride_y - 0.5f;
+        const int32_t lo_x = static_cast<int32_t>(floorf(p.pad_left / stride_x));
+        const int32_t lo_y = static_cast<int32_t>(floorf(p.pad_top / stride_y));
+        const int32_t hi_x = min(static_cast<int32_t>(ceilf((p.pad_left + p.new_w) / stride_x)) - 1, p.proto_w - 1);
+        const int32_t hi_y = min(static_cast<int32_t>(ceilf((p.pad_top + p.new_h) / stride_y)) - 1, p.proto_h - 1);
+        const float fy = fmaxf(origin_y + (y + 0.5f) * step_y, static_cast<float>(lo_y));
+        const int32_t y0 = min(static_cast<int32_t>(floorf(fy)), hi_y);
+        const int32_t y1 = min(y0 + 1, hi_y);
+        const float ly = fy - y0;
+        const uint64_t pixels = static_cast<uint64_t>(p.proto_h) * p.proto_w;
+        const float py = static_cast<float>(y);
         for (int32_t l = 0; l < n_list; ++l) {
             const int32_t k = slow ? l : tile_list[l];
             const Detection& d = dets[k];
-            const float px = static_cast<float>(x), py = static_cast<float>(y);
-            if (!(px >= d.sx1 && px < d.sx2 && py >= d.sy1 && py < d.sy2)) continue;
-            const float* m = p.logits + (static_cast<uint64_t>(image) * p.max_det + k) * pixels;
-            const float top = (1.0f - lx) * m[y0 * p.proto_w + x0] + lx * m[y0 * p.proto_w + x1];
-            const float bottom = (1.0f - lx) * m[y1 * p.proto_w + x0] + lx * m[y1 * p.proto_w + x1];
-            best = fmaxf(best, (1.0f - ly) * top + ly * bottom);
-            any = true;
-        }
-        uint8_t alpha = 0;
-        if (any) {
-            if (p.binary) {
-                alpha = best > 0.0f ? 255 : 0;
-            } else {
-                alpha = static_cast<uint8_t>(__float2uint_rn(255.0f / (1.0f + __expf(-best))));
+            if (!(py >= d.sy1 && py < d.sy2)) continue;
+            if (!(static_cast<float>(x_first + count - 1) >= d.sx1 && static_cast<float>(x_first) < d.sx2)) continue;
+            const float* row0 = p.logits + (static_cast<uint64_t>(image) * p.max_det + k) * pixels + y0 * p.proto_w;
+            const float* row1 = row0 + (y1 - y0) * p.proto_w;
+            // Vertically interpolated values at columns x0 and x0 + 1, reloaded
+            // only when the column changes (about every 25 pixels at 4096 → 160).
+            int32_t cached = -1;
+            float left = 0.0f, right = 0.0f;
+#pragma unroll
+            for (int32_t i = 0; i < kMattePixels; ++i) {
+                const float px = static_cast<float>(x_first + i);
+                if (i < count && px >= d.sx1 && px < d.sx2) {
+                    const float fx = fmaxf(origin_x + (px + 0.5f) * step_x, static_cast<float>(lo_x));
+                    const int32_t x0 = min(static_cast<int32_t>(floorf(fx)), hi_x);
+                    if (x0 != cached) {
+                        const int32_t x1 = min(x0 + 1, hi_x);
+                        left = (1.0f - ly) * __ldg(row0 + x0) + ly * __ldg(row1 + x0);
+                        right = (1.0f - ly) * __ldg(row0 + x1) + ly * __ldg(row1 + x1);
+                        cached = x0;
+                    }
+                    const float lx = fx - x0;
+                    best[i] = fmaxf(best[i], (1.0f - lx) * left + lx * right);
+                    any = true;
+                }
             }
         }
-        row[x] = alpha;
+    }
+
+    // No instance touches these pixels (most of a frame): zeros, without the
+    // 16 predicated sigmoids the compiler would otherwise if-convert.
+    uint8_t alpha[kMattePixels];
+    if (!any) {
+#pragma unroll
+        for (int32_t i = 0; i < kMattePixels; ++i) alpha[i] = 0;
+    } else {
+#pragma unroll
+        for (int32_t i = 0; i < kMattePixels; ++i) {
+            const float b = best[i];
+            uint8_t a = 0;
+            if (b > -FLT_MAX) {
+                a = p.binary ? (b > 0.0f ? 255 : 0) : static_cast<uint8_t>(__float2uint_rn(255.0f / (1.0f + __expf(-b))));
+            }
+            alpha[i] = a;
+        }
+    }
+    if (vector_store) {
+        uint4 v;
+        v.x = alpha[0] | (alpha[1] << 8) | (alpha[2] << 16) | (static_cast<uint32_t>(alpha[3]) << 24);
+        v.y = alpha[4] | (alpha[5] << 8) | (alpha[6] << 16) | (static_cast<uint32_t>(alpha[7]) << 24);
+        v.z = alpha[8] | (alpha[9] << 8) | (alpha[10] << 16) | (static_cast<uint32_t>(alpha[11]) << 24);
+        v.w = alpha[12] | (alpha[13] << 8) | (alpha[14] << 16) | (static_cast<uint32_t>(alpha[15]) << 24);
+        *reinterpret_cast<uint4*>(out) = v;
+    } else {
+#pragma unroll
+        for (int32_t i = 0; i < kMattePixels; ++i) {
+            if (i < count) out[i] = alpha[i];
+        }
     }
 }

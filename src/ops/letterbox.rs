@@ -257,16 +257,41 @@ impl LetterboxJob<'_, '_> {
     }
 }
 
+/// Luma taps one output pixel reads along the longer-scaled axis at most:
+/// ceil(scale) + 1 for a downscale, 2 for bilinear.
+fn max_taps(eye: EyeRect, g: &LetterboxGeometry) -> u32 {
+    let scale = (f64::from(eye.w) / f64::from(g.new_w)).max(f64::from(eye.h) / f64::from(g.new_h));
+    if scale > 1.0 {
+        scale.ceil() as u32 + 1
+    } else {
+        2
+    }
+}
+
+/// The unrolled variant whose tap count covers the scale, else the looping one.
+fn kernel_for(p016: bool, eye: EyeRect, g: &LetterboxGeometry) -> Kernel {
+    match (p016, max_taps(eye, g)) {
+        (false, 0..=4) => Kernel::LetterboxNv12F16T4,
+        (false, 5..=8) => Kernel::LetterboxNv12F16T8,
+        (false, 9..=16) => Kernel::LetterboxNv12F16T16,
+        (false, _) => Kernel::LetterboxNv12F16,
+        (true, 0..=4) => Kernel::LetterboxP016F16T4,
+        (true, 5..=8) => Kernel::LetterboxP016F16T8,
+        (true, 9..=16) => Kernel::LetterboxP016F16T16,
+        (true, _) => Kernel::LetterboxP016F16,
+    }
+}
+
 /// Enqueues the preprocess of one batch on `stream`.
 pub fn letterbox(gpu: &Gpu, stream: &CudaStream, job: &LetterboxJob) -> Result<(), GpuError> {
     job.validate()?;
-    let kernel = if job.layout.bytes_per_sample == 2 { Kernel::LetterboxP016F16 } else { Kernel::LetterboxNv12F16 };
     let g = job.geometry;
+    let eye = job.eyes[0];
+    let kernel = kernel_for(job.layout.bytes_per_sample == 2, eye, &g);
     let mut frames = [0u64; MAX_BATCH_FRAMES];
     for (slot, view) in frames.iter_mut().zip(job.frames) {
         *slot = view.ptr();
     }
-    let eye = job.eyes[0];
     let params = LetterboxParams {
         frames,
         pitch: job.layout.pitch as u64,
@@ -481,6 +506,19 @@ mod tests {
                 assert!((f64::from(v) - want).abs() < 1e-6, "channel {ch} row {y}: {v} vs {want}");
             }
         }
+    }
+
+    #[test]
+    fn unrolled_variants_are_chosen_by_scale() {
+        let eye = EyeRect { x: 0, y: 0, w: 4096, h: 4096 };
+        let g = LetterboxGeometry::ultralytics(4096, 4096, 640, 640);
+        assert_eq!(kernel_for(false, eye, &g), Kernel::LetterboxNv12F16T8); // 6.4x: 8 taps
+        let eye = EyeRect { x: 0, y: 0, w: 37, h: 23 };
+        let g = LetterboxGeometry::ultralytics(37, 23, 640, 640);
+        assert_eq!(kernel_for(true, eye, &g), Kernel::LetterboxP016F16T4); // bilinear
+        let eye = EyeRect { x: 0, y: 0, w: 16384, h: 8192 };
+        let g = LetterboxGeometry::ultralytics(16384, 8192, 640, 640);
+        assert_eq!(kernel_for(false, eye, &g), Kernel::LetterboxNv12F16); // 25.6x: loops
     }
 
     #[test]

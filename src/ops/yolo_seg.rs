@@ -374,8 +374,8 @@ pub fn yolo_seg_postprocess(
         launch(
             Kernel::YoloSegMatte,
             LaunchConfig {
-                grid_dim: ((e.w as u32).div_ceil(128), (e.h as u32).div_ceil(8), batch),
-                block_dim: (32, 8, 1),
+                grid_dim: ((e.w as u32).div_ceil(16 * 16), (e.h as u32).div_ceil(16), batch),
+                block_dim: (16, 16, 1),
                 shared_mem_bytes: 0,
             },
         )?;

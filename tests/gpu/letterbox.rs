@@ -161,3 +161,33 @@ fn sbs_4099x2053_p016_to_non_square_input() {
         full_range: true,
     });
 }
+
+#[test]
+fn mono_8192x4096_p016_unrolled_16_taps() {
+    // 12.8x downscale: the 16-tap variant.
+    run_case(&Case {
+        width: 8192,
+        height: 4096,
+        bit_depth: 10,
+        layout: StereoLayout::Mono,
+        frames: 1,
+        input: (640, 640),
+        matrix: YuvMatrix::Bt2020,
+        full_range: false,
+    });
+}
+
+#[test]
+fn mono_4099x2053_nv12_to_a_tiny_input_loops_over_taps() {
+    // 32x downscale: beyond every unrolled variant.
+    run_case(&Case {
+        width: 4099,
+        height: 2053,
+        bit_depth: 8,
+        layout: StereoLayout::Mono,
+        frames: 2,
+        input: (128, 96),
+        matrix: YuvMatrix::Bt601,
+        full_range: false,
+    });
+}
