@@ -44,7 +44,7 @@ struct LetterboxParams {
     int32_t eyes;
     Rect eye[2];
     int32_t bytes_per_sample;  // 1 (NV12) or 2 (P016)
-    int32_t shift;             // right shift from stored sample to code value
+    int32_t shift;             // stored sample / 2^shift = code value (P016: 16 - bit depth; low bits kept as a fraction)
     float y_offset, y_scale;   // Y' = (Y - y_offset) * y_scale
     float c_offset, c_scale;   // Pb = (Cb - c_offset) * c_scale
     float r_cr, g_cb, g_cr, b_cb;  // R = Y' + r_cr Pr; G = Y' + g_cb Pb + g_cr Pr; B = Y' + b_cb Pb
