@@ -48,13 +48,7 @@ mod memory {
         let mut group = c.benchmark_group("memory");
         group.throughput(Throughput::Bytes((2 * BYTES) as u64));
         group.bench_function("floor: cuMemcpyDtoD 512 MiB (read+write)", |bench| {
-            bench.iter_custom(|iters| {
-                time_on_gpu(gpu, &stream, iters, || {
-                    // SAFETY: both ranges are BYTES long, inside the live pool, and disjoint.
-                    unsafe { cudarc::driver::result::memcpy_dtod_async(vb.ptr(), va.ptr(), BYTES, stream.cu_stream()) }
-                        .expect("copy");
-                })
-            })
+            bench.iter_custom(|iters| copy_floor(gpu, &stream, &[va], &vb, BYTES, iters))
         });
         // A fill writes only: count the written bytes.
         group.throughput(Throughput::Bytes(BYTES as u64));
@@ -155,11 +149,8 @@ mod postprocess {
         yolo_seg_postprocess, MatteTarget, PostprocessConfig, YoloSegBuffers, YoloSegJob, YoloSegShape,
     };
     use vrseg::selftest::SplitMix64;
+    use vrseg::testing::fill_background_head;
     use vrseg::video::layout::StereoLayout;
-
-    fn uniform(rng: &mut SplitMix64, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-    }
 
     /// Heads with `hot` person boxes of 100-300 px per image, scores elsewhere below 0.2.
     fn heads(shape: &YoloSegShape, hot: usize) -> (Vec<f32>, Vec<f32>) {
@@ -169,26 +160,15 @@ mod postprocess {
         let mut out0 = vec![0f32; shape.output0_elements()];
         for b in 0..shape.batch {
             let head = &mut out0[b * rows * a..(b + 1) * rows * a];
-            for anchor in 0..a {
-                head[anchor] = uniform(&mut rng, 0.0, 640.0);
-                head[a + anchor] = uniform(&mut rng, 0.0, 640.0);
-                head[2 * a + anchor] = uniform(&mut rng, 2.0, 200.0);
-                head[3 * a + anchor] = uniform(&mut rng, 2.0, 300.0);
-                for c in 0..nc {
-                    head[(4 + c) * a + anchor] = uniform(&mut rng, 0.0, 0.2);
-                }
-                for c in 0..nm {
-                    head[(4 + nc + c) * a + anchor] = uniform(&mut rng, -1.0, 1.0);
-                }
-            }
+            fill_background_head(&mut rng, head, shape, 0.2);
             for _ in 0..hot {
                 let anchor = rng.below(a as u64) as usize;
-                head[2 * a + anchor] = uniform(&mut rng, 100.0, 300.0);
-                head[3 * a + anchor] = uniform(&mut rng, 100.0, 300.0);
-                head[4 * a + anchor] = uniform(&mut rng, 0.5, 0.99);
+                head[2 * a + anchor] = rng.uniform_f32(100.0, 300.0);
+                head[3 * a + anchor] = rng.uniform_f32(100.0, 300.0);
+                head[4 * a + anchor] = rng.uniform_f32(0.5, 0.99);
             }
         }
-        let protos = (0..shape.protos_elements()).map(|_| uniform(&mut rng, -1.0, 1.0)).collect();
+        let protos = (0..shape.protos_elements()).map(|_| rng.uniform_f32(-1.0, 1.0)).collect();
         (out0, protos)
     }
 

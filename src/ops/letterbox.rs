@@ -48,6 +48,12 @@ pub fn eye_rects(layout: StereoLayout, width: u32, height: u32) -> Vec<EyeRect> 
     }
 }
 
+/// The kernels' fixed pair of eye rectangles: a mono frame repeats its one
+/// eye (the kernels read only `eyes` of them).
+pub(crate) fn eye_pair(eyes: &[EyeRect]) -> [EyeRect; 2] {
+    [eyes[0], *eyes.get(1).unwrap_or(&eyes[0])]
+}
+
 /// Python's `round` (ties to even), which Ultralytics' geometry uses.
 fn py_round(x: f64) -> i32 {
     x.round_ties_even() as i32
@@ -299,7 +305,7 @@ pub fn letterbox(gpu: &Gpu, stream: &CudaStream, job: &LetterboxJob) -> Result<(
         out: job.out.ptr(),
         frame_count: job.frames.len() as i32,
         eyes: job.eyes.len() as i32,
-        eye: [job.eyes[0], *job.eyes.get(1).unwrap_or(&job.eyes[0])],
+        eye: eye_pair(job.eyes),
         bytes_per_sample: job.layout.bytes_per_sample as i32,
         shift: if job.layout.bytes_per_sample == 2 { 16 - i32::from(job.bit_depth) } else { 0 },
         colour: job.colour,

@@ -21,7 +21,7 @@
 
 use cudarc::driver::{CudaStream, DeviceRepr, LaunchConfig, PushKernelArg};
 
-use super::letterbox::{EyeRect, LetterboxGeometry};
+use super::letterbox::{eye_pair, EyeRect, LetterboxGeometry};
 use crate::gpu::error::CheckDriver;
 use crate::gpu::{BufferId, DeviceView, Gpu, GpuError, Kernel, PoolPlan, VramPool};
 
@@ -336,7 +336,7 @@ pub fn yolo_seg_postprocess(
         pad_left: g.pad_left,
         pad_top: g.pad_top,
         eyes: job.eyes.len() as i32,
-        eye: [job.eyes[0], *job.eyes.get(1).unwrap_or(&job.eyes[0])],
+        eye: eye_pair(job.eyes),
     };
 
     stream.context().bind_to_thread().check("cuCtxSetCurrent")?;

@@ -15,13 +15,10 @@ use vrseg::ops::yolo_seg::{
     YoloSegBuffers, YoloSegJob, YoloSegShape,
 };
 use vrseg::selftest::SplitMix64;
+use vrseg::testing::fill_background_head;
 use vrseg::video::layout::StereoLayout;
 
 use crate::{gpu_or_skip, test_seed};
-
-fn uniform(rng: &mut SplitMix64, lo: f32, hi: f32) -> f32 {
-    lo + (hi - lo) * (rng.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-}
 
 /// Random heads: background class scores below `background`, and `hot`
 /// anchors per image with a high score for a random class (person half the
@@ -32,32 +29,22 @@ fn random_heads(rng: &mut SplitMix64, shape: &YoloSegShape, background: f32, hot
     let mut out0 = vec![0f32; shape.output0_elements()];
     for b in 0..shape.batch {
         let head = &mut out0[b * rows * a..(b + 1) * rows * a];
-        for anchor in 0..a {
-            head[anchor] = uniform(rng, 0.0, 640.0);
-            head[a + anchor] = uniform(rng, 0.0, 640.0);
-            head[2 * a + anchor] = uniform(rng, 2.0, 200.0);
-            head[3 * a + anchor] = uniform(rng, 2.0, 300.0);
-            for c in 0..nc {
-                head[(4 + c) * a + anchor] = uniform(rng, 0.0, background);
-            }
-            for c in 0..nm {
-                head[(4 + nc + c) * a + anchor] = uniform(rng, -1.0, 1.0);
-            }
-        }
+        fill_background_head(rng, head, shape, background);
         // Hot anchors around a few centres.
-        let centres: Vec<(f32, f32)> = (0..4).map(|_| (uniform(rng, 50.0, 590.0), uniform(rng, 50.0, 590.0))).collect();
+        let centres: Vec<(f32, f32)> =
+            (0..4).map(|_| (rng.uniform_f32(50.0, 590.0), rng.uniform_f32(50.0, 590.0))).collect();
         for h in 0..hot {
             let anchor = rng.below(a as u64) as usize;
             let (cx, cy) = centres[h % centres.len()];
-            head[anchor] = cx + uniform(rng, -20.0, 20.0);
-            head[a + anchor] = cy + uniform(rng, -20.0, 20.0);
-            head[2 * a + anchor] = uniform(rng, 40.0, 160.0);
-            head[3 * a + anchor] = uniform(rng, 60.0, 300.0);
+            head[anchor] = cx + rng.uniform_f32(-20.0, 20.0);
+            head[a + anchor] = cy + rng.uniform_f32(-20.0, 20.0);
+            head[2 * a + anchor] = rng.uniform_f32(40.0, 160.0);
+            head[3 * a + anchor] = rng.uniform_f32(60.0, 300.0);
             let class = if rng.below(2) == 0 { 0 } else { rng.below(nc as u64) as usize };
-            head[(4 + class) * a + anchor] = uniform(rng, 0.3, 0.99);
+            head[(4 + class) * a + anchor] = rng.uniform_f32(0.3, 0.99);
         }
     }
-    let protos = (0..shape.protos_elements()).map(|_| uniform(rng, -1.0, 1.0)).collect();
+    let protos = (0..shape.protos_elements()).map(|_| rng.uniform_f32(-1.0, 1.0)).collect();
     (out0, protos)
 }
 
