@@ -22,6 +22,11 @@
 // Y, Cb, Cr are resampled separately, then converted with the stream's
 // matrix and range and clamped to [0, 1] (the conversion is affine, so this
 // equals converting first except where clamping bites).
+//
+// Work split: one block per output row of one image. The block first sums
+// the row's source rows vertically (16-byte loads, each source byte read
+// about once), luma and chroma together, into shared memory; then each
+// output column sums its horizontal taps from there and converts.
 #include "common.cuh"
 
 #include <cuda_fp16.h>
@@ -105,128 +110,174 @@ __device__ AxisTaps axis_taps(int32_t u, float s, int32_t start_luma, int32_t le
     return t;
 }
 
-// Sums weight(i) * sample(i) over one axis' taps for one row. With TAPS > 0
-// the loop is unrolled to TAPS predicated loads, so a thread's loads for a
-// row are all in flight at once (the kernel is latency-bound otherwise);
-// TAPS = 0 loops over whatever count the scale needs.
-template <typename Sample, int TAPS, int STRIDE>
-struct RowTaps {
-    float w[TAPS > 0 ? TAPS : 1];
-    int32_t idx[TAPS > 0 ? TAPS : 1];
-    float wsum;
+// One block per output row of one image: the row's source rows are summed
+// vertically first, 16 bytes per thread per source row (fully coalesced
+// 16-byte loads; each source byte is read about once), into shared memory as
+// floats; then each output column sums its horizontal taps from there.
+// Luma and chroma are summed in the same pass, so all of a block's loads are
+// in flight together.
+constexpr int kThreads = 256;
+constexpr int kRowsPerLoad = 4;  // source rows a thread has in flight per step
 
-    __device__ explicit RowTaps(const AxisTaps& t) {
-        wsum = 0.0f;
-        if constexpr (TAPS > 0) {
+// Shared-memory index with one padding word every 32: output columns read
+// about `scale` words apart (6.4 at 4096 → 640), which without the skew
+// would pile several threads of a warp onto one bank.
+__device__ __forceinline__ int32_t skew(int32_t i) { return i + (i >> 5); }
+
+// Exact u8 / u16 lane of a 32-bit word as a float: the lane is moved into the
+// mantissa of 2^23 (one PRMT) and 2^23 subtracted, which avoids the
+// quarter-rate integer-to-float conversion.
+__device__ __forceinline__ float u8_lane(uint32_t word, uint32_t lane) {
+    return __uint_as_float(__byte_perm(word, 0x4B000000u, 0x7440u | lane)) - 8388608.0f;
+}
+__device__ __forceinline__ float u16_lane(uint32_t word, uint32_t lane) {
+    return __uint_as_float(__byte_perm(word, 0x4B000000u, lane ? 0x7432u : 0x7410u)) - 8388608.0f;
+}
+
+// acc[k] += w * sample k of the 16 bytes in v.
+template <typename Sample>
+__device__ __forceinline__ void accumulate(float* acc, const uint4& v, float w) {
+    const uint32_t words[4] = {v.x, v.y, v.z, v.w};
 #pragma unroll
-            for (int32_t k = 0; k < TAPS; ++k) {
-                const int32_t i = t.first + k;
-                w[k] = i <= t.last ? t.weight(i) : 0.0f;
-                idx[k] = min(i, t.last) * STRIDE;
-                wsum += w[k];
+    for (int32_t q = 0; q < 4; ++q) {
+        if constexpr (sizeof(Sample) == 1) {
+#pragma unroll
+            for (uint32_t l = 0; l < 4; ++l) acc[q * 4 + l] = fmaf(w, u8_lane(words[q], l), acc[q * 4 + l]);
+        } else {
+#pragma unroll
+            for (uint32_t l = 0; l < 2; ++l) acc[q * 2 + l] = fmaf(w, u16_lane(words[q], l), acc[q * 2 + l]);
+        }
+    }
+}
+
+// Vertical weighted sums of rows ty.first..ty.last of one plane, over the
+// 16-byte chunks [0, chunks) that start at byte `byte0` of each row, stored
+// as floats at skew(sample index from byte0) in `sums`.
+template <typename Sample>
+__device__ void vertical_sums(const uint8_t* plane, uint64_t pitch, int32_t byte0, int32_t chunks, const AxisTaps& ty,
+                              float* sums) {
+    constexpr int32_t kPer = 16 / sizeof(Sample);
+    for (int32_t c = threadIdx.x; c < chunks; c += blockDim.x) {
+        float acc[kPer];
+#pragma unroll
+        for (int32_t i = 0; i < kPer; ++i) acc[i] = 0.0f;
+        const uint8_t* column = plane + byte0 + static_cast<uint64_t>(c) * 16;
+        for (int32_t j = ty.first; j <= ty.last; j += kRowsPerLoad) {
+            uint4 v[kRowsPerLoad];
+            float w[kRowsPerLoad];
+#pragma unroll
+            for (int32_t k = 0; k < kRowsPerLoad; ++k) {
+                // Rows past the last are re-reads of it with weight 0.
+                const int32_t row = min(j + k, ty.last);
+                w[k] = j + k <= ty.last ? ty.weight(j + k) : 0.0f;
+                v[k] = __ldg(reinterpret_cast<const uint4*>(column + static_cast<uint64_t>(row) * pitch));
             }
-        } else {
-            for (int32_t i = t.first; i <= t.last; ++i) wsum += t.weight(i);
-        }
-    }
-
-    // Weighted sum of component `c` of the row's taps.
-    __device__ float sum(const Sample* row, const AxisTaps& t, int32_t c) const {
-        float acc = 0.0f;
-        if constexpr (TAPS > 0) {
-            Sample v[TAPS];
 #pragma unroll
-            for (int32_t k = 0; k < TAPS; ++k) v[k] = __ldg(row + idx[k] + c);
-#pragma unroll
-            for (int32_t k = 0; k < TAPS; ++k) acc = fmaf(w[k], static_cast<float>(v[k]), acc);
-        } else {
-            for (int32_t i = t.first; i <= t.last; ++i) acc += t.weight(i) * static_cast<float>(__ldg(row + i * STRIDE + c));
+            for (int32_t k = 0; k < kRowsPerLoad; ++k) accumulate<Sample>(acc, v[k], w[k]);
         }
-        return acc;
+#pragma unroll
+        for (int32_t i = 0; i < kPer; ++i) sums[skew(c * kPer + i)] = acc[i];
     }
-};
+}
 
-template <typename Sample, int TAPS>
-__device__ void letterbox_pixel(const LetterboxParams& p, int32_t x, int32_t y, int32_t image) {
-    const int32_t frame = image / p.eyes;
-    const Rect eye = p.eye[image % p.eyes];
-    const uint64_t plane = static_cast<uint64_t>(p.out_w) * p.out_h;
-    __half* out = p.out + static_cast<uint64_t>(image) * 3 * plane + static_cast<uint64_t>(y) * p.out_w + x;
+// The 16-byte chunks of a plane row that hold samples [first, last]
+// (`comps` interleaved components per sample): first byte, 16-aligned, and count.
+__device__ __forceinline__ int2 chunk_span(int32_t first, int32_t last, int32_t comps, int32_t bytes_per_sample) {
+    const int32_t begin = (first * comps * bytes_per_sample) & ~15;
+    const int32_t end = (last + 1) * comps * bytes_per_sample;
+    return make_int2(begin, (end - begin + 15) / 16);
+}
 
-    const int32_t ux = x - p.pad_left;
+// Floats of shared memory for `samples` samples at skewed indices.
+__device__ __host__ __forceinline__ int32_t skewed_len(int32_t samples) { return samples + samples / 32 + 1; }
+
+template <typename Sample>
+__device__ __forceinline__ void letterbox_row(const LetterboxParams& p) {
+    extern __shared__ float shared[];
+    const int32_t y = blockIdx.x;
+    const int32_t image = blockIdx.y;
+    const uint64_t plane_elems = static_cast<uint64_t>(p.out_w) * p.out_h;
+    __half* out = p.out + static_cast<uint64_t>(image) * 3 * plane_elems + static_cast<uint64_t>(y) * p.out_w;
+    const __half pad = __float2half_rn(p.pad_value);
     const int32_t uy = y - p.pad_top;
-    if (ux < 0 || uy < 0 || ux >= p.new_w || uy >= p.new_h) {
-        const __half pad = __float2half_rn(p.pad_value);
-        out[0] = pad;
-        out[plane] = pad;
-        out[2 * plane] = pad;
+    if (uy < 0 || uy >= p.new_h) {
+        for (int32_t x = threadIdx.x; x < p.out_w; x += blockDim.x) {
+            out[x] = pad;
+            out[plane_elems + x] = pad;
+            out[2 * plane_elems + x] = pad;
+        }
         return;
     }
 
+    const int32_t frame = image / p.eyes;
+    const Rect eye = p.eye[image % p.eyes];
     const uint8_t* base = reinterpret_cast<const uint8_t*>(p.frames[frame]);
-    const float shift_div = static_cast<float>(1u << p.shift);
-    // Chroma needs at most half the luma taps, plus one for the phase.
-    constexpr int CTAPS = TAPS > 0 ? TAPS / 2 + 1 : 0;
+    const int32_t bps = sizeof(Sample);
+    constexpr int32_t kPer = 16 / sizeof(Sample);
 
-    // Luma.
-    const AxisTaps tx = axis_taps(ux, p.scale_x, eye.x, eye.w, 1);
+    // Luma samples [eye.x, eye.x + eye.w); chroma pairs [eye.x / 2, (eye.x + eye.w - 1) / 2].
+    const int2 luma_span = chunk_span(eye.x, eye.x + eye.w - 1, 1, bps);
+    const int2 chroma_span = chunk_span(eye.x / 2, (eye.x + eye.w - 1) / 2, 2, bps);
+    float* luma_sums = shared;
+    float* chroma_sums = luma_sums + skewed_len(luma_span.y * kPer);
+    float* luma_out = chroma_sums + skewed_len(chroma_span.y * kPer);
+    const int32_t luma_first = luma_span.x / bps;        // sample at luma_sums[skew(0)]
+    const int32_t chroma_first = chroma_span.x / bps;    // interleaved element at chroma_sums[skew(0)]
+
     const AxisTaps ty = axis_taps(uy, p.scale_y, eye.y, eye.h, 1);
-    const RowTaps<Sample, TAPS, 1> lx(tx);
-    float luma = 0.0f, luma_wy = 0.0f;
-    for (int32_t j = ty.first; j <= ty.last; ++j) {
-        const float wy = ty.weight(j);
-        const Sample* row = reinterpret_cast<const Sample*>(base + static_cast<uint64_t>(j) * p.pitch);
-        luma += wy * lx.sum(row, tx, 0);
-        luma_wy += wy;
-    }
-
-    // Chroma: interleaved Cb, Cr pairs.
-    const AxisTaps cx = axis_taps(ux, p.scale_x, eye.x, eye.w, 2);
     const AxisTaps cy = axis_taps(uy, p.scale_y, eye.y, eye.h, 2);
-    const RowTaps<Sample, CTAPS, 2> cxt(cx);
-    float cb = 0.0f, cr = 0.0f, chroma_wy = 0.0f;
-    const uint8_t* chroma = base + p.chroma_offset;
-    for (int32_t j = cy.first; j <= cy.last; ++j) {
-        const float wy = cy.weight(j);
-        const Sample* row = reinterpret_cast<const Sample*>(chroma + static_cast<uint64_t>(j) * p.pitch);
-        cb += wy * cxt.sum(row, cx, 0);
-        cr += wy * cxt.sum(row, cx, 1);
-        chroma_wy += wy;
-    }
+    vertical_sums<Sample>(base, p.pitch, luma_span.x, luma_span.y, ty, luma_sums);
+    vertical_sums<Sample>(base + p.chroma_offset, p.pitch, chroma_span.x, chroma_span.y, cy, chroma_sums);
+    float luma_wy = 0.0f, chroma_wy = 0.0f;
+    for (int32_t j = ty.first; j <= ty.last; ++j) luma_wy += ty.weight(j);
+    for (int32_t j = cy.first; j <= cy.last; ++j) chroma_wy += cy.weight(j);
+    __syncthreads();
 
     // Stored samples → code values (P016 keeps the code in the high bits).
-    const float yv = luma / (luma_wy * lx.wsum * shift_div);
-    const float cbv = cb / (chroma_wy * cxt.wsum * shift_div);
-    const float crv = cr / (chroma_wy * cxt.wsum * shift_div);
-    const float yn = (yv - p.y_offset) * p.y_scale;
-    const float pb = (cbv - p.c_offset) * p.c_scale;
-    const float pr = (crv - p.c_offset) * p.c_scale;
-    const float r = __saturatef(yn + p.r_cr * pr);
-    const float g = __saturatef(yn + p.g_cb * pb + p.g_cr * pr);
-    const float b = __saturatef(yn + p.b_cb * pb);
-    out[0] = __float2half_rn(r);
-    out[plane] = __float2half_rn(g);
-    out[2 * plane] = __float2half_rn(b);
-}
+    const float shift_div = static_cast<float>(1u << p.shift);
+    for (int32_t u = threadIdx.x; u < p.new_w; u += blockDim.x) {
+        const AxisTaps tx = axis_taps(u, p.scale_x, eye.x, eye.w, 1);
+        float acc = 0.0f, wsum = 0.0f;
+        for (int32_t i = tx.first; i <= tx.last; ++i) {
+            const float w = tx.weight(i);
+            acc = fmaf(w, luma_sums[skew(i - luma_first)], acc);
+            wsum += w;
+        }
+        luma_out[u] = acc / (wsum * luma_wy * shift_div);
+    }
+    __syncthreads();
 
-template <typename Sample, int TAPS>
-__device__ __forceinline__ void letterbox_entry(const LetterboxParams& p) {
-    const int32_t x = blockIdx.x * blockDim.x + threadIdx.x;
-    const int32_t y = blockIdx.y * blockDim.y + threadIdx.y;
-    if (x >= p.out_w || y >= p.out_h) return;
-    letterbox_pixel<Sample, TAPS>(p, x, y, blockIdx.z);
+    for (int32_t x = threadIdx.x; x < p.out_w; x += blockDim.x) {
+        const int32_t u = x - p.pad_left;
+        if (u < 0 || u >= p.new_w) {
+            out[x] = pad;
+            out[plane_elems + x] = pad;
+            out[2 * plane_elems + x] = pad;
+            continue;
+        }
+        const AxisTaps cx = axis_taps(u, p.scale_x, eye.x, eye.w, 2);
+        float cb = 0.0f, cr = 0.0f, wsum = 0.0f;
+        for (int32_t i = cx.first; i <= cx.last; ++i) {
+            const float w = cx.weight(i);
+            const int32_t e = 2 * i - chroma_first;
+            cb = fmaf(w, chroma_sums[skew(e)], cb);
+            cr = fmaf(w, chroma_sums[skew(e + 1)], cr);
+            wsum += w;
+        }
+        const float norm = 1.0f / (wsum * chroma_wy * shift_div);
+        const float yn = (luma_out[u] - p.y_offset) * p.y_scale;
+        const float pb = (cb * norm - p.c_offset) * p.c_scale;
+        const float pr = (cr * norm - p.c_offset) * p.c_scale;
+        out[x] = __float2half_rn(__saturatef(yn + p.r_cr * pr));
+        out[plane_elems + x] = __float2half_rn(__saturatef(yn + p.g_cb * pb + p.g_cr * pr));
+        out[2 * plane_elems + x] = __float2half_rn(__saturatef(yn + p.b_cb * pb));
+    }
 }
 
 }  // namespace
 
-// grid (ceil(out_w / 32), ceil(out_h / 8), frames * eyes), block (32, 8).
-// The _tN variants serve scales whose luma taps fit N (ceil(scale) + 1 <= N:
-// up to 3x, 7x and 15x downscale); the plain ones any scale.
-VRSEG_KERNEL void letterbox_nv12_f16(const LetterboxParams p) { letterbox_entry<uint8_t, 0>(p); }
-VRSEG_KERNEL void letterbox_nv12_f16_t4(const LetterboxParams p) { letterbox_entry<uint8_t, 4>(p); }
-VRSEG_KERNEL void letterbox_nv12_f16_t8(const LetterboxParams p) { letterbox_entry<uint8_t, 8>(p); }
-VRSEG_KERNEL void letterbox_nv12_f16_t16(const LetterboxParams p) { letterbox_entry<uint8_t, 16>(p); }
-VRSEG_KERNEL void letterbox_p016_f16(const LetterboxParams p) { letterbox_entry<uint16_t, 0>(p); }
-VRSEG_KERNEL void letterbox_p016_f16_t4(const LetterboxParams p) { letterbox_entry<uint16_t, 4>(p); }
-VRSEG_KERNEL void letterbox_p016_f16_t8(const LetterboxParams p) { letterbox_entry<uint16_t, 8>(p); }
-VRSEG_KERNEL void letterbox_p016_f16_t16(const LetterboxParams p) { letterbox_entry<uint16_t, 16>(p); }
+// grid (out_h, frames * eyes), block 256, dynamic shared memory
+// `letterbox_shared_bytes` in src/ops/letterbox.rs. Frame pointers, pitch and
+// chroma offset are multiples of 16 (checked by the launcher).
+VRSEG_KERNEL void __launch_bounds__(kThreads) letterbox_nv12_f16(const LetterboxParams p) { letterbox_row<uint8_t>(p); }
+VRSEG_KERNEL void __launch_bounds__(kThreads) letterbox_p016_f16(const LetterboxParams p) { letterbox_row<uint16_t>(p); }

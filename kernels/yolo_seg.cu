@@ -19,6 +19,7 @@
 namespace {
 
 constexpr int kNmsThreads = 256;
+constexpr int kLogitGroup = 8;  // detections per block of yolo_seg_mask_logits (LOGIT_GROUP in yolo_seg.rs)
 constexpr int kSharedSortKeys = 2048;  // 16 KiB of u64 keys (static shared memory stays under 48 KiB)
 constexpr float kMaxWh = 7680.0f;      // Ultralytics' class offset for class-aware NMS
 
@@ -68,13 +69,18 @@ __device__ __forceinline__ bool class_kept(const YoloSegParams& p, int32_t c) {
 
 // Descending order on this key = score descending, then anchor ascending.
 // Scores are sigmoid outputs (>= 0), whose IEEE bits order like the values.
-__device__ __forceinline__ unsigned long long sort_key(float score, int32_t anchor) {
-    return (static_cast<unsigned long long>(__float_as_uint(score)) << 32) | (0xFFFFFFFFu - static_cast<uint32_t>(anchor));
+// The low word holds (2^24 - 1 - anchor) above the class, so NMS needs no
+// second argmax over the class scores (anchors < 2^24, classes < 256).
+__device__ __forceinline__ unsigned long long sort_key(float score, int32_t anchor, int32_t cls) {
+    const uint32_t low = ((0xFFFFFFu - static_cast<uint32_t>(anchor)) << 8) | static_cast<uint32_t>(cls);
+    return (static_cast<unsigned long long>(__float_as_uint(score)) << 32) | low;
 }
 
 __device__ __forceinline__ int32_t key_anchor(unsigned long long key) {
-    return static_cast<int32_t>(0xFFFFFFFFu - static_cast<uint32_t>(key & 0xFFFFFFFFull));
+    return static_cast<int32_t>(0xFFFFFFu - (static_cast<uint32_t>(key & 0xFFFFFFFFull) >> 8));
 }
+
+__device__ __forceinline__ int32_t key_class(unsigned long long key) { return static_cast<int32_t>(key & 0xFFull); }
 
 // Box (x1, y1, x2, y2) with the class offset, computed exactly as the CPU
 // reference does: f32, each operation rounded (no FMA contraction).
@@ -124,26 +130,56 @@ __device__ void bitonic_sort_desc(unsigned long long* keys, int32_t n_pow2) {
 
 }  // namespace
 
-// grid (ceil(A / 256), B), block 256. candidate_counts zeroed before.
+// grid (ceil(A / 32), B), block (32, kClassGroups); candidate_counts zeroed
+// before. Each anchor's class scores are split over kClassGroups threads
+// (group g reads classes g, g + 8, ...), all of a thread's loads issued
+// before its compares: the kernel waits on memory about once instead of
+// once per class, over enough blocks to fill the GPU.
+constexpr int32_t kClassGroups = 8;
+constexpr int32_t kClassesPerThread = 128 / kClassGroups;  // nc <= 128
 VRSEG_KERNEL void yolo_seg_candidates(const YoloSegParams p) {
-    const int32_t anchor = blockIdx.x * blockDim.x + threadIdx.x;
+    __shared__ float group_best[kClassGroups][32];
+    __shared__ int32_t group_class[kClassGroups][32];
+    const int32_t anchor = blockIdx.x * 32 + threadIdx.x;
     const int32_t image = blockIdx.y;
-    if (anchor >= p.anchors) return;
-    const float* scores = p.output0 + (static_cast<uint64_t>(image) * (4 + p.nc + p.nm) + 4) * p.anchors + anchor;
-    // First maximal class, as torch's max(1) returns.
+    const int32_t g = threadIdx.y;
     float best = -FLT_MAX;
-    int32_t best_class = 0;
-    for (int32_t c = 0; c < p.nc; ++c) {
-        const float s = scores[static_cast<uint64_t>(c) * p.anchors];
-        if (s > best) {
-            best = s;
+    int32_t best_class = p.nc;  // past every class: loses every tie below
+    if (anchor < p.anchors) {
+        const float* scores = p.output0 + (static_cast<uint64_t>(image) * (4 + p.nc + p.nm) + 4) * p.anchors + anchor;
+        float s[kClassesPerThread];
+#pragma unroll
+        for (int32_t k = 0; k < kClassesPerThread; ++k) {
+            const int32_t c = g + k * kClassGroups;
+            s[k] = c < p.nc ? __ldg(scores + static_cast<uint64_t>(c) * p.anchors) : -FLT_MAX;
+        }
+        // Ascending classes with a strict compare: the first maximal one.
+#pragma unroll
+        for (int32_t k = 0; k < kClassesPerThread; ++k) {
+            const int32_t c = g + k * kClassGroups;
+            if (c < p.nc && s[k] > best) {
+                best = s[k];
+                best_class = c;
+            }
+        }
+    }
+    group_best[g][threadIdx.x] = best;
+    group_class[g][threadIdx.x] = best_class;
+    __syncthreads();
+    if (g != 0 || anchor >= p.anchors) return;
+    // torch's max(1): the highest score, the lowest class among equals.
+    for (int32_t other = 1; other < kClassGroups; ++other) {
+        const float v = group_best[other][threadIdx.x];
+        const int32_t c = group_class[other][threadIdx.x];
+        if (v > best || (v == best && c < best_class)) {
+            best = v;
             best_class = c;
         }
     }
-    if (!(best > p.conf) || !class_kept(p, best_class)) return;
+    if (!(best > p.conf) || best_class >= p.nc || !class_kept(p, best_class)) return;
     const uint32_t slot = atomicAdd(&p.candidate_counts[image], 1u);
     // slot < anchors always: each anchor is counted at most once.
-    p.keys[static_cast<uint64_t>(image) * p.key_stride + slot] = sort_key(best, anchor);
+    p.keys[static_cast<uint64_t>(image) * p.key_stride + slot] = sort_key(best, anchor, best_class);
 }
 
 // grid (B), block kNmsThreads.
@@ -183,15 +219,7 @@ VRSEG_KERNEL void yolo_seg_nms(const YoloSegParams p) {
         int32_t anchor = 0, cls = 0;
         if (t < count) {
             anchor = key_anchor(keys[base + t]);
-            const float* scores = p.output0 + (static_cast<uint64_t>(image) * (4 + p.nc + p.nm) + 4) * p.anchors + anchor;
-            float best = -FLT_MAX;
-            for (int32_t c = 0; c < p.nc; ++c) {
-                const float s = scores[static_cast<uint64_t>(c) * p.anchors];
-                if (s > best) {
-                    best = s;
-                    cls = c;
-                }
-            }
+            cls = key_class(keys[base + t]);
             box = nms_box(p, image, anchor, cls);
             alive = true;
             for (int32_t k = 0; k < kept_before && alive; ++k) alive = !overlaps(kept_boxes[k], box, p.iou);
@@ -258,16 +286,19 @@ VRSEG_KERNEL void yolo_seg_nms(const YoloSegParams p) {
     if (threadIdx.x == 0) p.detection_counts[image] = kept_count;
 }
 
-// grid (ceil(ph * pw / 256), B), block 256: logits[b][k][pixel] for every
-// kept detection k of image b.
+// grid (ceil(ph * pw / 256), B, Z), block 256: logits[b][k][pixel] for the
+// kept detections k of image b, in groups of kLogitGroup; z-slice z takes
+// groups z, z + Z, ... Slices with no group (the kept count is known only on
+// the device) return at once, and a few instances spread over several slices
+// of blocks instead of looping in one.
 VRSEG_KERNEL void yolo_seg_mask_logits(const YoloSegParams p) {
     constexpr int kMaxCoeff = 64;  // nm <= 64 (YOLO-seg uses 32)
-    constexpr int kGroup = 32;     // detections whose coefficients sit in shared memory at once
-    __shared__ float coeff[kGroup][kMaxCoeff];
+    __shared__ float coeff[kLogitGroup][kMaxCoeff];
     const int32_t image = blockIdx.y;
+    const int32_t kept = min(static_cast<int32_t>(p.detection_counts[image]), p.max_det);
+    if (static_cast<int32_t>(blockIdx.z) * kLogitGroup >= kept) return;  // uniform
     const int32_t pixels = p.proto_h * p.proto_w;
     const int32_t pixel = blockIdx.x * blockDim.x + threadIdx.x;
-    const int32_t kept = p.detection_counts[image];
     float proto[kMaxCoeff];
     if (pixel < pixels) {
         const float* src = p.protos + static_cast<uint64_t>(image) * p.nm * pixels + pixel;
@@ -275,16 +306,20 @@ VRSEG_KERNEL void yolo_seg_mask_logits(const YoloSegParams p) {
         for (int32_t c = 0; c < kMaxCoeff; ++c) proto[c] = c < p.nm ? src[static_cast<uint64_t>(c) * pixels] : 0.0f;
     }
     const float* head = p.output0 + static_cast<uint64_t>(image) * (4 + p.nc + p.nm) * p.anchors;
-    for (int32_t group = 0; group < kept; group += kGroup) {
-        const int32_t in_group = min(kGroup, kept - group);
-        __syncthreads();
-        // Every coefficient slot is written, zero past nm: the products below
-        // run over all kMaxCoeff, and stale shared memory could hold a NaN
-        // (NaN * 0 is NaN).
-        for (int32_t i = threadIdx.x; i < in_group * kMaxCoeff; i += blockDim.x) {
+    for (int32_t first = blockIdx.z * kLogitGroup; first < kept; first += gridDim.z * kLogitGroup) {
+        const int32_t in_group = min(kLogitGroup, kept - first);
+        __syncthreads();  // the previous group's coefficients are consumed
+        // Every coefficient slot is written, zero past nm: the products below run
+        // over all kMaxCoeff, and stale shared memory could hold a NaN (NaN * 0
+        // is NaN).
+        for (int32_t i = threadIdx.x; i < kLogitGroup * kMaxCoeff; i += blockDim.x) {
             const int32_t k = i / kMaxCoeff, c = i % kMaxCoeff;
-            const Detection& d = p.detections[static_cast<uint64_t>(image) * p.max_det + group + k];
-            coeff[k][c] = c < p.nm ? head[static_cast<uint64_t>(4 + p.nc + c) * p.anchors + d.anchor] : 0.0f;
+            float v = 0.0f;
+            if (k < in_group && c < p.nm) {
+                const Detection& d = p.detections[static_cast<uint64_t>(image) * p.max_det + first + k];
+                v = head[static_cast<uint64_t>(4 + p.nc + c) * p.anchors + d.anchor];
+            }
+            coeff[k][c] = v;
         }
         __syncthreads();
         if (pixel < pixels) {
@@ -292,139 +327,63 @@ VRSEG_KERNEL void yolo_seg_mask_logits(const YoloSegParams p) {
                 float acc = 0.0f;
 #pragma unroll
                 for (int32_t c = 0; c < kMaxCoeff; ++c) acc = fmaf(coeff[k][c], proto[c], acc);
-                p.logits[(static_cast<uint64_t>(image) * p.max_det + group + k) * pixels + pixel] = acc;
+                p.logits[(static_cast<uint64_t>(image) * p.max_det + first + k) * pixels + pixel] = acc;
             }
         }
     }
 }
 
-// Pixels per thread in yolo_seg_matte: one 16-byte store per thread where
-// the row allows it.
-constexpr int kMattePixels = 16;
+namespace {
 
-// grid (ceil(eye_w / 256), ceil(eye_h / 16), B), block (16, 16); each thread
-// writes 16 horizontally adjacent pixels of its eye in the matte frame.
-// Image b is eye (b % eyes) of matte frame (b / eyes).
-// 3 blocks of 256 per SM (<= 80 registers, no spill): the kernel is latency-bound.
-VRSEG_KERNEL void __launch_bounds__(256, 3) yolo_seg_matte(const YoloSegParams p) {
-    constexpr int kTileList = 128;
-    __shared__ int32_t tile_list[kTileList];
-    __shared__ int32_t tile_count;
-    const int32_t image = blockIdx.z;
-    const Rect e = p.eye[image % p.eyes];
-    const int32_t tile_w = blockDim.x * kMattePixels;
-    const int32_t tile_x0 = blockIdx.x * tile_w, tile_y0 = blockIdx.y * blockDim.y;
-    const int32_t tile_x1 = min(tile_x0 + tile_w, e.w), tile_y1 = min(tile_y0 + static_cast<int32_t>(blockDim.y), e.h);
-    const int32_t kept = p.detection_counts[image];
-    const Detection* dets = p.detections + static_cast<uint64_t>(image) * p.max_det;
-    uint8_t* frame = p.matte + static_cast<uint64_t>(image / p.eyes) * p.matte_frame_stride;
+// yolo_seg_matte's tile: 32 x 8 threads, each writing 8 horizontally
+// adjacent pixels (one 8-byte store; a warp stores 256 contiguous bytes), so
+// a tile is 256 pixels by 8 rows.
+constexpr int kMattePixels = 8;
+constexpr int kMatteThreadsX = 32;
+constexpr int kMatteRows = 8;
+constexpr int kMatteTilesPerBlock = 4;  // MATTE_TILES_PER_BLOCK in yolo_seg.rs
+constexpr int kTileList = 128;
+// Staged (value, slope) pairs per block: 24 KiB.
+constexpr int kStagePairs = 3072;
 
-    // The instances whose crop box touches this tile; with more instances
-    // than the list holds, every pixel tests every instance instead.
-    const bool slow = kept > kTileList;
-    if (threadIdx.x == 0 && threadIdx.y == 0) tile_count = 0;
-    __syncthreads();
-    if (!slow) {
-        const int32_t flat = threadIdx.y * blockDim.x + threadIdx.x;
-        for (int32_t k = flat; k < kept; k += blockDim.x * blockDim.y) {
-            const Detection& d = dets[k];
-            // crop_mask keeps pixel index i when x1 <= i < x2.
-            if (d.sx2 > tile_x0 && d.sx1 < tile_x1 && d.sy2 > tile_y0 && d.sy1 < tile_y1) {
-                tile_list[atomicAdd(&tile_count, 1)] = k;
-            }
-        }
-    }
-    __syncthreads();
-    const int32_t n_list = slow ? kept : tile_count;
+// Where a source pixel's centre falls on one proto axis (the exact inverse of
+// the letterbox, clamped to the proto pixels the unpadded picture covers:
+// scale_masks' crop): left sample index and the fraction towards the next.
+struct ProtoAxis {
+    float origin, step;
+    int32_t lo, hi;
 
-    const int32_t y = tile_y0 + threadIdx.y;
-    const int32_t x_first = tile_x0 + threadIdx.x * kMattePixels;
-    if (y >= e.h || x_first >= e.w) return;
-    uint8_t* out = frame + static_cast<uint64_t>(e.y + y) * p.matte_pitch + e.x + x_first;
-    const int32_t count = min(kMattePixels, e.w - x_first);
-    const bool vector_store = count == kMattePixels && (reinterpret_cast<uintptr_t>(out) & 15) == 0;
-
-    float best[kMattePixels];
-#pragma unroll
-    for (int32_t i = 0; i < kMattePixels; ++i) best[i] = -FLT_MAX;
-    bool any = false;
-
-    if (n_list > 0) {
-        // Proto-space mapping of a source pixel centre (exact inverse of the
-        // letterbox): letterbox coordinate pad + (x + 0.5) * new / eye, over
-        // the proto stride, minus 0.5 for sample centres. Indices clamp to the
-        // proto pixels the unpadded picture covers (scale_masks' crop).
-        const float stride_x = static_cast<float>(p.in_w) / p.proto_w;
-        const float stride_y = static_cast<float>(p.in_h) / p.proto_h;
-        const float step_x = static_cast<float>(p.new_w) / e.w / stride_x;
-        const float step_y = static_cast<float>(p.new_h) / e.h / stride_y;
-        const float origin_x = p.pad_left / stride_x - 0.5f;
-        const float origin_y = p.pad_top / stride_y - 0.5f;
-        const int32_t lo_x = static_cast<int32_t>(floorf(p.pad_left / stride_x));
-        const int32_t lo_y = static_cast<int32_t>(floorf(p.pad_top / stride_y));
-        const int32_t hi_x = min(static_cast<int32_t>(ceilf((p.pad_left + p.new_w) / stride_x)) - 1, p.proto_w - 1);
-        const int32_t hi_y = min(static_cast<int32_t>(ceilf((p.pad_top + p.new_h) / stride_y)) - 1, p.proto_h - 1);
-        const float fy = fmaxf(origin_y + (y + 0.5f) * step_y, static_cast<float>(lo_y));
-        const int32_t y0 = min(static_cast<int32_t>(floorf(fy)), hi_y);
-        const int32_t y1 = min(y0 + 1, hi_y);
-        const float ly = fy - y0;
-        const uint64_t pixels = static_cast<uint64_t>(p.proto_h) * p.proto_w;
-        const float py = static_cast<float>(y);
-        for (int32_t l = 0; l < n_list; ++l) {
-            const int32_t k = slow ? l : tile_list[l];
-            const Detection& d = dets[k];
-            if (!(py >= d.sy1 && py < d.sy2)) continue;
-            if (!(static_cast<float>(x_first + count - 1) >= d.sx1 && static_cast<float>(x_first) < d.sx2)) continue;
-            const float* row0 = p.logits + (static_cast<uint64_t>(image) * p.max_det + k) * pixels + y0 * p.proto_w;
-            const float* row1 = row0 + (y1 - y0) * p.proto_w;
-            // Vertically interpolated values at columns x0 and x0 + 1, reloaded
-            // only when the column changes (about every 25 pixels at 4096 → 160).
-            int32_t cached = -1;
-            float left = 0.0f, right = 0.0f;
-#pragma unroll
-            for (int32_t i = 0; i < kMattePixels; ++i) {
-                const float px = static_cast<float>(x_first + i);
-                if (i < count && px >= d.sx1 && px < d.sx2) {
-                    const float fx = fmaxf(origin_x + (px + 0.5f) * step_x, static_cast<float>(lo_x));
-                    const int32_t x0 = min(static_cast<int32_t>(floorf(fx)), hi_x);
-                    if (x0 != cached) {
-                        const int32_t x1 = min(x0 + 1, hi_x);
-                        left = (1.0f - ly) * __ldg(row0 + x0) + ly * __ldg(row1 + x0);
-                        right = (1.0f - ly) * __ldg(row0 + x1) + ly * __ldg(row1 + x1);
-                        cached = x0;
-                    }
-                    const float lx = fx - x0;
-                    best[i] = fmaxf(best[i], (1.0f - lx) * left + lx * right);
-                    any = true;
-                }
-            }
-        }
+    __device__ ProtoAxis(int32_t pad, int32_t new_len, int32_t eye_len, int32_t in_len, int32_t proto_len) {
+        const float stride = static_cast<float>(in_len) / proto_len;
+        step = static_cast<float>(new_len) / eye_len / stride;
+        origin = pad / stride - 0.5f;
+        lo = static_cast<int32_t>(floorf(pad / stride));
+        hi = min(static_cast<int32_t>(ceilf((pad + new_len) / stride)) - 1, proto_len - 1);
     }
 
-    // No instance touches these pixels (most of a frame): zeros, without the
-    // 16 predicated sigmoids the compiler would otherwise if-convert.
-    uint8_t alpha[kMattePixels];
-    if (!any) {
-#pragma unroll
-        for (int32_t i = 0; i < kMattePixels; ++i) alpha[i] = 0;
-    } else {
-#pragma unroll
-        for (int32_t i = 0; i < kMattePixels; ++i) {
-            const float b = best[i];
-            uint8_t a = 0;
-            if (b > -FLT_MAX) {
-                a = p.binary ? (b > 0.0f ? 255 : 0) : static_cast<uint8_t>(__float2uint_rn(255.0f / (1.0f + __expf(-b))));
-            }
-            alpha[i] = a;
-        }
+    __device__ __forceinline__ int32_t sample(int32_t pixel, float* frac) const {
+        const float f = fmaxf(origin + (pixel + 0.5f) * step, static_cast<float>(lo));
+        const int32_t i = min(static_cast<int32_t>(floorf(f)), hi);
+        *frac = f - i;
+        return i;
     }
-    if (vector_store) {
-        uint4 v;
+};
+
+__device__ __forceinline__ uint8_t alpha_of(float best, bool binary) {
+    if (!(best > -FLT_MAX)) return 0;
+    if (binary) return best > 0.0f ? 255 : 0;
+    return static_cast<uint8_t>(__float2uint_rn(__fdividef(255.0f, 1.0f + __expf(-best))));
+}
+
+
+
+// Stores one thread's run of alpha bytes (one 8-byte store where aligned).
+__device__ __forceinline__ void store_alpha(uint8_t* out, const uint8_t (&alpha)[kMattePixels], int32_t count) {
+    if (count == kMattePixels && (reinterpret_cast<uintptr_t>(out) & 7) == 0) {
+        uint2 v;
         v.x = alpha[0] | (alpha[1] << 8) | (alpha[2] << 16) | (static_cast<uint32_t>(alpha[3]) << 24);
         v.y = alpha[4] | (alpha[5] << 8) | (alpha[6] << 16) | (static_cast<uint32_t>(alpha[7]) << 24);
-        v.z = alpha[8] | (alpha[9] << 8) | (alpha[10] << 16) | (static_cast<uint32_t>(alpha[11]) << 24);
-        v.w = alpha[12] | (alpha[13] << 8) | (alpha[14] << 16) | (static_cast<uint32_t>(alpha[15]) << 24);
-        *reinterpret_cast<uint4*>(out) = v;
+        *reinterpret_cast<uint2*>(out) = v;
     } else {
 #pragma unroll
         for (int32_t i = 0; i < kMattePixels; ++i) {
@@ -432,3 +391,231 @@ VRSEG_KERNEL void __launch_bounds__(256, 3) yolo_seg_matte(const YoloSegParams p
         }
     }
 }
+
+// Zeros for this thread's column of pixels in rows [y0, y1) of a block's
+// tiles.
+__device__ __forceinline__ void matte_zero_rows(const YoloSegParams& p, int32_t image, const Rect& e, int32_t tile_x0,
+                                             int32_t y0, int32_t y1) {
+    const int32_t x_first = tile_x0 + threadIdx.x * kMattePixels;
+    if (x_first >= e.w) return;
+    const int32_t count = min(kMattePixels, e.w - x_first);
+    uint8_t* frame = p.matte + static_cast<uint64_t>(image / p.eyes) * p.matte_frame_stride;
+    const uint8_t zeros[kMattePixels] = {};
+    for (int32_t y = y0 + threadIdx.y; y < y1; y += kMatteRows) {
+        store_alpha(frame + static_cast<uint64_t>(e.y + y) * p.matte_pitch + e.x + x_first, zeros, count);
+    }
+}
+
+struct MatteShared {
+    int32_t tile_list[kTileList];
+    float4 tile_box[kTileList];  // the listed instances' crop boxes (sx1, sy1, sx2, sy2)
+    int32_t tile_count;
+    float2 stage[kStagePairs];
+};
+
+// One 256 x 8 tile of one eye. Every thread of the block calls it (it syncs).
+// kStaged: the launcher has checked that every tile's span fits the stage
+// (`matte_is_staged` in yolo_seg.rs); otherwise logits are sampled in global
+// memory directly. Two variants, so that neither carries the other's registers.
+template <bool kStaged>
+__device__ __forceinline__ void matte_tile(const YoloSegParams& p, MatteShared& sh, int32_t image, const Rect& e, int32_t kept,
+                           int32_t tile_x0, int32_t tile_y0) {
+    const int32_t tile_w = kMatteThreadsX * kMattePixels;
+    const int32_t tile_x1 = min(tile_x0 + tile_w, e.w), tile_y1 = min(tile_y0 + kMatteRows, e.h);
+    const Detection* dets = p.detections + static_cast<uint64_t>(image) * p.max_det;
+    uint8_t* frame = p.matte + static_cast<uint64_t>(image / p.eyes) * p.matte_frame_stride;
+    const int32_t flat = threadIdx.y * kMatteThreadsX + threadIdx.x;
+    const int32_t y = tile_y0 + threadIdx.y;
+    const int32_t x_first = tile_x0 + threadIdx.x * kMattePixels;
+    const bool active = y < e.h && x_first < e.w;
+    uint8_t* out = frame + static_cast<uint64_t>(e.y + y) * p.matte_pitch + e.x + x_first;
+    const int32_t count = active ? min(kMattePixels, e.w - x_first) : 0;
+
+    // The instances whose crop box touches this tile; with more instances
+    // than the list holds, every pixel tests every instance instead.
+    const bool all_listed = kept > kTileList;
+    __syncthreads();  // the previous tile's readers of the list and stage are done
+    if (flat == 0) sh.tile_count = 0;
+    __syncthreads();
+    if (!all_listed) {
+        for (int32_t k = flat; k < kept; k += blockDim.x * blockDim.y) {
+            const Detection& d = dets[k];
+            // crop_mask keeps pixel index i when x1 <= i < x2.
+            if (d.sx2 > tile_x0 && d.sx1 < tile_x1 && d.sy2 > tile_y0 && d.sy1 < tile_y1) {
+                const int32_t slot = atomicAdd(&sh.tile_count, 1);
+                sh.tile_list[slot] = k;
+                sh.tile_box[slot] = make_float4(d.sx1, d.sy1, d.sx2, d.sy2);
+            }
+        }
+    }
+    __syncthreads();
+    const int32_t n_list = all_listed ? kept : sh.tile_count;
+    if (n_list == 0) {  // uniform: no instance touches the tile
+        const uint8_t zeros[kMattePixels] = {};
+        if (active) store_alpha(out, zeros, count);
+        return;
+    }
+
+    const ProtoAxis ax(p.pad_left, p.new_w, e.w, p.in_w, p.proto_w);
+    const ProtoAxis ay(p.pad_top, p.new_h, e.h, p.in_h, p.proto_h);
+    const uint64_t pixels = static_cast<uint64_t>(p.proto_h) * p.proto_w;
+    const float* logits = p.logits + static_cast<uint64_t>(image) * p.max_det * pixels;
+    float unused;
+    const int32_t col_first = ax.sample(tile_x0, &unused);
+    const int32_t cols = ax.sample(tile_x1 - 1, &unused) - col_first + 1;
+    const int32_t rows = tile_y1 - tile_y0;
+    const int32_t per_instance = rows * cols;
+    // The launcher's bound makes this impossible; were it wrong, stop loudly
+    // (a launch failure) rather than write past the stage.
+    if (kStaged && (per_instance > kStagePairs || cols > 255)) __trap();
+    const int32_t group = kStaged ? kStagePairs / per_instance : n_list;
+
+    // This thread's row and pixels in proto space, the same for every
+    // instance. Column offsets from col_first take one byte each: a staged
+    // tile spans at most 255 columns (the direct path recomputes its columns).
+    float ly;
+    const int32_t y0 = ay.sample(y, &ly);
+    const int32_t y1 = min(y0 + 1, ay.hi);
+    uint32_t offsets[kMattePixels / 4] = {};
+    float lx[kMattePixels];
+#pragma unroll
+    for (int32_t i = 0; i < kMattePixels; ++i) {
+        const uint32_t o = ax.sample(x_first + min(i, max(count - 1, 0)), &lx[i]) - col_first;
+        offsets[i / 4] |= min(o, 255u) << (8 * (i % 4));
+    }
+    const float py = static_cast<float>(y);
+    float best[kMattePixels];
+#pragma unroll
+    for (int32_t i = 0; i < kMattePixels; ++i) best[i] = -FLT_MAX;
+    bool any = false;
+
+    for (int32_t g0 = 0; g0 < n_list; g0 += group) {
+        const int32_t in_group = min(group, n_list - g0);
+        if constexpr (kStaged) {
+            if (g0 > 0) __syncthreads();  // the previous group's readers are done
+            for (int32_t s = flat; s < in_group * per_instance; s += blockDim.x * blockDim.y) {
+                const int32_t l = s / per_instance, rem = s - l * per_instance;
+                const int32_t r = rem / cols, c = col_first + (rem - r * cols);
+                const int32_t k = all_listed ? g0 + l : sh.tile_list[g0 + l];
+                float fy;
+                const int32_t sy0 = ay.sample(tile_y0 + r, &fy);
+                const int32_t sy1 = min(sy0 + 1, ay.hi);
+                const int32_t c1 = min(c + 1, ax.hi);
+                const float* L = logits + static_cast<uint64_t>(k) * pixels;
+                const float a0 = __ldg(L + sy0 * p.proto_w + c), a1 = __ldg(L + sy1 * p.proto_w + c);
+                const float b0 = __ldg(L + sy0 * p.proto_w + c1), b1 = __ldg(L + sy1 * p.proto_w + c1);
+                const float v = (1.0f - fy) * a0 + fy * a1;
+                const float w = (1.0f - fy) * b0 + fy * b1;
+                sh.stage[s] = make_float2(v, w - v);
+            }
+            __syncthreads();
+        }
+        if (!active) continue;
+        for (int32_t l = 0; l < in_group; ++l) {
+            const int32_t k = all_listed ? g0 + l : sh.tile_list[g0 + l];
+            const float4 box = all_listed ? make_float4(dets[k].sx1, dets[k].sy1, dets[k].sx2, dets[k].sy2)
+                                          : sh.tile_box[g0 + l];
+            if (!(py >= box.y && py < box.w)) continue;
+            // Pixels x with sx1 <= x < sx2, as indices into this thread's run.
+            const int32_t i_lo = min(max(static_cast<int32_t>(ceilf(box.x)) - x_first, 0), count);
+            const int32_t i_hi = min(max(static_cast<int32_t>(ceilf(box.z)) - x_first, 0), count);
+            if (i_lo >= i_hi) continue;
+            any = true;
+            if constexpr (kStaged) {
+                const float2* row = sh.stage + (l * rows + threadIdx.y) * cols;
+#define VRSEG_OFFSET(i) static_cast<int32_t>((offsets[(i) / 4] >> (8 * ((i) % 4))) & 0xFFu)
+                if (i_lo == 0 && i_hi == kMattePixels) {
+#pragma unroll
+                    for (int32_t i = 0; i < kMattePixels; ++i) {
+                        const float2 v = row[VRSEG_OFFSET(i)];
+                        best[i] = fmaxf(best[i], fmaf(lx[i], v.y, v.x));
+                    }
+                } else {
+#pragma unroll
+                    for (int32_t i = 0; i < kMattePixels; ++i) {
+                        if (i >= i_lo && i < i_hi) {
+                            const float2 v = row[VRSEG_OFFSET(i)];
+                            best[i] = fmaxf(best[i], fmaf(lx[i], v.y, v.x));
+                        }
+                    }
+                }
+#undef VRSEG_OFFSET
+            } else {
+                const float* L = logits + static_cast<uint64_t>(k) * pixels;
+                const float* row0 = L + y0 * p.proto_w;
+                const float* row1 = L + y1 * p.proto_w;
+#pragma unroll
+                for (int32_t i = 0; i < kMattePixels; ++i) {
+                    if (i >= i_lo && i < i_hi) {
+                        float fx;
+                        const int32_t x0 = ax.sample(x_first + i, &fx), x1 = min(x0 + 1, ax.hi);
+                        const float v = (1.0f - ly) * __ldg(row0 + x0) + ly * __ldg(row1 + x0);
+                        const float w = (1.0f - ly) * __ldg(row0 + x1) + ly * __ldg(row1 + x1);
+                        best[i] = fmaxf(best[i], fmaf(fx, w - v, v));
+                    }
+                }
+            }
+        }
+    }
+    if (!active) return;
+    // Pixels no instance covers stay 0, without the predicated sigmoids the
+    // compiler would otherwise if-convert.
+    uint8_t alpha[kMattePixels] = {};
+    if (any) {
+#pragma unroll
+        for (int32_t i = 0; i < kMattePixels; ++i) alpha[i] = alpha_of(best[i], p.binary);
+    }
+    store_alpha(out, alpha, count);
+}
+
+
+
+// Tiles of 256 x 8 pixels (block (32, 8), each thread 8 adjacent pixels);
+// each block does kMatteTilesPerBlock tiles stacked vertically, so that the
+// many tiles no instance touches cost a list check and a store, not a block.
+// grid (ceil(eye_w / 256), ceil(eye_h / (8 * kMatteTilesPerBlock)), B).
+// Image b is eye (b % eyes) of matte frame (b / eyes).
+//
+// Per tile: the kept instances whose crop box touches it are listed. A tile
+// with none stores zeros. Otherwise, for groups of listed instances, the
+// block stages in shared memory each instance's logit interpolated to every
+// tile row at every proto column the tile spans, as (value, slope to the
+// next column) pairs. A pixel's logit is then one shared load and one FMA:
+// value + frac_x * slope, the same bilinear sample as
+// (1 - fx) * left + fx * right. Where tiles span more proto columns than the
+// stage holds (eyes much narrower than the prototypes are wide, e.g. 250
+// pixels at 1280 input) the launcher picks yolo_seg_matte_direct, which
+// samples the logits in global memory instead.
+template <bool kStaged>
+__device__ __forceinline__ void matte_entry(const YoloSegParams& p) {
+    __shared__ MatteShared sh;
+    const int32_t image = blockIdx.z;
+    const Rect e = p.eye[image % p.eyes];
+    const int32_t kept = min(static_cast<int32_t>(p.detection_counts[image]), p.max_det);
+    const int32_t tile_x0 = blockIdx.x * kMatteThreadsX * kMattePixels;
+    const int32_t block_y0 = blockIdx.y * kMatteTilesPerBlock * kMatteRows;
+    const int32_t block_x1 = min(tile_x0 + kMatteThreadsX * kMattePixels, e.w);
+    const int32_t block_y1 = min(block_y0 + kMatteTilesPerBlock * kMatteRows, e.h);
+    // Does any kept instance touch this block's tiles? Most blocks of a frame
+    // are touched by none: they store zeros with no per-tile work.
+    const Detection* dets = p.detections + static_cast<uint64_t>(image) * p.max_det;
+    bool touched = false;
+    for (int32_t k = threadIdx.y * kMatteThreadsX + threadIdx.x; k < kept && !touched; k += blockDim.x * blockDim.y) {
+        const Detection& d = dets[k];
+        touched = d.sx2 > tile_x0 && d.sx1 < block_x1 && d.sy2 > block_y0 && d.sy1 < block_y1;
+    }
+    if (!__syncthreads_or(touched)) {
+        matte_zero_rows(p, image, e, tile_x0, block_y0, block_y1);
+        return;
+    }
+    for (int32_t t = 0; t < kMatteTilesPerBlock; ++t) {
+        const int32_t tile_y0 = (blockIdx.y * kMatteTilesPerBlock + t) * kMatteRows;
+        if (tile_y0 >= e.h) break;  // uniform
+        matte_tile<kStaged>(p, sh, image, e, kept, tile_x0, tile_y0);
+    }
+}
+
+}  // namespace
+
+VRSEG_KERNEL void __launch_bounds__(256, 3) yolo_seg_matte(const YoloSegParams p) { matte_entry<true>(p); }
+VRSEG_KERNEL void __launch_bounds__(256, 3) yolo_seg_matte_direct(const YoloSegParams p) { matte_entry<false>(p); }

@@ -5,8 +5,9 @@
 # `bash bundle/run.sh` runs each test binary with VRSEG_REQUIRE_GPU=1 (a
 # missing GPU fails instead of skipping), runs `vrseg info` and `vrseg
 # selftest`, checks the embedded SASS with cuobjdump when present, and ends
-# with the plain line 'N passed, N failed'. `bash bundle/run.sh bench` runs
-# the criterion benches instead.
+# with the plain line 'N passed, N failed'; the Ultralytics parity script
+# (tools/parity) counts as one check. `bash bundle/run.sh bench` runs the
+# criterion benches instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh
@@ -70,6 +71,21 @@ if [ "${VRSEG_BUNDLE_DECODE_BENCH:-0}" = 1 ]; then
     cp "$clip" "$wheel" tools/bench/pynvc_decode.py tools/bench/decode_table.py bundle/extra/
 fi
 
+# Ultralytics parity (tools/parity): the script and the pinned wheels it
+# installs offline on the GPU machine (torch, onnx, onnxruntime and opencv
+# are there already), fetched once into bundle-extra/wheels.
+parity_wheels="ultralytics==8.4.190 ultralytics-thop==2.2.3 ultralytics-platform==0.1.99 onnxslim==0.1.98"
+mkdir -p bundle-extra/parity-wheels bundle/parity/wheels
+for spec in $parity_wheels; do
+    name=${spec%%==*}; version=${spec##*==}
+    if ! ls bundle-extra/parity-wheels/"${name//-/_}"-"$version"-*.whl >/dev/null 2>&1; then
+        python3 -m pip download "$spec" --no-deps --only-binary=:all: --python-version 3.12 \
+            --platform manylinux_2_28_x86_64 -d bundle-extra/parity-wheels --quiet
+    fi
+    cp bundle-extra/parity-wheels/"${name//-/_}"-"$version"-*.whl bundle/parity/wheels/
+done
+cp tools/parity/ultralytics_parity.py bundle/parity/
+
 cat > bundle/run.sh <<'RUN'
 #!/usr/bin/env bash
 # Runs the vrseg GPU bundle. Usage: bash bundle/run.sh [bench]
@@ -122,6 +138,16 @@ done
 for b in "$here"/benches/*; do
     check "bench $(basename "$b") runs once (--test)" "$b" --test
 done
+
+if [ -d "$here/parity" ]; then
+    echo "== ultralytics parity (tools/parity/ultralytics_parity.py)"
+    if python3 "$here/parity/ultralytics_parity.py" --vrseg "$here/bin/vrseg" --wheels "$here/parity/wheels" \
+        --work /tmp/vrseg-parity --out "${OUT:-/tmp}" 2>>"$log" | tee -a "$log"; then
+        passed=$((passed+1)); echo "ok    ultralytics parity"
+    else
+        failed=$((failed+1)); echo "FAIL  ultralytics parity (stderr in the bundle log)"; tail -20 "$log"
+    fi
+fi
 
 echo "== vrseg info"
 "$here/bin/vrseg" info | tee -a "$log"

@@ -6,6 +6,7 @@ use std::io::Write;
 use clap::{Parser, Subcommand};
 
 pub mod decode;
+pub mod dev;
 pub mod exit;
 
 #[derive(Debug, Parser)]
@@ -71,6 +72,12 @@ pub enum Command {
         seed: Option<u64>,
         #[arg(long)]
         json: bool,
+    },
+    /// Run one kernel family on raw arrays (for parity tools; see tools/parity).
+    #[command(hide = true)]
+    Dev {
+        #[command(subcommand)]
+        what: dev::DevCommand,
     },
 }
 
@@ -178,6 +185,7 @@ pub fn run(cli: Cli) -> anyhow::Result<exit::Code> {
             }
             Ok(exit::Code::Success)
         }
+        Command::Dev { what } => dev::run(what),
         Command::Selftest { gpu, frames, seed, json } => {
             let seed = seed.unwrap_or_else(|| {
                 std::time::SystemTime::now()

@@ -4,10 +4,10 @@
 use std::ffi::c_int;
 use std::sync::Arc;
 
-use cudarc::driver::{sys, CudaContext, CudaStream};
+use cudarc::driver::{sys, CudaContext, CudaFunction, CudaStream};
 
 use super::error::{CheckDriver, GpuError};
-use super::kernels::KernelRegistry;
+use super::kernels::{Kernel, KernelRegistry};
 
 /// What `vrseg info` and the planners need to know about a device.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -168,6 +168,43 @@ impl Gpu {
             self.inner.kernels.module(&self.inner.ctx, m)?;
         }
         Ok(())
+    }
+
+    /// Lets `kernel` launch with `bytes` of dynamic shared memory. Up to 48 KiB
+    /// needs nothing; above that the function must opt in, up to the device's
+    /// per-block limit (99 KiB on sm_86/sm_89, 227 KiB on sm_90). The attribute
+    /// is set only when a launch needs more than the function allows already.
+    pub fn allow_dynamic_shared_memory(
+        &self,
+        function: &CudaFunction,
+        kernel: Kernel,
+        bytes: usize,
+    ) -> Result<(), GpuError> {
+        const DEFAULT_LIMIT: usize = 48 * 1024;
+        if bytes <= DEFAULT_LIMIT {
+            return Ok(());
+        }
+        use sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES as MAX_DYNAMIC;
+        let allowed = function.get_attribute(MAX_DYNAMIC).check("cuFuncGetAttribute")?;
+        if bytes <= allowed.max(0) as usize {
+            return Ok(());
+        }
+        let limit = self
+            .inner
+            .ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+            .check("cuDeviceGetAttribute")?;
+        if bytes > limit.max(0) as usize {
+            return Err(GpuError::InvalidLaunch {
+                kernel: kernel.symbol(),
+                reason: format!(
+                    "needs {bytes} bytes of shared memory per block; this GPU allows {limit} (the input is too wide for it)"
+                ),
+            });
+        }
+        function
+            .set_attribute(MAX_DYNAMIC, bytes as i32)
+            .check_with("cuFuncSetAttribute", || format!("{} to {bytes} bytes of shared memory", kernel.symbol()))
     }
 
     pub fn synchronize(&self) -> Result<(), GpuError> {

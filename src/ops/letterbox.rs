@@ -254,38 +254,44 @@ impl LetterboxJob<'_, '_> {
                 self.bit_depth, self.layout.bytes_per_sample
             )));
         }
+        // The kernel reads rows in aligned 16-byte chunks.
+        if self.layout.pitch % 16 != 0 || self.layout.chroma_offset % 16 != 0 {
+            return Err(invalid(format!(
+                "pitch {} and chroma offset {} must be multiples of 16",
+                self.layout.pitch, self.layout.chroma_offset
+            )));
+        }
         for f in self.frames {
             if f.bytes() < self.layout.slot_bytes() {
                 return Err(f.too_small(self.layout.slot_bytes(), "letterbox input"));
+            }
+            if f.ptr() % 16 != 0 {
+                return Err(invalid(format!("frame `{}` is not 16-byte aligned", f.name())));
             }
         }
         self.out.require::<half::f16>(self.output_elements(), "letterbox output")
     }
 }
 
-/// Luma taps one output pixel reads along the longer-scaled axis at most:
-/// ceil(scale) + 1 for a downscale, 2 for bilinear.
-fn max_taps(eye: EyeRect, g: &LetterboxGeometry) -> u32 {
-    let scale = (f64::from(eye.w) / f64::from(g.new_w)).max(f64::from(eye.h) / f64::from(g.new_h));
-    if scale > 1.0 {
-        scale.ceil() as u32 + 1
-    } else {
-        2
-    }
+/// Shared-memory floats for `samples` samples at the kernel's skewed
+/// indices (one padding word every 32): `skewed_len` in letterbox.cu.
+fn skewed_len(samples: usize) -> usize {
+    samples + samples / 32 + 1
 }
 
-/// The unrolled variant whose tap count covers the scale, else the looping one.
-fn kernel_for(p016: bool, eye: EyeRect, g: &LetterboxGeometry) -> Kernel {
-    match (p016, max_taps(eye, g)) {
-        (false, 0..=4) => Kernel::LetterboxNv12F16T4,
-        (false, 5..=8) => Kernel::LetterboxNv12F16T8,
-        (false, 9..=16) => Kernel::LetterboxNv12F16T16,
-        (false, _) => Kernel::LetterboxNv12F16,
-        (true, 0..=4) => Kernel::LetterboxP016F16T4,
-        (true, 5..=8) => Kernel::LetterboxP016F16T8,
-        (true, 9..=16) => Kernel::LetterboxP016F16T16,
-        (true, _) => Kernel::LetterboxP016F16,
-    }
+/// Bytes of dynamic shared memory one block of the kernel uses: the vertical
+/// sums of the eye's luma and chroma chunks (`chunk_span` in letterbox.cu) and
+/// one row of resampled luma.
+fn letterbox_shared_bytes(eye: EyeRect, bytes_per_sample: usize, new_w: i32) -> usize {
+    let per_chunk = 16 / bytes_per_sample;
+    let chunks = |first: i32, last: i32, comps: usize| -> usize {
+        let begin = (first as usize * comps * bytes_per_sample) & !15;
+        let end = (last as usize + 1) * comps * bytes_per_sample;
+        (end - begin).div_ceil(16)
+    };
+    let luma = chunks(eye.x, eye.x + eye.w - 1, 1);
+    let chroma = chunks(eye.x / 2, (eye.x + eye.w - 1) / 2, 2);
+    4 * (skewed_len(luma * per_chunk) + skewed_len(chroma * per_chunk) + new_w as usize)
 }
 
 /// Enqueues the preprocess of one batch on `stream`.
@@ -293,7 +299,15 @@ pub fn letterbox(gpu: &Gpu, stream: &CudaStream, job: &LetterboxJob) -> Result<(
     job.validate()?;
     let g = job.geometry;
     let eye = job.eyes[0];
-    let kernel = kernel_for(job.layout.bytes_per_sample == 2, eye, &g);
+    let kernel = if job.layout.bytes_per_sample == 2 { Kernel::LetterboxP016F16 } else { Kernel::LetterboxNv12F16 };
+    // Eyes of one size can still straddle different 16-byte chunk counts (the
+    // right eye of an odd split starts mid-chunk): size for the larger.
+    let shared_mem_bytes = job
+        .eyes
+        .iter()
+        .map(|e| letterbox_shared_bytes(*e, job.layout.bytes_per_sample as usize, g.new_w))
+        .max()
+        .unwrap_or(0);
     let mut frames = [0u64; MAX_BATCH_FRAMES];
     for (slot, view) in frames.iter_mut().zip(job.frames) {
         *slot = view.ptr();
@@ -321,11 +335,12 @@ pub fn letterbox(gpu: &Gpu, stream: &CudaStream, job: &LetterboxJob) -> Result<(
     };
     let images = (job.frames.len() * job.eyes.len()) as u32;
     let config = LaunchConfig {
-        grid_dim: ((g.in_w as u32).div_ceil(32), (g.in_h as u32).div_ceil(8), images),
-        block_dim: (32, 8, 1),
-        shared_mem_bytes: 0,
+        grid_dim: (g.in_h as u32, images, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: shared_mem_bytes as u32,
     };
     let function = gpu.kernels().function(gpu.context(), kernel)?;
+    gpu.allow_dynamic_shared_memory(function, kernel, shared_mem_bytes)?;
     // SAFETY: `params` matches the kernel's struct (see DeviceRepr above);
     // every frame pointer holds a whole frame of `layout` and the output holds
     // the whole tensor (checked by `validate`); the views live in a pool that
@@ -515,16 +530,20 @@ mod tests {
     }
 
     #[test]
-    fn unrolled_variants_are_chosen_by_scale() {
+    fn shared_memory_covers_the_eye_chunks() {
+        // Left eye of 8K SBS NV12: 256 luma chunks, 256 chroma chunks of 16 samples.
         let eye = EyeRect { x: 0, y: 0, w: 4096, h: 4096 };
-        let g = LetterboxGeometry::ultralytics(4096, 4096, 640, 640);
-        assert_eq!(kernel_for(false, eye, &g), Kernel::LetterboxNv12F16T8); // 6.4x: 8 taps
-        let eye = EyeRect { x: 0, y: 0, w: 37, h: 23 };
-        let g = LetterboxGeometry::ultralytics(37, 23, 640, 640);
-        assert_eq!(kernel_for(true, eye, &g), Kernel::LetterboxP016F16T4); // bilinear
-        let eye = EyeRect { x: 0, y: 0, w: 16384, h: 8192 };
-        let g = LetterboxGeometry::ultralytics(16384, 8192, 640, 640);
-        assert_eq!(kernel_for(false, eye, &g), Kernel::LetterboxNv12F16); // 25.6x: loops
+        assert_eq!(letterbox_shared_bytes(eye, 1, 640), 4 * (2 * (4096 + 128 + 1) + 640));
+        // Right eye of a 1918-wide SBS frame starts mid-chunk: luma samples
+        // 959..=1917 and chroma pairs 479..=958 both start in the chunk at byte 944.
+        let eye = EyeRect { x: 959, y: 0, w: 959, h: 1078 };
+        let luma = (1918 - 944usize).div_ceil(16);
+        let chroma = ((958 + 1) * 2 - 944usize).div_ceil(16);
+        assert_eq!(letterbox_shared_bytes(eye, 1, 569), 4 * (skewed_len(luma * 16) + skewed_len(chroma * 16) + 569));
+        // P016 8192-wide mono: over the 48 KiB default, under sm_86's 99 KiB opt-in.
+        let eye = EyeRect { x: 0, y: 0, w: 8192, h: 4096 };
+        let bytes = letterbox_shared_bytes(eye, 2, 640);
+        assert!(bytes > 48 * 1024 && bytes < 99 * 1024, "{bytes}");
     }
 
     #[test]

@@ -33,6 +33,12 @@ pub const MAX_DETECTIONS: usize = 1024;
 pub const MAX_CLASSES: usize = 128;
 /// Mask coefficients per anchor the logit kernel holds in registers.
 pub const MAX_MASK_COEFFICIENTS: usize = 64;
+/// Detections one block of the logit kernel handles (`kLogitGroup`).
+const LOGIT_GROUP: u32 = 8;
+/// Z-slices of the logit kernel's grid (each loops over every fourth group).
+const LOGIT_SLICES: u32 = 4;
+/// Matte tiles one block of the matte kernel handles (`kMatteTilesPerBlock`).
+const MATTE_TILES_PER_BLOCK: u32 = 4;
 
 /// One kept detection as the kernels write it.
 #[repr(C)]
@@ -258,6 +264,10 @@ pub fn yolo_seg_postprocess(
     if s.batch == 0 || s.anchors == 0 || s.proto_h == 0 || s.proto_w == 0 {
         return Err(invalid(format!("empty heads {s:?}")));
     }
+    // Sort keys hold the anchor in 24 bits.
+    if s.anchors >= 1 << 24 {
+        return Err(invalid(format!("{} anchors (at most {})", s.anchors, (1 << 24) - 1)));
+    }
     if s.classes == 0 || s.classes > MAX_CLASSES || s.coefficients == 0 || s.coefficients > MAX_MASK_COEFFICIENTS {
         return Err(invalid(format!(
             "{} classes and {} mask coefficients (1 to {MAX_CLASSES} and 1 to {MAX_MASK_COEFFICIENTS})",
@@ -358,29 +368,54 @@ pub fn yolo_seg_postprocess(
     launch(
         Kernel::YoloSegCandidates,
         LaunchConfig {
-            grid_dim: ((s.anchors as u32).div_ceil(256), batch, 1),
-            block_dim: (256, 1, 1),
+            // 32 anchors per block, their classes split over 8 threads each.
+            grid_dim: ((s.anchors as u32).div_ceil(32), batch, 1),
+            block_dim: (32, 8, 1),
             shared_mem_bytes: 0,
         },
     )?;
     launch(Kernel::YoloSegNms, LaunchConfig { grid_dim: (batch, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 })?;
     if job.matte.is_some() {
         let pixels = (s.proto_h * s.proto_w) as u32;
+        // Up to LOGIT_SLICES z-slices of LOGIT_GROUP detections each; slices
+        // with no kept detection return at once.
+        let slices = (c.max_det as u32).div_ceil(LOGIT_GROUP).min(LOGIT_SLICES);
         launch(
             Kernel::YoloSegMaskLogits,
-            LaunchConfig { grid_dim: (pixels.div_ceil(256), batch, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 },
+            LaunchConfig {
+                grid_dim: (pixels.div_ceil(256), batch, slices),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            },
         )?;
         let e = job.eyes[0];
+        let matte = if matte_is_staged(&g, e, &s) { Kernel::YoloSegMatte } else { Kernel::YoloSegMatteDirect };
         launch(
-            Kernel::YoloSegMatte,
+            matte,
             LaunchConfig {
-                grid_dim: ((e.w as u32).div_ceil(16 * 16), (e.h as u32).div_ceil(16), batch),
-                block_dim: (16, 16, 1),
+                // 32 x 8 threads of 8 pixels each: tiles of 256 x 8 pixels,
+                // MATTE_TILES_PER_BLOCK of them stacked per block.
+                grid_dim: ((e.w as u32).div_ceil(256), (e.h as u32).div_ceil(8 * MATTE_TILES_PER_BLOCK), batch),
+                block_dim: (32, 8, 1),
                 shared_mem_bytes: 0,
             },
         )?;
     }
     Ok(())
+}
+
+/// Whether every 256 x 8 matte tile's proto-column span fits the kernel's
+/// stage (3072 (value, slope) pairs, at most 255 columns): then
+/// `yolo_seg_matte` runs, else `yolo_seg_matte_direct`. A tile of n pixels
+/// (256, or the eye's width if narrower) spans at most 2 + floor((n - 1) *
+/// step) columns, step being proto pixels per eye pixel; the bound below adds
+/// one more for f32 rounding.
+fn matte_is_staged(g: &LetterboxGeometry, eye: EyeRect, s: &YoloSegShape) -> bool {
+    const STAGE_PAIRS: f64 = 3072.0;
+    const TILE_ROWS: f64 = 8.0;
+    let step = (f64::from(g.new_w) / f64::from(eye.w)) / (f64::from(g.in_w) / s.proto_w as f64);
+    let cols = (f64::from(eye.w.min(256)) * step).ceil() + 2.0;
+    cols <= 255.0 && TILE_ROWS * cols <= STAGE_PAIRS
 }
 
 /// Copies the kept detections of a batch to the host (waits for the stream).
@@ -589,6 +624,22 @@ mod tests {
     fn params_layout_matches_the_kernel() {
         assert_eq!(std::mem::size_of::<YoloSegParams>(), 10 * 8 + 33 * 4 + 4);
         assert_eq!(std::mem::size_of::<Detection>(), 48);
+    }
+
+    #[test]
+    fn the_matte_stages_for_video_eyes_and_samples_directly_for_tiny_ones() {
+        let shape = YoloSegShape::yolo_seg(2, 640);
+        let at = |w: i32, h: i32, input: i32, shape: &YoloSegShape| {
+            let g = LetterboxGeometry::ultralytics(w, h, input, input);
+            matte_is_staged(&g, EyeRect { x: 0, y: 0, w, h }, shape)
+        };
+        assert!(at(4096, 4096, 640, &shape));
+        assert!(at(959, 1078, 640, &shape));
+        // 640 input: at most 160 columns per tile, always staged.
+        assert!(at(37, 23, 640, &shape));
+        // 1280 input, 250-pixel eyes: 320 proto columns across a tile.
+        assert!(!at(250, 151, 1280, &YoloSegShape::yolo_seg(2, 1280)));
+        assert!(at(1920, 1080, 1280, &YoloSegShape::yolo_seg(2, 1280)));
     }
 
     #[test]

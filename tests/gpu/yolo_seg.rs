@@ -1,5 +1,6 @@
 //! kernels/yolo_seg.cu against the CPU references in `ops::yolo_seg`, on
-//! random heads with 0, 1, 37 and thousands of candidates.
+//! random heads with 0, 1, 37 and thousands of candidates, 640 and 1280
+//! model inputs (the matte kernel's staged and direct paths).
 //! - Detections: exactly the same kept set, in the same order, with
 //!   bit-identical boxes and scores (both sides use the same rounded f32
 //!   operations).
@@ -53,6 +54,8 @@ struct Case {
     frame: (u32, u32),
     layout: StereoLayout,
     frames: usize,
+    /// Square model input (640 or 1280).
+    input: usize,
     background: f32,
     hot: usize,
     config: PostprocessConfig,
@@ -62,8 +65,9 @@ fn run_case(case: Case) {
     let gpu = gpu_or_skip!();
     let mut rng = SplitMix64::new(test_seed(case.name));
     let eyes: Vec<EyeRect> = eye_rects(case.layout, case.frame.0, case.frame.1);
-    let shape = YoloSegShape::yolo_seg(case.frames * eyes.len(), 640);
-    let geometry = LetterboxGeometry::ultralytics(eyes[0].w, eyes[0].h, 640, 640);
+    let shape = YoloSegShape::yolo_seg(case.frames * eyes.len(), case.input);
+    let input = case.input as i32;
+    let geometry = LetterboxGeometry::ultralytics(eyes[0].w, eyes[0].h, input, input);
     let (out0, protos) = random_heads(&mut rng, &shape, case.background, case.hot);
     let (mw, mh) = case.frame;
     let pitch = (mw as usize).div_ceil(256) * 256;
@@ -162,6 +166,7 @@ fn no_detections_gives_an_empty_matte() {
         frame: (1918, 1078),
         layout: StereoLayout::Sbs,
         frames: 2,
+        input: 640,
         background: 0.2,
         hot: 0,
         config: PostprocessConfig::default(),
@@ -177,6 +182,7 @@ fn one_detection() {
         frame: (37, 23),
         layout: StereoLayout::Mono,
         frames: 1,
+        input: 640,
         background: 0.2,
         hot: 1,
         config,
@@ -192,6 +198,7 @@ fn thirty_seven_hot_anchors_all_classes_soft_and_binary() {
             frame: (1918, 1078),
             layout: StereoLayout::Sbs,
             frames: 1,
+            input: 640,
             background: 0.2,
             hot: 37,
             config,
@@ -208,6 +215,7 @@ fn thousands_of_candidates_take_the_global_sort_and_hit_max_det() {
         frame: (333, 997),
         layout: StereoLayout::Tb,
         frames: 1,
+        input: 640,
         background: 0.3,
         hot: 37,
         config,
@@ -221,8 +229,25 @@ fn sbs_8k_frames_person_only() {
         frame: (8192, 4096),
         layout: StereoLayout::Sbs,
         frames: 1,
+        input: 640,
         background: 0.2,
         hot: 37,
         config: PostprocessConfig::default(),
+    });
+}
+
+#[test]
+fn small_eyes_on_a_1280_model_sample_the_logits_directly() {
+    // 250-pixel eyes on 320x320 prototypes: a 256-pixel tile spans 320 proto
+    // columns, more than the matte kernel stages, so it reads global logits.
+    run_case(Case {
+        name: "direct",
+        frame: (500, 151),
+        layout: StereoLayout::Sbs,
+        frames: 2,
+        input: 1280,
+        background: 0.2,
+        hot: 37,
+        config: PostprocessConfig { classes: vec![], ..Default::default() },
     });
 }
