@@ -413,23 +413,23 @@ struct MatteShared {
     float2 stage[kStagePairs];
 };
 
-// One 256 x 8 tile of one eye. Every thread of the block calls it (it syncs).
-// kStaged: the launcher has checked that every tile's span fits the stage
-// (`matte_is_staged` in yolo_seg.rs); otherwise logits are sampled in global
-// memory directly. Two variants, so that neither carries the other's registers.
-template <bool kStaged>
-__device__ __forceinline__ void matte_tile(const YoloSegParams& p, MatteShared& sh, int32_t image, const Rect& e, int32_t kept,
-                           int32_t tile_x0, int32_t tile_y0) {
+// One tile of 256 x (8 * R) pixels of one eye: each thread does R rows
+// (threadIdx.y + 8 j) of the same 8 columns, so the list of instances, the
+// stage and the per-pixel column mapping are built once for R rows. Every
+// thread of the block calls it (it syncs). kStaged: the caller has checked
+// that the tile's span fits the stage; otherwise logits are sampled in
+// global memory directly.
+template <bool kStaged, int R>
+__device__ __forceinline__ void matte_tile(const YoloSegParams& p, MatteShared& sh, int32_t image, const Rect& e,
+                                           int32_t kept, int32_t tile_x0, int32_t tile_y0) {
     const int32_t tile_w = kMatteThreadsX * kMattePixels;
-    const int32_t tile_x1 = min(tile_x0 + tile_w, e.w), tile_y1 = min(tile_y0 + kMatteRows, e.h);
+    const int32_t tile_x1 = min(tile_x0 + tile_w, e.w), tile_y1 = min(tile_y0 + kMatteRows * R, e.h);
     const Detection* dets = p.detections + static_cast<uint64_t>(image) * p.max_det;
     uint8_t* frame = p.matte + static_cast<uint64_t>(image / p.eyes) * p.matte_frame_stride;
     const int32_t flat = threadIdx.y * kMatteThreadsX + threadIdx.x;
-    const int32_t y = tile_y0 + threadIdx.y;
     const int32_t x_first = tile_x0 + threadIdx.x * kMattePixels;
-    const bool active = y < e.h && x_first < e.w;
-    uint8_t* out = frame + static_cast<uint64_t>(e.y + y) * p.matte_pitch + e.x + x_first;
-    const int32_t count = active ? min(kMattePixels, e.w - x_first) : 0;
+    const int32_t count = x_first < e.w ? min(kMattePixels, e.w - x_first) : 0;
+    auto out_row = [&](int32_t y) { return frame + static_cast<uint64_t>(e.y + y) * p.matte_pitch + e.x + x_first; };
 
     // The instances whose crop box touches this tile; with more instances
     // than the list holds, every pixel tests every instance instead.
@@ -452,7 +452,9 @@ __device__ __forceinline__ void matte_tile(const YoloSegParams& p, MatteShared& 
     const int32_t n_list = all_listed ? kept : sh.tile_count;
     if (n_list == 0) {  // uniform: no instance touches the tile
         const uint8_t zeros[kMattePixels] = {};
-        if (active) store_alpha(out, zeros, count);
+        for (int32_t y = tile_y0 + threadIdx.y; y < tile_y1; y += kMatteRows) {
+            if (count > 0) store_alpha(out_row(y), zeros, count);
+        }
         return;
     }
 
@@ -465,17 +467,39 @@ __device__ __forceinline__ void matte_tile(const YoloSegParams& p, MatteShared& 
     const int32_t cols = ax.sample(tile_x1 - 1, &unused) - col_first + 1;
     const int32_t rows = tile_y1 - tile_y0;
     const int32_t per_instance = rows * cols;
-    // The launcher's bound makes this impossible; were it wrong, stop loudly
+    // The caller's bound makes this impossible; were it wrong, stop loudly
     // (a launch failure) rather than write past the stage.
     if (kStaged && (per_instance > kStagePairs || cols > 255)) __trap();
     const int32_t group = kStaged ? kStagePairs / per_instance : n_list;
+    const bool one_group = n_list <= group;
 
-    // This thread's row and pixels in proto space, the same for every
-    // instance. Column offsets from col_first take one byte each: a staged
-    // tile spans at most 255 columns (the direct path recomputes its columns).
-    float ly;
-    const int32_t y0 = ay.sample(y, &ly);
-    const int32_t y1 = min(y0 + 1, ay.hi);
+    // Stages instances [g0, g0 + in_group) of the list: each one's logit at
+    // every tile row and proto column, as (value, slope to the next column).
+    auto stage = [&](int32_t g0, int32_t in_group) {
+        for (int32_t s = flat; s < in_group * per_instance; s += blockDim.x * blockDim.y) {
+            const int32_t l = s / per_instance, rem = s - l * per_instance;
+            const int32_t r = rem / cols, c = col_first + (rem - r * cols);
+            const int32_t k = all_listed ? g0 + l : sh.tile_list[g0 + l];
+            float fy;
+            const int32_t sy0 = ay.sample(tile_y0 + r, &fy);
+            const int32_t sy1 = min(sy0 + 1, ay.hi);
+            const int32_t c1 = min(c + 1, ax.hi);
+            const float* L = logits + static_cast<uint64_t>(k) * pixels;
+            const float a0 = __ldg(L + sy0 * p.proto_w + c), a1 = __ldg(L + sy1 * p.proto_w + c);
+            const float b0 = __ldg(L + sy0 * p.proto_w + c1), b1 = __ldg(L + sy1 * p.proto_w + c1);
+            const float v = (1.0f - fy) * a0 + fy * a1;
+            const float w = (1.0f - fy) * b0 + fy * b1;
+            sh.stage[s] = make_float2(v, w - v);
+        }
+    };
+    if (kStaged && one_group) {
+        stage(0, n_list);
+        __syncthreads();
+    }
+
+    // This thread's pixels in proto space, the same for every row and
+    // instance. Column offsets from col_first take one byte each (a staged
+    // tile spans at most 255 columns; the direct path recomputes columns).
     uint32_t offsets[kMattePixels / 4] = {};
     float lx[kMattePixels];
 #pragma unroll
@@ -483,96 +507,89 @@ __device__ __forceinline__ void matte_tile(const YoloSegParams& p, MatteShared& 
         const uint32_t o = ax.sample(x_first + min(i, max(count - 1, 0)), &lx[i]) - col_first;
         offsets[i / 4] |= min(o, 255u) << (8 * (i % 4));
     }
-    const float py = static_cast<float>(y);
-    float best[kMattePixels];
-#pragma unroll
-    for (int32_t i = 0; i < kMattePixels; ++i) best[i] = -FLT_MAX;
-    bool any = false;
 
-    for (int32_t g0 = 0; g0 < n_list; g0 += group) {
-        const int32_t in_group = min(group, n_list - g0);
-        if constexpr (kStaged) {
-            if (g0 > 0) __syncthreads();  // the previous group's readers are done
-            for (int32_t s = flat; s < in_group * per_instance; s += blockDim.x * blockDim.y) {
-                const int32_t l = s / per_instance, rem = s - l * per_instance;
-                const int32_t r = rem / cols, c = col_first + (rem - r * cols);
-                const int32_t k = all_listed ? g0 + l : sh.tile_list[g0 + l];
-                float fy;
-                const int32_t sy0 = ay.sample(tile_y0 + r, &fy);
-                const int32_t sy1 = min(sy0 + 1, ay.hi);
-                const int32_t c1 = min(c + 1, ax.hi);
-                const float* L = logits + static_cast<uint64_t>(k) * pixels;
-                const float a0 = __ldg(L + sy0 * p.proto_w + c), a1 = __ldg(L + sy1 * p.proto_w + c);
-                const float b0 = __ldg(L + sy0 * p.proto_w + c1), b1 = __ldg(L + sy1 * p.proto_w + c1);
-                const float v = (1.0f - fy) * a0 + fy * a1;
-                const float w = (1.0f - fy) * b0 + fy * b1;
-                sh.stage[s] = make_float2(v, w - v);
+    for (int32_t j = 0; j < R; ++j) {
+        const int32_t r = threadIdx.y + j * kMatteRows;
+        const int32_t y = tile_y0 + r;
+        const bool active = y < tile_y1 && count > 0;
+        const float py = static_cast<float>(y);
+        float ly;
+        const int32_t y0 = ay.sample(y, &ly);
+        const int32_t y1 = min(y0 + 1, ay.hi);
+        float best[kMattePixels];
+#pragma unroll
+        for (int32_t i = 0; i < kMattePixels; ++i) best[i] = -FLT_MAX;
+        bool any = false;
+        for (int32_t g0 = 0; g0 < n_list; g0 += group) {
+            const int32_t in_group = min(group, n_list - g0);
+            if (kStaged && !one_group) {  // uniform
+                __syncthreads();  // the previous group's readers are done
+                stage(g0, in_group);
+                __syncthreads();
             }
-            __syncthreads();
-        }
-        if (!active) continue;
-        for (int32_t l = 0; l < in_group; ++l) {
-            const int32_t k = all_listed ? g0 + l : sh.tile_list[g0 + l];
-            const float4 box = all_listed ? make_float4(dets[k].sx1, dets[k].sy1, dets[k].sx2, dets[k].sy2)
-                                          : sh.tile_box[g0 + l];
-            if (!(py >= box.y && py < box.w)) continue;
-            // Pixels x with sx1 <= x < sx2, as indices into this thread's run.
-            const int32_t i_lo = min(max(static_cast<int32_t>(ceilf(box.x)) - x_first, 0), count);
-            const int32_t i_hi = min(max(static_cast<int32_t>(ceilf(box.z)) - x_first, 0), count);
-            if (i_lo >= i_hi) continue;
-            any = true;
-            if constexpr (kStaged) {
-                const float2* row = sh.stage + (l * rows + threadIdx.y) * cols;
+            if (!active) continue;
+            for (int32_t l = 0; l < in_group; ++l) {
+                const int32_t k = all_listed ? g0 + l : sh.tile_list[g0 + l];
+                const float4 box = all_listed ? make_float4(dets[k].sx1, dets[k].sy1, dets[k].sx2, dets[k].sy2)
+                                              : sh.tile_box[g0 + l];
+                if (!(py >= box.y && py < box.w)) continue;
+                // Pixels x with sx1 <= x < sx2, as indices into this thread's run.
+                const int32_t i_lo = min(max(static_cast<int32_t>(ceilf(box.x)) - x_first, 0), count);
+                const int32_t i_hi = min(max(static_cast<int32_t>(ceilf(box.z)) - x_first, 0), count);
+                if (i_lo >= i_hi) continue;
+                any = true;
+                if constexpr (kStaged) {
+                    const float2* row = sh.stage + (l * rows + r) * cols;
 #define VRSEG_OFFSET(i) static_cast<int32_t>((offsets[(i) / 4] >> (8 * ((i) % 4))) & 0xFFu)
-                if (i_lo == 0 && i_hi == kMattePixels) {
+                    if (i_lo == 0 && i_hi == kMattePixels) {
 #pragma unroll
-                    for (int32_t i = 0; i < kMattePixels; ++i) {
-                        const float2 v = row[VRSEG_OFFSET(i)];
-                        best[i] = fmaxf(best[i], fmaf(lx[i], v.y, v.x));
-                    }
-                } else {
-#pragma unroll
-                    for (int32_t i = 0; i < kMattePixels; ++i) {
-                        if (i >= i_lo && i < i_hi) {
+                        for (int32_t i = 0; i < kMattePixels; ++i) {
                             const float2 v = row[VRSEG_OFFSET(i)];
                             best[i] = fmaxf(best[i], fmaf(lx[i], v.y, v.x));
                         }
-                    }
-                }
-#undef VRSEG_OFFSET
-            } else {
-                const float* L = logits + static_cast<uint64_t>(k) * pixels;
-                const float* row0 = L + y0 * p.proto_w;
-                const float* row1 = L + y1 * p.proto_w;
+                    } else {
 #pragma unroll
-                for (int32_t i = 0; i < kMattePixels; ++i) {
-                    if (i >= i_lo && i < i_hi) {
-                        float fx;
-                        const int32_t x0 = ax.sample(x_first + i, &fx), x1 = min(x0 + 1, ax.hi);
-                        const float v = (1.0f - ly) * __ldg(row0 + x0) + ly * __ldg(row1 + x0);
-                        const float w = (1.0f - ly) * __ldg(row0 + x1) + ly * __ldg(row1 + x1);
-                        best[i] = fmaxf(best[i], fmaf(fx, w - v, v));
+                        for (int32_t i = 0; i < kMattePixels; ++i) {
+                            if (i >= i_lo && i < i_hi) {
+                                const float2 v = row[VRSEG_OFFSET(i)];
+                                best[i] = fmaxf(best[i], fmaf(lx[i], v.y, v.x));
+                            }
+                        }
+                    }
+#undef VRSEG_OFFSET
+                } else {
+                    const float* L = logits + static_cast<uint64_t>(k) * pixels;
+                    const float* row0 = L + y0 * p.proto_w;
+                    const float* row1 = L + y1 * p.proto_w;
+#pragma unroll
+                    for (int32_t i = 0; i < kMattePixels; ++i) {
+                        if (i >= i_lo && i < i_hi) {
+                            float fx;
+                            const int32_t x0 = ax.sample(x_first + i, &fx), x1 = min(x0 + 1, ax.hi);
+                            const float v = (1.0f - ly) * __ldg(row0 + x0) + ly * __ldg(row1 + x0);
+                            const float w = (1.0f - ly) * __ldg(row0 + x1) + ly * __ldg(row1 + x1);
+                            best[i] = fmaxf(best[i], fmaf(fx, w - v, v));
+                        }
                     }
                 }
             }
         }
-    }
-    if (!active) return;
-    // Pixels no instance covers stay 0, without the predicated sigmoids the
-    // compiler would otherwise if-convert.
-    uint8_t alpha[kMattePixels] = {};
-    if (any) {
+        if (!active) continue;
+        // Pixels no instance covers stay 0, without the predicated sigmoids
+        // the compiler would otherwise if-convert.
+        uint8_t alpha[kMattePixels] = {};
+        if (any) {
 #pragma unroll
-        for (int32_t i = 0; i < kMattePixels; ++i) alpha[i] = alpha_of(best[i], p.binary);
+            for (int32_t i = 0; i < kMattePixels; ++i) alpha[i] = alpha_of(best[i], p.binary);
+        }
+        store_alpha(out_row(y), alpha, count);
     }
-    store_alpha(out, alpha, count);
 }
 
-
-
-// Tiles of 256 x 8 pixels (block (32, 8), each thread 8 adjacent pixels);
-// each block does kMatteTilesPerBlock tiles stacked vertically, so that the
-// many tiles no instance touches cost a list check and a store, not a block.
+// Blocks of 256 x 32 pixels (block (32, 8), each thread 8 adjacent pixels
+// in 4 rows): a block no instance touches stores zeros after one check; the
+// others run as one tile of 4 rows per thread, or as 4 tiles of 8 rows where
+// the span is too wide to stage at once.
 // grid (ceil(eye_w / 256), ceil(eye_h / (8 * kMatteTilesPerBlock)), B).
 // Image b is eye (b % eyes) of matte frame (b / eyes).
 //
@@ -608,10 +625,21 @@ __device__ __forceinline__ void matte_entry(const YoloSegParams& p) {
         matte_zero_rows(p, image, e, tile_x0, block_y0, block_y1);
         return;
     }
+    // Staged: the whole block as one tile of 4 rows per thread when its
+    // span fits the stage (every video-sized eye), else tile by tile.
+    if constexpr (kStaged) {
+        const ProtoAxis ax(p.pad_left, p.new_w, e.w, p.in_w, p.proto_w);
+        float unused;
+        const int32_t cols = ax.sample(block_x1 - 1, &unused) - ax.sample(tile_x0, &unused) + 1;
+        if ((block_y1 - block_y0) * cols <= kStagePairs) {
+            matte_tile<true, kMatteTilesPerBlock>(p, sh, image, e, kept, tile_x0, block_y0);
+            return;
+        }
+    }
     for (int32_t t = 0; t < kMatteTilesPerBlock; ++t) {
-        const int32_t tile_y0 = (blockIdx.y * kMatteTilesPerBlock + t) * kMatteRows;
+        const int32_t tile_y0 = block_y0 + t * kMatteRows;
         if (tile_y0 >= e.h) break;  // uniform
-        matte_tile<kStaged>(p, sh, image, e, kept, tile_x0, tile_y0);
+        matte_tile<kStaged, 1>(p, sh, image, e, kept, tile_x0, tile_y0);
     }
 }
 
