@@ -8,7 +8,10 @@
 //   3. yolo_seg_mask_logits coefficients x prototypes for every kept instance
 //   4. yolo_seg_matte       per source pixel: undo the letterbox, bilinear
 //                           logit, crop to the box, union over instances,
-//                           8-bit alpha into the output frame
+//                           8-bit alpha into the output frame (logits staged
+//                           in shared memory; yolo_seg_matte_direct, for eyes
+//                           far smaller than the prototypes, reads them from
+//                           global memory)
 // The CPU twin of each step is in src/ops/yolo_seg.rs; semantics follow
 // ultralytics 8.4.190 (utils/nms.py non_max_suppression, torchvision nms,
 // utils/ops.py scale_boxes / crop_mask), differences noted there.

@@ -206,3 +206,30 @@ fn decode_of_a_missing_file_is_one_sentence() {
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("/nonexistent/clip.mp4"), "{stderr}");
 }
+
+#[test]
+fn dev_letterbox_rejects_a_frame_of_the_wrong_size_before_touching_the_gpu() {
+    // A 64x32 NV12 frame is 3072 bytes; give it 3000.
+    let dir = std::env::temp_dir().join(format!("vrseg-dev-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let frame = dir.join("short.nv12");
+    std::fs::write(&frame, vec![16u8; 3000]).unwrap();
+    let output = dir.join("tensor.f16");
+    let out = vrseg(&[
+        "dev",
+        "letterbox",
+        frame.to_str().unwrap(),
+        "--size",
+        "64x32",
+        "--layout",
+        "sbs",
+        "-o",
+        output.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("holds 3000 bytes; the stated shape needs 3072"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(!output.exists(), "no tensor may be written");
+    let _ = std::fs::remove_dir_all(&dir);
+}
