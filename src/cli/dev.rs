@@ -61,6 +61,19 @@ fn parse_size(text: &str) -> Result<(u32, u32), String> {
     Ok((parse(w)?, parse(h)?))
 }
 
+/// The frame and model geometry both subcommands take.
+#[derive(Debug, clap::Args)]
+pub struct FrameArgs {
+    /// Frame size, WIDTHxHEIGHT.
+    #[arg(long, value_parser = parse_size)]
+    size: (u32, u32),
+    #[arg(long, value_enum)]
+    layout: LayoutArg,
+    /// Square model input side.
+    #[arg(long, default_value_t = 640)]
+    input: u32,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum DevCommand {
     /// One packed NV12 frame (ffmpeg's `-pix_fmt nv12 -f rawvideo`: luma rows,
@@ -68,13 +81,8 @@ pub enum DevCommand {
     /// [eyes, 3, input, input], written raw (little-endian).
     Letterbox {
         frame: PathBuf,
-        #[arg(long, value_parser = parse_size)]
-        size: (u32, u32),
-        #[arg(long, value_enum)]
-        layout: LayoutArg,
-        /// Square model input side.
-        #[arg(long, default_value_t = 640)]
-        input: u32,
+        #[command(flatten)]
+        geometry: FrameArgs,
         #[arg(long, value_enum, default_value = "bt709")]
         matrix: MatrixArg,
         #[arg(long)]
@@ -93,12 +101,8 @@ pub enum DevCommand {
         output0: PathBuf,
         #[arg(long)]
         output1: PathBuf,
-        #[arg(long, value_parser = parse_size)]
-        size: (u32, u32),
-        #[arg(long, value_enum)]
-        layout: LayoutArg,
-        #[arg(long, default_value_t = 640)]
-        input: u32,
+        #[command(flatten)]
+        geometry: FrameArgs,
         #[arg(long, default_value_t = 0.25)]
         conf: f32,
         #[arg(long, default_value_t = 0.7)]
@@ -126,7 +130,14 @@ fn read_exact_len(path: &Path, bytes: usize, what: &str) -> anyhow::Result<Vec<u
 
 pub fn run(command: DevCommand) -> anyhow::Result<exit::Code> {
     match command {
-        DevCommand::Letterbox { frame, size, layout, input, matrix, full_range, output, gpu } => {
+        DevCommand::Letterbox {
+            frame,
+            geometry: FrameArgs { size, layout, input },
+            matrix,
+            full_range,
+            output,
+            gpu,
+        } => {
             let (w, h) = size;
             if w % 2 != 0 || h % 2 != 0 {
                 bail!("packed NV12 needs an even width and height, not {w}x{h}");
@@ -185,9 +196,7 @@ pub fn run(command: DevCommand) -> anyhow::Result<exit::Code> {
         DevCommand::YoloSeg {
             output0,
             output1,
-            size,
-            layout,
-            input,
+            geometry: FrameArgs { size, layout, input },
             conf,
             iou,
             all_classes,
