@@ -344,6 +344,7 @@ namespace {
 constexpr int kMattePixels = 8;
 constexpr int kMatteThreadsX = 32;
 constexpr int kMatteRows = 8;
+constexpr int kMatteTileW = kMatteThreadsX * kMattePixels;  // 256 pixels
 constexpr int kMatteTilesPerBlock = 4;  // MATTE_TILES_PER_BLOCK in yolo_seg.rs
 constexpr int kTileList = 128;
 // Staged (value, slope) pairs per block: 24 KiB.
@@ -378,7 +379,11 @@ __device__ __forceinline__ uint8_t alpha_of(float best, bool binary) {
     return static_cast<uint8_t>(__float2uint_rn(__fdividef(255.0f, 1.0f + __expf(-best))));
 }
 
-
+// crop_mask keeps pixel index i when x1 <= i < x2: does the box touch the
+// pixel rectangle [x0, x1) x [y0, y1)?
+__device__ __forceinline__ bool box_touches(const Detection& d, int32_t x0, int32_t x1, int32_t y0, int32_t y1) {
+    return d.sx2 > x0 && d.sx1 < x1 && d.sy2 > y0 && d.sy1 < y1;
+}
 
 // Stores one thread's run of alpha bytes (one 8-byte store where aligned).
 __device__ __forceinline__ void store_alpha(uint8_t* out, const uint8_t (&alpha)[kMattePixels], int32_t count) {
@@ -395,8 +400,8 @@ __device__ __forceinline__ void store_alpha(uint8_t* out, const uint8_t (&alpha)
     }
 }
 
-// Zeros for this thread's column of pixels in rows [y0, y1) of a block's
-// tiles.
+// Zeros for this thread's run of pixels in rows [y0, y1) (every 8th row
+// from y0 + threadIdx.y) of the tile column starting at tile_x0.
 __device__ __forceinline__ void matte_zero_rows(const YoloSegParams& p, int32_t image, const Rect& e, int32_t tile_x0,
                                              int32_t y0, int32_t y1) {
     const int32_t x_first = tile_x0 + threadIdx.x * kMattePixels;
@@ -425,8 +430,7 @@ struct MatteShared {
 template <bool kStaged, int R>
 __device__ __forceinline__ void matte_tile(const YoloSegParams& p, MatteShared& sh, int32_t image, const Rect& e,
                                            int32_t kept, int32_t tile_x0, int32_t tile_y0) {
-    const int32_t tile_w = kMatteThreadsX * kMattePixels;
-    const int32_t tile_x1 = min(tile_x0 + tile_w, e.w), tile_y1 = min(tile_y0 + kMatteRows * R, e.h);
+    const int32_t tile_x1 = min(tile_x0 + kMatteTileW, e.w), tile_y1 = min(tile_y0 + kMatteRows * R, e.h);
     const Detection* dets = p.detections + static_cast<uint64_t>(image) * p.max_det;
     uint8_t* frame = p.matte + static_cast<uint64_t>(image / p.eyes) * p.matte_frame_stride;
     const int32_t flat = threadIdx.y * kMatteThreadsX + threadIdx.x;
@@ -443,8 +447,7 @@ __device__ __forceinline__ void matte_tile(const YoloSegParams& p, MatteShared& 
     if (!all_listed) {
         for (int32_t k = flat; k < kept; k += blockDim.x * blockDim.y) {
             const Detection& d = dets[k];
-            // crop_mask keeps pixel index i when x1 <= i < x2.
-            if (d.sx2 > tile_x0 && d.sx1 < tile_x1 && d.sy2 > tile_y0 && d.sy1 < tile_y1) {
+            if (box_touches(d, tile_x0, tile_x1, tile_y0, tile_y1)) {
                 const int32_t slot = atomicAdd(&sh.tile_count, 1);
                 sh.tile_list[slot] = k;
                 sh.tile_box[slot] = make_float4(d.sx1, d.sy1, d.sx2, d.sy2);
@@ -454,10 +457,7 @@ __device__ __forceinline__ void matte_tile(const YoloSegParams& p, MatteShared& 
     __syncthreads();
     const int32_t n_list = all_listed ? kept : sh.tile_count;
     if (n_list == 0) {  // uniform: no instance touches the tile
-        const uint8_t zeros[kMattePixels] = {};
-        for (int32_t y = tile_y0 + threadIdx.y; y < tile_y1; y += kMatteRows) {
-            if (count > 0) store_alpha(out_row(y), zeros, count);
-        }
+        matte_zero_rows(p, image, e, tile_x0, tile_y0, tile_y1);
         return;
     }
 
@@ -612,17 +612,16 @@ __device__ __forceinline__ void matte_entry(const YoloSegParams& p) {
     const int32_t image = blockIdx.z;
     const Rect e = p.eye[image % p.eyes];
     const int32_t kept = min(static_cast<int32_t>(p.detection_counts[image]), p.max_det);
-    const int32_t tile_x0 = blockIdx.x * kMatteThreadsX * kMattePixels;
+    const int32_t tile_x0 = blockIdx.x * kMatteTileW;
     const int32_t block_y0 = blockIdx.y * kMatteTilesPerBlock * kMatteRows;
-    const int32_t block_x1 = min(tile_x0 + kMatteThreadsX * kMattePixels, e.w);
+    const int32_t block_x1 = min(tile_x0 + kMatteTileW, e.w);
     const int32_t block_y1 = min(block_y0 + kMatteTilesPerBlock * kMatteRows, e.h);
     // Does any kept instance touch this block's tiles? Most blocks of a frame
     // are touched by none: they store zeros with no per-tile work.
     const Detection* dets = p.detections + static_cast<uint64_t>(image) * p.max_det;
     bool touched = false;
     for (int32_t k = threadIdx.y * kMatteThreadsX + threadIdx.x; k < kept && !touched; k += blockDim.x * blockDim.y) {
-        const Detection& d = dets[k];
-        touched = d.sx2 > tile_x0 && d.sx1 < block_x1 && d.sy2 > block_y0 && d.sy1 < block_y1;
+        touched = box_touches(dets[k], tile_x0, block_x1, block_y0, block_y1);
     }
     if (!__syncthreads_or(touched)) {
         matte_zero_rows(p, image, e, tile_x0, block_y0, block_y1);
