@@ -295,7 +295,7 @@ VRSEG_KERNEL void yolo_seg_nms(const YoloSegParams p) {
 // the device) return at once, and a few instances spread over several slices
 // of blocks instead of looping in one.
 VRSEG_KERNEL void yolo_seg_mask_logits(const YoloSegParams p) {
-    constexpr int kMaxCoeff = 64;  // nm <= 64 (YOLO-seg uses 32)
+    constexpr int kMaxCoeff = 32;  // nm <= 32 (MAX_MASK_COEFFICIENTS; YOLO-seg heads have 32)
     __shared__ float coeff[kLogitGroup][kMaxCoeff];
     const int32_t image = blockIdx.y;
     const int32_t kept = min(static_cast<int32_t>(p.detection_counts[image]), p.max_det);
@@ -338,9 +338,9 @@ VRSEG_KERNEL void yolo_seg_mask_logits(const YoloSegParams p) {
 
 namespace {
 
-// yolo_seg_matte's tile: 32 x 8 threads, each writing 8 horizontally
-// adjacent pixels (one 8-byte store; a warp stores 256 contiguous bytes), so
-// a tile is 256 pixels by 8 rows.
+// yolo_seg_matte's block: 32 x 8 threads, each writing 8 horizontally
+// adjacent pixels (one 8-byte store; a warp stores 256 contiguous bytes) in
+// each of 4 rows, so a block's tile is 256 pixels by 32 rows.
 constexpr int kMattePixels = 8;
 constexpr int kMatteThreadsX = 32;
 constexpr int kMatteRows = 8;
@@ -353,16 +353,21 @@ constexpr int kStagePairs = 3072;
 // Where a source pixel's centre falls on one proto axis (the exact inverse of
 // the letterbox, clamped to the proto pixels the unpadded picture covers:
 // scale_masks' crop): left sample index and the fraction towards the next.
+// A plain struct (it lives in shared memory too: one thread of a matte block
+// computes it, sparing every thread its divisions).
 struct ProtoAxis {
     float origin, step;
     int32_t lo, hi;
 
-    __device__ ProtoAxis(int32_t pad, int32_t new_len, int32_t eye_len, int32_t in_len, int32_t proto_len) {
+    __device__ static ProtoAxis make(int32_t pad, int32_t new_len, int32_t eye_len, int32_t in_len,
+                                     int32_t proto_len) {
+        ProtoAxis a;
         const float stride = static_cast<float>(in_len) / proto_len;
-        step = static_cast<float>(new_len) / eye_len / stride;
-        origin = pad / stride - 0.5f;
-        lo = static_cast<int32_t>(floorf(pad / stride));
-        hi = min(static_cast<int32_t>(ceilf((pad + new_len) / stride)) - 1, proto_len - 1);
+        a.step = static_cast<float>(new_len) / eye_len / stride;
+        a.origin = pad / stride - 0.5f;
+        a.lo = static_cast<int32_t>(floorf(pad / stride));
+        a.hi = min(static_cast<int32_t>(ceilf((pad + new_len) / stride)) - 1, proto_len - 1);
+        return a;
     }
 
     __device__ __forceinline__ int32_t sample(int32_t pixel, float* frac) const {
@@ -373,10 +378,33 @@ struct ProtoAxis {
     }
 };
 
-__device__ __forceinline__ uint8_t alpha_of(float best, bool binary) {
-    if (!(best > -FLT_MAX)) return 0;
-    if (binary) return best > 0.0f ? 255 : 0;
-    return static_cast<uint8_t>(__float2uint_rn(__fdividef(255.0f, 1.0f + __expf(-best))));
+__device__ __forceinline__ float tanh_approx(float x) {
+    float y;
+    asm("tanh.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// The matte kernels carry half logits (h = logit / 2, an exact scaling that
+// keeps the sign), because 255 * sigmoid(2h) = 127.5 + 127.5 * tanh(h): one
+// MUFU.TANH instead of an exponential and a reciprocal, and no multiply (the
+// matte is bound by issued instructions). tanh.approx's absolute error
+// (< 2^-10.9) is under 0.07 LSB here; the CPU reference rounds the exact
+// sigmoid. The FMA adds 1.5 * 2^23, so its one rounding (to the nearest
+// integer, ties to even, like __float2uint_rn) leaves the alpha in the low
+// byte of the result's bits, where a byte permute picks it up (no F2I, which
+// issues at a quarter of the FMA rate). A pixel no instance covers
+// (h = -FLT_MAX) gives tanh = -1, alpha 0. Binary: 255 where h > 0.
+__device__ __forceinline__ uint32_t alpha_bits(float half_logit, bool binary) {
+    if (binary) return half_logit > 0.0f ? 255u : 0u;
+    return __float_as_uint(fmaf(127.5f, tanh_approx(half_logit), 12582912.0f + 127.5f));
+}
+
+// Eight pixels' alpha (the low byte of each alpha_bits), packed little-endian.
+__device__ __forceinline__ uint2 pack_alpha(const uint32_t (&bits)[8]) {
+    uint2 v;
+    v.x = __byte_perm(__byte_perm(bits[0], bits[1], 0x0040), __byte_perm(bits[2], bits[3], 0x0040), 0x5410);
+    v.y = __byte_perm(__byte_perm(bits[4], bits[5], 0x0040), __byte_perm(bits[6], bits[7], 0x0040), 0x5410);
+    return v;
 }
 
 // crop_mask keeps pixel index i when x1 <= i < x2: does the box touch the
@@ -385,17 +413,15 @@ __device__ __forceinline__ bool box_touches(const Detection& d, int32_t x0, int3
     return d.sx2 > x0 && d.sx1 < x1 && d.sy2 > y0 && d.sy1 < y1;
 }
 
-// Stores one thread's run of alpha bytes (one 8-byte store where aligned).
-__device__ __forceinline__ void store_alpha(uint8_t* out, const uint8_t (&alpha)[kMattePixels], int32_t count) {
+// Stores one thread's run of alpha bytes, packed little-endian in `alpha`
+// (one 8-byte store where aligned).
+__device__ __forceinline__ void store_alpha(uint8_t* out, uint2 alpha, int32_t count) {
     if (count == kMattePixels && (reinterpret_cast<uintptr_t>(out) & 7) == 0) {
-        uint2 v;
-        v.x = alpha[0] | (alpha[1] << 8) | (alpha[2] << 16) | (static_cast<uint32_t>(alpha[3]) << 24);
-        v.y = alpha[4] | (alpha[5] << 8) | (alpha[6] << 16) | (static_cast<uint32_t>(alpha[7]) << 24);
-        *reinterpret_cast<uint2*>(out) = v;
+        *reinterpret_cast<uint2*>(out) = alpha;
     } else {
 #pragma unroll
         for (int32_t i = 0; i < kMattePixels; ++i) {
-            if (i < count) out[i] = alpha[i];
+            if (i < count) out[i] = static_cast<uint8_t>((i < 4 ? alpha.x : alpha.y) >> (8 * (i % 4)));
         }
     }
 }
@@ -408,7 +434,7 @@ __device__ __forceinline__ void matte_zero_rows(const YoloSegParams& p, int32_t 
     if (x_first >= e.w) return;
     const int32_t count = min(kMattePixels, e.w - x_first);
     uint8_t* frame = p.matte + static_cast<uint64_t>(image / p.eyes) * p.matte_frame_stride;
-    const uint8_t zeros[kMattePixels] = {};
+    const uint2 zeros = make_uint2(0, 0);
     for (int32_t y = y0 + threadIdx.y; y < y1; y += kMatteRows) {
         store_alpha(frame + static_cast<uint64_t>(e.y + y) * p.matte_pitch + e.x + x_first, zeros, count);
     }
@@ -416,33 +442,72 @@ __device__ __forceinline__ void matte_zero_rows(const YoloSegParams& p, int32_t 
 
 struct MatteShared {
     int32_t tile_list[kTileList];
-    float4 tile_box[kTileList];  // the listed instances' crop boxes (sx1, sy1, sx2, sy2)
+    // The listed instances' crop boxes as the first and one-past-last pixel
+    // kept on each axis: ceil(sx1), ceil(sy1), ceil(sx2), ceil(sy2) (an
+    // integer x satisfies sx1 <= x < sx2 exactly when
+    // ceil(sx1) <= x < ceil(sx2)).
+    int4 tile_box[kTileList];
     int32_t tile_count;
+    ProtoAxis ax, ay;
     float2 stage[kStagePairs];
 };
 
-// One tile of 256 x (8 * R) pixels of one eye: each thread does R rows
-// (threadIdx.y + 8 j) of the same 8 columns, so the list of instances, the
-// stage and the per-pixel column mapping are built once for R rows. Every
-// thread of the block calls it (it syncs). kStaged: the caller has checked
-// that the tile's span fits the stage; otherwise logits are sampled in
-// global memory directly.
-template <bool kStaged, int R>
+__device__ __forceinline__ int4 pixel_box(const Detection& d) {
+    return make_int4(static_cast<int32_t>(ceilf(d.sx1)), static_cast<int32_t>(ceilf(d.sy1)),
+                     static_cast<int32_t>(ceilf(d.sx2)), static_cast<int32_t>(ceilf(d.sy2)));
+}
+
+// Stores one thread's run of alpha bytes, or, for a later group of
+// instances, the bytewise max of them and what the thread stored before
+// (the union of all instances: the 8-bit alpha is monotone in the logit, so
+// the max of per-group alphas is the alpha of the max logit).
+__device__ __forceinline__ void merge_alpha(uint8_t* out, uint2 alpha, int32_t count, bool first_group) {
+    if (!first_group) {
+        uint2 before = make_uint2(0, 0);
+        if (count == kMattePixels && (reinterpret_cast<uintptr_t>(out) & 7) == 0) {
+            before = *reinterpret_cast<const uint2*>(out);
+        } else {
+#pragma unroll
+            for (int32_t i = 0; i < kMattePixels; ++i) {
+                if (i < count) (i < 4 ? before.x : before.y) |= static_cast<uint32_t>(out[i]) << (8 * (i % 4));
+            }
+        }
+        alpha = make_uint2(__vmaxu4(alpha.x, before.x), __vmaxu4(alpha.y, before.y));
+    }
+    store_alpha(out, alpha, count);
+}
+
+// The block's tile: 256 x 32 pixels of one eye (kMatteTilesPerBlock * 8
+// rows); thread (x, y) does the 8 pixels from tile_x0 + 8 x in rows
+// y, y + 8, y + 16, y + 24, so the list of instances, the stage and the
+// pixels' column mapping serve 4 rows. Every thread of the block calls it.
+//
+// The kept instances whose crop box touches the tile are listed (with more
+// instances than the list holds, every pixel tests every instance). A tile
+// with none stores zeros. Otherwise, for groups of listed instances (one
+// group unless more than fit the stage), each warp stages in shared memory
+// each instance's logit interpolated to its own 4 rows at every proto
+// column the tile spans, as (value, slope to the next column) pairs, and
+// then reads them back for its pixels. kStaged false (yolo_seg_matte_direct):
+// the host found the span too wide to stage; logits are sampled in global
+// memory instead.
+template <bool kStaged>
 __device__ __forceinline__ void matte_tile(const YoloSegParams& p, MatteShared& sh, int32_t image, const Rect& e,
                                            int32_t kept, int32_t tile_x0, int32_t tile_y0) {
+    constexpr int R = kMatteTilesPerBlock;
     const int32_t tile_x1 = min(tile_x0 + kMatteTileW, e.w), tile_y1 = min(tile_y0 + kMatteRows * R, e.h);
     const Detection* dets = p.detections + static_cast<uint64_t>(image) * p.max_det;
     uint8_t* frame = p.matte + static_cast<uint64_t>(image / p.eyes) * p.matte_frame_stride;
     const int32_t flat = threadIdx.y * kMatteThreadsX + threadIdx.x;
     const int32_t x_first = tile_x0 + threadIdx.x * kMattePixels;
     const int32_t count = x_first < e.w ? min(kMattePixels, e.w - x_first) : 0;
-    auto out_row = [&](int32_t y) { return frame + static_cast<uint64_t>(e.y + y) * p.matte_pitch + e.x + x_first; };
 
-    // The instances whose crop box touches this tile; with more instances
-    // than the list holds, every pixel tests every instance instead.
     const bool all_listed = kept > kTileList;
-    __syncthreads();  // the previous tile's readers of the list and stage are done
-    if (flat == 0) sh.tile_count = 0;
+    if (flat == 0) {
+        sh.tile_count = 0;
+        sh.ax = ProtoAxis::make(p.pad_left, p.new_w, e.w, p.in_w, p.proto_w);
+        sh.ay = ProtoAxis::make(p.pad_top, p.new_h, e.h, p.in_h, p.proto_h);
+    }
     __syncthreads();
     if (!all_listed) {
         for (int32_t k = flat; k < kept; k += blockDim.x * blockDim.y) {
@@ -450,19 +515,18 @@ __device__ __forceinline__ void matte_tile(const YoloSegParams& p, MatteShared& 
             if (box_touches(d, tile_x0, tile_x1, tile_y0, tile_y1)) {
                 const int32_t slot = atomicAdd(&sh.tile_count, 1);
                 sh.tile_list[slot] = k;
-                sh.tile_box[slot] = make_float4(d.sx1, d.sy1, d.sx2, d.sy2);
+                sh.tile_box[slot] = pixel_box(d);
             }
         }
     }
     __syncthreads();
     const int32_t n_list = all_listed ? kept : sh.tile_count;
-    if (n_list == 0) {  // uniform: no instance touches the tile
+    if (n_list == 0) {  // uniform: the block check was conservative
         matte_zero_rows(p, image, e, tile_x0, tile_y0, tile_y1);
         return;
     }
 
-    const ProtoAxis ax(p.pad_left, p.new_w, e.w, p.in_w, p.proto_w);
-    const ProtoAxis ay(p.pad_top, p.new_h, e.h, p.in_h, p.proto_h);
+    const ProtoAxis ax = sh.ax, ay = sh.ay;
     const uint64_t pixels = static_cast<uint64_t>(p.proto_h) * p.proto_w;
     const float* logits = p.logits + static_cast<uint64_t>(image) * p.max_det * pixels;
     float unused;
@@ -470,97 +534,127 @@ __device__ __forceinline__ void matte_tile(const YoloSegParams& p, MatteShared& 
     const int32_t cols = ax.sample(tile_x1 - 1, &unused) - col_first + 1;
     const int32_t rows = tile_y1 - tile_y0;
     const int32_t per_instance = rows * cols;
-    // The caller's bound makes this impossible; were it wrong, stop loudly
-    // (a launch failure) rather than write past the stage.
+    // The host's bound (matte_is_staged) makes this impossible; were it
+    // wrong, stop loudly (a launch failure) rather than write past the stage.
     if (kStaged && (per_instance > kStagePairs || cols > 255)) __trap();
     const int32_t group = kStaged ? kStagePairs / per_instance : n_list;
-    const bool one_group = n_list <= group;
 
-    // Stages instances [g0, g0 + in_group) of the list: each one's logit at
-    // every tile row and proto column, as (value, slope to the next column).
-    auto stage = [&](int32_t g0, int32_t in_group) {
-        for (int32_t s = flat; s < in_group * per_instance; s += blockDim.x * blockDim.y) {
-            const int32_t l = s / per_instance, rem = s - l * per_instance;
-            const int32_t r = rem / cols, c = col_first + (rem - r * cols);
-            const int32_t k = all_listed ? g0 + l : sh.tile_list[g0 + l];
-            float fy;
-            const int32_t sy0 = ay.sample(tile_y0 + r, &fy);
-            const int32_t sy1 = min(sy0 + 1, ay.hi);
-            const int32_t c1 = min(c + 1, ax.hi);
-            const float* L = logits + static_cast<uint64_t>(k) * pixels;
-            const float a0 = __ldg(L + sy0 * p.proto_w + c), a1 = __ldg(L + sy1 * p.proto_w + c);
-            const float b0 = __ldg(L + sy0 * p.proto_w + c1), b1 = __ldg(L + sy1 * p.proto_w + c1);
-            const float v = (1.0f - fy) * a0 + fy * a1;
-            const float w = (1.0f - fy) * b0 + fy * b1;
-            sh.stage[s] = make_float2(v, w - v);
-        }
-    };
-    if (kStaged && one_group) {
-        stage(0, n_list);
-        __syncthreads();
-    }
+    // Lanes stage (row, column) pairs: `width` (a power of two >= cols, at
+    // most 32) lanes per row, this warp's rows only.
+    const int32_t width = cols > 16 ? 32 : cols > 8 ? 16 : cols > 4 ? 8 : 4;
+    const int32_t lane_col = threadIdx.x & (width - 1), lane_row = threadIdx.x / width;
 
     // This thread's pixels in proto space, the same for every row and
     // instance. Column offsets from col_first take one byte each (a staged
     // tile spans at most 255 columns; the direct path recomputes columns).
+#define VRSEG_OFFSET(i) static_cast<int32_t>((offsets[(i) / 4] >> (8 * ((i) % 4))) & 0xFFu)
     uint32_t offsets[kMattePixels / 4] = {};
-    float lx[kMattePixels];
+    float ta[kMattePixels], tb[kMattePixels];
 #pragma unroll
     for (int32_t i = 0; i < kMattePixels; ++i) {
-        const uint32_t o = ax.sample(x_first + min(i, max(count - 1, 0)), &lx[i]) - col_first;
+        const uint32_t o = ax.sample(x_first + min(i, max(count - 1, 0)), &ta[i]) - col_first;
         offsets[i / 4] |= min(o, 255u) << (8 * (i % 4));
+        tb[i] = 0.0f;
+    }
+    // A run of 8 pixels almost always spans one or two proto columns (it
+    // does whenever the eye has more than 7 pixels per column, every video
+    // eye). Then, since the bilinear logit is continuous across a column
+    // boundary (value[c + 1] = value[c] + slope[c]), pixel i's logit is
+    //   value[c0] + ta[i] * slope[c0] + tb[i] * slope[c0 + 1]
+    // with (ta, tb) = (frac, 0) in column c0 and (1, frac) in column c0 + 1:
+    // two shared loads per instance and row instead of eight, two FMAs per
+    // pixel. Wider runs load one (value, slope) pair per pixel.
+    const int32_t o_first = VRSEG_OFFSET(0), o_last = VRSEG_OFFSET(kMattePixels - 1);
+    const bool narrow = kStaged && o_last - o_first <= 1;
+    if (narrow) {
+#pragma unroll
+        for (int32_t i = 0; i < kMattePixels; ++i) {
+            if (VRSEG_OFFSET(i) != o_first) {
+                tb[i] = ta[i];
+                ta[i] = 1.0f;
+            }
+        }
     }
 
-    for (int32_t j = 0; j < R; ++j) {
-        const int32_t r = threadIdx.y + j * kMatteRows;
-        const int32_t y = tile_y0 + r;
-        const bool active = y < tile_y1 && count > 0;
-        const float py = static_cast<float>(y);
-        float ly;
-        const int32_t y0 = ay.sample(y, &ly);
-        const int32_t y1 = min(y0 + 1, ay.hi);
-        float best[kMattePixels];
-#pragma unroll
-        for (int32_t i = 0; i < kMattePixels; ++i) best[i] = -FLT_MAX;
-        bool any = false;
-        for (int32_t g0 = 0; g0 < n_list; g0 += group) {
-            const int32_t in_group = min(group, n_list - g0);
-            if (kStaged && !one_group) {  // uniform
-                __syncthreads();  // the previous group's readers are done
-                stage(g0, in_group);
-                __syncthreads();
+    for (int32_t g0 = 0; g0 < n_list; g0 += group) {  // uniform
+        const int32_t in_group = min(group, n_list - g0);
+        if (kStaged) {
+            __syncwarp();  // this warp's readers of the previous group are done
+            for (int32_t j = lane_row; j < R; j += kMatteThreadsX / width) {
+                const int32_t r = threadIdx.y + j * kMatteRows;
+                if (r >= rows) break;
+                float fy;
+                const int32_t sy0 = ay.sample(tile_y0 + r, &fy);
+                const int32_t sy1 = min(sy0 + 1, ay.hi);
+                for (int32_t l = 0; l < in_group; ++l) {
+                    const int32_t k = all_listed ? g0 + l : sh.tile_list[g0 + l];
+                    const float* L0 = logits + static_cast<uint64_t>(k) * pixels + sy0 * p.proto_w;
+                    const float* L1 = logits + static_cast<uint64_t>(k) * pixels + sy1 * p.proto_w;
+                    for (int32_t i = lane_col; i < cols; i += width) {
+                        const int32_t c = col_first + i, c1 = min(c + 1, ax.hi);
+                        const float a0 = __ldg(L0 + c), a1 = __ldg(L1 + c);
+                        const float b0 = __ldg(L0 + c1), b1 = __ldg(L1 + c1);
+                        const float v = (1.0f - fy) * a0 + fy * a1;
+                        const float w = (1.0f - fy) * b0 + fy * b1;
+                        sh.stage[(l * rows + r) * cols + i] = make_float2(0.5f * v, 0.5f * (w - v));  // half logits
+                    }
+                }
             }
-            if (!active) continue;
+            __syncwarp();
+        }
+
+        // Not unrolled: copies of the instance loop would cost registers.
+#pragma unroll 1
+        for (int32_t j = 0; j < R; ++j) {
+            const int32_t r = threadIdx.y + j * kMatteRows;
+            const int32_t y = tile_y0 + r;
+            if (y >= tile_y1 || count == 0) continue;
+            float best[kMattePixels];  // half logits
+#pragma unroll
+            for (int32_t i = 0; i < kMattePixels; ++i) best[i] = -FLT_MAX;
+            bool any = false;
             for (int32_t l = 0; l < in_group; ++l) {
                 const int32_t k = all_listed ? g0 + l : sh.tile_list[g0 + l];
-                const float4 box = all_listed ? make_float4(dets[k].sx1, dets[k].sy1, dets[k].sx2, dets[k].sy2)
-                                              : sh.tile_box[g0 + l];
-                if (!(py >= box.y && py < box.w)) continue;
-                // Pixels x with sx1 <= x < sx2, as indices into this thread's run.
-                const int32_t i_lo = min(max(static_cast<int32_t>(ceilf(box.x)) - x_first, 0), count);
-                const int32_t i_hi = min(max(static_cast<int32_t>(ceilf(box.z)) - x_first, 0), count);
+                const int4 box = all_listed ? pixel_box(dets[k]) : sh.tile_box[g0 + l];
+                if (y < box.y || y >= box.w) continue;
+                // The box's pixels as indices into this thread's run.
+                const int32_t i_lo = min(max(box.x - x_first, 0), count);
+                const int32_t i_hi = min(max(box.z - x_first, 0), count);
                 if (i_lo >= i_hi) continue;
                 any = true;
+                // The whole run inside the box (the common case) takes loops
+                // without per-pixel predicates.
+                const bool full = i_lo == 0 && i_hi == kMattePixels;
                 if constexpr (kStaged) {
                     const float2* row = sh.stage + (l * rows + r) * cols;
-#define VRSEG_OFFSET(i) static_cast<int32_t>((offsets[(i) / 4] >> (8 * ((i) % 4))) & 0xFFu)
-                    if (i_lo == 0 && i_hi == kMattePixels) {
+                    if (narrow) {
+                        const float2 v0 = row[o_first];
+                        const float s1 = row[o_last].y;
+                        if (full) {
 #pragma unroll
-                        for (int32_t i = 0; i < kMattePixels; ++i) {
-                            const float2 v = row[VRSEG_OFFSET(i)];
-                            best[i] = fmaxf(best[i], fmaf(lx[i], v.y, v.x));
+                            for (int32_t i = 0; i < kMattePixels; ++i) {
+                                best[i] = fmaxf(best[i], fmaf(tb[i], s1, fmaf(ta[i], v0.y, v0.x)));
+                            }
+                        } else {
+#pragma unroll
+                            for (int32_t i = 0; i < kMattePixels; ++i) {
+                                const float v = fmaf(tb[i], s1, fmaf(ta[i], v0.y, v0.x));
+                                if (i >= i_lo && i < i_hi) best[i] = fmaxf(best[i], v);
+                            }
                         }
                     } else {
 #pragma unroll
                         for (int32_t i = 0; i < kMattePixels; ++i) {
-                            if (i >= i_lo && i < i_hi) {
+                            if (full || (i >= i_lo && i < i_hi)) {
                                 const float2 v = row[VRSEG_OFFSET(i)];
-                                best[i] = fmaxf(best[i], fmaf(lx[i], v.y, v.x));
+                                best[i] = fmaxf(best[i], fmaf(ta[i], v.y, v.x));
                             }
                         }
                     }
-#undef VRSEG_OFFSET
                 } else {
+                    float ly;
+                    const int32_t y0 = ay.sample(y, &ly);
+                    const int32_t y1 = min(y0 + 1, ay.hi);
                     const float* L = logits + static_cast<uint64_t>(k) * pixels;
                     const float* row0 = L + y0 * p.proto_w;
                     const float* row1 = L + y1 * p.proto_w;
@@ -571,41 +665,30 @@ __device__ __forceinline__ void matte_tile(const YoloSegParams& p, MatteShared& 
                             const int32_t x0 = ax.sample(x_first + i, &fx), x1 = min(x0 + 1, ax.hi);
                             const float v = (1.0f - ly) * __ldg(row0 + x0) + ly * __ldg(row1 + x0);
                             const float w = (1.0f - ly) * __ldg(row0 + x1) + ly * __ldg(row1 + x1);
-                            best[i] = fmaxf(best[i], fmaf(fx, w - v, v));
+                            best[i] = fmaxf(best[i], 0.5f * fmaf(fx, w - v, v));
                         }
                     }
                 }
             }
-        }
-        if (!active) continue;
-        // Pixels no instance covers stay 0, without the predicated sigmoids
-        // the compiler would otherwise if-convert.
-        uint8_t alpha[kMattePixels] = {};
-        if (any) {
+            // Pixels no instance covers stay 0, without the predicated
+            // sigmoids the compiler would otherwise if-convert.
+            uint2 alpha = make_uint2(0, 0);
+            if (any) {
+                uint32_t bits[kMattePixels];
 #pragma unroll
-            for (int32_t i = 0; i < kMattePixels; ++i) alpha[i] = alpha_of(best[i], p.binary);
+                for (int32_t i = 0; i < kMattePixels; ++i) bits[i] = alpha_bits(best[i], p.binary);
+                alpha = pack_alpha(bits);
+            }
+            merge_alpha(frame + static_cast<uint64_t>(e.y + y) * p.matte_pitch + e.x + x_first, alpha, count, g0 == 0);
         }
-        store_alpha(out_row(y), alpha, count);
     }
+#undef VRSEG_OFFSET
 }
 
-// Blocks of 256 x 32 pixels (block (32, 8), each thread 8 adjacent pixels
-// in 4 rows): a block no instance touches stores zeros after one check; the
-// others run as one tile of 4 rows per thread, or as 4 tiles of 8 rows where
-// the span is too wide to stage at once.
-// grid (ceil(eye_w / 256), ceil(eye_h / (8 * kMatteTilesPerBlock)), B).
-// Image b is eye (b % eyes) of matte frame (b / eyes).
-//
-// Per tile: the kept instances whose crop box touches it are listed. A tile
-// with none stores zeros. Otherwise, for groups of listed instances, the
-// block stages in shared memory each instance's logit interpolated to every
-// tile row at every proto column the tile spans, as (value, slope to the
-// next column) pairs. A pixel's logit is then one shared load and one FMA:
-// value + frac_x * slope, the same bilinear sample as
-// (1 - fx) * left + fx * right. Where tiles span more proto columns than the
-// stage holds (eyes much narrower than the prototypes are wide, e.g. 250
-// pixels at 1280 input) the launcher picks yolo_seg_matte_direct, which
-// samples the logits in global memory instead.
+// grid (ceil(eye_w / 256), ceil(eye_h / 32), B), block (32, 8): one tile of
+// 256 x 32 pixels per block (see matte_tile). A block no instance touches
+// stores zeros after one check: most blocks of a frame. Image b is eye
+// (b % eyes) of matte frame (b / eyes).
 template <bool kStaged>
 __device__ __forceinline__ void matte_entry(const YoloSegParams& p) {
     __shared__ MatteShared sh;
@@ -613,36 +696,19 @@ __device__ __forceinline__ void matte_entry(const YoloSegParams& p) {
     const Rect e = p.eye[image % p.eyes];
     const int32_t kept = min(static_cast<int32_t>(p.detection_counts[image]), p.max_det);
     const int32_t tile_x0 = blockIdx.x * kMatteTileW;
-    const int32_t block_y0 = blockIdx.y * kMatteTilesPerBlock * kMatteRows;
-    const int32_t block_x1 = min(tile_x0 + kMatteTileW, e.w);
-    const int32_t block_y1 = min(block_y0 + kMatteTilesPerBlock * kMatteRows, e.h);
-    // Does any kept instance touch this block's tiles? Most blocks of a frame
-    // are touched by none: they store zeros with no per-tile work.
+    const int32_t tile_y0 = blockIdx.y * kMatteTilesPerBlock * kMatteRows;
+    const int32_t tile_x1 = min(tile_x0 + kMatteTileW, e.w);
+    const int32_t tile_y1 = min(tile_y0 + kMatteTilesPerBlock * kMatteRows, e.h);
     const Detection* dets = p.detections + static_cast<uint64_t>(image) * p.max_det;
     bool touched = false;
     for (int32_t k = threadIdx.y * kMatteThreadsX + threadIdx.x; k < kept && !touched; k += blockDim.x * blockDim.y) {
-        touched = box_touches(dets[k], tile_x0, block_x1, block_y0, block_y1);
+        touched = box_touches(dets[k], tile_x0, tile_x1, tile_y0, tile_y1);
     }
     if (!__syncthreads_or(touched)) {
-        matte_zero_rows(p, image, e, tile_x0, block_y0, block_y1);
+        matte_zero_rows(p, image, e, tile_x0, tile_y0, tile_y1);
         return;
     }
-    // Staged: the whole block as one tile of 4 rows per thread when its
-    // span fits the stage (every video-sized eye), else tile by tile.
-    if constexpr (kStaged) {
-        const ProtoAxis ax(p.pad_left, p.new_w, e.w, p.in_w, p.proto_w);
-        float unused;
-        const int32_t cols = ax.sample(block_x1 - 1, &unused) - ax.sample(tile_x0, &unused) + 1;
-        if ((block_y1 - block_y0) * cols <= kStagePairs) {
-            matte_tile<true, kMatteTilesPerBlock>(p, sh, image, e, kept, tile_x0, block_y0);
-            return;
-        }
-    }
-    for (int32_t t = 0; t < kMatteTilesPerBlock; ++t) {
-        const int32_t tile_y0 = block_y0 + t * kMatteRows;
-        if (tile_y0 >= e.h) break;  // uniform
-        matte_tile<kStaged, 1>(p, sh, image, e, kept, tile_x0, tile_y0);
-    }
+    matte_tile<kStaged>(p, sh, image, e, kept, tile_x0, tile_y0);
 }
 
 }  // namespace

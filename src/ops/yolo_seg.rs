@@ -31,8 +31,10 @@ pub const MAX_WH: f32 = 7680.0;
 pub const MAX_DETECTIONS: usize = 1024;
 /// Classes the class filter can name (`class_mask` bits).
 pub const MAX_CLASSES: usize = 128;
-/// Mask coefficients per anchor the logit kernel holds in registers.
-pub const MAX_MASK_COEFFICIENTS: usize = 64;
+/// Mask coefficients per anchor the logit kernel holds in registers: 32, as
+/// every Ultralytics segmentation head has (`Segment(nm=32)`); room for more
+/// would cost the common case registers and occupancy.
+pub const MAX_MASK_COEFFICIENTS: usize = 32;
 /// Detections one block of the logit kernel handles (`kLogitGroup`).
 const LOGIT_GROUP: u32 = 8;
 /// Z-slices of the logit kernel's grid (each loops over every fourth group).
@@ -393,8 +395,8 @@ pub fn yolo_seg_postprocess(
         launch(
             matte,
             LaunchConfig {
-                // 32 x 8 threads of 8 pixels each: tiles of 256 x 8 pixels,
-                // MATTE_TILES_PER_BLOCK of them stacked per block.
+                // 32 x 8 threads of 8 pixels each in MATTE_TILES_PER_BLOCK
+                // rows: one tile of 256 x 32 pixels per block.
                 grid_dim: ((e.w as u32).div_ceil(256), (e.h as u32).div_ceil(8 * MATTE_TILES_PER_BLOCK), batch),
                 block_dim: (32, 8, 1),
                 shared_mem_bytes: 0,
@@ -404,18 +406,18 @@ pub fn yolo_seg_postprocess(
     Ok(())
 }
 
-/// Whether every 256 x 8 matte tile's proto-column span fits the kernel's
-/// stage (3072 (value, slope) pairs, at most 255 columns): then
-/// `yolo_seg_matte` runs, else `yolo_seg_matte_direct`. A tile of n pixels
-/// (256, or the eye's width if narrower) spans at most 2 + floor((n - 1) *
-/// step) columns, step being proto pixels per eye pixel; the bound below adds
-/// one more for f32 rounding.
+/// Whether every 256 x 32 matte tile's proto-column span fits the kernel's
+/// stage (3072 (value, slope) pairs, rows x columns, at most 255 columns):
+/// then `yolo_seg_matte` runs, else `yolo_seg_matte_direct`. A tile of n
+/// pixels (256, or the eye's width if narrower) spans at most
+/// 2 + floor((n - 1) * step) columns, step being proto pixels per eye pixel;
+/// the bound below adds one more for f32 rounding.
 fn matte_is_staged(g: &LetterboxGeometry, eye: EyeRect, s: &YoloSegShape) -> bool {
     const STAGE_PAIRS: f64 = 3072.0;
-    const TILE_ROWS: f64 = 8.0;
+    let tile_rows = f64::from(eye.h.min(8 * MATTE_TILES_PER_BLOCK as i32));
     let step = (f64::from(g.new_w) / f64::from(eye.w)) / (f64::from(g.in_w) / s.proto_w as f64);
     let cols = (f64::from(eye.w.min(256)) * step).ceil() + 2.0;
-    cols <= 255.0 && TILE_ROWS * cols <= STAGE_PAIRS
+    cols <= 255.0 && tile_rows * cols <= STAGE_PAIRS
 }
 
 /// Copies the kept detections of a batch to the host (waits for the stream).
@@ -635,8 +637,10 @@ mod tests {
         };
         assert!(at(4096, 4096, 640, &shape));
         assert!(at(959, 1078, 640, &shape));
-        // 640 input: at most 160 columns per tile, always staged.
-        assert!(at(37, 23, 640, &shape));
+        // 640 input, 333 x 498 eyes (the GPU test's TB case): 85 columns.
+        assert!(at(333, 498, 640, &shape));
+        // A 37 x 23 eye at 640 input spans 162 columns: 23 rows of them do not fit.
+        assert!(!at(37, 23, 640, &shape));
         // 1280 input, 250-pixel eyes: 320 proto columns across a tile.
         assert!(!at(250, 151, 1280, &YoloSegShape::yolo_seg(2, 1280)));
         assert!(at(1920, 1080, 1280, &YoloSegShape::yolo_seg(2, 1280)));
