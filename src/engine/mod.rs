@@ -2,4 +2,5 @@
 //! behind one `Backend` trait (both arrive with their issues). For now: finding
 //! the TensorRT libraries, which `vrseg info` reports.
 
+pub mod build;
 pub mod tensorrt_probe;

@@ -1,0 +1,23 @@
+//! Build time: ONNX → graph → fusions → plan, for `vrseg build-engine`. The
+//! runtime never uses this module (it loads plans); the CPU reference
+//! executor beside it runs these graphs for tests and for checking a build.
+
+pub mod ir;
+
+use std::path::PathBuf;
+
+/// What can go wrong turning a model into a plan. Every variant says where
+/// (file, node) and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("could not read {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a readable ONNX model: {reason}")]
+    Damaged { path: PathBuf, reason: String },
+    #[error("node {node:?} ({op_type}) is not supported: {reason}")]
+    Unsupported { op_type: String, node: String, reason: String },
+    #[error("node {node:?} ({op_type}): {reason}")]
+    Shape { op_type: String, node: String, reason: String },
+    #[error("could not write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
