@@ -3,4 +3,5 @@
 //! the TensorRT libraries, which `vrseg info` reports.
 
 pub mod build;
+pub mod plan;
 pub mod tensorrt_probe;

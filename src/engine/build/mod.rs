@@ -2,7 +2,9 @@
 //! runtime never uses this module (it loads plans); the CPU reference
 //! executor beside it runs these graphs for tests and for checking a build.
 
+pub mod fuse;
 pub mod ir;
+pub mod memory;
 
 use std::path::PathBuf;
 
@@ -20,4 +22,125 @@ pub enum BuildError {
     Shape { op_type: String, node: String, reason: String },
     #[error("could not write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
+}
+
+use std::path::Path;
+
+use crate::engine::plan::{self, PlanGraph, PlanNode, PlanValue, PlanWeight, WeightFormat};
+use ir::{Graph, Op, TensorData};
+use memory::{MemoryPlan, Storage};
+
+/// Turns a fused, planned graph into the plan's graph section and weight
+/// blobs: convolution weights become FP16 (the engine's compute type), every
+/// other constant stays FP32 (biases and the head's anchor tables are small
+/// and precision-sensitive). Constants that no node reads are dropped.
+pub fn lower(graph: &Graph, memory: &MemoryPlan, source: &str) -> Result<(PlanGraph, Vec<Vec<u8>>), BuildError> {
+    let mut fp16 = vec![false; graph.values.len()];
+    for node in &graph.nodes {
+        if matches!(node.op, Op::Conv(_) | Op::ConvTranspose(_)) {
+            fp16[node.inputs[1]] = true;
+        }
+    }
+    let consumers = graph.consumers();
+    let mut weights = Vec::new();
+    let mut blobs = Vec::new();
+    for (v, value) in graph.values.iter().enumerate() {
+        let Some(data) = &value.constant else { continue };
+        if consumers[v].is_empty() {
+            continue;
+        }
+        let TensorData::F32(data) = data else {
+            let node = &graph.nodes[consumers[v][0]];
+            return Err(BuildError::Unsupported {
+                op_type: node.op.onnx_type().into(),
+                node: node.name.clone(),
+                reason: format!(
+                    "it reads the integer constant {:?} as a tensor; the engine computes in floating point",
+                    value.name
+                ),
+            });
+        };
+        let (format, blob) = if fp16[v] {
+            let halves: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
+            (WeightFormat::F16, bytemuck::cast_slice(&halves).to_vec())
+        } else {
+            (WeightFormat::F32, bytemuck::cast_slice(data).to_vec())
+        };
+        weights.push(PlanWeight { value: v, offset: 0, bytes: 0, format });
+        blobs.push(blob);
+    }
+    let values = graph
+        .values
+        .iter()
+        .zip(&memory.placements)
+        .map(|(v, &placement)| PlanValue { name: v.name.clone(), shape: v.shape.clone(), dtype: v.dtype, placement })
+        .collect();
+    let nodes = graph
+        .nodes
+        .iter()
+        .map(|n| PlanNode {
+            name: n.name.clone(),
+            op: n.op.clone(),
+            inputs: n.inputs.clone(),
+            outputs: n.outputs.clone(),
+        })
+        .collect();
+    let batch = graph.inputs.first().and_then(|&v| graph.values[v].shape.first().copied()).unwrap_or(1);
+    debug_assert!(memory.placements.iter().all(|p| p.storage != Storage::Constant || p.offset == 0));
+    Ok((
+        PlanGraph {
+            producer: format!("vrseg {}", env!("CARGO_PKG_VERSION")),
+            source: source.to_string(),
+            batch,
+            precision: "fp16".into(),
+            values,
+            nodes,
+            inputs: graph.inputs.clone(),
+            outputs: graph.outputs.clone(),
+            weights,
+            arena_elements: memory.arena_elements,
+        },
+        blobs,
+    ))
+}
+
+/// What a build did, for the CLI's report.
+#[derive(Debug, Clone)]
+pub struct BuildReport {
+    pub onnx_nodes: usize,
+    pub plan_nodes: usize,
+    pub fusions: fuse::FuseReport,
+    pub ops: Vec<(String, usize)>,
+    pub memory: MemoryPlan,
+    pub plan_bytes: u64,
+    pub inputs: Vec<(String, Vec<usize>)>,
+    pub outputs: Vec<(String, Vec<usize>)>,
+}
+
+/// Fuses and plans an imported graph and writes the plan (the part of
+/// `vrseg build-engine` after import).
+pub fn build_plan(mut graph: Graph, source: &str, out: &Path) -> Result<BuildReport, BuildError> {
+    let onnx_nodes = graph.nodes.len();
+    let fusions = fuse::fuse_all(&mut graph);
+    let memory = memory::plan(&graph);
+    if let Err(reason) = memory::check(&graph, &memory) {
+        // A planner bug, not the user's: say so rather than write a plan
+        // that would corrupt activations.
+        return Err(BuildError::Shape { op_type: "memory plan".into(), node: String::new(), reason });
+    }
+    let (mut plan_graph, blobs) = lower(&graph, &memory, source)?;
+    let plan_bytes = plan::write_plan(out, &mut plan_graph, &blobs, 0)
+        .map_err(|e| BuildError::Write { path: out.to_path_buf(), source: std::io::Error::other(e.to_string()) })?;
+    let describe =
+        |ids: &[usize]| ids.iter().map(|&v| (graph.values[v].name.clone(), graph.values[v].shape.clone())).collect();
+    Ok(BuildReport {
+        onnx_nodes,
+        plan_nodes: graph.nodes.len(),
+        fusions,
+        ops: graph.op_histogram(),
+        memory,
+        plan_bytes,
+        inputs: describe(&graph.inputs),
+        outputs: describe(&graph.outputs),
+    })
 }
