@@ -17,7 +17,9 @@
 //!    values nothing uses any more (`Graph::compact`).
 //!
 //! Every value that is not a constant is f32: graph inputs must be FLOAT,
-//! and integer tensors only ever come from constants and folding.
+//! and integer tensors only ever come from constants and folding. Shapes are
+//! inferred here for every node; the model's `value_info` is not read, and
+//! the graph outputs' declared shapes are only checked against the inference.
 //!
 //! # The batch
 //! A graph input whose axis 0 is symbolic (or unknown) gets

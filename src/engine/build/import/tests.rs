@@ -664,3 +664,27 @@ fn damaged_bytes_never_panic() {
         let _ = import(&b, Path::new("fuzz.onnx"), &batch(rng.random_range(1..9)));
     }
 }
+
+/// The Ultralytics YOLO11n-seg export (opset 17, simplified, weights
+/// stripped; `tools/export/export_yolo_seg.py --strip-weights`), when the
+/// fixture is there: `VRSEG_YOLO_SEG_ONNX` names another file.
+#[test]
+fn yolo11n_seg_export() {
+    let path = std::env::var_os("VRSEG_YOLO_SEG_ONNX")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/models/yolo11n-seg.onnx"));
+    if !path.exists() {
+        eprintln!("skipped: no {}", path.display());
+        return;
+    }
+    for n in [1, 8] {
+        let options = ImportOptions { batch: Some(n), allow_empty_initializers: true };
+        let g = import_file(&path, &options).unwrap_or_else(|e| panic!("{e}"));
+        eprintln!("batch {n}: {} nodes {:?}", g.nodes.len(), g.op_histogram());
+        assert_eq!(
+            output_shapes(&g),
+            [("output0".into(), vec![n, 116, 8400]), ("output1".into(), vec![n, 32, 160, 160])]
+        );
+        assert_eq!(shape_of(&g, "images"), [n, 3, 640, 640]);
+    }
+}
