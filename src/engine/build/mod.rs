@@ -3,8 +3,10 @@
 //! executor beside it runs these graphs for tests and for checking a build.
 
 pub mod fuse;
+pub mod import;
 pub mod ir;
 pub mod memory;
+pub mod onnx;
 
 use std::path::PathBuf;
 
@@ -20,6 +22,19 @@ pub enum BuildError {
     Unsupported { op_type: String, node: String, reason: String },
     #[error("node {node:?} ({op_type}): {reason}")]
     Shape { op_type: String, node: String, reason: String },
+    /// The default-domain opset is outside what the importer maps.
+    #[error(
+        "{path} uses ONNX opset {version}; vrseg reads opsets {min} to {max}: export the model again with opset 17 \
+         (Ultralytics: model.export(format=\"onnx\", opset=17))",
+        min = import::MIN_OPSET,
+        max = import::MAX_OPSET
+    )]
+    Opset { path: PathBuf, version: i64 },
+    /// Something about the model as a whole (an input, a tensor, the options
+    /// it was imported with) that vrseg cannot build; `reason` names it and
+    /// says what to do.
+    #[error("{path} cannot be built: {reason}")]
+    UnsupportedModel { path: PathBuf, reason: String },
     #[error("could not write {path}: {source}")]
     Write { path: PathBuf, source: std::io::Error },
 }
