@@ -5,6 +5,7 @@ use std::io::Write;
 
 use clap::{Parser, Subcommand};
 
+pub mod build_engine;
 pub mod decode;
 pub mod dev;
 pub mod exit;
@@ -73,6 +74,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Turn an ONNX model into a plan for the native engine (no GPU needed).
+    BuildEngine(build_engine::BuildEngineArgs),
     /// Run one kernel family on raw arrays (for parity tools; see tools/parity).
     #[command(hide = true)]
     Dev {
@@ -186,6 +189,7 @@ pub fn run(cli: Cli) -> anyhow::Result<exit::Code> {
             Ok(exit::Code::Success)
         }
         Command::Dev { what } => dev::run(what),
+        Command::BuildEngine(args) => build_engine::run(&args),
         Command::Selftest { gpu, frames, seed, json } => {
             let seed = seed.unwrap_or_else(|| {
                 std::time::SystemTime::now()

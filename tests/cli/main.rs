@@ -233,3 +233,36 @@ fn dev_letterbox_rejects_a_frame_of_the_wrong_size_before_touching_the_gpu() {
     assert!(!output.exists(), "no tensor may be written");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn build_engine_writes_a_plan_or_a_sentence_and_nothing_else() {
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/models/yolo11n-seg-320.structure.onnx");
+    let dir = std::env::temp_dir().join(format!("vrseg-cli-build-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plan = dir.join("y.plan");
+    let plan_arg = plan.to_str().unwrap();
+
+    // Stripped weights without the fixture flag: one sentence, no file.
+    let out = vrseg(&["build-engine", model, "-o", plan_arg]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("no data") && err.contains("model.1.conv.weight"), "{err}");
+    assert!(!plan.exists());
+
+    // Not a model at all.
+    let bogus = dir.join("bogus.onnx");
+    std::fs::write(&bogus, b"this is not protobuf \xff\xff\xff").unwrap();
+    let out = vrseg(&["build-engine", bogus.to_str().unwrap(), "-o", plan_arg]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("not a readable ONNX model"), "{err}");
+    assert!(!plan.exists());
+
+    let out = vrseg(&["build-engine", model, "-o", plan_arg, "--batch", "2", "--fill-stripped-weights", "3"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("images [2, 3, 320, 320]") && text.contains("output1 [2, 32, 80, 80]"), "{text}");
+    assert!(text.contains("86 Conv+SiLU"), "{text}");
+    let bytes = std::fs::read(&plan).unwrap();
+    assert_eq!(&bytes[..8], b"VRSEGPLN");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -13,8 +13,8 @@ use std::path::PathBuf;
 
 use vrseg::engine::build::fuse::{fuse_conv_residual, fuse_conv_silu};
 use vrseg::engine::build::import::{import_file, ImportOptions};
-use vrseg::engine::build::ir::{Graph, Op, TensorData};
-use vrseg::engine::build::{build_plan, memory};
+use vrseg::engine::build::ir::{Graph, Op};
+use vrseg::engine::build::{build_plan, fill_stripped_weights, memory};
 use vrseg::engine::plan::Plan;
 use vrseg::engine::reference;
 use vrseg::selftest::SplitMix64;
@@ -23,29 +23,11 @@ fn fixture(size: u32) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/data/models/yolo11n-seg-{size}.structure.onnx"))
 }
 
-/// Imports a fixture and refills its stripped convolution weights:
-/// uniform with He variance (2 / fan_in), so activations keep their scale
-/// through 100 SiLU convolutions.
+/// Imports a fixture and refills its stripped convolution weights from a seed.
 fn yolo(size: u32, batch: usize, seed: u64) -> Graph {
     let options = ImportOptions { batch: Some(batch), allow_empty_initializers: true };
     let mut graph = import_file(&fixture(size), &options).expect("the fixture imports");
-    let mut rng = SplitMix64::new(seed);
-    let weights: Vec<usize> = graph
-        .nodes
-        .iter()
-        .filter(|n| matches!(n.op, Op::Conv(_) | Op::ConvTranspose(_)))
-        .map(|n| n.inputs[1])
-        .collect();
-    for v in weights {
-        let value = &mut graph.values[v];
-        let fan_in: usize = value.shape.iter().skip(1).product();
-        let bound = (6.0 / fan_in as f32).sqrt();
-        if let Some(TensorData::F32(data)) = &mut value.constant {
-            if data.iter().all(|&x| x == 0.0) {
-                data.iter_mut().for_each(|x| *x = rng.uniform_f32(-bound, bound));
-            }
-        }
-    }
+    assert!(fill_stripped_weights(&mut graph, seed) > 50);
     graph
 }
 

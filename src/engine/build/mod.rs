@@ -159,3 +159,32 @@ pub fn build_plan(mut graph: Graph, source: &str, out: &Path) -> Result<BuildRep
         outputs: describe(&graph.outputs),
     })
 }
+
+/// Refills the convolution weights a test fixture was stripped of (all
+/// zeros after `ImportOptions::allow_empty_initializers`): uniform with He
+/// variance (2 / fan_in), so activations keep their scale through a deep
+/// SiLU network. Weights with data are left alone. Returns how many were
+/// filled. Random weights make meaningless masks; they serve tests, speed
+/// measurements and the embedded demo.
+pub fn fill_stripped_weights(graph: &mut Graph, seed: u64) -> usize {
+    let mut rng = crate::selftest::SplitMix64::new(seed);
+    let weights: Vec<usize> = graph
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::Conv(_) | Op::ConvTranspose(_)))
+        .map(|n| n.inputs[1])
+        .collect();
+    let mut filled = 0;
+    for v in weights {
+        let value = &mut graph.values[v];
+        let fan_in: usize = value.shape.iter().skip(1).product();
+        let bound = (6.0 / fan_in.max(1) as f32).sqrt();
+        if let Some(TensorData::F32(data)) = &mut value.constant {
+            if !data.is_empty() && data.iter().all(|&x| x == 0.0) {
+                data.iter_mut().for_each(|x| *x = rng.uniform_f32(-bound, bound));
+                filled += 1;
+            }
+        }
+    }
+    filled
+}
