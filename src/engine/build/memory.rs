@@ -68,13 +68,12 @@ pub struct MemoryPlan {
 /// Alignment of arena roots, in elements (256 bytes at FP16).
 pub const ARENA_ALIGN_ELEMENTS: usize = 128;
 
-/// Where a value is relative to another: `parent`, at `offset` elements,
-/// with `batch_stride` (None: the value is a root or bound externally).
+/// Where a view's elements are in its parent's image: `offset` elements
+/// from the start (the batch stride is the root's image size).
 #[derive(Debug, Clone, Copy)]
 struct Alias {
     parent: ValueId,
     offset: usize,
-    batch_stride: usize,
 }
 
 fn per_image(graph: &Graph, v: ValueId) -> usize {
@@ -98,7 +97,7 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
                 // A reshape of a strided slice would need a gather; those stay copies.
                 let contiguous = graph.values[x].shape.first().copied().unwrap_or(1) == 1 || alias[x].is_none();
                 if !external(y) && contiguous {
-                    alias[y] = Some(Alias { parent: x, offset: 0, batch_stride: per_image(graph, x) });
+                    alias[y] = Some(Alias { parent: x, offset: 0 });
                 }
             }
             Op::Split { axis: 1, sizes } => {
@@ -107,7 +106,7 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
                 let mut c0 = 0;
                 for (&y, &n) in node.outputs.iter().zip(sizes) {
                     if !external(y) {
-                        alias[y] = Some(Alias { parent: x, offset: c0 * plane, batch_stride: per_image(graph, x) });
+                        alias[y] = Some(Alias { parent: x, offset: c0 * plane });
                     }
                     c0 += n;
                 }
@@ -119,7 +118,6 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
                     continue;
                 }
                 let plane = graph.values[y].shape.iter().skip(2).product::<usize>();
-                let stride = per_image(graph, y);
                 // The members to place: each input, except that consecutive
                 // inputs which are all of one channel split's outputs, in
                 // order, stand for the split's input (YOLO's C2f/C3k2 concat
@@ -157,7 +155,7 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
                 if eligible {
                     let mut c0 = 0;
                     for &x in &members {
-                        alias[x] = Some(Alias { parent: y, offset: c0 * plane, batch_stride: stride });
+                        alias[x] = Some(Alias { parent: y, offset: c0 * plane });
                         c0 += graph.values[x].shape.get(1).copied().unwrap_or(1);
                     }
                     concats += 1;
@@ -172,23 +170,15 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
     let mut offset = vec![0usize; n_values];
     let mut stride = vec![0usize; n_values];
     for v in 0..n_values {
-        let (mut r, mut off, mut bs) = (v, 0usize, per_image(graph, v));
-        let mut first = true;
+        let (mut r, mut off) = (v, 0usize);
         while let Some(a) = alias[r] {
             off += a.offset;
-            if first {
-                bs = a.batch_stride;
-                first = false;
-            }
             r = a.parent;
-        }
-        // The outermost parent's batch stride is what every view of it uses.
-        if r != v {
-            bs = per_image(graph, r);
         }
         root[v] = r;
         offset[v] = off;
-        stride[v] = bs;
+        // Every view of a root steps from image to image as the root does.
+        stride[v] = per_image(graph, r);
     }
 
     // Liveness of roots over node indices.
