@@ -419,7 +419,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let path = dir.join("missing-dir").join("x.plan");
         let err = build_plan(tiny_graph(), "tiny.onnx", &path).unwrap_err();
-        assert!(matches!(err, BuildError::Write { .. }), "{err}");
+        assert!(matches!(err, BuildError::Plan(PlanError::Write { .. })), "{err}");
         assert!(!path.exists() && !temp_name(&path).exists());
     }
 }

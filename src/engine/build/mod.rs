@@ -35,8 +35,9 @@ pub enum BuildError {
     /// says what to do.
     #[error("{path} cannot be built: {reason}")]
     UnsupportedModel { path: PathBuf, reason: String },
-    #[error("could not write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    /// Writing the plan file failed (its error names the file).
+    #[error(transparent)]
+    Plan(#[from] crate::engine::plan::PlanError),
 }
 
 use std::path::Path;
@@ -144,8 +145,7 @@ pub fn build_plan(mut graph: Graph, source: &str, out: &Path) -> Result<BuildRep
         return Err(BuildError::Shape { op_type: "memory plan".into(), node: String::new(), reason });
     }
     let (mut plan_graph, blobs) = lower(&graph, &memory, source)?;
-    let plan_bytes = plan::write_plan(out, &mut plan_graph, &blobs, 0)
-        .map_err(|e| BuildError::Write { path: out.to_path_buf(), source: std::io::Error::other(e.to_string()) })?;
+    let plan_bytes = plan::write_plan(out, &mut plan_graph, &blobs, 0)?;
     let describe =
         |ids: &[usize]| ids.iter().map(|&v| (graph.values[v].name.clone(), graph.values[v].shape.clone())).collect();
     Ok(BuildReport {
