@@ -4,6 +4,7 @@
 //! executor that build-time graphs are checked against.
 
 pub mod build;
+pub mod native;
 pub mod plan;
 pub mod reference;
 pub mod tensorrt_probe;

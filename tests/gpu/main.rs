@@ -4,6 +4,7 @@
 //! instead when VRSEG_REQUIRE_GPU=1 (as the GPU bundle sets it).
 
 mod decode;
+mod engine;
 mod info;
 mod letterbox;
 mod memory_kernels;
