@@ -292,3 +292,161 @@ impl<'pool> NativeEngine<'pool> {
         Ok(())
     }
 }
+
+/// Time of one node in an eager forward (see [`NativeEngine::profile`]).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct NodeTime {
+    pub node: String,
+    pub op: String,
+    /// Kernels it launched ("" for views).
+    pub kernels: String,
+    pub ms: f64,
+    /// Arithmetic of the node (multiply-adds count 2).
+    pub flop: f64,
+    /// Bytes of its inputs, weights and outputs (a lower bound on traffic).
+    pub bytes: f64,
+}
+
+impl NativeEngine<'_> {
+    /// FLOP of one forward of node `i` at the plan's batch.
+    pub fn node_flop(&self, i: usize) -> f64 {
+        node_flop(&self.graph, i)
+    }
+
+    /// Runs one eager forward with an event pair around every launch and
+    /// returns per-node GPU times, in plan order (benchmarks only: it
+    /// creates events and synchronises).
+    pub fn profile(
+        &self,
+        stream: &Arc<CudaStream>,
+        inputs: &[DeviceView<'_>],
+        outputs: &[DeviceView<'_>],
+    ) -> Result<Vec<NodeTime>, EngineError> {
+        let key = self.bind(inputs, outputs)?;
+        let steps = self.compile(&key)?;
+        let timing = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let mut events = Vec::with_capacity(steps.len());
+        for step in &steps {
+            let start = stream.record_event(timing).check("cuEventRecord")?;
+            self.launch(stream, step)?;
+            let end = stream.record_event(timing).check("cuEventRecord")?;
+            events.push((step.node, step.kernel, start, end));
+        }
+        stream.synchronize().check("cuStreamSynchronize")?;
+        let mut times: Vec<NodeTime> = self
+            .graph
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let bytes: usize = n
+                    .inputs
+                    .iter()
+                    .chain(&n.outputs)
+                    .map(|&v| {
+                        let value = &self.graph.values[v];
+                        value.shape.iter().product::<usize>() * value.element.bytes()
+                    })
+                    .sum();
+                NodeTime {
+                    node: n.name.clone(),
+                    op: describe_op(&self.graph, i),
+                    kernels: String::new(),
+                    ms: 0.0,
+                    flop: node_flop(&self.graph, i),
+                    bytes: bytes as f64,
+                }
+            })
+            .collect();
+        for (node, kernel, start, end) in events {
+            let ms = start.elapsed_ms(&end).check("cuEventElapsedTime")? as f64;
+            let t = &mut times[node];
+            t.ms += ms;
+            if !t.kernels.contains(kernel.symbol()) {
+                if !t.kernels.is_empty() {
+                    t.kernels.push('+');
+                }
+                t.kernels.push_str(kernel.symbol());
+            }
+        }
+        Ok(times)
+    }
+}
+
+/// "Conv 3x3/2 64->128 80x80" and the like, for profiles.
+fn describe_op(graph: &PlanGraph, i: usize) -> String {
+    use crate::engine::build::ir::Op;
+    let n = &graph.nodes[i];
+    let shape = |v: usize| &graph.values[v].shape;
+    match &n.op {
+        Op::Conv(c) => {
+            let (x, y) = (shape(n.inputs[0]), shape(n.outputs[0]));
+            let dw = if c.group > 1 { " depthwise" } else { "" };
+            format!(
+                "Conv{dw} {}x{}/{} {}->{} at {}x{}",
+                c.kernel[0], c.kernel[1], c.stride[0], x[1], y[1], y[2], y[3]
+            )
+        }
+        op => format!("{} -> {:?}", op.onnx_type(), shape(n.outputs[0])),
+    }
+}
+
+/// FLOP of node `i` (2 per multiply-add; elementwise ops count 1 per output).
+pub fn node_flop(graph: &PlanGraph, i: usize) -> f64 {
+    use crate::engine::build::ir::Op;
+    let n = &graph.nodes[i];
+    let elements = |v: usize| graph.values[v].shape.iter().product::<usize>() as f64;
+    match &n.op {
+        Op::Conv(c) => {
+            let w = &graph.values[n.inputs[1]].shape;
+            let per_output: usize = w[1..].iter().product();
+            let _ = c;
+            2.0 * elements(n.outputs[0]) * per_output as f64
+        }
+        Op::ConvTranspose(_) => {
+            let cin = graph.values[n.inputs[0]].shape[1] as f64;
+            2.0 * elements(n.outputs[0]) * cin
+        }
+        Op::MatMul => {
+            let a = &graph.values[n.inputs[0]].shape;
+            2.0 * elements(n.outputs[0]) * a[a.len() - 1] as f64
+        }
+        _ => elements(n.outputs[0]),
+    }
+}
+
+/// FLOP of one forward of the whole plan at its batch.
+pub fn plan_flop(graph: &PlanGraph) -> f64 {
+    (0..graph.nodes.len()).map(|i| node_flop(graph, i)).sum()
+}
+
+/// A pool plan holding a plan's engine buffers and one buffer per model
+/// input and output (for `vrseg bench engine`, `vrseg dev engine` and tests;
+/// the pipeline plans its own I/O slots).
+pub struct StandaloneBuffers {
+    pub pool: PoolPlan,
+    pub engine: EngineBuffers,
+    pub inputs: Vec<BufferId>,
+    pub outputs: Vec<BufferId>,
+}
+
+impl StandaloneBuffers {
+    pub fn new(plan: &Plan) -> StandaloneBuffers {
+        let mut pool = PoolPlan::new();
+        let engine = NativeEngine::reserve(plan, &mut pool);
+        let mut io = |ids: &[usize], role: &str| -> Vec<BufferId> {
+            ids.iter()
+                .map(|&v| {
+                    let value = &plan.graph.values[v];
+                    let bytes = value.shape.iter().product::<usize>() * value.element.bytes();
+                    let id = pool.buffer(format!("engine {role} `{}`", value.name), bytes);
+                    pool.align(id, 256);
+                    id
+                })
+                .collect()
+        };
+        let inputs = io(&plan.graph.inputs, "input");
+        let outputs = io(&plan.graph.outputs, "output");
+        StandaloneBuffers { pool, engine, inputs, outputs }
+    }
+}
