@@ -287,10 +287,8 @@ pub fn run(command: DevCommand) -> anyhow::Result<exit::Code> {
             let elements: usize = infos[0].shape.iter().product();
             for (k, path) in input.iter().enumerate() {
                 let raw = read_exact_len(path, elements * 4, &format!("input {:?}", infos[0].shape))?;
-                let halves: Vec<f16> = raw
-                    .chunks_exact(4)
-                    .map(|b| f16::from_f32(f32::from_le_bytes([b[0], b[1], b[2], b[3]])))
-                    .collect();
+                let halves: Vec<f16> =
+                    raw.chunks_exact(4).map(|b| f16::from_f32(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))).collect();
                 inputs[0].upload_blocking(&stream, &halves)?;
                 engine.enqueue(&stream, &inputs, &outputs)?;
                 let dir = if input.len() == 1 { output_dir.clone() } else { output_dir.join(k.to_string()) };

@@ -188,9 +188,17 @@ impl<'pool> NativeEngine<'pool> {
             return Ok(());
         }
         let steps = self.compile(&key)?;
+        // Look every function up before capturing: with the driver's lazy
+        // module loading, a first lookup loads code, which must not happen
+        // inside a capture.
+        for step in &steps {
+            self.gpu.kernels().function(self.gpu.context(), step.kernel)?;
+        }
         stream.context().bind_to_thread().check("cuCtxSetCurrent")?;
+        // Relaxed: other threads of the pipeline (NVDEC's) keep calling the
+        // driver while this one captures; nothing in the capture allocates.
         stream
-            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
             .check_with("cuStreamBeginCapture", || format!("forward of {}", self.path.display()))?;
         let launched = steps.iter().try_for_each(|s| self.launch(stream, s));
         // End the capture whatever happened, so the stream is usable again.
@@ -382,10 +390,7 @@ fn describe_op(graph: &PlanGraph, i: usize) -> String {
         Op::Conv(c) => {
             let (x, y) = (shape(n.inputs[0]), shape(n.outputs[0]));
             let dw = if c.group > 1 { " depthwise" } else { "" };
-            format!(
-                "Conv{dw} {}x{}/{} {}->{} at {}x{}",
-                c.kernel[0], c.kernel[1], c.stride[0], x[1], y[1], y[2], y[3]
-            )
+            format!("Conv{dw} {}x{}/{} {}->{} at {}x{}", c.kernel[0], c.kernel[1], c.stride[0], x[1], y[1], y[2], y[3])
         }
         op => format!("{} -> {:?}", op.onnx_type(), shape(n.outputs[0])),
     }
