@@ -9,6 +9,7 @@
 pub mod chunk;
 pub mod decode;
 pub mod demux;
+pub mod encode;
 pub mod framemd5;
 pub mod layout;
 pub mod mux;

@@ -7,6 +7,7 @@ mod decode;
 mod info;
 mod letterbox;
 mod memory_kernels;
+mod nvenc;
 mod pool;
 mod registry;
 mod yolo_seg;

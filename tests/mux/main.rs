@@ -7,6 +7,8 @@
 //! `skipped: ffmpeg not found` and return, unless VRSEG_REQUIRE_FFMPEG=1 (then they fail).
 //! The tests that use only the committed clips in tests/data/clips need nothing.
 
+mod encode;
 mod failures;
+mod masks;
 mod remux;
 mod tools;

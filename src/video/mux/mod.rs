@@ -29,6 +29,7 @@ pub mod bitstream;
 pub mod matroska;
 pub mod mp4;
 pub mod output;
+pub mod png_sequence;
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
