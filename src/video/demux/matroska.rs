@@ -867,13 +867,22 @@ fn finish(ix: Indexer, w: &mut Window) -> Result<Parsed, Fault> {
 
 /// Audio frames with times in `timescale` ticks: the block time times `multiplier`; the later
 /// frames of a laced block follow the first by DefaultDuration each, or share the gap to the
-/// next block evenly when the track has none. None on overflow.
+/// next block evenly when the track has none (the last block, with no next one, lasts as
+/// long as the gap before it, as video frames do). None on overflow.
 fn audio_samples(a: &AudioIndex, timescale: u32, multiplier: i64) -> Option<Vec<AudioSample>> {
     let per_tick = 1_000_000_000 / u64::from(timescale.max(1));
     let default_ticks = a.entry.default_duration_ns.map(|ns| ((ns + per_tick / 2) / per_tick) as i64);
     let mut out = Vec::with_capacity(a.frames.len());
+    let mut previous_gap: Option<i64> = None;
+    let mut previous_block: Option<i64> = None;
     for (i, f) in a.frames.iter().enumerate() {
         let block_pts = f.block_ts.checked_mul(multiplier)?;
+        if f.lace_index == 0 {
+            if let Some(prev) = previous_block {
+                previous_gap = Some(block_pts.saturating_sub(prev).max(0));
+            }
+            previous_block = Some(block_pts);
+        }
         // The next block's start (the first frame after this lace), for gap-based durations.
         let next_block =
             a.frames[i + 1..].iter().find(|n| n.lace_index == 0).map(|n| n.block_ts.checked_mul(multiplier));
@@ -885,7 +894,10 @@ fn audio_samples(a: &AudioIndex, timescale: u32, multiplier: i64) -> Option<Vec<
         let block_len = match (f.block_duration, next_block) {
             (Some(d), _) => i64::try_from(d).ok()?.checked_mul(multiplier)?,
             (None, Some(next)) => next.saturating_sub(block_pts).max(0),
-            (None, None) => default_ticks.unwrap_or(0).checked_mul(i64::from(f.lace_count))?,
+            (None, None) => match default_ticks {
+                Some(d) => d.checked_mul(i64::from(f.lace_count))?,
+                None => previous_gap.unwrap_or(0),
+            },
         };
         let frame_len = default_ticks.unwrap_or(block_len / i64::from(f.lace_count.max(1)));
         let pts = block_pts.checked_add(frame_len.checked_mul(i64::from(f.lace_index))?)?;

@@ -215,6 +215,8 @@ pub struct Muxer {
     /// The sample being built (reused: no allocation per frame once grown).
     sample: Vec<u8>,
     audio_buf: Vec<u8>,
+    /// The latest end of a written audio sample: (ticks, ticks per second).
+    audio_end: Option<(i64, u64)>,
     warnings: Vec<String>,
 }
 
@@ -304,6 +306,7 @@ impl Muxer {
             last_pts: 0,
             sample: Vec::new(),
             audio_buf: Vec::new(),
+            audio_end: None,
             warnings,
         })
     }
@@ -535,6 +538,12 @@ impl Muxer {
             Writer::MatroskaPending => Ok(()),
         };
         result.map_err(|source| MuxError::Io { path: out_path, source })?;
+        // DiscardPadding trims the sample's end (ns).
+        let trimmed = audio::rescale(sample.discard_padding_ns, 1_000_000_000, plan.out_timescale);
+        let end = (time + duration - trimmed.max(0), plan.out_timescale);
+        if self.audio_end.is_none_or(|(t, ts)| earlier(t, ts, end.0, end.1)) {
+            self.audio_end = Some(end);
+        }
         plan.next += 1;
         plan.written += 1;
         Ok(())
@@ -609,8 +618,12 @@ impl Muxer {
                     _ => "V_MPEG4/ISO/AVC",
                 }
                 .to_string();
+                // The segment lasts until the last track ends.
                 let ticks = 1_000_000_000 / w.timestamp_scale();
-                let end = audio::rescale(video_end, video_ts, ticks);
+                let mut end = audio::rescale(video_end, video_ts, ticks);
+                if let Some((t, ts)) = self.audio_end {
+                    end = end.max(audio::rescale(t, ts, ticks));
+                }
                 w.finish(&mut self.file, end as f64).map_err(|source| MuxError::Io { path: path.clone(), source })?;
             }
             Writer::MatroskaPending => return Err(MuxError::Empty { path }),
