@@ -305,3 +305,59 @@ fn settings_are_checked_before_anything_starts() {
         .unwrap_err();
     assert!(err.to_string().starts_with("frame 0: 100 bytes given"), "{err}");
 }
+
+/// The shape of `vrseg run --output matte` on the CPU: a stereo source with audio, one gray
+/// matte per frame in presentation order, whatever encoder opens, our muxer with the source's
+/// audio and stereo metadata. The output has the source's frame count, pts, stereo mode and
+/// audio packets.
+#[test]
+fn matte_run_shape_end_to_end() {
+    ffmpeg_or_skip!();
+    let dir = scratch("matte_run");
+    let source = dir.join("sbs_source.mkv");
+    make_source(
+        &source,
+        "libx265",
+        15,
+        6,
+        Some(&["-c:a", "libopus", "-b:a", "32k"]),
+        &["-metadata:s:v:0", "stereo_mode=left_right"],
+    );
+    let demuxer = Demuxer::open(&source).unwrap();
+    let info = demuxer.info().clone();
+    let (w, h) = (info.width, info.height);
+    let fps = (info.fps.round() as u32, 1);
+    let settings = EncoderSettings::new(w, h, PixelFormat::Gray8, fps);
+    let mut encoder = open_encoder(None, &settings, EncoderPreference::Auto).unwrap();
+    let out = dir.join("matte.mkv");
+    let config = vrseg::video::encode::track_config(&demuxer, encoder.as_ref(), &settings);
+    assert_eq!(config.stereo, Some(vrseg::video::layout::StereoMode::SideBySideLeftFirst));
+    let audio = vrseg::video::mux::AudioCopy::all_tracks(&demuxer, vrseg::video::mux::AudioSpan::Whole);
+    let mut muxer = Muxer::create(&out, config, Some(audio)).unwrap();
+    let mut pts = demuxer.pts_list();
+    pts.sort_unstable();
+    let mut packets = Vec::new();
+    for (t, &p) in pts.iter().enumerate() {
+        let matte = gray_frame(w as usize, h as usize, t);
+        let frame = InputFrame { data: FrameData::Host { data: &matte, pitch: w as usize }, pts: p };
+        encoder.encode(&frame, &mut packets).unwrap();
+        for packet in packets.drain(..) {
+            muxer.write(&packet).unwrap();
+        }
+    }
+    encoder.finish(&mut packets).unwrap();
+    for packet in packets.drain(..) {
+        muxer.write(&packet).unwrap();
+    }
+    let summary = muxer.finish().unwrap();
+    assert_eq!(summary.video_frames, pts.len() as u64);
+    let back = Demuxer::open(&out).unwrap();
+    let mut back_pts = back.pts_list();
+    back_pts.sort_unstable();
+    assert_eq!(back_pts, pts, "pts (both Matroska, 1 ms ticks)");
+    assert_eq!(back.stereo_metadata(), demuxer.stereo_metadata());
+    assert_eq!(audio_samples(&out), audio_samples(&source), "audio packets");
+    let v = ffprobe(&out, &[]);
+    assert_eq!(v["streams"][0]["codec_name"], "hevc");
+    assert_eq!(v["streams"][1]["codec_name"], "opus");
+}

@@ -235,6 +235,21 @@ pub trait FrameEncoder: Send {
     fn finish(&mut self, out: &mut Vec<EncodedPacket>) -> Result<(), EncodeError>;
 }
 
+/// The muxer's video track for `encoder`'s packets of a run over `source`: the source's
+/// timescale, nominal frame duration, stereo metadata and projection; the encoder's codec,
+/// coded size and parameter sets; the range the settings declare.
+pub fn track_config(
+    source: &crate::video::demux::Demuxer,
+    encoder: &dyn FrameEncoder,
+    settings: &EncoderSettings,
+) -> crate::video::mux::VideoTrackConfig {
+    let mut config = crate::video::mux::VideoTrackConfig::like_source(source, encoder.codec());
+    (config.width, config.height) = encoder.coded_size();
+    config.parameter_sets = encoder.parameter_sets();
+    config.colour.full_range = Some(settings.full_range);
+    config
+}
+
 /// Which encoders [`open_encoder`] may take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EncoderPreference {
