@@ -7,12 +7,17 @@ use vrseg::video::chunk::Chunk;
 use vrseg::video::demux::Demuxer;
 use vrseg::video::mux::{EncodedPacket, Muxer, VideoTrackConfig};
 
-/// A fresh scratch directory for one test.
+/// A fresh scratch directory for one test: under cargo's target tmp dir, or the system's
+/// temp dir where that build-time path does not exist (the GPU bundle runs elsewhere).
 pub fn scratch(test: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("mux-tests").join(test);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create scratch dir");
-    dir
+    let make = |root: PathBuf| -> Option<PathBuf> {
+        let dir = root.join(test);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).ok().map(|_| dir)
+    };
+    make(Path::new(env!("CARGO_TARGET_TMPDIR")).join("mux-tests"))
+        .or_else(|| make(std::env::temp_dir().join(format!("vrseg-mux-tests-{}", std::process::id()))))
+        .expect("create a scratch dir")
 }
 
 /// Whether `tool -version` runs.
