@@ -8,6 +8,7 @@ mod engine;
 mod info;
 mod letterbox;
 mod memory_kernels;
+mod nvenc;
 mod pipeline;
 mod pool;
 mod registry;
