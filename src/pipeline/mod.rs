@@ -198,7 +198,8 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
     let geometry = LetterboxGeometry::ultralytics(eyes[0].w, eyes[0].h, side as i32, side as i32);
     let colour = YuvToRgb::for_stream(&info.colour, info.width, info.height, info.bit_depth);
     let matte_pitch = (info.width as usize).div_ceil(256) * 256;
-    let matte_frame = matte_pitch * info.height as usize;
+    // Room for NV12 chroma after each matte: encoders read the mattes as NV12.
+    let matte_frame = matte_pitch * (info.height as usize + (info.height as usize).div_ceil(2));
 
     // One pool for everything, reserved before the first chunk.
     let mut pool_plan = PoolPlan::new();
@@ -223,7 +224,28 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
     let (input_view, out0, out1, mattes) =
         (pool.buffer(input_id), pool.buffer(out0_id), pool.buffer(out1_id), pool.buffer(matte_id));
 
-    let mut sink = Sink::open(options, &info, layout, &demuxer)?;
+    // Capture the engine's CUDA graph now, before the decoder starts: a
+    // capture must not race NVDEC's own driver calls, and it is set-up work.
+    // (The input holds whatever the pool held; these outputs are overwritten.)
+    engine.enqueue(&compute, std::slice::from_ref(&input_view), &[out0, out1])?;
+    compute.synchronize().check("cuStreamSynchronize")?;
+    let mut sink = Sink::open(options, &info, layout, &demuxer, &gpu)?;
+    if sink.wants_nv12() {
+        for f in 0..batch_frames {
+            // SAFETY: frame f of the matte buffer holds height + ceil(height / 2)
+            // rows of `matte_pitch` bytes (planned above); the pool outlives the stream's work.
+            unsafe {
+                crate::video::encode::fill_neutral_chroma(
+                    mattes.ptr() + (f * matte_frame) as u64,
+                    matte_pitch,
+                    info.width,
+                    info.height,
+                    &compute,
+                )
+            }
+            .map_err(|e| PipelineError::Setup { what: e.to_string() })?;
+        }
+    }
     let mut detections_out = match &options.detections {
         Some(path) => Some(sink::LineWriter::create(path).map_err(PipelineError::Sink)?),
         None => None,
@@ -504,9 +526,9 @@ fn worker(g: &GpuRefs, rx: &Receiver<DecodeMsg>, w: &mut WorkerState) -> Result<
         }
         set.marks[3].record(stream).check("cuEventRecord")?;
         set.pending = true;
-        // The first batch captured the engine's graph; from the second on,
-        // the loop must not touch the device allocator.
-        if w.stats.batches == 1 {
+        // The graph was captured before the loop: from here on nothing may
+        // touch the device allocator.
+        if w.stats.batches == 0 {
             allocations_at_start = Some(device_allocation_count());
         }
 

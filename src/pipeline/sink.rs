@@ -9,11 +9,15 @@ use std::path::{Path, PathBuf};
 use cudarc::driver::CudaStream;
 
 use super::{PipelineError, RunOptions};
-use crate::gpu::DeviceView;
+use crate::gpu::{DeviceView, Gpu};
 use crate::ops::yolo_seg::Detection;
 use crate::video::chunk::StreamInfo;
 use crate::video::demux::Demuxer;
+use crate::video::encode::{
+    open_encoder, track_config, EncoderPreference, EncoderSettings, FrameData, FrameEncoder, InputFrame, PixelFormat,
+};
 use crate::video::layout::StereoLayout;
+use crate::video::mux::{AudioCopy, AudioSpan, EncodedPacket, Muxer};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputKind {
@@ -59,6 +63,19 @@ pub fn interrupted_name(path: &Path) -> PathBuf {
 pub enum Sink {
     Null,
     Masks(MasksSink),
+    Video(VideoSink),
+}
+
+/// `--output matte`: the mattes as NV12 frames (luma = alpha, neutral
+/// chroma) through NVENC, or ffmpeg when no NVENC session opens, into our
+/// muxer with the source's pts, audio and stereo metadata.
+pub struct VideoSink {
+    encoder: Box<dyn FrameEncoder>,
+    muxer: Option<Muxer>,
+    packets: Vec<EncodedPacket>,
+    /// Bytes per frame the encoder copies to the host (the ffmpeg fallback).
+    host_bytes_per_frame: u64,
+    downloaded: u64,
 }
 
 pub struct MasksSink {
@@ -77,7 +94,8 @@ impl Sink {
         options: &RunOptions,
         info: &StreamInfo,
         _layout: StereoLayout,
-        _demuxer: &Demuxer,
+        demuxer: &Demuxer,
+        gpu: &Gpu,
     ) -> Result<Sink, PipelineError> {
         let output = || {
             options.output.clone().ok_or_else(|| PipelineError::Setup {
@@ -112,14 +130,56 @@ impl Sink {
                     downloaded: 0,
                 }))
             }
+            OutputKind::Matte => {
+                let path = output()?;
+                let frame_duration =
+                    if info.fps > 0.0 { (f64::from(info.timescale) / info.fps).round().max(1.0) as u32 } else { 1 };
+                let mut settings =
+                    EncoderSettings::new(info.width, info.height, PixelFormat::Nv12, (info.timescale, frame_duration));
+                settings.full_range = true; // alpha uses all 256 codes
+                let encoder =
+                    open_encoder(Some(gpu), &settings, EncoderPreference::Auto).map_err(|e| PipelineError::Setup {
+                        what: format!(
+                            "{e}; or write the mattes as PNGs with --output masks, or nothing with --output null"
+                        ),
+                    })?;
+                let span = if options.start_s.is_some() || options.frames.is_some() {
+                    AudioSpan::VideoSpan
+                } else {
+                    AudioSpan::Whole
+                };
+                let muxer = Muxer::create(
+                    &path,
+                    track_config(demuxer, encoder.as_ref(), &settings),
+                    Some(AudioCopy::all_tracks(demuxer, span)),
+                )
+                .map_err(|e| PipelineError::Setup { what: e.to_string() })?;
+                let host_bytes_per_frame = if encoder.name().contains("NVENC") {
+                    0
+                } else {
+                    PixelFormat::Nv12.packed_bytes(info.width, info.height) as u64
+                };
+                Ok(Sink::Video(VideoSink {
+                    encoder,
+                    muxer: Some(muxer),
+                    packets: Vec::new(),
+                    host_bytes_per_frame,
+                    downloaded: 0,
+                }))
+            }
             kind => Err(PipelineError::Setup {
                 what: format!(
-                    "--output {} needs a video encoder, which this build does not include yet; use --output masks \
-                     (one PNG per frame) or --output null",
+                    "--output {} (compositing the input) is not built yet; use --output matte (alpha video), masks \
+                     (one PNG per frame) or null",
                     kind.name()
                 ),
             }),
         }
+    }
+
+    /// Whether the sink reads the mattes as NV12 frames (neutral chroma after the luma).
+    pub fn wants_nv12(&self) -> bool {
+        matches!(self, Sink::Video(_))
     }
 
     /// Takes one batch's mattes (`frames.len()` frames of `frame_stride`
@@ -148,6 +208,21 @@ impl Sink {
                 }
                 Ok(())
             }
+            Sink::Video(v) => {
+                let muxer = v.muxer.as_mut().expect("the muxer lives until finish");
+                for (f, &(_index, pts)) in frames.iter().enumerate() {
+                    let frame = InputFrame {
+                        data: FrameData::Device { ptr: mattes.ptr() + (f * frame_stride) as u64, pitch, stream },
+                        pts,
+                    };
+                    v.encoder.encode(&frame, &mut v.packets).map_err(|e| e.to_string())?;
+                    v.downloaded += v.host_bytes_per_frame;
+                    for p in v.packets.drain(..) {
+                        muxer.write(&p).map_err(|e| e.to_string())?;
+                    }
+                }
+                Ok(())
+            }
         }
     }
 
@@ -161,13 +236,27 @@ impl Sink {
                 std::fs::rename(&m.work_dir, &target)
                     .map_err(|e| format!("cannot rename {} to {}: {e}", m.work_dir.display(), target.display()))
             }
+            Sink::Video(v) => {
+                let mut muxer = v.muxer.take().expect("finish is called once");
+                v.encoder.finish(&mut v.packets).map_err(|e| e.to_string())?;
+                for p in v.packets.drain(..) {
+                    muxer.write(&p).map_err(|e| e.to_string())?;
+                }
+                let summary = if interrupted { muxer.finish_partial() } else { muxer.finish() };
+                summary.map(|_| ()).map_err(|e| e.to_string())
+            }
         }
     }
 
     /// After a failure: removes what was written.
     pub fn abandon(&mut self) {
-        if let Sink::Masks(m) = self {
-            let _ = std::fs::remove_dir_all(&m.work_dir);
+        match self {
+            Sink::Masks(m) => {
+                let _ = std::fs::remove_dir_all(&m.work_dir);
+            }
+            // Dropping an unfinished muxer deletes its temporary file.
+            Sink::Video(v) => drop(v.muxer.take()),
+            Sink::Null => {}
         }
     }
 
@@ -176,6 +265,7 @@ impl Sink {
         match self {
             Sink::Null => 0,
             Sink::Masks(m) => m.downloaded,
+            Sink::Video(v) => v.downloaded,
         }
     }
 }

@@ -142,3 +142,27 @@ fn masks_are_one_png_per_frame_and_an_interrupted_run_says_so() {
     assert!(dir.join("masks2.interrupted").is_dir());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn matte_video_without_any_encoder_says_what_to_use_instead() {
+    let gpu = gpu_or_skip!();
+    let nvenc = vrseg::video::nvenc::probe(&gpu);
+    let ffmpeg_on_path = std::process::Command::new("ffmpeg").arg("-version").output().is_ok();
+    if nvenc.session_opens || ffmpeg_on_path {
+        eprintln!("skipped: this machine has an encoder (NVENC {}, ffmpeg {ffmpeg_on_path})", nvenc.session_opens);
+        return;
+    }
+    let dir = scratch("matte");
+    let engine = plan(&dir);
+    let out = dir.join("matte.mp4");
+    let err = run(
+        &options("h264_1918x1078_3dh.mp4", &engine, OutputKind::Matte, Some(out.clone()), dir.join("d.jsonl")),
+        &mut |_, _| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("--output masks") && err.contains("--output null"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(!out.exists(), "no output file after a failed start: {left:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}
