@@ -63,7 +63,7 @@ pub fn interrupted_name(path: &Path) -> PathBuf {
 pub enum Sink {
     Null,
     Masks(MasksSink),
-    Video(VideoSink),
+    Video(Box<VideoSink>),
 }
 
 /// `--output matte`: the mattes as NV12 frames (luma = alpha, neutral
@@ -159,13 +159,13 @@ impl Sink {
                 } else {
                     PixelFormat::Nv12.packed_bytes(info.width, info.height) as u64
                 };
-                Ok(Sink::Video(VideoSink {
+                Ok(Sink::Video(Box::new(VideoSink {
                     encoder,
                     muxer: Some(muxer),
                     packets: Vec::new(),
                     host_bytes_per_frame,
                     downloaded: 0,
-                }))
+                })))
             }
             kind => Err(PipelineError::Setup {
                 what: format!(
