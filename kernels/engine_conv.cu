@@ -270,10 +270,12 @@ __device__ __forceinline__ void conv_igemm(const ConvParams& p) {
     const int t = lane & 3;
     const int s = p.transposed_stride;
 
-    if (!p.y_f32 && s == 0) {
+    if (!p.y_f32 && (s == 0 || BM % s == 0)) {
         // FP16 output: stage act(acc + bias) for the whole tile in shared
         // memory (the pipeline buffers are free now), then write each
-        // channel's 128 pixels as 16-byte vectors, adding the residual there.
+        // channel's 128 pixels as 16-byte vectors, adding the residual there
+        // (or, for a transposed convolution, interleave the s row phases of
+        // each pixel so that consecutive threads write consecutive outputs).
         // Rows of 136 halves keep the fragment stores conflict-free.
         constexpr int kStrideC = kBlockN + 8;
         static_assert(BM * kStrideC * 2 <= kBytesA + kBytesB, "the C tile fits the stage buffers");
@@ -284,7 +286,8 @@ __device__ __forceinline__ void conv_igemm(const ConvParams& p) {
             for (int hi = 0; hi < 2; ++hi) {
                 const int r = wm * kWarpM + mt * 16 + g + hi * 8;
                 const int m = m0 + r;
-                const float bias = (p.bias && m < p.m_total) ? p.bias[m] : 0.0f;
+                const int channel = s > 0 ? m / (s * s) : m;
+                const float bias = (p.bias && m < p.m_total) ? p.bias[channel] : 0.0f;
 #pragma unroll
                 for (int nt = 0; nt < kNT; ++nt) {
                     float v0 = acc[mt][nt][hi * 2] + bias;
@@ -298,6 +301,30 @@ __device__ __forceinline__ void conv_igemm(const ConvParams& p) {
                 }
             }
         __syncthreads();
+        if (s > 0) {
+            // Tile rows are (channel, i, j), j fastest; BM and m0 are
+            // multiples of s, so row r + j (j < s) are the j phases of one
+            // (channel, i). Element v walks j, then pixel, then row group.
+            const int ow = p.ow * s;
+            const int64_t plane_out = static_cast<int64_t>(p.oh * s) * ow;
+            for (int v = tid; v < BM * kBlockN; v += kThreads) {
+                const int j = v % s;
+                const int c = (v / s) % kBlockN;
+                const int r = (v / (s * kBlockN)) * s + j;
+                const int m = m0 + r;
+                const int64_t gn = n0 + c;
+                if (m >= p.m_total || gn >= n_total) continue;
+                const int img = static_cast<int>(gn / pixels);
+                const int pix = static_cast<int>(gn - static_cast<int64_t>(img) * pixels);
+                const int y = pix / p.ow;
+                const int x = pix - y * p.ow;
+                const int channel = m / (s * s);
+                const int i = (m / s) % s;
+                static_cast<__half*>(p.y)[static_cast<int64_t>(img) * p.y_batch_stride + channel * plane_out +
+                                          (y * s + i) * ow + x * s + j] = tile_c[r * kStrideC + c];
+            }
+            return;
+        }
         // 16-byte vectors need 8-pixel groups that never straddle images and
         // aligned bases; otherwise write element by element (still coalesced).
         const bool vec_out = (pixels % 8 == 0) && (p.y_batch_stride % 8 == 0) &&
