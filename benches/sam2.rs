@@ -2,8 +2,8 @@
 //! 4-layer stack at 64 x 64 tokens against a ring of W = 1, 3, 7 memory
 //! frames and 64 object-pointer tokens (16 pointers), random weights shaped
 //! like the real ones. Throughput is in FLOP (criterion prints it as
-//! "elem/s": Gelem/s = GFLOP/s). Each iteration is one eager forward (66 to
-//! 74 launches); the side-by-side with PyTorch, CUDA graphs on both sides,
+//! "elem/s": Gelem/s = GFLOP/s). Each iteration is one eager forward (about
+//! 60 launches); the side-by-side with PyTorch, CUDA graphs on both sides,
 //! is tools/parity/sam2_parity.py --bench.
 //!
 //!     cargo bench --bench sam2
@@ -41,8 +41,8 @@ fn bench(c: &mut Criterion, gpu: &Gpu) {
     let (t, d, m) = (config.tokens(), config.d_model, config.mem_dim);
     let weights = MemoryAttentionWeights::random(config, 1);
     let mut plan = PoolPlan::new();
-    let bank_plan = MemoryBankPlan::new(&mut plan, RING, t, m, POINTER_TOKENS).expect("bank plan");
-    let stack_plan = MemoryAttentionPlan::new(&mut plan, config, RING, POINTER_TOKENS).expect("stack plan");
+    let bank_plan = MemoryBankPlan::new(&mut plan, &config, RING, POINTER_TOKENS).expect("bank plan");
+    let stack_plan = MemoryAttentionPlan::new(&mut plan, config).expect("stack plan");
     let inputs = plan.buffer("bench.inputs", 2 * t * d * 2);
     let frame = plan.buffer("bench.frame", t * m * 2);
     let out = plan.buffer("bench.out", t * d * 2);
@@ -64,7 +64,7 @@ fn bench(c: &mut Criterion, gpu: &Gpu) {
     for window in [1usize, 3, 7] {
         let mut bank = MemoryBank::new(&pool, bank_plan);
         for _ in 0..window {
-            bank.append(gpu, &stream, &frame, &frame).expect("append");
+            stack.append(gpu, &stream, &mut bank, &frame, &frame).expect("append");
         }
         bank.set_object_pointers(gpu, &stream, &frame, &frame, POINTER_TOKENS).expect("pointers");
         group.throughput(Throughput::Elements(config.flops(window, POINTER_TOKENS) as u64));

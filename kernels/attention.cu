@@ -7,17 +7,27 @@
 // exists in memory. FP32 accumulation everywhere; P is rounded to FP16 for
 // the P·V product (as FlashAttention does).
 //
-// One block = 64 query rows (4 warps of 16 rows) against a range of 64-key
-// tiles. Split-KV: with `splits` > 1, blockIdx.y picks a range of key tiles
+// One block = 16 query rows per warp (4 warps: 64 rows, or 8 warps: 128
+// rows) against a range of 64-key tiles. Split-KV: with `splits` > 1, blockIdx.y picks a range of key tiles
 // and the block writes its normalised partial output (FP32) and the log2 of
 // its softmax denominator; attention_combine merges the splits. SAM2 has only
 // 4096 query rows (64 blocks), so splitting keys is what fills a 132-SM GPU.
 //
-// Shared memory: Q, K and V tiles of 64 rows x 512 bytes (96 KiB); 16-byte
-// chunk c of row r sits at chunk c ^ (r & 7), so the 8 rows of an ldmatrix
-// phase hit 8 different bank groups. Pipeline (FlashAttention-2's): V of
-// tile j loads while S = Q Kᵀ is computed; K of tile j+1 loads while the
-// softmax and P·V run. Two blocks per SM (launch bounds) overlap the rest.
+// Shared memory: a Q tile of 16 rows per warp and K and V tiles of 64 rows,
+// 512 bytes a row (96 KiB with 4 warps, 128 KiB with 8); 16-byte chunk c of
+// row r sits at chunk c ^ (r & 7), so the 8 rows of an ldmatrix phase hit 8
+// different bank groups. Pipeline (FlashAttention-2's): V of tile j loads
+// while S = Q Kᵀ is computed; K of tile j+1 loads while the softmax and P·V
+// run. The 4-warp kernel keeps two blocks per SM (its launch bounds), which
+// overlap each other's waits; the 8-warp kernel (GPUs with 128 KiB of shared
+// memory per block: sm_80, sm_90) reads each K/V tile from L2 once per 128
+// query rows instead of 64, which is what bounds the 4-warp kernel on an H100.
+//
+// The running max is raised lazily (FlashAttention-3's trick): a row keeps
+// its max, and the rescale of its accumulators is skipped, until a tile's max
+// exceeds it by more than kLazyRescale (log2 units), so exp2 values stay
+// below 2^8, well inside FP16 for P. The final normalisation uses the same
+// max, so the result is unchanged.
 //
 // Keys past nk in the last tile are masked to -inf (and their K/V rows are
 // zero-filled, so no stale shared memory reaches the sums); query rows past
@@ -36,11 +46,10 @@ using vrseg::mma::mma_16816;
 using vrseg::mma::pack_half2;
 using vrseg::mma::smem_addr;
 
-constexpr int kD = 256;        // head dimension
-constexpr int kBr = 64;        // query rows per block
-constexpr int kBc = 64;        // keys per tile
-constexpr int kThreads = 128;  // 4 warps x 16 query rows
+constexpr int kD = 256;    // head dimension
+constexpr int kBc = 64;    // keys per tile
 constexpr int kTileBytes = 64 * kD * 2;
+constexpr float kLazyRescale = 8.0f;
 
 // Mirrors `AttentionParams` in src/ops/attention.rs field for field.
 struct AttentionParams {
@@ -62,13 +71,14 @@ __device__ __forceinline__ uint32_t swizzle512(int row, int chunk) {
     return static_cast<uint32_t>(row * 512 + ((chunk ^ (row & 7)) << 4));
 }
 
-// Copies rows [row0, row0 + 64) of a [rows, ld] FP16 matrix into a tile;
+// Copies rows [row0, row0 + ROWS) of a [rows, ld] FP16 matrix into a tile;
 // rows at or past `rows` become zeros.
+template <int ROWS, int THREADS>
 __device__ __forceinline__ void load_tile(uint32_t tile, const __half* base, int row0, int rows, int ld) {
     const int tid = threadIdx.x;
 #pragma unroll
-    for (int i = 0; i < (64 * 32) / kThreads; ++i) {
-        const int idx = tid + i * kThreads;
+    for (int i = 0; i < (ROWS * 32) / THREADS; ++i) {
+        const int idx = tid + i * THREADS;
         const int row = idx >> 5, chunk = idx & 31;
         const int r = row0 + row;
         const bool valid = r < rows;
@@ -77,13 +87,14 @@ __device__ __forceinline__ void load_tile(uint32_t tile, const __half* base, int
     }
 }
 
-}  // namespace
-
-VRSEG_KERNEL void __launch_bounds__(kThreads, 2) attention_f16_d256(const AttentionParams p) {
+template <int WARPS>
+__device__ __forceinline__ void attention_body(const AttentionParams& p) {
 #ifndef VRSEG_NO_TENSOR_CORES
+    constexpr int kThreads = WARPS * 32;
+    constexpr int kBr = WARPS * 16;  // query rows per block
     extern __shared__ __align__(128) uint8_t smem[];
     const uint32_t sq = smem_addr(smem);
-    const uint32_t sk = sq + kTileBytes;
+    const uint32_t sk = sq + kBr * kD * 2;
     const uint32_t sv = sk + kTileBytes;
 
     const int lane = threadIdx.x & 31;
@@ -95,8 +106,8 @@ VRSEG_KERNEL void __launch_bounds__(kThreads, 2) attention_f16_d256(const Attent
     const int tile_begin = split * p.tiles_per_split;
     const int tile_end = min(tile_begin + p.tiles_per_split, tiles_total);
 
-    load_tile(sq, p.q, q0, p.nq, p.ldq);
-    load_tile(sk, p.k, tile_begin * kBc, p.nk, p.ldk);
+    load_tile<kBr, kThreads>(sq, p.q, q0, p.nq, p.ldq);
+    load_tile<kBc, kThreads>(sk, p.k, tile_begin * kBc, p.nk, p.ldk);
     cp_async_commit();
 
     float acc_o[kD / 8][4];
@@ -112,7 +123,7 @@ VRSEG_KERNEL void __launch_bounds__(kThreads, 2) attention_f16_d256(const Attent
     for (int tile = tile_begin; tile < tile_end; ++tile) {
         cp_async_wait<0>();
         __syncthreads();  // K(tile) visible; every warp is past P·V of the last tile, so V may be overwritten
-        load_tile(sv, p.v, tile * kBc, p.nk, p.ldv);
+        load_tile<kBc, kThreads>(sv, p.v, tile * kBc, p.nk, p.ldv);
         cp_async_commit();
 
         // S = Q Kᵀ for this warp's 16 rows and the tile's 64 keys.
@@ -137,7 +148,7 @@ VRSEG_KERNEL void __launch_bounds__(kThreads, 2) attention_f16_d256(const Attent
         cp_async_wait<0>();
         __syncthreads();  // V(tile) visible; every warp is done with K(tile)
         if (tile + 1 < tile_end) {
-            load_tile(sk, p.k, (tile + 1) * kBc, p.nk, p.ldk);
+            load_tile<kBc, kThreads>(sk, p.k, (tile + 1) * kBc, p.nk, p.ldk);
         }
         cp_async_commit();
 
@@ -165,17 +176,26 @@ VRSEG_KERNEL void __launch_bounds__(kThreads, 2) attention_f16_d256(const Attent
             tile_max[0] = fmaxf(tile_max[0], fmaxf(acc_s[j][0], acc_s[j][1]));
             tile_max[1] = fmaxf(tile_max[1], fmaxf(acc_s[j][2], acc_s[j][3]));
         }
+        // Lazy max: raise a row's max only when the tile's exceeds it by more
+        // than kLazyRescale; skip the accumulator rescale when no row of the
+        // warp moved (the usual case once the first tiles are seen).
         float rescale[2];
+        bool moved = false;
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
             tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
             tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
-            const float new_max = fmaxf(row_max[h], tile_max[h]);
-            // A row whose keys so far are all masked keeps max -inf: use 0 so
+            rescale[h] = 1.f;
+            if (tile_max[h] != -INFINITY &&
+                (row_max[h] == -INFINITY || (tile_max[h] - row_max[h]) * p.scale_log2 > kLazyRescale)) {
+                // exp2(-inf) = 0 for a row that had no key yet.
+                rescale[h] = exp2f((row_max[h] - tile_max[h]) * p.scale_log2);
+                row_max[h] = tile_max[h];
+                moved = true;
+            }
+            // A row with no key so far (all masked) keeps max -inf: use 0 so
             // that exp2(-inf - 0) = 0 instead of NaN.
-            const float base = new_max == -INFINITY ? 0.f : new_max * p.scale_log2;
-            rescale[h] = exp2f(row_max[h] * p.scale_log2 - base);
-            row_max[h] = new_max;
+            const float base = row_max[h] == -INFINITY ? 0.f : row_max[h] * p.scale_log2;
             row_sum[h] *= rescale[h];
 #pragma unroll
             for (int j = 0; j < kBc / 8; ++j) {
@@ -184,12 +204,14 @@ VRSEG_KERNEL void __launch_bounds__(kThreads, 2) attention_f16_d256(const Attent
                 row_sum[h] += acc_s[j][2 * h] + acc_s[j][2 * h + 1];
             }
         }
+        if (__any_sync(0xffffffffu, moved)) {
 #pragma unroll
-        for (int j = 0; j < kD / 8; ++j) {
-            acc_o[j][0] *= rescale[0];
-            acc_o[j][1] *= rescale[0];
-            acc_o[j][2] *= rescale[1];
-            acc_o[j][3] *= rescale[1];
+            for (int j = 0; j < kD / 8; ++j) {
+                acc_o[j][0] *= rescale[0];
+                acc_o[j][1] *= rescale[0];
+                acc_o[j][2] *= rescale[1];
+                acc_o[j][3] *= rescale[1];
+            }
         }
 
         // O += P V: the S accumulators of key tiles 2kk and 2kk+1 are exactly
@@ -248,6 +270,17 @@ VRSEG_KERNEL void __launch_bounds__(kThreads, 2) attention_f16_d256(const Attent
 #else
     __trap();
 #endif
+}
+
+}  // namespace
+
+// 64 query rows per block, two blocks per SM: GPUs with about 100 KiB of
+// shared memory per SM (sm_86, sm_89, sm_120).
+VRSEG_KERNEL void __launch_bounds__(128, 2) attention_f16_d256(const AttentionParams p) { attention_body<4>(p); }
+
+// 128 query rows per block: half the L2 traffic for K and V (sm_80, sm_90).
+VRSEG_KERNEL void __launch_bounds__(256, 1) attention_f16_d256_br128(const AttentionParams p) {
+    attention_body<8>(p);
 }
 
 // Merges the splits of attention_f16_d256: out[row] = Σ_s w_s O_s / Σ_s w_s

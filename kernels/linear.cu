@@ -7,23 +7,34 @@
 //   ROPE      out FP16; columns c < rope_cols of rows r < rope_rows rotated
 //             as SAM2's axial RoPE does (position_encoding.apply_rotary_enc):
 //             pairs (c, c+1), c even, are one complex number, multiplied by
-//             table[(r % rope_tokens) * (rope_period / 2) + (c % rope_period) / 2]
-//             (cos, sin). The rotation is applied to the FP32 value before
+//             (cos, sin) of position · frequency. With P = rope_period (the
+//             head width) and side s, token r % s² sits at (x, y) =
+//             (tok % s, tok / s); pair i = (c % P) / 2 turns with x at
+//             frequency i for i < P/4 and with y at frequency i - P/4 after
+//             (compute_axial_cis). The factors come from
+//             table[position * (P / 4) + frequency] (s x P/4 entries, 32 KiB
+//             for SAM2), and the rotation is applied to the FP32 value before
 //             rounding.
 //   RESIDUAL  out FP32 [m, n]: out += A · Wᵀ + bias (the residual stream).
 //
 // Rows of A come from two sources: rows r < a_split from a0, the others
-// from a1 (row r - a_split), both with stride lda. SAM2's cross-attention
-// projects the memory frames and the object-pointer tokens with the same
-// weights, and they live in different buffers.
+// from a1 (row r - a_split), both with stride lda (the object-pointer tokens
+// live apart from the memory frames).
 //
-// Tiling: BM x 128 x 32 block tiles (BM = 128 or 64), 8 warps as 2 x 4 with
-// (BM/2) x 32 warp tiles, a 3-stage cp.async pipeline. Shared rows are 64
+// A launch runs up to kMaxBatch independent problems (blockIdx.z picks one;
+// blocks outside their problem's m x n return at once): SAM2's per-layer key
+// and value projections of a memory frame go in one launch.
+//
+// Tiling: BM x 128 x 32 block tiles, 4 warps as 2 x 2 with (BM/2) x 64 warp
+// tiles (BM = 128 or 64), a cp.async pipeline of STAGES tiles in dynamic
+// shared memory (4 x 16 KiB for BM = 128, 6 x 12 KiB for BM = 64: with only
+// 4 to 12 warps per SM, several tiles must be in flight to cover L2 latency,
+// most of all for SAM2's k = 2048 feed-forward output). Shared rows are 64
 // bytes (32 halves); 16-byte chunk c of row r sits at chunk c ^ ((r >> 1) & 3),
 // so the 8 rows of each ldmatrix phase fall in 8 different bank groups.
 // Requirements (checked by ops::linear): k % 8 == 0, n % 8 == 0, lda and ldc
-// multiples of 8, 16-byte aligned A and W, m, n, k > 0. Any m, n, k beyond
-// that: tails are zero-filled on load and guarded on store.
+// multiples of 8, 16-byte aligned A and W, m, n, k > 0. Tails are zero-filled
+// on load and guarded on store.
 #include "common.cuh"
 #include "mma.cuh"
 
@@ -50,35 +61,45 @@ struct LinearParams {
     int32_t lda, ldc;
     int32_t a_split;
     int32_t epilogue;
-    int32_t rope_cols, rope_rows, rope_tokens, rope_period;
+    int32_t rope_cols, rope_rows, rope_side, rope_period;
     int32_t pad;
+};
+
+constexpr int kMaxBatch = 8;
+
+// Mirrors `LinearBatch` in src/ops/linear.rs.
+struct LinearBatch {
+    LinearParams p[kMaxBatch];
 };
 
 constexpr int kBN = 128;
 constexpr int kBK = 32;
-constexpr int kStages = 3;
-constexpr int kThreads = 256;
+constexpr int kThreads = 128;
 
 __device__ __forceinline__ uint32_t swizzle64(int row, int chunk) {
     return static_cast<uint32_t>(row * 64 + ((chunk ^ ((row >> 1) & 3)) << 4));
 }
 
-template <int BM>
+template <int BM, int kStages>
 __device__ __forceinline__ void linear_body(const LinearParams& p) {
 #ifndef VRSEG_NO_TENSOR_CORES
-    constexpr int MT = BM / 32;  // 16-row m-tiles per warp (warp tile BM/2 rows)
-    constexpr int NT = 4;        // 8-col n-tiles per warp (warp tile 32 cols)
+    constexpr int WM = BM / 2;   // warp tile rows
+    constexpr int WN = 64;       // warp tile cols
+    constexpr int MT = WM / 16;  // 16-row m-tiles per warp
+    constexpr int NT = WN / 8;   // 8-col n-tiles per warp
     constexpr int kAStage = BM * kBK * 2;
     constexpr int kBStage = kBN * kBK * 2;
-    __shared__ __align__(128) uint8_t smem[kStages * (kAStage + kBStage)];
+    extern __shared__ __align__(128) uint8_t smem[];  // kStages * (kAStage + kBStage) bytes
+
+    const int n0 = blockIdx.x * kBN;
+    const int m0 = blockIdx.y * BM;
+    if (n0 >= p.n || m0 >= p.m) return;  // a smaller problem of the batch
 
     const int tid = threadIdx.x;
     const int lane = tid & 31;
     const int warp = tid >> 5;
-    const int wm = warp >> 2;  // 0..1
-    const int wn = warp & 3;   // 0..3
-    const int n0 = blockIdx.x * kBN;
-    const int m0 = blockIdx.y * BM;
+    const int wm = warp >> 1;  // 0..1
+    const int wn = warp & 1;   // 0..1
     const int ktiles = (p.k + kBK - 1) / kBK;
     const uint32_t sbase = smem_addr(smem);
 
@@ -142,14 +163,14 @@ __device__ __forceinline__ void linear_body(const LinearParams& p) {
             uint32_t af[MT][4];
 #pragma unroll
             for (int i = 0; i < MT; ++i) {
-                const int row = wm * (BM / 2) + i * 16 + (lane & 15);
+                const int row = wm * WM + i * 16 + (lane & 15);
                 const int chunk = ks * 2 + (lane >> 4);
                 ldmatrix_x4(af[i], sa + swizzle64(row, chunk));
             }
             uint32_t bf[NT / 2][4];
 #pragma unroll
             for (int jp = 0; jp < NT / 2; ++jp) {
-                const int row = wn * 32 + jp * 16 + (lane & 7) + ((lane >> 4) << 3);
+                const int row = wn * WN + jp * 16 + (lane & 7) + ((lane >> 4) << 3);
                 const int chunk = ks * 2 + ((lane >> 3) & 1);
                 ldmatrix_x4(bf[jp], sb + swizzle64(row, chunk));
             }
@@ -164,16 +185,19 @@ __device__ __forceinline__ void linear_body(const LinearParams& p) {
 
     // Epilogue: each thread owns pairs of adjacent columns.
     const int g = lane >> 2, t = lane & 3;
+    const int tokens = p.rope_side * p.rope_side;
+    const int quarter = p.rope_period >> 2;
 #pragma unroll
     for (int j = 0; j < NT; ++j) {
-        const int c = n0 + wn * 32 + j * 8 + 2 * t;
+        const int c = n0 + wn * WN + j * 8 + 2 * t;
         if (c >= p.n) continue;
         const float b0 = p.bias[c], b1 = p.bias[c + 1];
+        const int pair = (c % max(p.rope_period, 2)) >> 1;
 #pragma unroll
         for (int i = 0; i < MT; ++i) {
 #pragma unroll
             for (int half = 0; half < 2; ++half) {
-                const int r = m0 + wm * (BM / 2) + i * 16 + g + half * 8;
+                const int r = m0 + wm * WM + i * 16 + g + half * 8;
                 if (r >= p.m) continue;
                 float v0 = acc[i][j][half * 2] + b0;
                 float v1 = acc[i][j][half * 2 + 1] + b1;
@@ -190,9 +214,10 @@ __device__ __forceinline__ void linear_body(const LinearParams& p) {
                     v0 = fmaxf(v0, 0.f);
                     v1 = fmaxf(v1, 0.f);
                 } else if (p.epilogue == kRope && c < p.rope_cols && r < p.rope_rows) {
-                    const int tok = r % p.rope_tokens;
-                    const int pair = (c % p.rope_period) >> 1;
-                    const float2 cs = p.rope_table[static_cast<int64_t>(tok) * (p.rope_period >> 1) + pair];
+                    const int tok = r % tokens;
+                    const int pos = pair < quarter ? tok % p.rope_side : tok / p.rope_side;
+                    const int freq = pair < quarter ? pair : pair - quarter;
+                    const float2 cs = __ldg(p.rope_table + pos * quarter + freq);
                     const float re = v0 * cs.x - v1 * cs.y;
                     const float im = v0 * cs.y + v1 * cs.x;
                     v0 = re;
@@ -209,9 +234,14 @@ __device__ __forceinline__ void linear_body(const LinearParams& p) {
 
 }  // namespace
 
-// Block tile 128 x 128: for wide outputs (n >= 512).
-VRSEG_KERNEL void __launch_bounds__(kThreads) linear_f16_bm128(const LinearParams p) { linear_body<128>(p); }
+// Block tile 128 x 128, 4 stages (64 KiB): for wide outputs (enough blocks
+// for two per SM).
+VRSEG_KERNEL void __launch_bounds__(kThreads) linear_f16_bm128(const LinearBatch batch) {
+    linear_body<128, 4>(batch.p[blockIdx.z]);
+}
 
-// Block tile 64 x 128: twice the blocks for narrow outputs (n = 256 at m = 4096
-// gives 128 blocks instead of 64 on a 132-SM GPU).
-VRSEG_KERNEL void __launch_bounds__(kThreads) linear_f16_bm64(const LinearParams p) { linear_body<64>(p); }
+// Block tile 64 x 128, 6 stages (72 KiB): twice the blocks for narrow outputs
+// (n = 256 at m = 4096 gives 128 blocks instead of 64 on a 132-SM GPU).
+VRSEG_KERNEL void __launch_bounds__(kThreads) linear_f16_bm64(const LinearBatch batch) {
+    linear_body<64, 6>(batch.p[blockIdx.z]);
+}

@@ -8,8 +8,18 @@ use cudarc::driver::{CudaStream, DeviceRepr, LaunchConfig, PushKernelArg};
 use crate::gpu::error::CheckDriver;
 use crate::gpu::{DeviceView, Gpu, GpuError, Kernel};
 
-/// The kernel's block tile in n (columns of the output).
+/// The kernel's block tile in n (columns of the output) and k.
 const BLOCK_N: usize = 128;
+const BLOCK_K: usize = 32;
+
+/// Dynamic shared memory of a block: `stages` tiles of A (`block_m` rows)
+/// and W (128 rows), 32 halves each (`linear_body`'s template arguments).
+fn shared_bytes(block_m: usize, stages: usize) -> usize {
+    stages * (block_m + BLOCK_N) * BLOCK_K * 2
+}
+
+/// Problems one launch can run ([`linear_batch`]; `kMaxBatch` in linear.cu).
+pub const MAX_BATCH: usize = 8;
 
 /// What happens to `acc + bias` before it is stored.
 #[derive(Debug, Clone, Copy)]
@@ -18,10 +28,11 @@ pub enum Epilogue<'pool> {
     Store,
     /// FP16 `out`, negatives set to zero.
     Relu,
-    /// FP16 `out`; columns `c < cols` of rows `r < rows` rotated by
-    /// `table[(r % tokens) * period / 2 + (c % period) / 2]` (cos, sin), pairs
-    /// of adjacent columns forming one complex number ([`axial_rope_table`]).
-    Rope { table: DeviceView<'pool>, cols: usize, rows: usize, tokens: usize, period: usize },
+    /// FP16 `out`; columns `c < cols` of rows `r < rows` rotated as SAM2's
+    /// axial RoPE does for row `r % side²` of a `side` x `side` map and head
+    /// width `period`, with the factors of [`axial_rope_factors`] in `table`;
+    /// pairs of adjacent columns form one complex number.
+    Rope { table: DeviceView<'pool>, cols: usize, rows: usize, side: usize, period: usize },
     /// FP32 `out`: `out += acc + bias`.
     Residual,
 }
@@ -78,15 +89,22 @@ struct LinearParams {
     epilogue: i32,
     rope_cols: i32,
     rope_rows: i32,
-    rope_tokens: i32,
+    rope_side: i32,
     rope_period: i32,
     pad: i32,
 }
 
+/// Mirrors `LinearBatch` in kernels/linear.cu: blockIdx.z picks a problem.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+struct LinearBatch {
+    p: [LinearParams; MAX_BATCH],
+}
+
 // SAFETY: plain `repr(C)` integers whose order and types match the kernel's
 // struct (six 8-byte pointers, then twelve 4-byte integers: 96 bytes, pinned
-// by `params_layout_matches_the_kernel`).
-unsafe impl DeviceRepr for LinearParams {}
+// by `params_layout_matches_the_kernel`), eight of them in a row.
+unsafe impl DeviceRepr for LinearBatch {}
 
 /// Fails unless `gpu` has the FP16 `mma.sync.m16n8k16` and `cp.async` the
 /// tensor-core kernels use (compute capability 8.0 or newer).
@@ -170,17 +188,17 @@ impl LinearJob<'_> {
         if self.out.ptr() % (2 * out_elem as u64) != 0 {
             return Err(invalid(format!("output `{}` is not aligned for pairs of elements", self.out.name())));
         }
-        if let Epilogue::Rope { table, cols, rows, tokens, period } = self.epilogue {
-            if period == 0 || period % 2 != 0 || tokens == 0 || cols % 2 != 0 || cols > n {
+        if let Epilogue::Rope { table, cols, rows, side, period } = self.epilogue {
+            if period == 0 || period % 4 != 0 || side == 0 || cols % 2 != 0 || cols > n {
                 return Err(invalid(format!(
-                    "RoPE over {cols} of {n} columns with period {period} and {tokens} positions"
+                    "RoPE over {cols} of {n} columns with head width {period} on a {side}x{side} map"
                 )));
             }
-            table.require::<[f32; 2]>(tokens * period / 2, kernel)?;
+            table.require::<[f32; 2]>(side * period / 4, kernel)?;
             if table.ptr() % 8 != 0 {
                 return Err(invalid("RoPE table is not 8-byte aligned".into()));
             }
-            if !fits_i32(rows.min(m)) || !fits_i32(tokens) || !fits_i32(period) {
+            if !fits_i32(rows.min(m)) || side.checked_mul(side).is_none_or(|t| !fits_i32(t)) || !fits_i32(period) {
                 return Err(invalid("RoPE sizes beyond 2^31".into()));
             }
         }
@@ -195,56 +213,117 @@ impl LinearJob<'_> {
 
 /// Enqueues one linear layer on `stream`.
 pub fn linear(gpu: &Gpu, stream: &CudaStream, job: &LinearJob) -> Result<(), GpuError> {
+    linear_batch(gpu, stream, std::slice::from_ref(job))
+}
+
+impl LinearJob<'_> {
+    fn params(&self) -> LinearParams {
+        let (rope_table, rope_cols, rope_rows, rope_side, rope_period) = match self.epilogue {
+            Epilogue::Rope { table, cols, rows, side, period } => (table.ptr(), cols, rows.min(self.m), side, period),
+            _ => (0, 0, 0, 1, 4),
+        };
+        let head = self.head_rows();
+        LinearParams {
+            a0: if head > 0 { self.a.ptr() } else { self.a_tail.map_or(self.a.ptr(), |(t, _)| t.ptr()) },
+            a1: self.a_tail.map_or(self.a.ptr(), |(t, _)| t.ptr()),
+            w: self.weight.ptr(),
+            bias: self.bias.ptr(),
+            out: self.out.ptr(),
+            rope_table,
+            m: self.m as i32,
+            n: self.n as i32,
+            k: self.k as i32,
+            lda: self.lda as i32,
+            ldc: self.ldc as i32,
+            a_split: head as i32,
+            epilogue: self.epilogue.code(),
+            rope_cols: rope_cols as i32,
+            rope_rows: rope_rows as i32,
+            rope_side: rope_side as i32,
+            rope_period: rope_period as i32,
+            pad: 0,
+        }
+    }
+}
+
+/// Enqueues up to [`MAX_BATCH`] independent linear layers as one launch
+/// (SAM2's key and value projections of every layer).
+pub fn linear_batch(gpu: &Gpu, stream: &CudaStream, jobs: &[LinearJob]) -> Result<(), GpuError> {
     require_tensor_cores(gpu, "linear_f16")?;
-    // 128-row block tiles where they still give two blocks per SM; 64-row
-    // tiles otherwise (narrow outputs of SAM2's 4096 tokens).
-    let blocks_n = job.n.div_ceil(BLOCK_N);
+    if jobs.is_empty() || jobs.len() > MAX_BATCH {
+        return Err(GpuError::InvalidLaunch {
+            kernel: "linear_f16",
+            reason: format!("{} problems in one launch (1 to {MAX_BATCH})", jobs.len()),
+        });
+    }
+    // 128-row block tiles where they fill every SM twice over (two blocks fit
+    // per SM); 64-row tiles otherwise (narrow outputs of SAM2's 4096 tokens).
     let sms = gpu.properties().multiprocessors.max(1) as usize;
-    let (kernel, block_m) = if job.m.div_ceil(128) * blocks_n >= 2 * sms {
-        (Kernel::LinearF16Bm128, 128)
-    } else {
-        (Kernel::LinearF16Bm64, 64)
-    };
-    job.validate(kernel.symbol())?;
-    let (rope_table, rope_cols, rope_rows, rope_tokens, rope_period) = match job.epilogue {
-        Epilogue::Rope { table, cols, rows, tokens, period } => (table.ptr(), cols, rows.min(job.m), tokens, period),
-        _ => (0, 0, 0, 1, 2),
-    };
-    let head = job.head_rows();
-    let params = LinearParams {
-        a0: if head > 0 { job.a.ptr() } else { job.a_tail.map_or(job.a.ptr(), |(t, _)| t.ptr()) },
-        a1: job.a_tail.map_or(job.a.ptr(), |(t, _)| t.ptr()),
-        w: job.weight.ptr(),
-        bias: job.bias.ptr(),
-        out: job.out.ptr(),
-        rope_table,
-        m: job.m as i32,
-        n: job.n as i32,
-        k: job.k as i32,
-        lda: job.lda as i32,
-        ldc: job.ldc as i32,
-        a_split: head as i32,
-        epilogue: job.epilogue.code(),
-        rope_cols: rope_cols as i32,
-        rope_rows: rope_rows as i32,
-        rope_tokens: rope_tokens as i32,
-        rope_period: rope_period as i32,
+    let blocks_128: usize = jobs.iter().map(|j| j.m.div_ceil(128) * j.n.div_ceil(BLOCK_N)).sum();
+    let (kernel, block_m, stages) =
+        if blocks_128 >= 2 * sms { (Kernel::LinearF16Bm128, 128, 4) } else { (Kernel::LinearF16Bm64, 64, 6) };
+    let shared = shared_bytes(block_m, stages);
+    let empty = LinearParams {
+        a0: 0,
+        a1: 0,
+        w: 0,
+        bias: 0,
+        out: 0,
+        rope_table: 0,
+        m: 0,
+        n: 0,
+        k: 0,
+        lda: 0,
+        ldc: 0,
+        a_split: 0,
+        epilogue: 0,
+        rope_cols: 0,
+        rope_rows: 0,
+        rope_side: 1,
+        rope_period: 4,
         pad: 0,
     };
+    let mut batch = LinearBatch { p: [empty; MAX_BATCH] };
+    for (slot, job) in batch.p.iter_mut().zip(jobs) {
+        job.validate(kernel.symbol())?;
+        *slot = job.params();
+    }
+    let blocks_n = jobs.iter().map(|j| j.n.div_ceil(BLOCK_N)).max().unwrap_or(1);
+    let blocks_m = jobs.iter().map(|j| j.m.div_ceil(block_m)).max().unwrap_or(1);
     let config = LaunchConfig {
-        grid_dim: (blocks_n as u32, job.m.div_ceil(block_m) as u32, 1),
-        block_dim: (256, 1, 1),
-        shared_mem_bytes: 0,
+        grid_dim: (blocks_n as u32, blocks_m as u32, jobs.len() as u32),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: shared as u32,
     };
     let function = gpu.kernels().function(gpu.context(), kernel)?;
-    // SAFETY: `params` matches the kernel's struct (see DeviceRepr above);
-    // `validate` checked that A (both sources), W, the bias, the output and
-    // the RoPE table hold every element the grid touches, with the alignment
-    // of its 16-byte loads and pair stores; the views live in a pool that
-    // synchronises before it frees.
-    unsafe { stream.launch_builder(function).arg(&params).launch(config) }
-        .check_with("cuLaunchKernel", || format!("{} into `{}`", kernel.symbol(), job.out.name()))?;
+    gpu.allow_dynamic_shared_memory(function, kernel, shared)?;
+    // SAFETY: `batch` matches the kernel's struct (see DeviceRepr above) and
+    // the grid's z covers only the filled problems; `validate` checked that
+    // each problem's A (both sources), W, bias, output and RoPE table hold
+    // every element its blocks touch, with the alignment of its 16-byte loads
+    // and pair stores (blocks past a smaller problem's m x n return at once);
+    // the views live in a pool that synchronises before it frees.
+    unsafe { stream.launch_builder(function).arg(&batch).launch(config) }
+        .check_with("cuLaunchKernel", || format!("{} into `{}`", kernel.symbol(), jobs[0].out.name()))?;
     Ok(())
+}
+
+/// The factors the GPU's RoPE epilogue reads: entry `pos * dim / 4 + i` is
+/// (cos, sin) of `pos · 1 / theta^(4i / dim)` for positions `0..side`,
+/// computed exactly as [`axial_rope_table`] computes them (so every entry of
+/// that table is one of these). `side * dim / 4` entries: 32 KiB for SAM2.
+pub fn axial_rope_factors(side: usize, dim: usize, theta: f32) -> Vec<[f32; 2]> {
+    assert!(dim % 4 == 0 && side > 0, "RoPE needs dim % 4 == 0 and a non-empty map");
+    let quarter = dim / 4;
+    let freqs: Vec<f32> = (0..quarter).map(|i| 1.0f32 / theta.powf((4 * i) as f32 / dim as f32)).collect();
+    let mut table = Vec::with_capacity(side * quarter);
+    for pos in 0..side {
+        for freq in &freqs {
+            let a = f64::from(pos as f32 * freq);
+            table.push([a.cos() as f32, a.sin() as f32]);
+        }
+    }
+    table
 }
 
 /// SAM2's axial RoPE table for a `side` x `side` feature map and head
@@ -334,7 +413,22 @@ mod tests {
     use super::*;
 
     #[test]
+    fn compact_factors_are_the_full_tables_entries() {
+        let (side, dim) = (64, 256);
+        let full = axial_rope_table(side, dim, 10000.0);
+        let compact = axial_rope_factors(side, dim, 10000.0);
+        assert_eq!(compact.len(), 64 * 64);
+        for token in 0..side * side {
+            for pair in 0..dim / 2 {
+                let (pos, freq) = if pair < dim / 4 { (token % side, pair) } else { (token / side, pair - dim / 4) };
+                assert_eq!(full[token * dim / 2 + pair], compact[pos * dim / 4 + freq], "token {token} pair {pair}");
+            }
+        }
+    }
+
+    #[test]
     fn params_layout_matches_the_kernel() {
+        assert_eq!(std::mem::size_of::<LinearBatch>(), 8 * 96);
         assert_eq!(std::mem::size_of::<LinearParams>(), 96);
         assert_eq!(std::mem::offset_of!(LinearParams, m), 48);
         assert_eq!(std::mem::offset_of!(LinearParams, pad), 92);

@@ -8,9 +8,10 @@
 
 use half::f16;
 use vrseg::gpu::{DeviceView, PoolPlan, VramPool};
-use vrseg::ops::attention::{self, attention, attention_reference, AttentionJob, AttentionScratch, Splits};
+use vrseg::ops::attention::{self, attention, attention_reference, AttentionJob, AttentionScratch, Splits, Variant};
 use vrseg::ops::linear::{
-    axial_rope_table, linear, linear_reference, Epilogue, LinearJob, LinearReference, RopeReference,
+    axial_rope_factors, axial_rope_table, linear, linear_batch, linear_reference, Epilogue, LinearJob, LinearReference,
+    RopeReference,
 };
 use vrseg::ops::sam2::{add_f16, layernorm, layernorm_reference, scaled_add};
 use vrseg::selftest::SplitMix64;
@@ -95,14 +96,15 @@ fn run_linear(case: &LinearCase) {
     let o_id = plan.buffer("test.out", out_bytes + GUARD);
     let side = case.rope.2.max(1);
     let table = axial_rope_table(side, 256, 10000.0);
-    let r_id = plan.buffer("test.rope", table.len() * 8);
+    let factors = axial_rope_factors(side, 256, 10000.0);
+    let r_id = plan.buffer("test.rope", factors.len() * 8);
     let pool = VramPool::reserve(&gpu, &plan).unwrap();
     let stream = gpu.new_stream().unwrap();
     pool.buffer(a_id).upload_blocking(&stream, &head_img).unwrap();
     pool.buffer(t_id).upload_blocking(&stream, &tail_img).unwrap();
     pool.buffer(w_id).upload_blocking(&stream, &w_h).unwrap();
     pool.buffer(b_id).upload_blocking(&stream, &bias).unwrap();
-    pool.buffer(r_id).upload_blocking(&stream, &table).unwrap();
+    pool.buffer(r_id).upload_blocking(&stream, &factors).unwrap();
     // The residual's old content: random floats in the rows, poison elsewhere.
     let mut initial = poison_bytes(&mut rng, out_bytes + GUARD);
     let old: Vec<f32> = random(&mut rng, m * n, 2.0);
@@ -121,13 +123,7 @@ fn run_linear(case: &LinearCase) {
         "store" => Epilogue::Store,
         "relu" => Epilogue::Relu,
         "residual" => Epilogue::Residual,
-        "rope" => Epilogue::Rope {
-            table: pool.buffer(r_id),
-            cols: case.rope.0,
-            rows: case.rope.1,
-            tokens: side * side,
-            period: 256,
-        },
+        "rope" => Epilogue::Rope { table: pool.buffer(r_id), cols: case.rope.0, rows: case.rope.1, side, period: 256 },
         other => panic!("unknown epilogue {other}"),
     };
     let job = LinearJob {
@@ -289,6 +285,88 @@ fn linear_only_second_source() {
     });
 }
 
+/// Three problems of different sizes and epilogues in one launch (SAM2's
+/// per-layer key and value projections): each equals its own reference and
+/// no block of one touches another's output.
+#[test]
+fn linear_batch_of_three_problems() {
+    let gpu = gpu_or_skip!();
+    let mut rng = SplitMix64::new(test_seed("linear batch"));
+    let side = 7;
+    let table = axial_rope_table(side, 256, 10000.0);
+    let factors = axial_rope_factors(side, 256, 10000.0);
+    // (m, n, k, rope)
+    let shapes = [(49usize, 256usize, 64usize, true), (300, 136, 64, false), (5, 512, 96, false)];
+    let mut plan = PoolPlan::new();
+    let ids: Vec<_> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, &(m, n, k, _))| {
+            (
+                plan.buffer(format!("test.a{i}"), m * k * 2),
+                plan.buffer(format!("test.w{i}"), n * k * 2),
+                plan.buffer(format!("test.b{i}"), n * 4),
+                plan.buffer(format!("test.out{i}"), m * n * 2 + GUARD),
+            )
+        })
+        .collect();
+    let r_id = plan.buffer("test.rope", factors.len() * 8);
+    let pool = VramPool::reserve(&gpu, &plan).unwrap();
+    let stream = gpu.new_stream().unwrap();
+    pool.buffer(r_id).upload_blocking(&stream, &factors).unwrap();
+    let mut host = Vec::new();
+    let mut jobs = Vec::new();
+    for (&(m, n, k, rope), &(a_id, w_id, b_id, o_id)) in shapes.iter().zip(&ids) {
+        let (a, a_h) = rounded(&random(&mut rng, m * k, 1.0));
+        let (w, w_h) = rounded(&random(&mut rng, n * k, 0.2));
+        let bias = random(&mut rng, n, 0.5);
+        let poison = poison_bytes(&mut rng, m * n * 2 + GUARD);
+        pool.buffer(a_id).upload_blocking(&stream, &a_h).unwrap();
+        pool.buffer(w_id).upload_blocking(&stream, &w_h).unwrap();
+        pool.buffer(b_id).upload_blocking(&stream, &bias).unwrap();
+        pool.buffer(o_id).upload_blocking(&stream, &poison).unwrap();
+        jobs.push(LinearJob {
+            m,
+            n,
+            k,
+            a: pool.buffer(a_id),
+            lda: k,
+            a_tail: None,
+            weight: pool.buffer(w_id),
+            bias: pool.buffer(b_id),
+            out: pool.buffer(o_id),
+            ldc: n,
+            epilogue: if rope {
+                Epilogue::Rope { table: pool.buffer(r_id), cols: n, rows: m, side, period: 256 }
+            } else {
+                Epilogue::Store
+            },
+        });
+        host.push((a, w, bias, poison));
+    }
+    linear_batch(&gpu, &stream, &jobs).unwrap();
+    for (i, (&(m, n, k, rope), (a, w, bias, poison))) in shapes.iter().zip(&host).enumerate() {
+        let mut got = vec![0u8; m * n * 2 + GUARD];
+        pool.buffer(ids[i].3).download_blocking(&stream, &mut got).unwrap();
+        assert_eq!(&got[m * n * 2..], &poison[m * n * 2..], "problem {i}: wrote past its output");
+        let values: Vec<f32> =
+            got[..m * n * 2].chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect();
+        let want = linear_reference(&LinearReference {
+            a,
+            w,
+            bias,
+            m,
+            n,
+            k,
+            relu: false,
+            rope: rope.then_some(RopeReference { table: &table, cols: n, rows: m, tokens: side * side, period: 256 }),
+            residual: None,
+        });
+        let (e, j) = worst(&values, &want, 2e-4, 1.5e-3);
+        assert!(e <= 1.0, "problem {i}: element {j} is {} on the GPU and {} on the CPU", values[j], want[j]);
+    }
+}
+
 #[test]
 fn linear_refuses_bad_shapes_with_a_sentence() {
     let gpu = gpu_or_skip!();
@@ -319,20 +397,31 @@ fn linear_refuses_bad_shapes_with_a_sentence() {
 
 struct AttentionCase {
     label: &'static str,
+    variant: Variant,
     nq: usize,
     nk: usize,
     /// Row stride of Q, K and V (>= 256; 768 mimics the packed qkv buffer).
     ld: usize,
     splits: Splits,
     amplitude: f32,
+    /// Scores that rise along the keys (the running max moves many times).
+    rising: bool,
 }
 
 fn run_attention(case: &AttentionCase) {
     let gpu = gpu_or_skip!();
     let mut rng = SplitMix64::new(test_seed(case.label));
     let (nq, nk, d, ld) = (case.nq, case.nk, attention::HEAD_DIM, case.ld);
-    let q = random(&mut rng, nq * d, case.amplitude);
-    let k = random(&mut rng, nk * d, case.amplitude);
+    let mut q = random(&mut rng, nq * d, case.amplitude);
+    let mut k = random(&mut rng, nk * d, case.amplitude);
+    if case.rising {
+        // q ≈ 0.5 and key j ≈ 2j/nk: scores rise from 0 to 16 (23 in log2
+        // units) along the keys, plus noise.
+        q.iter_mut().for_each(|x| *x = 0.5 + 0.1 * *x);
+        for (j, row) in k.chunks_mut(d).enumerate() {
+            row.iter_mut().for_each(|x| *x = 2.0 * j as f32 / nk as f32 + 0.1 * *x);
+        }
+    }
     let v = random(&mut rng, nk * d, 1.0);
     let (q_r, _) = rounded(&q);
     let (k_r, _) = rounded(&k);
@@ -368,7 +457,11 @@ fn run_attention(case: &AttentionCase) {
     pool.buffer(po_id).upload_blocking(&stream, &poison_bytes(&mut rng, po)).unwrap();
     pool.buffer(pl_id).upload_blocking(&stream, &poison_bytes(&mut rng, pl)).unwrap();
 
-    attention::prepare(&gpu).unwrap();
+    if case.variant == Variant::Rows128 && Variant::best(&gpu).unwrap() != Variant::Rows128 {
+        eprintln!("{}: skipped: this GPU has less than 128 KiB of shared memory per block", case.label);
+        return;
+    }
+    attention::prepare(&gpu, case.variant).unwrap();
     let job = AttentionJob {
         q: pool.buffer(q_id),
         ldq: ld,
@@ -383,7 +476,7 @@ fn run_attention(case: &AttentionCase) {
         scale: 1.0 / 16.0,
     };
     let scratch = AttentionScratch { partial_out: pool.buffer(po_id), partial_lse: pool.buffer(pl_id), max_splits: 8 };
-    attention(&gpu, &stream, &job, &scratch, case.splits).unwrap();
+    attention(&gpu, &stream, &job, &scratch, case.variant, case.splits).unwrap();
     let mut got = vec![0u8; out_bytes + GUARD];
     out.download_blocking(&stream, &mut got).unwrap();
     let want = attention_reference(&q_r, &k_r, &v_r, nq, nk, d, 1.0 / 16.0);
@@ -401,69 +494,178 @@ fn run_attention(case: &AttentionCase) {
     // output: within 2e-3 for values in [-1, 1].
     let (e, i) = worst(&values, &want, 2e-3, 0.0);
     let sms = gpu.properties().multiprocessors as usize;
-    let plan = attention::split_plan(nq, nk, sms, case.splits, 8);
+    let plan = attention::split_plan(case.variant, nq, nk, sms, case.splits, 8);
     eprintln!("{}: splits {plan:?}, worst error {:.2e} at ({}, {})", case.label, e * 2e-3, i / d, i % d);
     assert!(e <= 1.0, "{}: ({}, {}) is {} on the GPU and {} on the CPU", case.label, i / d, i % d, values[i], want[i]);
 }
 
 #[test]
-fn attention_one_key() {
+fn attention_one_key_rows64() {
     run_attention(&AttentionCase {
-        label: "attention 37x1",
+        variant: Variant::Rows64,
+        label: "attention 37x1 rows64",
         nq: 37,
         nk: 1,
         ld: 256,
         splits: Splits::Auto,
         amplitude: 1.0,
+        rising: false,
     });
 }
 
 #[test]
-fn attention_partial_tile_without_splits() {
+fn attention_one_key_rows128() {
     run_attention(&AttentionCase {
-        label: "attention 200x63 unsplit",
+        variant: Variant::Rows128,
+        label: "attention 37x1 rows128",
+        nq: 37,
+        nk: 1,
+        ld: 256,
+        splits: Splits::Auto,
+        amplitude: 1.0,
+        rising: false,
+    });
+}
+
+#[test]
+fn attention_partial_tile_without_splits_rows64() {
+    run_attention(&AttentionCase {
+        variant: Variant::Rows64,
+        label: "attention 200x63 unsplit rows64",
         nq: 200,
         nk: 63,
         ld: 256,
         splits: Splits::AtMost(1),
         amplitude: 2.0,
+        rising: false,
     });
 }
 
 #[test]
-fn attention_auto_splits_selective_softmax() {
+fn attention_partial_tile_without_splits_rows128() {
+    run_attention(&AttentionCase {
+        variant: Variant::Rows128,
+        label: "attention 200x63 unsplit rows128",
+        nq: 200,
+        nk: 63,
+        ld: 256,
+        splits: Splits::AtMost(1),
+        amplitude: 2.0,
+        rising: false,
+    });
+}
+
+#[test]
+fn attention_auto_splits_selective_softmax_rows64() {
     // Scores with a standard deviation near 5: the running max moves often.
     run_attention(&AttentionCase {
-        label: "attention 130x1001 auto",
+        variant: Variant::Rows64,
+        label: "attention 130x1001 auto rows64",
         nq: 130,
         nk: 1001,
         ld: 256,
         splits: Splits::Auto,
         amplitude: 3.0,
+        rising: false,
     });
 }
 
 #[test]
-fn attention_strided_qkv_three_splits() {
+fn attention_auto_splits_selective_softmax_rows128() {
+    // Scores with a standard deviation near 5: the running max moves often.
     run_attention(&AttentionCase {
-        label: "attention 65x4097 ld 768 3 splits",
+        variant: Variant::Rows128,
+        label: "attention 130x1001 auto rows128",
+        nq: 130,
+        nk: 1001,
+        ld: 256,
+        splits: Splits::Auto,
+        amplitude: 3.0,
+        rising: false,
+    });
+}
+
+#[test]
+fn attention_strided_qkv_three_splits_rows64() {
+    run_attention(&AttentionCase {
+        variant: Variant::Rows64,
+        label: "attention 65x4097 ld 768 3 splits rows64",
         nq: 65,
         nk: 4097,
         ld: 768,
         splits: Splits::AtMost(3),
         amplitude: 1.0,
+        rising: false,
     });
 }
 
 #[test]
-fn attention_many_query_blocks_seven_splits() {
+fn attention_strided_qkv_three_splits_rows128() {
     run_attention(&AttentionCase {
-        label: "attention 1031x700 7 splits",
+        variant: Variant::Rows128,
+        label: "attention 65x4097 ld 768 3 splits rows128",
+        nq: 65,
+        nk: 4097,
+        ld: 768,
+        splits: Splits::AtMost(3),
+        amplitude: 1.0,
+        rising: false,
+    });
+}
+
+#[test]
+fn attention_many_query_blocks_seven_splits_rows64() {
+    run_attention(&AttentionCase {
+        variant: Variant::Rows64,
+        label: "attention 1031x700 7 splits rows64",
         nq: 1031,
         nk: 700,
         ld: 264,
         splits: Splits::AtMost(7),
         amplitude: 2.0,
+        rising: false,
+    });
+}
+
+#[test]
+fn attention_many_query_blocks_seven_splits_rows128() {
+    run_attention(&AttentionCase {
+        variant: Variant::Rows128,
+        label: "attention 1031x700 7 splits rows128",
+        nq: 1031,
+        nk: 700,
+        ld: 264,
+        splits: Splits::AtMost(7),
+        amplitude: 2.0,
+        rising: false,
+    });
+}
+
+#[test]
+fn attention_rising_scores_rows64() {
+    run_attention(&AttentionCase {
+        label: "attention 97x2000 rising rows64",
+        variant: Variant::Rows64,
+        nq: 97,
+        nk: 2000,
+        ld: 256,
+        splits: Splits::AtMost(2),
+        amplitude: 1.0,
+        rising: true,
+    });
+}
+
+#[test]
+fn attention_rising_scores_rows128() {
+    run_attention(&AttentionCase {
+        label: "attention 97x2000 rising rows128",
+        variant: Variant::Rows128,
+        nq: 97,
+        nk: 2000,
+        ld: 256,
+        splits: Splits::AtMost(2),
+        amplitude: 1.0,
+        rising: true,
     });
 }
 

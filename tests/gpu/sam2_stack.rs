@@ -107,8 +107,8 @@ impl Rig {
     fn run(&self, frames: &Frames, order: &[usize], pointers: usize) -> Result<Vec<f32>, Sam2Error> {
         let (t, d, m) = (self.config.tokens(), self.config.d_model, self.config.mem_dim);
         let mut plan = PoolPlan::new();
-        let bank_plan = MemoryBankPlan::new(&mut plan, self.window, t, m, self.max_pointers)?;
-        let stack_plan = MemoryAttentionPlan::new(&mut plan, self.config, self.window, self.max_pointers)?;
+        let bank_plan = MemoryBankPlan::new(&mut plan, &self.config, self.window, self.max_pointers)?;
+        let stack_plan = MemoryAttentionPlan::new(&mut plan, self.config)?;
         let curr_id = plan.buffer("test.curr", t * d * 2);
         let pos_id = plan.buffer("test.curr_pos", t * d * 2);
         let out_id = plan.buffer("test.out", t * d * 2);
@@ -131,7 +131,7 @@ impl Rig {
         }
         for &i in order {
             let (mid, pid) = mem_ids[i];
-            bank.append(&self.gpu, &stream, &pool.buffer(mid), &pool.buffer(pid))?;
+            stack.append(&self.gpu, &stream, &mut bank, &pool.buffer(mid), &pool.buffer(pid))?;
         }
         if pointers > 0 {
             pool.buffer(ptr_id).upload_blocking(&stream, &halves(&frames.pointers))?;
@@ -224,9 +224,9 @@ fn memory_is_flat_over_10000_appended_frames() {
     let weights = MemoryAttentionWeights::random(config, seed);
     let mut rng = SplitMix64::new(seed ^ 5);
     let mut plan = PoolPlan::new();
-    let bank_plan = MemoryBankPlan::new(&mut plan, window, t, m, pointers).unwrap();
-    let fresh_plan = MemoryBankPlan::new(&mut plan, window, t, m, pointers).unwrap();
-    let stack_plan = MemoryAttentionPlan::new(&mut plan, config, window, pointers).unwrap();
+    let bank_plan = MemoryBankPlan::new(&mut plan, &config, window, pointers).unwrap();
+    let fresh_plan = MemoryBankPlan::new(&mut plan, &config, window, pointers).unwrap();
+    let stack_plan = MemoryAttentionPlan::new(&mut plan, config).unwrap();
     let src: Vec<_> = (0..sources).map(|i| plan.buffer(format!("test.source{i}"), t * m * 2)).collect();
     let pos_id = plan.buffer("test.memory_pos", t * m * 2);
     let curr_id = plan.buffer("test.curr", t * d * 2);
@@ -247,7 +247,7 @@ fn memory_is_flat_over_10000_appended_frames() {
         (pool.buffer(curr_id), pool.buffer(curr_pos_id), pool.buffer(pos_id), pool.buffer(ptr_id));
 
     let mut bank = MemoryBank::new(&pool, bank_plan);
-    bank.append(&gpu, &stream, &pool.buffer(src[0]), &pos).unwrap();
+    stack.append(&gpu, &stream, &mut bank, &pool.buffer(src[0]), &pos).unwrap();
     bank.set_object_pointers(&gpu, &stream, &ptr, &ptr, pointers).unwrap();
     stack.forward(&gpu, &stream, &bank, &curr, &curr_pos, &pool.buffer(out_id)).unwrap();
     stream.synchronize().unwrap();
@@ -256,7 +256,7 @@ fn memory_is_flat_over_10000_appended_frames() {
 
     let total = 10_000usize;
     for f in 1..total {
-        bank.append(&gpu, &stream, &pool.buffer(src[f % sources]), &pos).unwrap();
+        stack.append(&gpu, &stream, &mut bank, &pool.buffer(src[f % sources]), &pos).unwrap();
         if f % 1000 == 0 {
             stack.forward(&gpu, &stream, &bank, &curr, &curr_pos, &pool.buffer(out_id)).unwrap();
         }
@@ -277,7 +277,7 @@ fn memory_is_flat_over_10000_appended_frames() {
     // 9996..9999 then 9993..9995 to a fresh ring to fill the same slots.
     let mut fresh = MemoryBank::new(&pool, fresh_plan);
     for f in (9996..10_000).chain(9993..9996) {
-        fresh.append(&gpu, &stream, &pool.buffer(src[f % sources]), &pos).unwrap();
+        stack.append(&gpu, &stream, &mut fresh, &pool.buffer(src[f % sources]), &pos).unwrap();
     }
     fresh.set_object_pointers(&gpu, &stream, &ptr, &ptr, pointers).unwrap();
     stack.forward(&gpu, &stream, &fresh, &curr, &curr_pos, &pool.buffer(fresh_out_id)).unwrap();

@@ -122,8 +122,8 @@ pub fn run(args: Sam2AttentionArgs) -> anyhow::Result<exit::Code> {
 
     let device = Gpu::open(args.gpu)?;
     let mut plan = PoolPlan::new();
-    let bank_plan = MemoryBankPlan::new(&mut plan, args.window, t, config.mem_dim, pointers)?;
-    let stack_plan = MemoryAttentionPlan::new(&mut plan, config, args.window, pointers)?;
+    let bank_plan = MemoryBankPlan::new(&mut plan, &config, args.window, pointers)?;
+    let stack_plan = MemoryAttentionPlan::new(&mut plan, config)?;
     let curr_id = plan.buffer("dev.curr", t * d * 2);
     let pos_id = plan.buffer("dev.curr_pos", t * d * 2);
     let out_id = plan.buffer("dev.out", t * d * 2);
@@ -142,7 +142,7 @@ pub fn run(args: Sam2AttentionArgs) -> anyhow::Result<exit::Code> {
         let range = f * frame_elems..(f + 1) * frame_elems;
         pool.buffer(mem_id).upload_blocking(&stream, &halves(&memory.data[range.clone()]))?;
         pool.buffer(mem_pos_id).upload_blocking(&stream, &halves(&memory_pos.data[range]))?;
-        bank.append(&device, &stream, &pool.buffer(mem_id), &pool.buffer(mem_pos_id))?;
+        stack.append(&device, &stream, &mut bank, &pool.buffer(mem_id), &pool.buffer(mem_pos_id))?;
         stream.synchronize().context("waiting for an append")?;
     }
     if pointers > 0 {

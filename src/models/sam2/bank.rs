@@ -1,22 +1,32 @@
 //! The memory bank: a fixed ring of the last `window` frames' memories in
 //! the VRAM pool, plus the object-pointer tokens of the current frame.
 //!
-//! Each slot holds one frame's memory `[tokens, mem_dim]` FP16 twice: as the
-//! values read it (memory) and as the keys read it (memory + memory_pos,
-//! `pos_enc_at_cross_attn_keys`), so appending is one copy and one add,
-//! O(1) in the number of frames seen, and nothing is allocated after set-up.
+//! A frame's memory enters the bank already projected: for every layer, the
+//! cross-attention's keys `RoPE((memory + memory_pos) Wk + bk)` and values
+//! `memory Wv + bv` (`[tokens, 256]` FP16 each), which depend on nothing but
+//! the frame. [`super::stack::MemoryAttention::append`] computes them once, in
+//! one launch, when the frame arrives, so a forward reads them instead of
+//! projecting W frames again every frame; appending is O(1) in the frames
+//! seen, and nothing is allocated after set-up. (Meta's module projects its
+//! whole memory on every call; the result is the same, since the projections
+//! are row-wise.)
 //!
 //! Frame `f` goes to slot `f % window`. Until the ring is full, slots
 //! `0..appended` are the valid ones, and once it is full every slot is: the
-//! valid slots are always a prefix of the ring, so the cross-attention reads
-//! `valid_frames() * tokens` contiguous rows and never sees an empty slot
-//! (that is the mask). Attention does not depend on the order of its keys
-//! (each frame's RoPE positions are its own token positions,
-//! `rope_k_repeat`), so the slot order does not matter.
+//! valid slots are always a prefix of the ring, so a layer's cross-attention
+//! reads `valid_frames() * tokens` contiguous key rows, followed by the
+//! pointer tokens' rows, and never sees an empty slot (that is the mask).
+//! Attention does not depend on the order of its keys (each frame's RoPE
+//! positions are its own token positions, `rope_k_repeat`), so the slot order
+//! does not matter.
+//!
+//! The object-pointer tokens change every frame; the bank keeps them raw
+//! (tokens and tokens + pos) and the forward projects them into the rows
+//! after the valid frames.
 
 use cudarc::driver::CudaStream;
 
-use super::Sam2Error;
+use super::{MemoryAttentionConfig, Sam2Error};
 use crate::gpu::error::CheckDriver;
 use crate::gpu::{BufferId, DeviceView, Gpu, PoolPlan, VramPool};
 use crate::ops::sam2::add_f16;
@@ -27,40 +37,52 @@ pub struct MemoryBankPlan {
     pub window: usize,
     pub tokens: usize,
     pub mem_dim: usize,
+    pub d_model: usize,
+    pub layers: usize,
     pub max_pointer_tokens: usize,
-    memory: BufferId,
+    keys: BufferId,
+    values: BufferId,
     key_input: BufferId,
     pointer_memory: BufferId,
     pointer_key_input: BufferId,
 }
 
 impl MemoryBankPlan {
-    /// Declares the ring (`window` frames of `tokens` x `mem_dim`) and room
-    /// for `max_pointer_tokens` object-pointer tokens.
+    /// Declares the ring for `window` frames of `config`'s map and room for
+    /// `max_pointer_tokens` object-pointer tokens: per layer
+    /// `(window * tokens + max_pointer_tokens) x d_model` keys and values.
     pub fn new(
         plan: &mut PoolPlan,
+        config: &MemoryAttentionConfig,
         window: usize,
-        tokens: usize,
-        mem_dim: usize,
         max_pointer_tokens: usize,
     ) -> Result<Self, Sam2Error> {
-        if window == 0 || tokens == 0 || mem_dim == 0 || mem_dim % 8 != 0 {
+        let (t, m, d, layers) = (config.tokens(), config.mem_dim, config.d_model, config.layers);
+        if window == 0 || t == 0 || m == 0 || m % 8 != 0 || layers == 0 {
             return Err(Sam2Error::Shape(format!(
-                "a memory bank of {window} frames of {tokens} tokens of width {mem_dim} (width a multiple of 8)"
+                "a memory bank of {window} frames of {t} tokens of width {m} for {layers} layers (width a multiple of 8)"
             )));
         }
-        let frame_bytes = tokens * mem_dim * 2;
-        let pointer_bytes = max_pointer_tokens.max(1) * mem_dim * 2;
+        let rows = window * t + max_pointer_tokens;
+        let pointer_bytes = max_pointer_tokens.max(1) * m * 2;
         Ok(MemoryBankPlan {
             window,
-            tokens,
-            mem_dim,
+            tokens: t,
+            mem_dim: m,
+            d_model: d,
+            layers,
             max_pointer_tokens,
-            memory: plan.buffer("sam2.bank.memory", window * frame_bytes),
-            key_input: plan.buffer("sam2.bank.key_input", window * frame_bytes),
+            keys: plan.buffer("sam2.bank.keys", layers * rows * d * 2),
+            values: plan.buffer("sam2.bank.values", layers * rows * d * 2),
+            key_input: plan.buffer("sam2.bank.key_input", t * m * 2),
             pointer_memory: plan.buffer("sam2.bank.pointer_memory", pointer_bytes),
             pointer_key_input: plan.buffer("sam2.bank.pointer_key_input", pointer_bytes),
         })
+    }
+
+    /// Key (or value) rows per layer.
+    pub fn rows_per_layer(&self) -> usize {
+        self.window * self.tokens + self.max_pointer_tokens
     }
 }
 
@@ -107,17 +129,24 @@ impl<'pool> MemoryBank<'pool> {
         self.pointer_tokens = 0;
     }
 
-    fn frame_bytes(&self) -> usize {
-        self.plan.tokens * self.plan.mem_dim * 2
+    fn layer_view(&self, id: BufferId, layer: usize) -> Result<DeviceView<'pool>, Sam2Error> {
+        let bytes = self.plan.rows_per_layer() * self.plan.d_model * 2;
+        Ok(self.pool.buffer(id).sub(layer * bytes, bytes)?)
     }
 
-    /// Memory rows (values) of the valid frames: `valid_frames() * tokens` rows.
-    pub fn memory(&self) -> DeviceView<'pool> {
-        self.pool.buffer(self.plan.memory)
+    /// Layer `layer`'s key rows: slot `s` at rows `s * tokens..`, the pointer
+    /// tokens after the valid frames.
+    pub fn keys(&self, layer: usize) -> Result<DeviceView<'pool>, Sam2Error> {
+        self.layer_view(self.plan.keys, layer)
     }
 
-    /// Key-input rows (memory + pos) of the valid frames.
-    pub fn key_input(&self) -> DeviceView<'pool> {
+    /// Layer `layer`'s value rows, laid out as [`MemoryBank::keys`].
+    pub fn values(&self, layer: usize) -> Result<DeviceView<'pool>, Sam2Error> {
+        self.layer_view(self.plan.values, layer)
+    }
+
+    /// Scratch for the appended frame's memory + pos.
+    pub(crate) fn key_input(&self) -> DeviceView<'pool> {
         self.pool.buffer(self.plan.key_input)
     }
 
@@ -129,37 +158,9 @@ impl<'pool> MemoryBank<'pool> {
         self.pool.buffer(self.plan.pointer_key_input)
     }
 
-    /// Enqueues the append of one frame's memory and its position encoding
-    /// (FP16 `[tokens, mem_dim]` each, on the GPU) into the next slot; the
-    /// oldest frame leaves the window once it is full.
-    pub fn append(
-        &mut self,
-        gpu: &Gpu,
-        stream: &CudaStream,
-        memory: &DeviceView,
-        memory_pos: &DeviceView,
-    ) -> Result<usize, Sam2Error> {
-        let bytes = self.frame_bytes();
-        let count = self.plan.tokens * self.plan.mem_dim;
-        for (view, what) in [(memory, "memory"), (memory_pos, "memory_pos")] {
-            if view.bytes() < bytes {
-                return Err(view
-                    .too_small(bytes, if what == "memory" { "memory bank append" } else { "memory bank append (pos)" })
-                    .into());
-            }
-        }
-        let slot = self.next_slot();
-        let values = self.memory().sub(slot * bytes, bytes)?;
-        let keys = self.key_input().sub(slot * bytes, bytes)?;
-        gpu.bind_to_thread()?;
-        // SAFETY: both ranges are `bytes` long: the source was checked above,
-        // the destination is slot `slot` of the ring (a sub-view checked by
-        // `sub`); both live in pools that synchronise before they free.
-        unsafe { cudarc::driver::result::memcpy_dtod_async(values.ptr(), memory.ptr(), bytes, stream.cu_stream()) }
-            .check_with("cuMemcpyDtoDAsync", || format!("memory bank append into slot {slot}"))?;
-        add_f16(gpu, stream, memory, memory_pos, &keys, count)?;
+    /// Counts the append whose projections were just enqueued into `next_slot()`.
+    pub(crate) fn commit_append(&mut self) {
         self.appended += 1;
-        Ok(slot)
     }
 
     /// Enqueues the object-pointer tokens of the next forward (FP16 `[count,
@@ -192,7 +193,8 @@ impl<'pool> MemoryBank<'pool> {
         let dst = self.pointer_memory();
         gpu.bind_to_thread()?;
         // SAFETY: `bytes` fit the source (checked above) and the pointer
-        // buffer (planned for max_pointer_tokens >= count rows).
+        // buffer (planned for max_pointer_tokens >= count rows); both live in
+        // pools that synchronise before they free.
         unsafe { cudarc::driver::result::memcpy_dtod_async(dst.ptr(), pointers.ptr(), bytes, stream.cu_stream()) }
             .check_with("cuMemcpyDtoDAsync", || "object pointers into the memory bank".to_string())?;
         add_f16(gpu, stream, pointers, pointer_pos, &self.pointer_key_input(), count * self.plan.mem_dim)?;

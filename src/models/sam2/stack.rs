@@ -1,8 +1,9 @@
 //! The memory-attention stack on the GPU: weights uploaded once into the
 //! VRAM pool (FP16 matrices, FP32 biases and LayerNorm parameters), scratch
-//! planned once, and [`MemoryAttention::forward`] enqueuing one frame: 4 +
-//! 14 per layer kernel launches (16 with split attention), nothing
-//! allocated, nothing synchronised, so a CUDA graph can capture it.
+//! planned once, [`MemoryAttention::append`] projecting a frame's memory into
+//! the bank once, and [`MemoryAttention::forward`] enqueuing one frame: 3 +
+//! 11 launches per layer (13 with split attention), nothing allocated,
+//! nothing synchronised, so a CUDA graph can capture it.
 //!
 //! Per layer, as `MemoryAttentionLayer.forward` does it:
 //!
@@ -14,6 +15,9 @@
 //! ```
 //!
 //! with x = curr + 0.1 · curr_pos at the start (FP32) and norm(x) at the end.
+//! The memory frames' k and v are the bank's (computed at append); the
+//! object pointers' are projected at the start of each forward, every layer
+//! in one launch.
 
 use cudarc::driver::CudaStream;
 use half::f16;
@@ -22,9 +26,9 @@ use super::bank::MemoryBank;
 use super::weights::MemoryAttentionWeights;
 use super::{MemoryAttentionConfig, Sam2Error};
 use crate::gpu::{BufferId, DeviceView, Gpu, PoolPlan, VramPool};
-use crate::ops::attention::{self, AttentionJob, AttentionScratch, Splits};
-use crate::ops::linear::{axial_rope_table, linear, Epilogue, LinearJob};
-use crate::ops::sam2::{layernorm, scaled_add};
+use crate::ops::attention::{self, AttentionJob, AttentionScratch, Splits, Variant};
+use crate::ops::linear::{axial_rope_factors, linear, linear_batch, Epilogue, LinearJob, MAX_BATCH};
+use crate::ops::sam2::{add_f16, layernorm, scaled_add};
 
 /// Splits of the key range the attention scratch is planned for.
 const MAX_SPLITS: usize = 8;
@@ -122,12 +126,11 @@ impl WeightImages {
     }
 }
 
-/// Where the stack's weights and scratch live in a pool plan.
+/// Where the stack's weights and scratch live in a pool plan (the memory
+/// bank is planned apart: [`super::bank::MemoryBankPlan::new`]).
 #[derive(Debug, Clone, Copy)]
 pub struct MemoryAttentionPlan {
     pub config: MemoryAttentionConfig,
-    /// Most keys a cross-attention can have: window * tokens + pointer tokens.
-    pub max_keys: usize,
     weights_f16: BufferId,
     weights_f32: BufferId,
     rope: BufferId,
@@ -136,21 +139,13 @@ pub struct MemoryAttentionPlan {
     qkv: BufferId,
     attn: BufferId,
     ffn: BufferId,
-    keys: BufferId,
-    values: BufferId,
     partial_out: BufferId,
     partial_lse: BufferId,
 }
 
 impl MemoryAttentionPlan {
-    /// Declares the weights and scratch for a bank of `window` frames and up
-    /// to `max_pointer_tokens` object-pointer tokens.
-    pub fn new(
-        plan: &mut PoolPlan,
-        config: MemoryAttentionConfig,
-        window: usize,
-        max_pointer_tokens: usize,
-    ) -> Result<Self, Sam2Error> {
+    /// Declares the weights and the per-frame scratch.
+    pub fn new(plan: &mut PoolPlan, config: MemoryAttentionConfig) -> Result<Self, Sam2Error> {
         if config.d_model != attention::HEAD_DIM {
             return Err(Sam2Error::Shape(format!(
                 "d_model {} (the attention kernel is built for one head of width {})",
@@ -162,22 +157,18 @@ impl MemoryAttentionPlan {
             return Err(Sam2Error::Shape(format!("unsupported memory-attention config {config:?}")));
         }
         let (t, d) = (config.tokens(), config.d_model);
-        let max_keys = window * t + max_pointer_tokens;
         let (f16_len, f32_len) = WeightImages::sizes(&config);
         let (partial_out, partial_lse) = AttentionScratch::bytes(t, MAX_SPLITS);
         Ok(MemoryAttentionPlan {
             config,
-            max_keys,
             weights_f16: plan.buffer("sam2.weights_f16", f16_len * 2),
             weights_f32: plan.buffer("sam2.weights_f32", f32_len * 4),
-            rope: plan.buffer("sam2.rope_table", t * d / 2 * 8),
+            rope: plan.buffer("sam2.rope_factors", config.side * d / 4 * 8),
             x: plan.buffer("sam2.x", t * d * 4),
             h: plan.buffer("sam2.h", t * d * 2),
             qkv: plan.buffer("sam2.qkv", t * 3 * d * 2),
             attn: plan.buffer("sam2.attn", t * d * 2),
             ffn: plan.buffer("sam2.ffn", t * config.ffn_dim * 2),
-            keys: plan.buffer("sam2.cross_keys", max_keys.max(1) * d * 2),
-            values: plan.buffer("sam2.cross_values", max_keys.max(1) * d * 2),
             partial_out: plan.buffer("sam2.attn_partial_out", partial_out),
             partial_lse: plan.buffer("sam2.attn_partial_lse", partial_lse),
         })
@@ -190,10 +181,11 @@ pub struct MemoryAttention<'pool> {
     pool: &'pool VramPool,
     layers: Vec<LayerOffsets>,
     final_norm: (usize, usize),
+    variant: Variant,
 }
 
 impl<'pool> MemoryAttention<'pool> {
-    /// Uploads the weights and the RoPE table (waits for the copies; set-up only).
+    /// Uploads the weights and the RoPE factors (waits for the copies; set-up only).
     pub fn new(
         gpu: &Gpu,
         stream: &CudaStream,
@@ -212,17 +204,23 @@ impl<'pool> MemoryAttention<'pool> {
                 weights.config
             )));
         }
-        attention::prepare(gpu)?;
+        let variant = Variant::best(gpu)?;
+        attention::prepare(gpu, variant)?;
         let images = WeightImages::build(weights);
         pool.buffer(plan.weights_f16).upload_blocking(stream, &images.f16)?;
         pool.buffer(plan.weights_f32).upload_blocking(stream, &images.f32)?;
-        let table = axial_rope_table(config.side, config.d_model, config.rope_theta);
-        pool.buffer(plan.rope).upload_blocking(stream, &table)?;
-        Ok(MemoryAttention { plan, pool, layers: images.layers, final_norm: images.final_norm })
+        let factors = axial_rope_factors(config.side, config.d_model, config.rope_theta);
+        pool.buffer(plan.rope).upload_blocking(stream, &factors)?;
+        Ok(MemoryAttention { plan, pool, layers: images.layers, final_norm: images.final_norm, variant })
     }
 
     pub fn plan(&self) -> &MemoryAttentionPlan {
         &self.plan
+    }
+
+    /// The attention build this stack runs ([`Variant::best`] for the GPU).
+    pub fn variant(&self) -> Variant {
+        self.variant
     }
 
     fn f16_at(&self, offset: usize, len: usize) -> Result<DeviceView<'pool>, Sam2Error> {
@@ -231,6 +229,102 @@ impl<'pool> MemoryAttention<'pool> {
 
     fn f32_at(&self, offset: usize, len: usize) -> Result<DeviceView<'pool>, Sam2Error> {
         Ok(self.pool.buffer(self.plan.weights_f32).sub(offset * 4, len * 4)?)
+    }
+
+    fn check_bank(&self, bank: &MemoryBank) -> Result<(), Sam2Error> {
+        let (c, bp) = (&self.plan.config, bank.plan());
+        if bp.tokens != c.tokens() || bp.mem_dim != c.mem_dim || bp.d_model != c.d_model || bp.layers != c.layers {
+            return Err(Sam2Error::Shape(format!(
+                "a memory bank of {} tokens of width {} for {} layers of {} given to a stack of {} tokens of \
+                 width {} and {} layers of {}",
+                bp.tokens,
+                bp.mem_dim,
+                bp.layers,
+                bp.d_model,
+                c.tokens(),
+                c.mem_dim,
+                c.layers,
+                c.d_model
+            )));
+        }
+        Ok(())
+    }
+
+    /// Every layer's key and value projections of `rows` rows (`key_input` =
+    /// memory + pos for the keys, `memory` for the values) into the bank's rows
+    /// from `row0`, RoPE on the keys when `rope`; [`MAX_BATCH`] problems a launch.
+    #[allow(clippy::too_many_arguments)]
+    fn project_memory(
+        &self,
+        gpu: &Gpu,
+        stream: &CudaStream,
+        bank: &MemoryBank<'pool>,
+        key_input: DeviceView<'pool>,
+        memory: DeviceView<'pool>,
+        rows: usize,
+        row0: usize,
+        rope: bool,
+    ) -> Result<(), Sam2Error> {
+        let c = &self.plan.config;
+        let (d, m) = (c.d_model, c.mem_dim);
+        let table = self.pool.buffer(self.plan.rope);
+        let key_epilogue =
+            if rope { Epilogue::Rope { table, cols: d, rows, side: c.side, period: d } } else { Epilogue::Store };
+        let job = |a, weight, bias, out, epilogue| LinearJob {
+            m: rows,
+            n: d,
+            k: m,
+            a,
+            lda: m,
+            a_tail: None,
+            weight,
+            bias,
+            out,
+            ldc: d,
+            epilogue,
+        };
+        let mut jobs = Vec::with_capacity(2 * c.layers);
+        for (l, o) in self.layers.iter().enumerate() {
+            let keys = bank.keys(l)?.sub(row0 * d * 2, rows * d * 2)?;
+            let values = bank.values(l)?.sub(row0 * d * 2, rows * d * 2)?;
+            let (kw, kb) = (self.f16_at(o.ca_k_w, d * m)?, self.f32_at(o.ca_k_b, d)?);
+            let (vw, vb) = (self.f16_at(o.ca_v_w, d * m)?, self.f32_at(o.ca_v_b, d)?);
+            jobs.push(job(key_input, kw, kb, keys, key_epilogue));
+            jobs.push(job(memory, vw, vb, values, Epilogue::Store));
+        }
+        for chunk in jobs.chunks(MAX_BATCH) {
+            linear_batch(gpu, stream, chunk)?;
+        }
+        Ok(())
+    }
+
+    /// Enqueues the append of one frame's memory and its position encoding
+    /// (FP16 `[tokens, mem_dim]` each, on the GPU) to the bank: every layer's
+    /// keys and values of the frame, computed into the next slot (the oldest
+    /// frame leaves the window once it is full). Returns the slot written.
+    pub fn append(
+        &self,
+        gpu: &Gpu,
+        stream: &CudaStream,
+        bank: &mut MemoryBank<'pool>,
+        memory: &DeviceView<'pool>,
+        memory_pos: &DeviceView<'pool>,
+    ) -> Result<usize, Sam2Error> {
+        self.check_bank(bank)?;
+        let c = &self.plan.config;
+        let (t, m) = (c.tokens(), c.mem_dim);
+        let bytes = t * m * 2;
+        for view in [memory, memory_pos] {
+            if view.bytes() < bytes {
+                return Err(view.too_small(bytes, "memory bank append").into());
+            }
+        }
+        let slot = bank.next_slot();
+        let key_input = bank.key_input();
+        add_f16(gpu, stream, memory, memory_pos, &key_input, t * m)?;
+        self.project_memory(gpu, stream, bank, key_input, *memory, t, slot * t, true)?;
+        bank.commit_append();
+        Ok(slot)
     }
 
     /// Enqueues one frame: `curr` and `curr_pos` FP16 `[tokens, 256]` (the
@@ -246,32 +340,21 @@ impl<'pool> MemoryAttention<'pool> {
         curr_pos: &DeviceView,
         out: &DeviceView,
     ) -> Result<(), Sam2Error> {
+        self.check_bank(bank)?;
         let c = &self.plan.config;
-        let (t, d, m) = (c.tokens(), c.d_model, c.mem_dim);
-        let bp = bank.plan();
-        if bp.tokens != t || bp.mem_dim != m {
-            return Err(Sam2Error::Shape(format!(
-                "a memory bank of {} tokens of width {} for a stack of {t} tokens of width {m}",
-                bp.tokens, bp.mem_dim
-            )));
-        }
+        let (t, d) = (c.tokens(), c.d_model);
         let spatial = bank.valid_frames() * t;
-        let keys = spatial + bank.pointer_tokens();
+        let pointers = bank.pointer_tokens();
+        let keys = spatial + pointers;
         if keys == 0 {
             return Err(Sam2Error::EmptyMemory);
         }
-        if keys > self.plan.max_keys {
-            return Err(Sam2Error::Shape(format!(
-                "{keys} memory tokens; the stack was planned for at most {}",
-                self.plan.max_keys
-            )));
-        }
         let need = t * d * 2;
-        for (view, what) in [(curr, "curr"), (curr_pos, "curr_pos"), (out, "out")] {
+        for (view, op) in
+            [(curr, "memory attention input"), (curr_pos, "memory attention input"), (out, "memory attention output")]
+        {
             if view.bytes() < need {
-                return Err(view
-                    .too_small(need, if what == "out" { "memory attention output" } else { "memory attention input" })
-                    .into());
+                return Err(view.too_small(need, op).into());
             }
         }
 
@@ -283,7 +366,6 @@ impl<'pool> MemoryAttention<'pool> {
             pool.buffer(self.plan.attn),
             pool.buffer(self.plan.ffn),
         );
-        let (kbuf, vbuf) = (pool.buffer(self.plan.keys), pool.buffer(self.plan.values));
         let rope = pool.buffer(self.plan.rope);
         let scratch = AttentionScratch {
             partial_out: pool.buffer(self.plan.partial_out),
@@ -291,7 +373,7 @@ impl<'pool> MemoryAttention<'pool> {
             max_splits: MAX_SPLITS,
         };
         let scale = 1.0 / (d as f32).sqrt();
-        let rope_over = |cols: usize, rows: usize| Epilogue::Rope { table: rope, cols, rows, tokens: t, period: d };
+        let rope_over = |cols: usize| Epilogue::Rope { table: rope, cols, rows: t, side: c.side, period: d };
         let dense = |a: DeviceView<'pool>, k: usize, weight, bias, out, n: usize, epilogue| LinearJob {
             m: t,
             n,
@@ -305,22 +387,30 @@ impl<'pool> MemoryAttention<'pool> {
             ldc: n,
             epilogue,
         };
+        let norm = |i: usize, o: &LayerOffsets, y: &DeviceView| -> Result<(), Sam2Error> {
+            let (nw, nb) = o.norm[i];
+            layernorm(gpu, stream, &x, &self.f32_at(nw, d)?, &self.f32_at(nb, d)?, y, t, d, c.layer_norm_eps)?;
+            Ok(())
+        };
 
+        // The pointer tokens' keys and values go after the valid frames' rows.
+        if pointers > 0 {
+            let (key_input, memory) = (bank.pointer_key_input(), bank.pointer_memory());
+            self.project_memory(gpu, stream, bank, key_input, memory, pointers, spatial, false)?;
+        }
         scaled_add(gpu, stream, curr, curr_pos, c.input_pos_scale, &x, t * d)?;
-        for o in &self.layers {
-            // Self-attention.
-            let (nw, nb) = o.norm[0];
-            layernorm(gpu, stream, &x, &self.f32_at(nw, d)?, &self.f32_at(nb, d)?, &h, t, d, c.layer_norm_eps)?;
-            let qkv_w = self.f16_at(o.sa_qkv_w, 3 * d * d)?;
-            let qkv_b = self.f32_at(o.sa_qkv_b, 3 * d)?;
-            linear(gpu, stream, &dense(h, d, qkv_w, qkv_b, qkv, 3 * d, rope_over(2 * d, t)))?;
-            let head = |col: usize| qkv.sub(col * 2, qkv.bytes() - col * 2);
+        for (l, o) in self.layers.iter().enumerate() {
+            // Self-attention: q = k = v = norm1(x), RoPE on q and k.
+            norm(0, o, &h)?;
+            let (w, b) = (self.f16_at(o.sa_qkv_w, 3 * d * d)?, self.f32_at(o.sa_qkv_b, 3 * d)?);
+            linear(gpu, stream, &dense(h, d, w, b, qkv, 3 * d, rope_over(2 * d)))?;
+            let column = |col: usize| qkv.sub(col * 2, qkv.bytes() - col * 2);
             let job = AttentionJob {
                 q: qkv,
                 ldq: 3 * d,
-                k: head(d)?,
+                k: column(d)?,
                 ldk: 3 * d,
-                v: head(2 * d)?,
+                v: column(2 * d)?,
                 ldv: 3 * d,
                 nq: t,
                 nk: t,
@@ -328,40 +418,20 @@ impl<'pool> MemoryAttention<'pool> {
                 ldo: d,
                 scale,
             };
-            attention::attention(gpu, stream, &job, &scratch, Splits::Auto)?;
+            attention::attention(gpu, stream, &job, &scratch, self.variant, Splits::Auto)?;
             let (w, b) = (self.f16_at(o.sa_out_w, d * d)?, self.f32_at(o.sa_out_b, d)?);
             linear(gpu, stream, &dense(attn, d, w, b, x, d, Epilogue::Residual))?;
 
-            // Cross-attention to the memory bank.
-            let (nw, nb) = o.norm[1];
-            layernorm(gpu, stream, &x, &self.f32_at(nw, d)?, &self.f32_at(nb, d)?, &h, t, d, c.layer_norm_eps)?;
+            // Cross-attention to the bank: q = RoPE(norm2(x) Wq), keys and values cached.
+            norm(1, o, &h)?;
             let (w, b) = (self.f16_at(o.ca_q_w, d * d)?, self.f32_at(o.ca_q_b, d)?);
-            linear(gpu, stream, &dense(h, d, w, b, qkv, d, rope_over(d, t)))?;
-            let memory_rows =
-                |head: DeviceView<'pool>, tail: DeviceView<'pool>, weight, bias, out, epilogue| LinearJob {
-                    m: keys,
-                    n: d,
-                    k: m,
-                    a: head,
-                    lda: m,
-                    a_tail: Some((tail, spatial)),
-                    weight,
-                    bias,
-                    out,
-                    ldc: d,
-                    epilogue,
-                };
-            let (w, b) = (self.f16_at(o.ca_k_w, d * m)?, self.f32_at(o.ca_k_b, d)?);
-            let job = memory_rows(bank.key_input(), bank.pointer_key_input(), w, b, kbuf, rope_over(d, spatial));
-            linear(gpu, stream, &job)?;
-            let (w, b) = (self.f16_at(o.ca_v_w, d * m)?, self.f32_at(o.ca_v_b, d)?);
-            linear(gpu, stream, &memory_rows(bank.memory(), bank.pointer_memory(), w, b, vbuf, Epilogue::Store))?;
+            linear(gpu, stream, &dense(h, d, w, b, qkv, d, rope_over(d)))?;
             let job = AttentionJob {
                 q: qkv,
                 ldq: d,
-                k: kbuf,
+                k: bank.keys(l)?,
                 ldk: d,
-                v: vbuf,
+                v: bank.values(l)?,
                 ldv: d,
                 nq: t,
                 nk: keys,
@@ -369,13 +439,12 @@ impl<'pool> MemoryAttention<'pool> {
                 ldo: d,
                 scale,
             };
-            attention::attention(gpu, stream, &job, &scratch, Splits::Auto)?;
+            attention::attention(gpu, stream, &job, &scratch, self.variant, Splits::Auto)?;
             let (w, b) = (self.f16_at(o.ca_out_w, d * d)?, self.f32_at(o.ca_out_b, d)?);
             linear(gpu, stream, &dense(attn, d, w, b, x, d, Epilogue::Residual))?;
 
             // Feed-forward.
-            let (nw, nb) = o.norm[2];
-            layernorm(gpu, stream, &x, &self.f32_at(nw, d)?, &self.f32_at(nb, d)?, &h, t, d, c.layer_norm_eps)?;
+            norm(2, o, &h)?;
             let (w, b) = (self.f16_at(o.ffn1_w, c.ffn_dim * d)?, self.f32_at(o.ffn1_b, c.ffn_dim)?);
             linear(gpu, stream, &dense(h, d, w, b, ffn, c.ffn_dim, Epilogue::Relu))?;
             let (w, b) = (self.f16_at(o.ffn2_w, d * c.ffn_dim)?, self.f32_at(o.ffn2_b, d)?);
