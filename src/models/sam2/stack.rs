@@ -223,6 +223,18 @@ impl<'pool> MemoryAttention<'pool> {
         self.variant
     }
 
+    /// Runs another attention build (to compare them on one GPU).
+    pub fn set_variant(&mut self, gpu: &Gpu, variant: Variant) -> Result<(), Sam2Error> {
+        if variant == Variant::Rows128 && Variant::best(gpu)? != Variant::Rows128 {
+            return Err(Sam2Error::Shape(
+                "the 128-row attention needs 128 KiB of shared memory per block; this GPU has less".into(),
+            ));
+        }
+        attention::prepare(gpu, variant)?;
+        self.variant = variant;
+        Ok(())
+    }
+
     fn f16_at(&self, offset: usize, len: usize) -> Result<DeviceView<'pool>, Sam2Error> {
         Ok(self.pool.buffer(self.plan.weights_f16).sub(offset * 2, len * 2)?)
     }
