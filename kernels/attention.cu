@@ -14,14 +14,15 @@
 // 4096 query rows (64 blocks), so splitting keys is what fills a 132-SM GPU.
 //
 // Shared memory: a Q tile of 16 rows per warp and K and V tiles of 64 rows,
-// 512 bytes a row (96 KiB with 4 warps, 128 KiB with 8); 16-byte chunk c of
-// row r sits at chunk c ^ (r & 7), so the 8 rows of an ldmatrix phase hit 8
-// different bank groups. Pipeline (FlashAttention-2's): V of tile j loads
-// while S = Q Kᵀ is computed; K of tile j+1 loads while the softmax and P·V
-// run. The 4-warp kernel keeps two blocks per SM (its launch bounds), which
-// overlap each other's waits; the 8-warp kernel (GPUs with 128 KiB of shared
-// memory per block: sm_80, sm_90) reads each K/V tile from L2 once per 128
-// query rows instead of 64, which is what bounds the 4-warp kernel on an H100.
+// 512 bytes a row; 16-byte chunk c of row r sits at chunk c ^ (r & 7), so the
+// 8 rows of an ldmatrix phase hit 8 different bank groups.
+//   attention_f16_d256 (4 warps, 96 KiB, two blocks per SM): FlashAttention-2's
+//     pipeline: V of tile j loads while S = Q Kᵀ is computed, K of tile j+1
+//     while the softmax and P·V run; the two blocks overlap each other's waits.
+//   attention_f16_d256_br128 (8 warps, 192 KiB, GPUs with that much shared
+//     memory per block: sm_90): K and V double-buffered, tile j+1 loading
+//     during all of tile j, one barrier a tile, and each K/V tile read from
+//     L2 once per 128 query rows.
 //
 // The running max is raised lazily (FlashAttention-3's trick): a row keeps
 // its max, and the rescale of its accumulators is skipped, until a tile's max
@@ -87,15 +88,17 @@ __device__ __forceinline__ void load_tile(uint32_t tile, const __half* base, int
     }
 }
 
-template <int WARPS>
+// DOUBLE: two K and two V tiles, so tile j+1 loads during all of tile j's
+// work and a tile needs one barrier, not two.
+template <int WARPS, bool DOUBLE>
 __device__ __forceinline__ void attention_body(const AttentionParams& p) {
 #ifndef VRSEG_NO_TENSOR_CORES
     constexpr int kThreads = WARPS * 32;
     constexpr int kBr = WARPS * 16;  // query rows per block
     extern __shared__ __align__(128) uint8_t smem[];
     const uint32_t sq = smem_addr(smem);
-    const uint32_t sk = sq + kBr * kD * 2;
-    const uint32_t sv = sk + kTileBytes;
+    const uint32_t sk0 = sq + kBr * kD * 2;
+    const uint32_t sv0 = sk0 + (DOUBLE ? 2 : 1) * kTileBytes;
 
     const int lane = threadIdx.x & 31;
     const int warp = threadIdx.x >> 5;
@@ -107,7 +110,8 @@ __device__ __forceinline__ void attention_body(const AttentionParams& p) {
     const int tile_end = min(tile_begin + p.tiles_per_split, tiles_total);
 
     load_tile<kBr, kThreads>(sq, p.q, q0, p.nq, p.ldq);
-    load_tile<kBc, kThreads>(sk, p.k, tile_begin * kBc, p.nk, p.ldk);
+    load_tile<kBc, kThreads>(sk0, p.k, tile_begin * kBc, p.nk, p.ldk);
+    if (DOUBLE) load_tile<kBc, kThreads>(sv0, p.v, tile_begin * kBc, p.nk, p.ldv);
     cp_async_commit();
 
     float acc_o[kD / 8][4];
@@ -121,9 +125,21 @@ __device__ __forceinline__ void attention_body(const AttentionParams& p) {
     float row_sum[2] = {0.f, 0.f};
 
     for (int tile = tile_begin; tile < tile_end; ++tile) {
+        const int buf = DOUBLE ? (tile - tile_begin) & 1 : 0;
+        const uint32_t sk = sk0 + buf * kTileBytes;
+        const uint32_t sv = sv0 + buf * kTileBytes;
         cp_async_wait<0>();
-        __syncthreads();  // K(tile) visible; every warp is past P·V of the last tile, so V may be overwritten
-        load_tile<kBc, kThreads>(sv, p.v, tile * kBc, p.nk, p.ldv);
+        // K(tile) (and V(tile) when DOUBLE) visible; every warp is past P·V of
+        // the last tile, so its buffers may be overwritten.
+        __syncthreads();
+        if (DOUBLE) {
+            if (tile + 1 < tile_end) {
+                load_tile<kBc, kThreads>(sk0 + (buf ^ 1) * kTileBytes, p.k, (tile + 1) * kBc, p.nk, p.ldk);
+                load_tile<kBc, kThreads>(sv0 + (buf ^ 1) * kTileBytes, p.v, (tile + 1) * kBc, p.nk, p.ldv);
+            }
+        } else {
+            load_tile<kBc, kThreads>(sv, p.v, tile * kBc, p.nk, p.ldv);
+        }
         cp_async_commit();
 
         // S = Q Kᵀ for this warp's 16 rows and the tile's 64 keys.
@@ -145,12 +161,14 @@ __device__ __forceinline__ void attention_body(const AttentionParams& p) {
             }
         }
 
-        cp_async_wait<0>();
-        __syncthreads();  // V(tile) visible; every warp is done with K(tile)
-        if (tile + 1 < tile_end) {
-            load_tile<kBc, kThreads>(sk, p.k, (tile + 1) * kBc, p.nk, p.ldk);
+        if (!DOUBLE) {
+            cp_async_wait<0>();
+            __syncthreads();  // V(tile) visible; every warp is done with K(tile)
+            if (tile + 1 < tile_end) {
+                load_tile<kBc, kThreads>(sk, p.k, (tile + 1) * kBc, p.nk, p.ldk);
+            }
+            cp_async_commit();
         }
-        cp_async_commit();
 
         // Mask keys past nk (only the last tile of all can hold any).
         const int key0 = tile * kBc;
@@ -276,11 +294,13 @@ __device__ __forceinline__ void attention_body(const AttentionParams& p) {
 
 // 64 query rows per block, two blocks per SM: GPUs with about 100 KiB of
 // shared memory per SM (sm_86, sm_89, sm_120).
-VRSEG_KERNEL void __launch_bounds__(128, 2) attention_f16_d256(const AttentionParams p) { attention_body<4>(p); }
+VRSEG_KERNEL void __launch_bounds__(128, 2) attention_f16_d256(const AttentionParams p) {
+    attention_body<4, false>(p);
+}
 
-// 128 query rows per block: half the L2 traffic for K and V (sm_80, sm_90).
+// 128 query rows per block with double-buffered K and V (192 KiB: sm_90).
 VRSEG_KERNEL void __launch_bounds__(256, 1) attention_f16_d256_br128(const AttentionParams p) {
-    attention_body<8>(p);
+    attention_body<8, true>(p);
 }
 
 // Merges the splits of attention_f16_d256: out[row] = Σ_s w_s O_s / Σ_s w_s

@@ -19,7 +19,8 @@ pub const BLOCK_K: usize = 64;
 pub enum Variant {
     /// 64 query rows a block, two blocks per SM, 96 KiB of shared memory.
     Rows64,
-    /// 128 query rows a block, one block per SM, 128 KiB of shared memory.
+    /// 128 query rows a block, one block per SM, K and V double-buffered:
+    /// 192 KiB of shared memory.
     Rows128,
 }
 
@@ -46,13 +47,17 @@ impl Variant {
         }
     }
 
-    /// Dynamic shared memory per block: the Q tile and one K and one V tile.
+    /// Dynamic shared memory per block: the Q tile and one (two) K and V tiles.
     fn shared_bytes(self) -> usize {
-        (self.block_q() + 2 * BLOCK_K) * HEAD_DIM * 2
+        let kv_tiles = match self {
+            Variant::Rows64 => 2,
+            Variant::Rows128 => 4,
+        };
+        (self.block_q() + kv_tiles * BLOCK_K) * HEAD_DIM * 2
     }
 
     /// The faster build this GPU can run: 128 rows where a block may have
-    /// 128 KiB of shared memory (sm_80, sm_90), else 64.
+    /// 192 KiB of shared memory (sm_90), else 64.
     pub fn best(gpu: &Gpu) -> Result<Variant, GpuError> {
         let limit = gpu
             .context()

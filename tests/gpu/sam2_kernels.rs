@@ -10,8 +10,8 @@ use half::f16;
 use vrseg::gpu::{DeviceView, PoolPlan, VramPool};
 use vrseg::ops::attention::{self, attention, attention_reference, AttentionJob, AttentionScratch, Splits, Variant};
 use vrseg::ops::linear::{
-    axial_rope_factors, axial_rope_table, linear, linear_batch, linear_reference, Epilogue, LinearJob, LinearReference,
-    RopeReference,
+    axial_rope_factors, axial_rope_table, linear, linear_batch, linear_reference, Epilogue, LayerNormA, LinearJob,
+    LinearReference, RopeReference,
 };
 use vrseg::ops::sam2::{add_f16, layernorm, layernorm_reference, scaled_add};
 use vrseg::selftest::SplitMix64;
@@ -138,6 +138,7 @@ fn run_linear(case: &LinearCase) {
         out,
         ldc: case.ldc,
         epilogue,
+        layernorm: None,
     };
     linear(&gpu, &stream, &job).unwrap();
     let mut got = vec![0u8; out_bytes + GUARD];
@@ -285,6 +286,107 @@ fn linear_only_second_source() {
     });
 }
 
+/// linear_ln_*: A = LayerNorm(x) normalised inside the kernel, against
+/// layernorm_reference rounded to FP16, then linear_reference.
+fn run_ln_linear(label: &str, m: usize, n: usize, epilogue: &str, rope: (usize, usize, usize)) {
+    let gpu = gpu_or_skip!();
+    let mut rng = SplitMix64::new(test_seed(label));
+    let k = 256;
+    // Rows far from zero mean, as the residual stream drifts.
+    let x: Vec<f32> = (0..m * k).map(|i| 20.0 * ((i / k) % 5) as f32 + rng.uniform_f32(-3.0, 3.0)).collect();
+    let gamma = random(&mut rng, k, 1.5);
+    let beta = random(&mut rng, k, 0.5);
+    let (w_r, w_h) = rounded(&random(&mut rng, n * k, 1.0 / 16.0));
+    let bias = random(&mut rng, n, 0.5);
+    let side = rope.2.max(1);
+    let table = axial_rope_table(side, 256, 10000.0);
+    let factors = axial_rope_factors(side, 256, 10000.0);
+    let mut plan = PoolPlan::new();
+    let x_id = plan.buffer("test.x", m * k * 4);
+    let g_id = plan.buffer("test.gamma", k * 4);
+    let b_id = plan.buffer("test.beta", k * 4);
+    let w_id = plan.buffer("test.w", n * k * 2);
+    let bias_id = plan.buffer("test.bias", n * 4);
+    let r_id = plan.buffer("test.rope", factors.len() * 8);
+    let o_id = plan.buffer("test.out", m * n * 2 + GUARD);
+    let pool = VramPool::reserve(&gpu, &plan).unwrap();
+    let stream = gpu.new_stream().unwrap();
+    pool.buffer(x_id).upload_blocking(&stream, &x).unwrap();
+    pool.buffer(g_id).upload_blocking(&stream, &gamma).unwrap();
+    pool.buffer(b_id).upload_blocking(&stream, &beta).unwrap();
+    pool.buffer(w_id).upload_blocking(&stream, &w_h).unwrap();
+    pool.buffer(bias_id).upload_blocking(&stream, &bias).unwrap();
+    pool.buffer(r_id).upload_blocking(&stream, &factors).unwrap();
+    let poison = poison_bytes(&mut rng, m * n * 2 + GUARD);
+    let out = pool.buffer(o_id);
+    out.upload_blocking(&stream, &poison).unwrap();
+    let job = LinearJob {
+        m,
+        n,
+        k,
+        a: pool.buffer(x_id),
+        lda: k,
+        a_tail: None,
+        weight: pool.buffer(w_id),
+        bias: pool.buffer(bias_id),
+        out,
+        ldc: n,
+        epilogue: match epilogue {
+            "relu" => Epilogue::Relu,
+            "rope" => Epilogue::Rope { table: pool.buffer(r_id), cols: rope.0, rows: rope.1, side, period: 256 },
+            _ => Epilogue::Store,
+        },
+        layernorm: Some(LayerNormA {
+            x: pool.buffer(x_id),
+            gamma: pool.buffer(g_id),
+            beta: pool.buffer(b_id),
+            eps: 1e-5,
+        }),
+    };
+    linear(&gpu, &stream, &job).unwrap();
+    let mut got = vec![0u8; m * n * 2 + GUARD];
+    out.download_blocking(&stream, &mut got).unwrap();
+    assert_eq!(&got[m * n * 2..], &poison[m * n * 2..], "{label}: wrote past the output");
+    let values: Vec<f32> =
+        got[..m * n * 2].chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect();
+    let (h, _) = rounded(&layernorm_reference(&x, &gamma, &beta, m, k, 1e-5));
+    let want = linear_reference(&LinearReference {
+        a: &h,
+        w: &w_r,
+        bias: &bias,
+        m,
+        n,
+        k,
+        relu: epilogue == "relu",
+        rope: (epilogue == "rope").then_some(RopeReference {
+            table: &table,
+            cols: rope.0,
+            rows: rope.1,
+            tokens: side * side,
+            period: 256,
+        }),
+        residual: None,
+    });
+    let (e, i) = worst(&values, &want, 5e-4, 1.5e-3);
+    eprintln!("{label}: worst error {e:.3} of tolerance at ({}, {})", i / n, i % n);
+    assert!(e <= 1.0, "{label}: ({}, {}) is {} on the GPU and {} on the CPU", i / n, i % n, values[i], want[i]);
+}
+
+#[test]
+fn ln_linear_rope_300x768_like_qkv() {
+    run_ln_linear("ln linear rope 300x768", 300, 768, "rope", (512, 300, 12));
+}
+
+#[test]
+fn ln_linear_relu_2053x2048_on_128_row_tiles() {
+    run_ln_linear("ln linear relu 2053x2048", 2053, 2048, "relu", (0, 0, 0));
+}
+
+#[test]
+fn ln_linear_store_37x256() {
+    run_ln_linear("ln linear store 37x256", 37, 256, "store", (0, 0, 0));
+}
+
 /// Three problems of different sizes and epilogues in one launch (SAM2's
 /// per-layer key and value projections): each equals its own reference and
 /// no block of one touches another's output.
@@ -341,6 +443,7 @@ fn linear_batch_of_three_problems() {
             } else {
                 Epilogue::Store
             },
+            layernorm: None,
         });
         host.push((a, w, bias, poison));
     }
@@ -387,6 +490,7 @@ fn linear_refuses_bad_shapes_with_a_sentence() {
         out,
         ldc: n.max(8),
         epilogue: Epilogue::Store,
+        layernorm: None,
     };
     let err = linear(&gpu, &stream, &job(12, 8, v)).unwrap_err().to_string();
     assert!(err.contains("multiples of 8"), "{err}");

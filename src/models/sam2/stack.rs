@@ -2,8 +2,9 @@
 //! VRAM pool (FP16 matrices, FP32 biases and LayerNorm parameters), scratch
 //! planned once, [`MemoryAttention::append`] projecting a frame's memory into
 //! the bank once, and [`MemoryAttention::forward`] enqueuing one frame: 3 +
-//! 11 launches per layer (13 with split attention), nothing allocated,
-//! nothing synchronised, so a CUDA graph can capture it.
+//! 8 launches per layer (10 with split attention; the pre-norms run inside
+//! the projections that follow them), nothing allocated, nothing
+//! synchronised, so a CUDA graph can capture it.
 //!
 //! Per layer, as `MemoryAttentionLayer.forward` does it:
 //!
@@ -27,7 +28,7 @@ use super::weights::MemoryAttentionWeights;
 use super::{MemoryAttentionConfig, Sam2Error};
 use crate::gpu::{BufferId, DeviceView, Gpu, PoolPlan, VramPool};
 use crate::ops::attention::{self, AttentionJob, AttentionScratch, Splits, Variant};
-use crate::ops::linear::{axial_rope_factors, linear, linear_batch, Epilogue, LinearJob, MAX_BATCH};
+use crate::ops::linear::{axial_rope_factors, linear, linear_batch, Epilogue, LayerNormA, LinearJob, MAX_BATCH};
 use crate::ops::sam2::{add_f16, layernorm, scaled_add};
 
 /// Splits of the key range the attention scratch is planned for.
@@ -135,7 +136,6 @@ pub struct MemoryAttentionPlan {
     weights_f32: BufferId,
     rope: BufferId,
     x: BufferId,
-    h: BufferId,
     qkv: BufferId,
     attn: BufferId,
     ffn: BufferId,
@@ -165,7 +165,6 @@ impl MemoryAttentionPlan {
             weights_f32: plan.buffer("sam2.weights_f32", f32_len * 4),
             rope: plan.buffer("sam2.rope_factors", config.side * d / 4 * 8),
             x: plan.buffer("sam2.x", t * d * 4),
-            h: plan.buffer("sam2.h", t * d * 2),
             qkv: plan.buffer("sam2.qkv", t * 3 * d * 2),
             attn: plan.buffer("sam2.attn", t * d * 2),
             ffn: plan.buffer("sam2.ffn", t * config.ffn_dim * 2),
@@ -294,6 +293,7 @@ impl<'pool> MemoryAttention<'pool> {
             out,
             ldc: d,
             epilogue,
+            layernorm: None,
         };
         let mut jobs = Vec::with_capacity(2 * c.layers);
         for (l, o) in self.layers.iter().enumerate() {
@@ -371,9 +371,8 @@ impl<'pool> MemoryAttention<'pool> {
         }
 
         let pool = self.pool;
-        let (x, h, qkv, attn, ffn) = (
+        let (x, qkv, attn, ffn) = (
             pool.buffer(self.plan.x),
-            pool.buffer(self.plan.h),
             pool.buffer(self.plan.qkv),
             pool.buffer(self.plan.attn),
             pool.buffer(self.plan.ffn),
@@ -398,10 +397,21 @@ impl<'pool> MemoryAttention<'pool> {
             out,
             ldc: n,
             epilogue,
+            layernorm: None,
         };
-        let norm = |i: usize, o: &LayerOffsets, y: &DeviceView| -> Result<(), Sam2Error> {
+        // A pre-norm projection: A = norm_i(x), normalised inside the linear kernel.
+        let normed = |i: usize, o: &LayerOffsets, weight, bias, out, n: usize, epilogue| -> Result<(), Sam2Error> {
             let (nw, nb) = o.norm[i];
-            layernorm(gpu, stream, &x, &self.f32_at(nw, d)?, &self.f32_at(nb, d)?, y, t, d, c.layer_norm_eps)?;
+            let job = LinearJob {
+                layernorm: Some(LayerNormA {
+                    x,
+                    gamma: self.f32_at(nw, d)?,
+                    beta: self.f32_at(nb, d)?,
+                    eps: c.layer_norm_eps,
+                }),
+                ..dense(x, d, weight, bias, out, n, epilogue)
+            };
+            linear(gpu, stream, &job)?;
             Ok(())
         };
 
@@ -413,9 +423,8 @@ impl<'pool> MemoryAttention<'pool> {
         scaled_add(gpu, stream, curr, curr_pos, c.input_pos_scale, &x, t * d)?;
         for (l, o) in self.layers.iter().enumerate() {
             // Self-attention: q = k = v = norm1(x), RoPE on q and k.
-            norm(0, o, &h)?;
             let (w, b) = (self.f16_at(o.sa_qkv_w, 3 * d * d)?, self.f32_at(o.sa_qkv_b, 3 * d)?);
-            linear(gpu, stream, &dense(h, d, w, b, qkv, 3 * d, rope_over(2 * d)))?;
+            normed(0, o, w, b, qkv, 3 * d, rope_over(2 * d))?;
             let column = |col: usize| qkv.sub(col * 2, qkv.bytes() - col * 2);
             let job = AttentionJob {
                 q: qkv,
@@ -435,9 +444,8 @@ impl<'pool> MemoryAttention<'pool> {
             linear(gpu, stream, &dense(attn, d, w, b, x, d, Epilogue::Residual))?;
 
             // Cross-attention to the bank: q = RoPE(norm2(x) Wq), keys and values cached.
-            norm(1, o, &h)?;
             let (w, b) = (self.f16_at(o.ca_q_w, d * d)?, self.f32_at(o.ca_q_b, d)?);
-            linear(gpu, stream, &dense(h, d, w, b, qkv, d, rope_over(d)))?;
+            normed(1, o, w, b, qkv, d, rope_over(d))?;
             let job = AttentionJob {
                 q: qkv,
                 ldq: d,
@@ -456,9 +464,8 @@ impl<'pool> MemoryAttention<'pool> {
             linear(gpu, stream, &dense(attn, d, w, b, x, d, Epilogue::Residual))?;
 
             // Feed-forward.
-            norm(2, o, &h)?;
             let (w, b) = (self.f16_at(o.ffn1_w, c.ffn_dim * d)?, self.f32_at(o.ffn1_b, c.ffn_dim)?);
-            linear(gpu, stream, &dense(h, d, w, b, ffn, c.ffn_dim, Epilogue::Relu))?;
+            normed(2, o, w, b, ffn, c.ffn_dim, Epilogue::Relu)?;
             let (w, b) = (self.f16_at(o.ffn2_w, d * c.ffn_dim)?, self.f32_at(o.ffn2_b, d)?);
             linear(gpu, stream, &dense(ffn, c.ffn_dim, w, b, x, d, Epilogue::Residual))?;
         }
