@@ -81,7 +81,7 @@ ix = {h: i for i, h in enumerate(head)}
 agg = collections.defaultdict(lambda: [0, 0.0, []])
 for r in data:
     name = r[ix["Kernel Name"]]
-    t = float(r[ix["gpu__time_duration.sum"]]) / 1e3
+    t = float(r[ix["gpu__time_duration.sum"]].replace(",", "")) / 1e3
     a = agg[name]; a[0] += 1; a[1] += t
     tc = ix.get("sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active", ix["sm__throughput.avg.pct_of_peak_sustained_elapsed"])
     a[2].append(r[tc])
