@@ -299,8 +299,15 @@ VRSEG_KERNEL void __launch_bounds__(128, 2) attention_f16_d256(const AttentionPa
 }
 
 // 128 query rows per block with double-buffered K and V (192 KiB: sm_90).
+// Only sm_90 has that much shared memory per block, so other architectures
+// get a body that traps (ops::attention::Variant::best never picks this
+// kernel there), which also keeps their register allocation out of the way.
 VRSEG_KERNEL void __launch_bounds__(256, 1) attention_f16_d256_br128(const AttentionParams p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ != 900
+    __trap();
+#else
     attention_body<8, true>(p);
+#endif
 }
 
 // Merges the splits of attention_f16_d256: out[row] = Σ_s w_s O_s / Σ_s w_s

@@ -56,14 +56,20 @@ impl Variant {
         (self.block_q() + kv_tiles * BLOCK_K) * HEAD_DIM * 2
     }
 
-    /// The faster build this GPU can run: 128 rows where a block may have
-    /// 192 KiB of shared memory (sm_90), else 64.
+    /// The faster build this GPU can run: 128 rows on sm_90 (the only
+    /// architecture built for it, with 192 KiB of shared memory per block),
+    /// else 64.
     pub fn best(gpu: &Gpu) -> Result<Variant, GpuError> {
         let limit = gpu
             .context()
             .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
             .check("cuDeviceGetAttribute")?;
-        Ok(if limit.max(0) as usize >= Variant::Rows128.shared_bytes() { Variant::Rows128 } else { Variant::Rows64 })
+        let sm90 = gpu.properties().compute_capability == (9, 0);
+        Ok(if sm90 && limit.max(0) as usize >= Variant::Rows128.shared_bytes() {
+            Variant::Rows128
+        } else {
+            Variant::Rows64
+        })
     }
 }
 
