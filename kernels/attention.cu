@@ -7,22 +7,22 @@
 // exists in memory. FP32 accumulation everywhere; P is rounded to FP16 for
 // the P·V product (as FlashAttention does).
 //
-// One block = 16 query rows per warp (4 warps: 64 rows, or 8 warps: 128
-// rows) against a range of 64-key tiles. Split-KV: with `splits` > 1, blockIdx.y picks a range of key tiles
-// and the block writes its normalised partial output (FP32) and the log2 of
-// its softmax denominator; attention_combine merges the splits. SAM2 has only
-// 4096 query rows (64 blocks), so splitting keys is what fills a 132-SM GPU.
+// One block = 64 query rows (4 warps of 16 rows) against a range of 64-key
+// tiles. Split-KV: with `splits` > 1, blockIdx.y picks a range of key tiles
+// and the block writes its normalised partial output (FP16) and the log2 of
+// its softmax denominator (FP32); attention_combine merges the splits. SAM2
+// has only 4096 query rows (64 blocks), so splitting keys is what fills a
+// 132-SM GPU.
 //
-// Shared memory: a Q tile of 16 rows per warp and K and V tiles of 64 rows,
-// 512 bytes a row; 16-byte chunk c of row r sits at chunk c ^ (r & 7), so the
-// 8 rows of an ldmatrix phase hit 8 different bank groups.
-//   attention_f16_d256 (4 warps, 96 KiB, two blocks per SM): FlashAttention-2's
-//     pipeline: V of tile j loads while S = Q Kᵀ is computed, K of tile j+1
-//     while the softmax and P·V run; the two blocks overlap each other's waits.
-//   attention_f16_d256_br128 (8 warps, 192 KiB, GPUs with that much shared
-//     memory per block: sm_90): K and V double-buffered, tile j+1 loading
-//     during all of tile j, one barrier a tile, and each K/V tile read from
-//     L2 once per 128 query rows.
+// Shared memory: Q, K and V tiles of 64 rows x 512 bytes (96 KiB); 16-byte
+// chunk c of row r sits at chunk c ^ (r & 7), so the 8 rows of an ldmatrix
+// phase hit 8 different bank groups. Pipeline (FlashAttention-2's): V of
+// tile j loads while S = Q Kᵀ is computed; K of tile j+1 loads while the
+// softmax and P·V run. Two blocks per SM (launch bounds) overlap each
+// other's waits. (Measured on an H100 against this: 128 query rows per block
+// with 8 warps, with single or double-buffered K and V, were about 3% slower.
+// All three sit near 43% of the tensor pipe's peak; what they share is the
+// ldmatrix traffic per mma, 288 bytes, which we take to be the bound.)
 //
 // The running max is raised lazily (FlashAttention-3's trick): a row keeps
 // its max, and the rescale of its accumulators is skipped, until a tile's max
@@ -58,7 +58,7 @@ struct AttentionParams {
     const __half* k;
     const __half* v;
     __half* out;           // [nq, ldo] FP16, written when splits == 1
-    float* partial_out;    // [splits, nq, 256] FP32, normalised per split
+    __half* partial_out;   // [splits, nq, 256] FP16, normalised per split
     float* partial_lse;    // [splits, nq]: log2 of the split's denominator, in scaled-log2 units
     int32_t nq, nk;
     int32_t ldq, ldk, ldv, ldo;  // row strides in elements
@@ -74,7 +74,7 @@ __device__ __forceinline__ uint32_t swizzle512(int row, int chunk) {
 
 // Copies rows [row0, row0 + ROWS) of a [rows, ld] FP16 matrix into a tile;
 // rows at or past `rows` become zeros.
-template <int ROWS, int THREADS>
+template <int ROWS, int THREADS = 128>
 __device__ __forceinline__ void load_tile(uint32_t tile, const __half* base, int row0, int rows, int ld) {
     const int tid = threadIdx.x;
 #pragma unroll
@@ -88,17 +88,15 @@ __device__ __forceinline__ void load_tile(uint32_t tile, const __half* base, int
     }
 }
 
-// DOUBLE: two K and two V tiles, so tile j+1 loads during all of tile j's
-// work and a tile needs one barrier, not two.
-template <int WARPS, bool DOUBLE>
-__device__ __forceinline__ void attention_body(const AttentionParams& p) {
+}  // namespace
+
+VRSEG_KERNEL void __launch_bounds__(128, 2) attention_f16_d256(const AttentionParams p) {
 #ifndef VRSEG_NO_TENSOR_CORES
-    constexpr int kThreads = WARPS * 32;
-    constexpr int kBr = WARPS * 16;  // query rows per block
+    constexpr int kBr = 64;  // query rows per block
     extern __shared__ __align__(128) uint8_t smem[];
     const uint32_t sq = smem_addr(smem);
-    const uint32_t sk0 = sq + kBr * kD * 2;
-    const uint32_t sv0 = sk0 + (DOUBLE ? 2 : 1) * kTileBytes;
+    const uint32_t sk = sq + kTileBytes;
+    const uint32_t sv = sk + kTileBytes;
 
     const int lane = threadIdx.x & 31;
     const int warp = threadIdx.x >> 5;
@@ -109,9 +107,8 @@ __device__ __forceinline__ void attention_body(const AttentionParams& p) {
     const int tile_begin = split * p.tiles_per_split;
     const int tile_end = min(tile_begin + p.tiles_per_split, tiles_total);
 
-    load_tile<kBr, kThreads>(sq, p.q, q0, p.nq, p.ldq);
-    load_tile<kBc, kThreads>(sk0, p.k, tile_begin * kBc, p.nk, p.ldk);
-    if (DOUBLE) load_tile<kBc, kThreads>(sv0, p.v, tile_begin * kBc, p.nk, p.ldv);
+    load_tile<kBr>(sq, p.q, q0, p.nq, p.ldq);
+    load_tile<kBc>(sk, p.k, tile_begin * kBc, p.nk, p.ldk);
     cp_async_commit();
 
     float acc_o[kD / 8][4];
@@ -125,21 +122,9 @@ __device__ __forceinline__ void attention_body(const AttentionParams& p) {
     float row_sum[2] = {0.f, 0.f};
 
     for (int tile = tile_begin; tile < tile_end; ++tile) {
-        const int buf = DOUBLE ? (tile - tile_begin) & 1 : 0;
-        const uint32_t sk = sk0 + buf * kTileBytes;
-        const uint32_t sv = sv0 + buf * kTileBytes;
         cp_async_wait<0>();
-        // K(tile) (and V(tile) when DOUBLE) visible; every warp is past P·V of
-        // the last tile, so its buffers may be overwritten.
-        __syncthreads();
-        if (DOUBLE) {
-            if (tile + 1 < tile_end) {
-                load_tile<kBc, kThreads>(sk0 + (buf ^ 1) * kTileBytes, p.k, (tile + 1) * kBc, p.nk, p.ldk);
-                load_tile<kBc, kThreads>(sv0 + (buf ^ 1) * kTileBytes, p.v, (tile + 1) * kBc, p.nk, p.ldv);
-            }
-        } else {
-            load_tile<kBc, kThreads>(sv, p.v, tile * kBc, p.nk, p.ldv);
-        }
+        __syncthreads();  // K(tile) visible; every warp is past P·V of the last tile, so V may be overwritten
+        load_tile<kBc>(sv, p.v, tile * kBc, p.nk, p.ldv);
         cp_async_commit();
 
         // S = Q Kᵀ for this warp's 16 rows and the tile's 64 keys.
@@ -161,14 +146,12 @@ __device__ __forceinline__ void attention_body(const AttentionParams& p) {
             }
         }
 
-        if (!DOUBLE) {
-            cp_async_wait<0>();
-            __syncthreads();  // V(tile) visible; every warp is done with K(tile)
-            if (tile + 1 < tile_end) {
-                load_tile<kBc, kThreads>(sk, p.k, (tile + 1) * kBc, p.nk, p.ldk);
-            }
-            cp_async_commit();
+        cp_async_wait<0>();
+        __syncthreads();  // V(tile) visible; every warp is done with K(tile)
+        if (tile + 1 < tile_end) {
+            load_tile<kBc>(sk, p.k, (tile + 1) * kBc, p.nk, p.ldk);
         }
+        cp_async_commit();
 
         // Mask keys past nk (only the last tile of all can hold any).
         const int key0 = tile * kBc;
@@ -271,11 +254,11 @@ __device__ __forceinline__ void attention_body(const AttentionParams& p) {
                     __floats2half2_rn(acc_o[j][2 * h] * inv[h], acc_o[j][2 * h + 1] * inv[h]);
             }
         } else {
-            float* dst = p.partial_out + (static_cast<int64_t>(split) * p.nq + row) * kD;
+            __half* dst = p.partial_out + (static_cast<int64_t>(split) * p.nq + row) * kD;
 #pragma unroll
             for (int j = 0; j < kD / 8; ++j) {
-                *reinterpret_cast<float2*>(dst + j * 8 + 2 * t) =
-                    make_float2(acc_o[j][2 * h] * inv[h], acc_o[j][2 * h + 1] * inv[h]);
+                *reinterpret_cast<__half2*>(dst + j * 8 + 2 * t) =
+                    __floats2half2_rn(acc_o[j][2 * h] * inv[h], acc_o[j][2 * h + 1] * inv[h]);
             }
             if (t == 0) {
                 // log2 of the split's denominator relative to exp2(0): the
@@ -287,26 +270,6 @@ __device__ __forceinline__ void attention_body(const AttentionParams& p) {
     }
 #else
     __trap();
-#endif
-}
-
-}  // namespace
-
-// 64 query rows per block, two blocks per SM: GPUs with about 100 KiB of
-// shared memory per SM (sm_86, sm_89, sm_120).
-VRSEG_KERNEL void __launch_bounds__(128, 2) attention_f16_d256(const AttentionParams p) {
-    attention_body<4, false>(p);
-}
-
-// 128 query rows per block with double-buffered K and V (192 KiB: sm_90).
-// Only sm_90 has that much shared memory per block, so other architectures
-// get a body that traps (ops::attention::Variant::best never picks this
-// kernel there), which also keeps their register allocation out of the way.
-VRSEG_KERNEL void __launch_bounds__(256, 1) attention_f16_d256_br128(const AttentionParams p) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ != 900
-    __trap();
-#else
-    attention_body<8, true>(p);
 #endif
 }
 
@@ -324,17 +287,15 @@ VRSEG_KERNEL void __launch_bounds__(256) attention_combine_f16_d256(const Attent
         const float lse = p.partial_lse[static_cast<int64_t>(s) * p.nq + row];
         const float w = lse == -INFINITY ? 0.f : exp2f(lse - top);
         total += w;
-        const float4* src =
-            reinterpret_cast<const float4*>(p.partial_out + (static_cast<int64_t>(s) * p.nq + row) * kD + lane * 8);
-        const float4 x0 = src[0], x1 = src[1];
-        acc[0] += w * x0.x;
-        acc[1] += w * x0.y;
-        acc[2] += w * x0.z;
-        acc[3] += w * x0.w;
-        acc[4] += w * x1.x;
-        acc[5] += w * x1.y;
-        acc[6] += w * x1.z;
-        acc[7] += w * x1.w;
+        const uint4 packed_in =
+            *reinterpret_cast<const uint4*>(p.partial_out + (static_cast<int64_t>(s) * p.nq + row) * kD + lane * 8);
+        const __half2* x = reinterpret_cast<const __half2*>(&packed_in);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const float2 f = __half22float2(x[i]);
+            acc[2 * i] += w * f.x;
+            acc[2 * i + 1] += w * f.y;
+        }
     }
     const float inv = total > 0.f ? 1.f / total : 0.f;
     uint4 packed;

@@ -19,29 +19,22 @@
 //
 // Rows of A come from two sources: rows r < a_split from a0, the others
 // from a1 (row r - a_split), both with stride lda (the object-pointer tokens
-// live apart from the memory frames). The linear_ln_* kernels instead take A
-// = LayerNorm(x) · gamma + beta of an FP32 [m, 256] residual stream (k = 256):
-// each block normalises its BM rows into shared memory once (as
-// sam2.cu's layernorm_f32_f16 does, rounded to FP16) and keeps them there, so
-// SAM2's pre-norm projections need no LayerNorm launch and no FP16 copy of
-// the normalised rows.
+// live apart from the memory frames).
 //
 // A launch runs up to kMaxBatch independent problems (blockIdx.z picks one;
 // blocks outside their problem's m x n return at once): SAM2's per-layer key
 // and value projections of a memory frame go in one launch.
 //
-// Tiling: BM x 128 x 32 block tiles, 8 warps as 2 x 4 with (BM/2) x 32 warp
-// tiles (BM = 128 or 64), a 4-stage cp.async pipeline in dynamic shared
-// memory (64 KiB for BM = 128, 48 KiB for BM = 64; measured on an H100, 8
-// warps a block beat 4 warps of 64 x 64 tiles: the narrow SAM2 products have
-// one or two blocks per SM and need the warps to hide latency). Staged rows
-// are 64 bytes (32 halves); 16-byte chunk c of row r sits at chunk
-// c ^ ((r >> 1) & 3), so the 8 rows of each ldmatrix phase fall in 8
-// different bank groups. The resident normalised A of linear_ln_* has rows
-// of 512 bytes with chunk c at c ^ (r & 7), for the same reason.
+// Tiling: BM x 128 x 32 block tiles (BM = 128 or 64), 8 warps as 2 x 4 with
+// (BM/2) x 32 warp tiles, a 3-stage cp.async pipeline in static shared
+// memory. (Measured on an H100 against this: 4 warps of 64 x 64 tiles, 4-6
+// stages in dynamic shared memory, and A = LayerNorm(x) normalised in the
+// kernel were each slower or no faster for SAM2's products.) Shared rows are 64
+// bytes (32 halves); 16-byte chunk c of row r sits at chunk c ^ ((r >> 1) & 3),
+// so the 8 rows of each ldmatrix phase fall in 8 different bank groups.
 // Requirements (checked by ops::linear): k % 8 == 0, n % 8 == 0, lda and ldc
-// multiples of 8, 16-byte aligned A and W, m, n, k > 0. Tails are zero-filled
-// on load and guarded on store.
+// multiples of 8, 16-byte aligned A and W, m, n, k > 0. Any m, n, k beyond
+// that: tails are zero-filled on load and guarded on store.
 #include "common.cuh"
 #include "mma.cuh"
 
@@ -69,11 +62,6 @@ struct LinearParams {
     int32_t a_split;
     int32_t epilogue;
     int32_t rope_cols, rope_rows, rope_side, rope_period;
-    // linear_ln_*: A = LayerNorm(ln_x) (FP32 [m, 256]) with ln_gamma, ln_beta.
-    const float* ln_x;
-    const float* ln_gamma;
-    const float* ln_beta;
-    float ln_eps;
     int32_t pad;
 };
 
@@ -86,99 +74,40 @@ struct LinearBatch {
 
 constexpr int kBN = 128;
 constexpr int kBK = 32;
+constexpr int kStages = 3;
 constexpr int kThreads = 256;
-constexpr int kStages = 4;
-constexpr int kLnWidth = 256;  // the normalised A's k
 
 __device__ __forceinline__ uint32_t swizzle64(int row, int chunk) {
     return static_cast<uint32_t>(row * 64 + ((chunk ^ ((row >> 1) & 3)) << 4));
 }
 
-__device__ __forceinline__ uint32_t swizzle512(int row, int chunk) {
-    return static_cast<uint32_t>(row * 512 + ((chunk ^ (row & 7)) << 4));
-}
-
-// LayerNorm of rows [m0, m0 + BM) of p.ln_x into the resident A tile: one
-// warp per row, 8 values a lane (two 16-byte loads), the biased variance from
-// the centred values; rows past m are zeros.
 template <int BM>
-__device__ __forceinline__ void layernorm_rows(const LinearParams& p, int m0, uint32_t sa) {
-    const int lane = threadIdx.x & 31;
-    const int warp = threadIdx.x >> 5;
-    const float4* g4 = reinterpret_cast<const float4*>(p.ln_gamma) + lane * 2;
-    const float4* b4 = reinterpret_cast<const float4*>(p.ln_beta) + lane * 2;
-    const float4 g0 = g4[0], g1 = g4[1], c0 = b4[0], c1 = b4[1];
-    const float gs[8] = {g0.x, g0.y, g0.z, g0.w, g1.x, g1.y, g1.z, g1.w};
-    const float bs[8] = {c0.x, c0.y, c0.z, c0.w, c1.x, c1.y, c1.z, c1.w};
-    for (int row = warp; row < BM; row += kThreads / 32) {
-        const int r = m0 + row;
-        uint4 packed = make_uint4(0, 0, 0, 0);
-        if (r < p.m) {
-            const float4* x4 = reinterpret_cast<const float4*>(p.ln_x + static_cast<int64_t>(r) * kLnWidth) + lane * 2;
-            const float4 a = x4[0], b = x4[1];
-            float v[8] = {a.x, a.y, a.z, a.w, b.x, b.y, b.z, b.w};
-            float sum = 0.f;
-#pragma unroll
-            for (int i = 0; i < 8; ++i) sum += v[i];
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-            const float mean = sum * (1.f / kLnWidth);
-            float sq = 0.f;
-#pragma unroll
-            for (int i = 0; i < 8; ++i) {
-                v[i] -= mean;
-                sq += v[i] * v[i];
-            }
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1) sq += __shfl_xor_sync(0xffffffffu, sq, o);
-            const float inv_std = rsqrtf(sq * (1.f / kLnWidth) + p.ln_eps);
-            uint32_t h[4];
-#pragma unroll
-            for (int i = 0; i < 4; ++i) {
-                h[i] = vrseg::mma::pack_half2(v[2 * i] * inv_std * gs[2 * i] + bs[2 * i],
-                                              v[2 * i + 1] * inv_std * gs[2 * i + 1] + bs[2 * i + 1]);
-            }
-            packed = make_uint4(h[0], h[1], h[2], h[3]);
-        }
-        asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};\n" ::"r"(sa + swizzle512(row, lane)), "r"(packed.x),
-                     "r"(packed.y), "r"(packed.z), "r"(packed.w));
-    }
-}
-
-template <int BM, bool LN>
 __device__ __forceinline__ void linear_body(const LinearParams& p) {
 #ifndef VRSEG_NO_TENSOR_CORES
-    constexpr int WM = BM / 2;   // warp tile rows
-    constexpr int WN = 32;       // warp tile cols
-    constexpr int MT = WM / 16;  // 16-row m-tiles per warp
-    constexpr int NT = WN / 8;   // 8-col n-tiles per warp
-    // Staged A per stage (none when A is the resident normalised tile).
-    constexpr int kAStage = LN ? 0 : BM * kBK * 2;
+    constexpr int MT = BM / 32;  // 16-row m-tiles per warp (warp tile BM/2 rows)
+    constexpr int NT = 4;        // 8-col n-tiles per warp (warp tile 32 cols)
+    constexpr int kAStage = BM * kBK * 2;
     constexpr int kBStage = kBN * kBK * 2;
-    constexpr int kResident = LN ? BM * kLnWidth * 2 : 0;
-    // Dynamic shared memory: kResident + kStages * (kAStage + kBStage) bytes.
-    extern __shared__ __align__(128) uint8_t smem[];
-
-    const int n0 = blockIdx.x * kBN;
-    const int m0 = blockIdx.y * BM;
-    if (n0 >= p.n || m0 >= p.m) return;  // a smaller problem of the batch
+    __shared__ __align__(128) uint8_t smem[kStages * (kAStage + kBStage)];
 
     const int tid = threadIdx.x;
     const int lane = tid & 31;
     const int warp = tid >> 5;
     const int wm = warp >> 2;  // 0..1
     const int wn = warp & 3;   // 0..3
+    const int n0 = blockIdx.x * kBN;
+    const int m0 = blockIdx.y * BM;
+    if (n0 >= p.n || m0 >= p.m) return;  // a smaller problem of the batch
     const int ktiles = (p.k + kBK - 1) / kBK;
-    const uint32_t resident = smem_addr(smem);
-    const uint32_t sbase = resident + kResident;
+    const uint32_t sbase = smem_addr(smem);
 
     auto load_tile = [&](int kt, int stage) {
         const uint32_t sa = sbase + stage * (kAStage + kBStage);
         const uint32_t sb = sa + kAStage;
         const int kbase = kt * kBK;
-        // A: BM rows x 4 chunks (unless resident).
+        // A: BM rows x 4 chunks.
 #pragma unroll
-        for (int i = 0; i < (LN ? 0 : (BM * 4) / kThreads); ++i) {
+        for (int i = 0; i < (BM * 4) / kThreads; ++i) {
             const int idx = tid + i * kThreads;
             const int row = idx >> 2, chunk = idx & 3;
             const int r = m0 + row, kk = kbase + chunk * 8;
@@ -215,8 +144,6 @@ __device__ __forceinline__ void linear_body(const LinearParams& p) {
         if (s < ktiles) load_tile(s, s);
         cp_async_commit();
     }
-    // The first W tiles are in flight; normalise the block's rows meanwhile.
-    if constexpr (LN) layernorm_rows<BM>(p, m0, resident);
 
     for (int kt = 0; kt < ktiles; ++kt) {
         cp_async_wait<kStages - 2>();
@@ -234,17 +161,14 @@ __device__ __forceinline__ void linear_body(const LinearParams& p) {
             uint32_t af[MT][4];
 #pragma unroll
             for (int i = 0; i < MT; ++i) {
-                const int row = wm * WM + i * 16 + (lane & 15);
-                if constexpr (LN) {
-                    ldmatrix_x4(af[i], resident + swizzle512(row, kt * 4 + ks * 2 + (lane >> 4)));
-                } else {
-                    ldmatrix_x4(af[i], sa + swizzle64(row, ks * 2 + (lane >> 4)));
-                }
+                const int row = wm * (BM / 2) + i * 16 + (lane & 15);
+                const int chunk = ks * 2 + (lane >> 4);
+                ldmatrix_x4(af[i], sa + swizzle64(row, chunk));
             }
             uint32_t bf[NT / 2][4];
 #pragma unroll
             for (int jp = 0; jp < NT / 2; ++jp) {
-                const int row = wn * WN + jp * 16 + (lane & 7) + ((lane >> 4) << 3);
+                const int row = wn * 32 + jp * 16 + (lane & 7) + ((lane >> 4) << 3);
                 const int chunk = ks * 2 + ((lane >> 3) & 1);
                 ldmatrix_x4(bf[jp], sb + swizzle64(row, chunk));
             }
@@ -263,7 +187,7 @@ __device__ __forceinline__ void linear_body(const LinearParams& p) {
     const int quarter = p.rope_period >> 2;
 #pragma unroll
     for (int j = 0; j < NT; ++j) {
-        const int c = n0 + wn * WN + j * 8 + 2 * t;
+        const int c = n0 + wn * 32 + j * 8 + 2 * t;
         if (c >= p.n) continue;
         const float b0 = p.bias[c], b1 = p.bias[c + 1];
         const int pair = (c % max(p.rope_period, 2)) >> 1;
@@ -271,7 +195,7 @@ __device__ __forceinline__ void linear_body(const LinearParams& p) {
         for (int i = 0; i < MT; ++i) {
 #pragma unroll
             for (int half = 0; half < 2; ++half) {
-                const int r = m0 + wm * WM + i * 16 + g + half * 8;
+                const int r = m0 + wm * (BM / 2) + i * 16 + g + half * 8;
                 if (r >= p.m) continue;
                 float v0 = acc[i][j][half * 2] + b0;
                 float v1 = acc[i][j][half * 2 + 1] + b1;
@@ -310,20 +234,11 @@ __device__ __forceinline__ void linear_body(const LinearParams& p) {
 
 // Block tile 128 x 128: for wide outputs (enough blocks for two per SM).
 VRSEG_KERNEL void __launch_bounds__(kThreads) linear_f16_bm128(const LinearBatch batch) {
-    linear_body<128, false>(batch.p[blockIdx.z]);
+    linear_body<128>(batch.p[blockIdx.z]);
 }
 
 // Block tile 64 x 128: twice the blocks for narrow outputs (n = 256 at m = 4096
 // gives 128 blocks instead of 64 on a 132-SM GPU).
 VRSEG_KERNEL void __launch_bounds__(kThreads) linear_f16_bm64(const LinearBatch batch) {
-    linear_body<64, false>(batch.p[blockIdx.z]);
-}
-
-// The same with A = LayerNorm(ln_x) resident in shared memory (k = 256).
-VRSEG_KERNEL void __launch_bounds__(kThreads) linear_ln_f16_bm128(const LinearBatch batch) {
-    linear_body<128, true>(batch.p[blockIdx.z]);
-}
-
-VRSEG_KERNEL void __launch_bounds__(kThreads) linear_ln_f16_bm64(const LinearBatch batch) {
-    linear_body<64, true>(batch.p[blockIdx.z]);
+    linear_body<64>(batch.p[blockIdx.z]);
 }

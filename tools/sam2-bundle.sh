@@ -58,9 +58,6 @@ extra=()
 python3 "$here/parity/sam2_parity.py" --vrseg "$here/bin/vrseg" --sam2 "$here/parity/sam2-src" --work "$work" \
     --out "$out" --cpu-check "${extra[@]}" || status=1
 if [ "${1:-}" = bench ]; then
-    echo "== W = 7 with the 64-row attention build"
-    "$here/bin/vrseg" dev sam2-attention --weights "$work/sam2_memory_attention.safetensors" \
-        --inputs "$work/inputs_w7.safetensors" -o "$work/rows64.safetensors" --bench 50 --attention rows64
     echo "== criterion (eager forward)"
     "$here/bin/sam2-bench" --bench 2>&1 | grep -E 'W = |time:|thrpt:' > "$out/sam2-criterion.txt"
     cat "$out/sam2-criterion.txt"

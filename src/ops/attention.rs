@@ -11,67 +11,13 @@ use crate::gpu::{DeviceView, Gpu, GpuError, Kernel};
 
 /// The only head dimension the kernel is built for (SAM2's memory attention).
 pub const HEAD_DIM: usize = 256;
-/// Keys per tile (`kBc` in attention.cu).
+/// Query rows per block and keys per tile (`kBr`, `kBc` in attention.cu).
+pub const BLOCK_Q: usize = 64;
 pub const BLOCK_K: usize = 64;
-
-/// The two builds of the kernel (attention.cu's header says why).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Variant {
-    /// 64 query rows a block, two blocks per SM, 96 KiB of shared memory.
-    Rows64,
-    /// 128 query rows a block, one block per SM, K and V double-buffered:
-    /// 192 KiB of shared memory.
-    Rows128,
-}
-
-impl Variant {
-    pub fn kernel(self) -> Kernel {
-        match self {
-            Variant::Rows64 => Kernel::AttentionF16D256,
-            Variant::Rows128 => Kernel::AttentionF16D256Br128,
-        }
-    }
-
-    /// Query rows per block.
-    pub fn block_q(self) -> usize {
-        match self {
-            Variant::Rows64 => 64,
-            Variant::Rows128 => 128,
-        }
-    }
-
-    fn blocks_per_sm(self) -> usize {
-        match self {
-            Variant::Rows64 => 2,
-            Variant::Rows128 => 1,
-        }
-    }
-
-    /// Dynamic shared memory per block: the Q tile and one (two) K and V tiles.
-    fn shared_bytes(self) -> usize {
-        let kv_tiles = match self {
-            Variant::Rows64 => 2,
-            Variant::Rows128 => 4,
-        };
-        (self.block_q() + kv_tiles * BLOCK_K) * HEAD_DIM * 2
-    }
-
-    /// The faster build this GPU can run: 128 rows on sm_90 (the only
-    /// architecture built for it, with 192 KiB of shared memory per block),
-    /// else 64.
-    pub fn best(gpu: &Gpu) -> Result<Variant, GpuError> {
-        let limit = gpu
-            .context()
-            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
-            .check("cuDeviceGetAttribute")?;
-        let sm90 = gpu.properties().compute_capability == (9, 0);
-        Ok(if sm90 && limit.max(0) as usize >= Variant::Rows128.shared_bytes() {
-            Variant::Rows128
-        } else {
-            Variant::Rows64
-        })
-    }
-}
+/// Dynamic shared memory per block: Q, K and V tiles of 64 x 256 halves.
+const SHARED_BYTES: usize = 3 * 64 * HEAD_DIM * 2;
+/// Blocks the kernel keeps resident per SM (its launch bounds).
+const BLOCKS_PER_SM: usize = 2;
 
 /// One attention problem. Rows are `ld*` elements apart; all FP16.
 #[derive(Debug, Clone, Copy)]
@@ -90,8 +36,8 @@ pub struct AttentionJob<'pool> {
     pub scale: f32,
 }
 
-/// Scratch for split-KV: each split's normalised output (FP32) and log2
-/// denominator. Plan it with [`AttentionScratch::bytes`].
+/// Scratch for split-KV: each split's normalised output (FP16) and log2
+/// denominator (FP32). Plan it with [`AttentionScratch::bytes`].
 #[derive(Debug, Clone, Copy)]
 pub struct AttentionScratch<'pool> {
     pub partial_out: DeviceView<'pool>,
@@ -102,7 +48,7 @@ pub struct AttentionScratch<'pool> {
 impl AttentionScratch<'_> {
     /// (partial_out bytes, partial_lse bytes) for up to `max_splits` splits of `nq` rows.
     pub fn bytes(nq: usize, max_splits: usize) -> (usize, usize) {
-        (max_splits * nq * HEAD_DIM * 4, max_splits * nq * 4)
+        (max_splits * nq * HEAD_DIM * 2, max_splits * nq * 4)
     }
 }
 
@@ -143,19 +89,12 @@ struct AttentionParams {
 unsafe impl DeviceRepr for AttentionParams {}
 
 /// (splits, tiles per split) for `nk` keys: every split non-empty.
-pub fn split_plan(
-    variant: Variant,
-    nq: usize,
-    nk: usize,
-    sms: usize,
-    splits: Splits,
-    max_splits: usize,
-) -> (usize, usize) {
+pub fn split_plan(nq: usize, nk: usize, sms: usize, splits: Splits, max_splits: usize) -> (usize, usize) {
     let tiles = nk.div_ceil(BLOCK_K).max(1);
-    let q_blocks = nq.div_ceil(variant.block_q()).max(1);
+    let q_blocks = nq.div_ceil(BLOCK_Q).max(1);
     let wanted = match splits {
         // One wave: as many splits as leave every block resident at once.
-        Splits::Auto => ((sms * variant.blocks_per_sm()) / q_blocks).max(1),
+        Splits::Auto => ((sms * BLOCKS_PER_SM) / q_blocks).max(1),
         Splits::AtMost(n) => n.max(1),
     };
     let splits = wanted.min(max_splits.max(1)).min(tiles);
@@ -163,14 +102,13 @@ pub fn split_plan(
     (tiles.div_ceil(per_split), per_split)
 }
 
-/// Sets a build's shared-memory limits once (its dynamic shared memory, and
-/// the largest carveout so that its blocks fit per SM) and loads the combine
-/// kernel. Call at set-up.
-pub fn prepare(gpu: &Gpu, variant: Variant) -> Result<(), GpuError> {
+/// Sets the kernel's shared-memory limits once (96 KiB per block, and the
+/// largest carveout so that two blocks fit per SM). Call at set-up.
+pub fn prepare(gpu: &Gpu) -> Result<(), GpuError> {
     super::linear::require_tensor_cores(gpu, "attention_f16_d256")?;
-    let kernel = variant.kernel();
+    let kernel = Kernel::AttentionF16D256;
     let function = gpu.kernels().function(gpu.context(), kernel)?;
-    gpu.allow_dynamic_shared_memory(function, kernel, variant.shared_bytes())?;
+    gpu.allow_dynamic_shared_memory(function, kernel, SHARED_BYTES)?;
     use sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT as CARVEOUT;
     function
         .set_attribute(CARVEOUT, 100)
@@ -216,19 +154,18 @@ impl AttentionJob<'_> {
 }
 
 /// Enqueues `job` on `stream` (plus the combine when the keys are split).
-/// Call [`prepare`] once for the variant first.
+/// Call [`prepare`] once first.
 pub fn attention(
     gpu: &Gpu,
     stream: &CudaStream,
     job: &AttentionJob,
     scratch: &AttentionScratch,
-    variant: Variant,
     splits: Splits,
 ) -> Result<(), GpuError> {
     super::linear::require_tensor_cores(gpu, "attention_f16_d256")?;
     job.validate()?;
     let sms = gpu.properties().multiprocessors.max(1) as usize;
-    let (splits, per_split) = split_plan(variant, job.nq, job.nk, sms, splits, scratch.max_splits);
+    let (splits, per_split) = split_plan(job.nq, job.nk, sms, splits, scratch.max_splits);
     if splits > 1 {
         let (out_bytes, lse_bytes) = AttentionScratch::bytes(job.nq, splits);
         if scratch.partial_out.bytes() < out_bytes {
@@ -262,13 +199,13 @@ pub fn attention(
         scale_log2: job.scale * std::f32::consts::LOG2_E,
         pad: 0,
     };
-    let kernel = variant.kernel();
+    let kernel = Kernel::AttentionF16D256;
     let function = gpu.kernels().function(gpu.context(), kernel)?;
-    gpu.allow_dynamic_shared_memory(function, kernel, variant.shared_bytes())?;
+    gpu.allow_dynamic_shared_memory(function, kernel, SHARED_BYTES)?;
     let config = LaunchConfig {
-        grid_dim: (job.nq.div_ceil(variant.block_q()) as u32, splits as u32, 1),
-        block_dim: (2 * variant.block_q() as u32, 1, 1),
-        shared_mem_bytes: variant.shared_bytes() as u32,
+        grid_dim: (job.nq.div_ceil(BLOCK_Q) as u32, splits as u32, 1),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: SHARED_BYTES as u32,
     };
     // SAFETY: `params` matches the kernel's struct (see DeviceRepr above);
     // `validate` checked Q, K, V and out for every row the grid touches and
@@ -343,15 +280,14 @@ mod tests {
 
     #[test]
     fn split_plan_fills_one_wave_and_leaves_no_split_empty() {
-        // SAM2 self-attention on an H100: 64 (32) query blocks, 64 key tiles.
-        assert_eq!(split_plan(Variant::Rows64, 4096, 4096, 132, Splits::Auto, 8), (4, 16));
-        assert_eq!(split_plan(Variant::Rows128, 4096, 4096, 132, Splits::Auto, 8), (4, 16));
-        // Cross-attention at W = 7 with 64 pointer tokens: 449 tiles.
-        assert_eq!(split_plan(Variant::Rows128, 4096, 7 * 4096 + 64, 132, Splits::Auto, 8), (4, 113));
+        // SAM2 self-attention on an H100: 64 query blocks, 64 key tiles.
+        assert_eq!(split_plan(4096, 4096, 132, Splits::Auto, 8), (4, 16));
+        // Cross-attention at W = 7 with 64 pointer tokens: 450 tiles.
+        assert_eq!(split_plan(4096, 7 * 4096 + 64, 132, Splits::Auto, 8), (4, 113));
         // Few tiles: never more splits than tiles, none empty.
         for nk in 1..300 {
             for max in 1..12 {
-                let (s, per) = split_plan(Variant::Rows64, 37, nk, 132, Splits::AtMost(max), 16);
+                let (s, per) = split_plan(37, nk, 132, Splits::AtMost(max), 16);
                 let tiles = nk.div_ceil(64);
                 assert!(s >= 1 && s <= max && (s - 1) * per < tiles && s * per >= tiles, "nk {nk} max {max}");
             }

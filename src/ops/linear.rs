@@ -8,37 +8,8 @@ use cudarc::driver::{CudaStream, DeviceRepr, LaunchConfig, PushKernelArg};
 use crate::gpu::error::CheckDriver;
 use crate::gpu::{DeviceView, Gpu, GpuError, Kernel};
 
-/// The kernel's block tile in n (columns of the output) and k.
+/// The kernel's block tile in n (columns of the output).
 const BLOCK_N: usize = 128;
-const BLOCK_K: usize = 32;
-
-/// cp.async stages (`kStages` in linear.cu).
-const STAGES: usize = 4;
-/// The k of the LayerNorm'd A (`kLnWidth`).
-pub const LAYERNORM_WIDTH: usize = 256;
-
-/// Dynamic shared memory of a block: `STAGES` tiles of W (128 rows of 32
-/// halves) and of A (`block_m` rows), or, for the LayerNorm kernels, the
-/// resident normalised A (`block_m` rows of 256 halves) instead.
-fn shared_bytes(block_m: usize, layernorm: bool) -> usize {
-    if layernorm {
-        block_m * LAYERNORM_WIDTH * 2 + STAGES * BLOCK_N * BLOCK_K * 2
-    } else {
-        STAGES * (block_m + BLOCK_N) * BLOCK_K * 2
-    }
-}
-
-/// A = LayerNorm(x) · gamma + beta instead of an FP16 A: `x` FP32 `[m, 256]`
-/// (dense rows), gamma and beta FP32 `[256]` (torch.nn.LayerNorm, biased
-/// variance), normalised in FP32 and rounded to FP16 as
-/// [`crate::ops::sam2::layernorm`] does.
-#[derive(Debug, Clone, Copy)]
-pub struct LayerNormA<'pool> {
-    pub x: DeviceView<'pool>,
-    pub gamma: DeviceView<'pool>,
-    pub beta: DeviceView<'pool>,
-    pub eps: f32,
-}
 
 /// Problems one launch can run ([`linear_batch`]; `kMaxBatch` in linear.cu).
 pub const MAX_BATCH: usize = 8;
@@ -77,7 +48,7 @@ pub struct LinearJob<'pool> {
     pub n: usize,
     pub k: usize,
     /// FP16 rows of A, `lda` elements apart. With `a_tail`, only the first
-    /// `a_tail.1` rows come from here. Unused with `layernorm`.
+    /// `a_tail.1` rows come from here.
     pub a: DeviceView<'pool>,
     pub lda: usize,
     /// Rows `a_tail.1..m` of A, read from this view (row `r` at `r - a_tail.1`).
@@ -90,8 +61,6 @@ pub struct LinearJob<'pool> {
     pub out: DeviceView<'pool>,
     pub ldc: usize,
     pub epilogue: Epilogue<'pool>,
-    /// A = LayerNorm(x) (k must be 256; `a`, `lda` and `a_tail` are ignored).
-    pub layernorm: Option<LayerNormA<'pool>>,
 }
 
 /// Mirrors `LinearParams` in kernels/linear.cu field for field.
@@ -115,10 +84,6 @@ struct LinearParams {
     rope_rows: i32,
     rope_side: i32,
     rope_period: i32,
-    ln_x: u64,
-    ln_gamma: u64,
-    ln_beta: u64,
-    ln_eps: f32,
     pad: i32,
 }
 
@@ -129,10 +94,9 @@ struct LinearBatch {
     p: [LinearParams; MAX_BATCH],
 }
 
-// SAFETY: plain `repr(C)` integers and floats whose order and types match
-// the kernel's struct (six 8-byte pointers, eleven 4-byte integers, three
-// 8-byte pointers, a float and a pad: 128 bytes, pinned by
-// `params_layout_matches_the_kernel`), eight of them in a row.
+// SAFETY: plain `repr(C)` integers whose order and types match the kernel's
+// struct (six 8-byte pointers, then twelve 4-byte integers: 96 bytes, pinned
+// by `params_layout_matches_the_kernel`), eight of them in a row.
 unsafe impl DeviceRepr for LinearBatch {}
 
 /// Fails unless `gpu` has the FP16 `mma.sync.m16n8k16` and `cp.async` the
@@ -192,20 +156,7 @@ impl LinearJob<'_> {
         if head > m {
             return Err(invalid(format!("{head} rows from the first A source, but m = {m}")));
         }
-        if let Some(ln) = &self.layernorm {
-            if k != LAYERNORM_WIDTH || self.a_tail.is_some() {
-                return Err(invalid(format!(
-                    "a LayerNorm'd A needs k = {LAYERNORM_WIDTH} and one source, not k = {k}"
-                )));
-            }
-            if !(ln.eps.is_finite() && ln.eps > 0.0) {
-                return Err(invalid(format!("LayerNorm eps {}", ln.eps)));
-            }
-            for (view, count) in [(&ln.x, m * k), (&ln.gamma, k), (&ln.beta, k)] {
-                aligned(view, "LayerNorm input")?;
-                view.require::<f32>(count, kernel)?;
-            }
-        } else if head > 0 {
+        if head > 0 {
             aligned(&self.a, "A")?;
             let need = rows_bytes(head, self.lda, k, 2);
             if self.a.bytes() < need {
@@ -283,10 +234,6 @@ impl LinearJob<'_> {
             rope_rows: rope_rows as i32,
             rope_side: rope_side as i32,
             rope_period: rope_period as i32,
-            ln_x: self.layernorm.map_or(0, |l| l.x.ptr()),
-            ln_gamma: self.layernorm.map_or(0, |l| l.gamma.ptr()),
-            ln_beta: self.layernorm.map_or(0, |l| l.beta.ptr()),
-            ln_eps: self.layernorm.map_or(0.0, |l| l.eps),
             pad: 0,
         }
     }
@@ -306,21 +253,8 @@ pub fn linear_batch(gpu: &Gpu, stream: &CudaStream, jobs: &[LinearJob]) -> Resul
     // per SM); 64-row tiles otherwise (narrow outputs of SAM2's 4096 tokens).
     let sms = gpu.properties().multiprocessors.max(1) as usize;
     let blocks_128: usize = jobs.iter().map(|j| j.m.div_ceil(128) * j.n.div_ceil(BLOCK_N)).sum();
-    let layernorm = jobs[0].layernorm.is_some();
-    if jobs.iter().any(|j| j.layernorm.is_some() != layernorm) {
-        return Err(GpuError::InvalidLaunch {
-            kernel: "linear_f16",
-            reason: "a batch mixes LayerNorm'd and plain A (they are different kernels)".into(),
-        });
-    }
-    let wide = blocks_128 >= 2 * sms;
-    let (kernel, block_m) = match (layernorm, wide) {
-        (false, true) => (Kernel::LinearF16Bm128, 128),
-        (false, false) => (Kernel::LinearF16Bm64, 64),
-        (true, true) => (Kernel::LinearLnF16Bm128, 128),
-        (true, false) => (Kernel::LinearLnF16Bm64, 64),
-    };
-    let shared = shared_bytes(block_m, layernorm);
+    let (kernel, block_m) =
+        if blocks_128 >= 2 * sms { (Kernel::LinearF16Bm128, 128) } else { (Kernel::LinearF16Bm64, 64) };
     let empty = LinearParams {
         a0: 0,
         a1: 0,
@@ -339,10 +273,6 @@ pub fn linear_batch(gpu: &Gpu, stream: &CudaStream, jobs: &[LinearJob]) -> Resul
         rope_rows: 0,
         rope_side: 1,
         rope_period: 4,
-        ln_x: 0,
-        ln_gamma: 0,
-        ln_beta: 0,
-        ln_eps: 0.0,
         pad: 0,
     };
     let mut batch = LinearBatch { p: [empty; MAX_BATCH] };
@@ -355,10 +285,9 @@ pub fn linear_batch(gpu: &Gpu, stream: &CudaStream, jobs: &[LinearJob]) -> Resul
     let config = LaunchConfig {
         grid_dim: (blocks_n as u32, blocks_m as u32, jobs.len() as u32),
         block_dim: (256, 1, 1),
-        shared_mem_bytes: shared as u32,
+        shared_mem_bytes: 0,
     };
     let function = gpu.kernels().function(gpu.context(), kernel)?;
-    gpu.allow_dynamic_shared_memory(function, kernel, shared)?;
     // SAFETY: `batch` matches the kernel's struct (see DeviceRepr above) and
     // the grid's z covers only the filled problems; `validate` checked that
     // each problem's A (both sources), W, bias, output and RoPE table hold
@@ -490,11 +419,10 @@ mod tests {
 
     #[test]
     fn params_layout_matches_the_kernel() {
-        assert_eq!(std::mem::size_of::<LinearBatch>(), 8 * 128);
-        assert_eq!(std::mem::size_of::<LinearParams>(), 128);
+        assert_eq!(std::mem::size_of::<LinearBatch>(), 8 * 96);
+        assert_eq!(std::mem::size_of::<LinearParams>(), 96);
         assert_eq!(std::mem::offset_of!(LinearParams, m), 48);
-        assert_eq!(std::mem::offset_of!(LinearParams, ln_x), 96);
-        assert_eq!(std::mem::offset_of!(LinearParams, ln_eps), 120);
+        assert_eq!(std::mem::offset_of!(LinearParams, pad), 92);
     }
 
     #[test]

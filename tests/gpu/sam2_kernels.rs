@@ -8,10 +8,10 @@
 
 use half::f16;
 use vrseg::gpu::{DeviceView, PoolPlan, VramPool};
-use vrseg::ops::attention::{self, attention, attention_reference, AttentionJob, AttentionScratch, Splits, Variant};
+use vrseg::ops::attention::{self, attention, attention_reference, AttentionJob, AttentionScratch, Splits};
 use vrseg::ops::linear::{
-    axial_rope_factors, axial_rope_table, linear, linear_batch, linear_reference, Epilogue, LayerNormA, LinearJob,
-    LinearReference, RopeReference,
+    axial_rope_factors, axial_rope_table, linear, linear_batch, linear_reference, Epilogue, LinearJob, LinearReference,
+    RopeReference,
 };
 use vrseg::ops::sam2::{add_f16, layernorm, layernorm_reference, scaled_add};
 use vrseg::selftest::SplitMix64;
@@ -138,7 +138,6 @@ fn run_linear(case: &LinearCase) {
         out,
         ldc: case.ldc,
         epilogue,
-        layernorm: None,
     };
     linear(&gpu, &stream, &job).unwrap();
     let mut got = vec![0u8; out_bytes + GUARD];
@@ -286,107 +285,6 @@ fn linear_only_second_source() {
     });
 }
 
-/// linear_ln_*: A = LayerNorm(x) normalised inside the kernel, against
-/// layernorm_reference rounded to FP16, then linear_reference.
-fn run_ln_linear(label: &str, m: usize, n: usize, epilogue: &str, rope: (usize, usize, usize)) {
-    let gpu = gpu_or_skip!();
-    let mut rng = SplitMix64::new(test_seed(label));
-    let k = 256;
-    // Rows far from zero mean, as the residual stream drifts.
-    let x: Vec<f32> = (0..m * k).map(|i| 20.0 * ((i / k) % 5) as f32 + rng.uniform_f32(-3.0, 3.0)).collect();
-    let gamma = random(&mut rng, k, 1.5);
-    let beta = random(&mut rng, k, 0.5);
-    let (w_r, w_h) = rounded(&random(&mut rng, n * k, 1.0 / 16.0));
-    let bias = random(&mut rng, n, 0.5);
-    let side = rope.2.max(1);
-    let table = axial_rope_table(side, 256, 10000.0);
-    let factors = axial_rope_factors(side, 256, 10000.0);
-    let mut plan = PoolPlan::new();
-    let x_id = plan.buffer("test.x", m * k * 4);
-    let g_id = plan.buffer("test.gamma", k * 4);
-    let b_id = plan.buffer("test.beta", k * 4);
-    let w_id = plan.buffer("test.w", n * k * 2);
-    let bias_id = plan.buffer("test.bias", n * 4);
-    let r_id = plan.buffer("test.rope", factors.len() * 8);
-    let o_id = plan.buffer("test.out", m * n * 2 + GUARD);
-    let pool = VramPool::reserve(&gpu, &plan).unwrap();
-    let stream = gpu.new_stream().unwrap();
-    pool.buffer(x_id).upload_blocking(&stream, &x).unwrap();
-    pool.buffer(g_id).upload_blocking(&stream, &gamma).unwrap();
-    pool.buffer(b_id).upload_blocking(&stream, &beta).unwrap();
-    pool.buffer(w_id).upload_blocking(&stream, &w_h).unwrap();
-    pool.buffer(bias_id).upload_blocking(&stream, &bias).unwrap();
-    pool.buffer(r_id).upload_blocking(&stream, &factors).unwrap();
-    let poison = poison_bytes(&mut rng, m * n * 2 + GUARD);
-    let out = pool.buffer(o_id);
-    out.upload_blocking(&stream, &poison).unwrap();
-    let job = LinearJob {
-        m,
-        n,
-        k,
-        a: pool.buffer(x_id),
-        lda: k,
-        a_tail: None,
-        weight: pool.buffer(w_id),
-        bias: pool.buffer(bias_id),
-        out,
-        ldc: n,
-        epilogue: match epilogue {
-            "relu" => Epilogue::Relu,
-            "rope" => Epilogue::Rope { table: pool.buffer(r_id), cols: rope.0, rows: rope.1, side, period: 256 },
-            _ => Epilogue::Store,
-        },
-        layernorm: Some(LayerNormA {
-            x: pool.buffer(x_id),
-            gamma: pool.buffer(g_id),
-            beta: pool.buffer(b_id),
-            eps: 1e-5,
-        }),
-    };
-    linear(&gpu, &stream, &job).unwrap();
-    let mut got = vec![0u8; m * n * 2 + GUARD];
-    out.download_blocking(&stream, &mut got).unwrap();
-    assert_eq!(&got[m * n * 2..], &poison[m * n * 2..], "{label}: wrote past the output");
-    let values: Vec<f32> =
-        got[..m * n * 2].chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect();
-    let (h, _) = rounded(&layernorm_reference(&x, &gamma, &beta, m, k, 1e-5));
-    let want = linear_reference(&LinearReference {
-        a: &h,
-        w: &w_r,
-        bias: &bias,
-        m,
-        n,
-        k,
-        relu: epilogue == "relu",
-        rope: (epilogue == "rope").then_some(RopeReference {
-            table: &table,
-            cols: rope.0,
-            rows: rope.1,
-            tokens: side * side,
-            period: 256,
-        }),
-        residual: None,
-    });
-    let (e, i) = worst(&values, &want, 5e-4, 1.5e-3);
-    eprintln!("{label}: worst error {e:.3} of tolerance at ({}, {})", i / n, i % n);
-    assert!(e <= 1.0, "{label}: ({}, {}) is {} on the GPU and {} on the CPU", i / n, i % n, values[i], want[i]);
-}
-
-#[test]
-fn ln_linear_rope_300x768_like_qkv() {
-    run_ln_linear("ln linear rope 300x768", 300, 768, "rope", (512, 300, 12));
-}
-
-#[test]
-fn ln_linear_relu_2053x2048_on_128_row_tiles() {
-    run_ln_linear("ln linear relu 2053x2048", 2053, 2048, "relu", (0, 0, 0));
-}
-
-#[test]
-fn ln_linear_store_37x256() {
-    run_ln_linear("ln linear store 37x256", 37, 256, "store", (0, 0, 0));
-}
-
 /// Three problems of different sizes and epilogues in one launch (SAM2's
 /// per-layer key and value projections): each equals its own reference and
 /// no block of one touches another's output.
@@ -443,7 +341,6 @@ fn linear_batch_of_three_problems() {
             } else {
                 Epilogue::Store
             },
-            layernorm: None,
         });
         host.push((a, w, bias, poison));
     }
@@ -490,7 +387,6 @@ fn linear_refuses_bad_shapes_with_a_sentence() {
         out,
         ldc: n.max(8),
         epilogue: Epilogue::Store,
-        layernorm: None,
     };
     let err = linear(&gpu, &stream, &job(12, 8, v)).unwrap_err().to_string();
     assert!(err.contains("multiples of 8"), "{err}");
@@ -501,7 +397,6 @@ fn linear_refuses_bad_shapes_with_a_sentence() {
 
 struct AttentionCase {
     label: &'static str,
-    variant: Variant,
     nq: usize,
     nk: usize,
     /// Row stride of Q, K and V (>= 256; 768 mimics the packed qkv buffer).
@@ -561,11 +456,7 @@ fn run_attention(case: &AttentionCase) {
     pool.buffer(po_id).upload_blocking(&stream, &poison_bytes(&mut rng, po)).unwrap();
     pool.buffer(pl_id).upload_blocking(&stream, &poison_bytes(&mut rng, pl)).unwrap();
 
-    if case.variant == Variant::Rows128 && Variant::best(&gpu).unwrap() != Variant::Rows128 {
-        eprintln!("{}: skipped: this GPU has less than 128 KiB of shared memory per block", case.label);
-        return;
-    }
-    attention::prepare(&gpu, case.variant).unwrap();
+    attention::prepare(&gpu).unwrap();
     let job = AttentionJob {
         q: pool.buffer(q_id),
         ldq: ld,
@@ -580,7 +471,7 @@ fn run_attention(case: &AttentionCase) {
         scale: 1.0 / 16.0,
     };
     let scratch = AttentionScratch { partial_out: pool.buffer(po_id), partial_lse: pool.buffer(pl_id), max_splits: 8 };
-    attention(&gpu, &stream, &job, &scratch, case.variant, case.splits).unwrap();
+    attention(&gpu, &stream, &job, &scratch, case.splits).unwrap();
     let mut got = vec![0u8; out_bytes + GUARD];
     out.download_blocking(&stream, &mut got).unwrap();
     let want = attention_reference(&q_r, &k_r, &v_r, nq, nk, d, 1.0 / 16.0);
@@ -598,16 +489,15 @@ fn run_attention(case: &AttentionCase) {
     // output: within 2e-3 for values in [-1, 1].
     let (e, i) = worst(&values, &want, 2e-3, 0.0);
     let sms = gpu.properties().multiprocessors as usize;
-    let plan = attention::split_plan(case.variant, nq, nk, sms, case.splits, 8);
+    let plan = attention::split_plan(nq, nk, sms, case.splits, 8);
     eprintln!("{}: splits {plan:?}, worst error {:.2e} at ({}, {})", case.label, e * 2e-3, i / d, i % d);
     assert!(e <= 1.0, "{}: ({}, {}) is {} on the GPU and {} on the CPU", case.label, i / d, i % d, values[i], want[i]);
 }
 
 #[test]
-fn attention_one_key_rows64() {
+fn attention_one_key() {
     run_attention(&AttentionCase {
-        variant: Variant::Rows64,
-        label: "attention 37x1 rows64",
+        label: "attention 37x1",
         nq: 37,
         nk: 1,
         ld: 256,
@@ -618,24 +508,9 @@ fn attention_one_key_rows64() {
 }
 
 #[test]
-fn attention_one_key_rows128() {
+fn attention_partial_tile_without_splits() {
     run_attention(&AttentionCase {
-        variant: Variant::Rows128,
-        label: "attention 37x1 rows128",
-        nq: 37,
-        nk: 1,
-        ld: 256,
-        splits: Splits::Auto,
-        amplitude: 1.0,
-        rising: false,
-    });
-}
-
-#[test]
-fn attention_partial_tile_without_splits_rows64() {
-    run_attention(&AttentionCase {
-        variant: Variant::Rows64,
-        label: "attention 200x63 unsplit rows64",
+        label: "attention 200x63 unsplit",
         nq: 200,
         nk: 63,
         ld: 256,
@@ -646,25 +521,10 @@ fn attention_partial_tile_without_splits_rows64() {
 }
 
 #[test]
-fn attention_partial_tile_without_splits_rows128() {
-    run_attention(&AttentionCase {
-        variant: Variant::Rows128,
-        label: "attention 200x63 unsplit rows128",
-        nq: 200,
-        nk: 63,
-        ld: 256,
-        splits: Splits::AtMost(1),
-        amplitude: 2.0,
-        rising: false,
-    });
-}
-
-#[test]
-fn attention_auto_splits_selective_softmax_rows64() {
+fn attention_auto_splits_selective_softmax() {
     // Scores with a standard deviation near 5: the running max moves often.
     run_attention(&AttentionCase {
-        variant: Variant::Rows64,
-        label: "attention 130x1001 auto rows64",
+        label: "attention 130x1001 auto",
         nq: 130,
         nk: 1001,
         ld: 256,
@@ -675,25 +535,9 @@ fn attention_auto_splits_selective_softmax_rows64() {
 }
 
 #[test]
-fn attention_auto_splits_selective_softmax_rows128() {
-    // Scores with a standard deviation near 5: the running max moves often.
+fn attention_strided_qkv_three_splits() {
     run_attention(&AttentionCase {
-        variant: Variant::Rows128,
-        label: "attention 130x1001 auto rows128",
-        nq: 130,
-        nk: 1001,
-        ld: 256,
-        splits: Splits::Auto,
-        amplitude: 3.0,
-        rising: false,
-    });
-}
-
-#[test]
-fn attention_strided_qkv_three_splits_rows64() {
-    run_attention(&AttentionCase {
-        variant: Variant::Rows64,
-        label: "attention 65x4097 ld 768 3 splits rows64",
+        label: "attention 65x4097 ld 768 3 splits",
         nq: 65,
         nk: 4097,
         ld: 768,
@@ -704,24 +548,9 @@ fn attention_strided_qkv_three_splits_rows64() {
 }
 
 #[test]
-fn attention_strided_qkv_three_splits_rows128() {
+fn attention_many_query_blocks_seven_splits() {
     run_attention(&AttentionCase {
-        variant: Variant::Rows128,
-        label: "attention 65x4097 ld 768 3 splits rows128",
-        nq: 65,
-        nk: 4097,
-        ld: 768,
-        splits: Splits::AtMost(3),
-        amplitude: 1.0,
-        rising: false,
-    });
-}
-
-#[test]
-fn attention_many_query_blocks_seven_splits_rows64() {
-    run_attention(&AttentionCase {
-        variant: Variant::Rows64,
-        label: "attention 1031x700 7 splits rows64",
+        label: "attention 1031x700 7 splits",
         nq: 1031,
         nk: 700,
         ld: 264,
@@ -732,38 +561,9 @@ fn attention_many_query_blocks_seven_splits_rows64() {
 }
 
 #[test]
-fn attention_many_query_blocks_seven_splits_rows128() {
+fn attention_rising_scores() {
     run_attention(&AttentionCase {
-        variant: Variant::Rows128,
-        label: "attention 1031x700 7 splits rows128",
-        nq: 1031,
-        nk: 700,
-        ld: 264,
-        splits: Splits::AtMost(7),
-        amplitude: 2.0,
-        rising: false,
-    });
-}
-
-#[test]
-fn attention_rising_scores_rows64() {
-    run_attention(&AttentionCase {
-        label: "attention 97x2000 rising rows64",
-        variant: Variant::Rows64,
-        nq: 97,
-        nk: 2000,
-        ld: 256,
-        splits: Splits::AtMost(2),
-        amplitude: 1.0,
-        rising: true,
-    });
-}
-
-#[test]
-fn attention_rising_scores_rows128() {
-    run_attention(&AttentionCase {
-        label: "attention 97x2000 rising rows128",
-        variant: Variant::Rows128,
+        label: "attention 97x2000 rising",
         nq: 97,
         nk: 2000,
         ld: 256,

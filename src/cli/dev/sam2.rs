@@ -14,7 +14,6 @@ use vrseg::models::sam2::reference::{memory_attention_reference, MemoryAttention
 use vrseg::models::sam2::stack::{MemoryAttention, MemoryAttentionPlan};
 use vrseg::models::sam2::weights::{read_safetensors, write_safetensors, MemoryAttentionWeights, Tensor};
 use vrseg::models::sam2::MemoryAttentionConfig;
-use vrseg::ops::attention::Variant;
 
 use crate::cli::exit;
 
@@ -42,17 +41,8 @@ pub struct Sam2AttentionArgs {
     /// warm-up and prints one JSON line.
     #[arg(long)]
     bench: Option<usize>,
-    /// The attention build (default: the faster one this GPU can run).
-    #[arg(long, value_enum)]
-    attention: Option<AttentionArg>,
     #[arg(long, default_value_t = 0)]
     gpu: usize,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-pub enum AttentionArg {
-    Rows64,
-    Rows128,
 }
 
 fn tensor<'a>(inputs: &'a std::collections::BTreeMap<String, Tensor>, name: &str) -> anyhow::Result<&'a Tensor> {
@@ -143,12 +133,7 @@ pub fn run(args: Sam2AttentionArgs) -> anyhow::Result<exit::Code> {
     let ptr_pos_id = plan.buffer("dev.obj_ptr_pos", pointers.max(1) * config.mem_dim * 2);
     let pool = VramPool::reserve(&device, &plan)?;
     let stream = device.new_stream()?;
-    let mut stack = MemoryAttention::new(&device, &stream, &pool, stack_plan, &weights)?;
-    match args.attention {
-        Some(AttentionArg::Rows64) => stack.set_variant(&device, Variant::Rows64)?,
-        Some(AttentionArg::Rows128) => stack.set_variant(&device, Variant::Rows128)?,
-        None => {}
-    }
+    let stack = MemoryAttention::new(&device, &stream, &pool, stack_plan, &weights)?;
     let mut bank = MemoryBank::new(&pool, bank_plan);
 
     pool.buffer(curr_id).upload_blocking(&stream, &halves(&curr.data))?;
@@ -217,7 +202,6 @@ pub fn run(args: Sam2AttentionArgs) -> anyhow::Result<exit::Code> {
             "frames": kept,
             "pointer_tokens": pointers,
             "tokens": t,
-            "attention": format!("{:?}", stack.variant()),
             "iters": iters,
             "eager_ms": eager_ms,
             "graph_ms": graph_ms,

@@ -2,9 +2,8 @@
 //! VRAM pool (FP16 matrices, FP32 biases and LayerNorm parameters), scratch
 //! planned once, [`MemoryAttention::append`] projecting a frame's memory into
 //! the bank once, and [`MemoryAttention::forward`] enqueuing one frame: 3 +
-//! 8 launches per layer (10 with split attention; the pre-norms run inside
-//! the projections that follow them), nothing allocated, nothing
-//! synchronised, so a CUDA graph can capture it.
+//! 11 launches per layer (13 with split attention), nothing allocated,
+//! nothing synchronised, so a CUDA graph can capture it.
 //!
 //! Per layer, as `MemoryAttentionLayer.forward` does it:
 //!
@@ -27,8 +26,8 @@ use super::bank::MemoryBank;
 use super::weights::MemoryAttentionWeights;
 use super::{MemoryAttentionConfig, Sam2Error};
 use crate::gpu::{BufferId, DeviceView, Gpu, PoolPlan, VramPool};
-use crate::ops::attention::{self, AttentionJob, AttentionScratch, Splits, Variant};
-use crate::ops::linear::{axial_rope_factors, linear, linear_batch, Epilogue, LayerNormA, LinearJob, MAX_BATCH};
+use crate::ops::attention::{self, AttentionJob, AttentionScratch, Splits};
+use crate::ops::linear::{axial_rope_factors, linear, linear_batch, Epilogue, LinearJob, MAX_BATCH};
 use crate::ops::sam2::{add_f16, layernorm, scaled_add};
 
 /// Splits of the key range the attention scratch is planned for.
@@ -136,6 +135,7 @@ pub struct MemoryAttentionPlan {
     weights_f32: BufferId,
     rope: BufferId,
     x: BufferId,
+    h: BufferId,
     qkv: BufferId,
     attn: BufferId,
     ffn: BufferId,
@@ -165,6 +165,7 @@ impl MemoryAttentionPlan {
             weights_f32: plan.buffer("sam2.weights_f32", f32_len * 4),
             rope: plan.buffer("sam2.rope_factors", config.side * d / 4 * 8),
             x: plan.buffer("sam2.x", t * d * 4),
+            h: plan.buffer("sam2.h", t * d * 2),
             qkv: plan.buffer("sam2.qkv", t * 3 * d * 2),
             attn: plan.buffer("sam2.attn", t * d * 2),
             ffn: plan.buffer("sam2.ffn", t * config.ffn_dim * 2),
@@ -180,7 +181,6 @@ pub struct MemoryAttention<'pool> {
     pool: &'pool VramPool,
     layers: Vec<LayerOffsets>,
     final_norm: (usize, usize),
-    variant: Variant,
 }
 
 impl<'pool> MemoryAttention<'pool> {
@@ -203,35 +203,17 @@ impl<'pool> MemoryAttention<'pool> {
                 weights.config
             )));
         }
-        let variant = Variant::best(gpu)?;
-        attention::prepare(gpu, variant)?;
+        attention::prepare(gpu)?;
         let images = WeightImages::build(weights);
         pool.buffer(plan.weights_f16).upload_blocking(stream, &images.f16)?;
         pool.buffer(plan.weights_f32).upload_blocking(stream, &images.f32)?;
         let factors = axial_rope_factors(config.side, config.d_model, config.rope_theta);
         pool.buffer(plan.rope).upload_blocking(stream, &factors)?;
-        Ok(MemoryAttention { plan, pool, layers: images.layers, final_norm: images.final_norm, variant })
+        Ok(MemoryAttention { plan, pool, layers: images.layers, final_norm: images.final_norm })
     }
 
     pub fn plan(&self) -> &MemoryAttentionPlan {
         &self.plan
-    }
-
-    /// The attention build this stack runs ([`Variant::best`] for the GPU).
-    pub fn variant(&self) -> Variant {
-        self.variant
-    }
-
-    /// Runs another attention build (to compare them on one GPU).
-    pub fn set_variant(&mut self, gpu: &Gpu, variant: Variant) -> Result<(), Sam2Error> {
-        if variant == Variant::Rows128 && Variant::best(gpu)? != Variant::Rows128 {
-            return Err(Sam2Error::Shape(
-                "the 128-row attention needs 128 KiB of shared memory per block; this GPU has less".into(),
-            ));
-        }
-        attention::prepare(gpu, variant)?;
-        self.variant = variant;
-        Ok(())
     }
 
     fn f16_at(&self, offset: usize, len: usize) -> Result<DeviceView<'pool>, Sam2Error> {
@@ -293,7 +275,6 @@ impl<'pool> MemoryAttention<'pool> {
             out,
             ldc: d,
             epilogue,
-            layernorm: None,
         };
         let mut jobs = Vec::with_capacity(2 * c.layers);
         for (l, o) in self.layers.iter().enumerate() {
@@ -371,8 +352,9 @@ impl<'pool> MemoryAttention<'pool> {
         }
 
         let pool = self.pool;
-        let (x, qkv, attn, ffn) = (
+        let (x, h, qkv, attn, ffn) = (
             pool.buffer(self.plan.x),
+            pool.buffer(self.plan.h),
             pool.buffer(self.plan.qkv),
             pool.buffer(self.plan.attn),
             pool.buffer(self.plan.ffn),
@@ -397,21 +379,10 @@ impl<'pool> MemoryAttention<'pool> {
             out,
             ldc: n,
             epilogue,
-            layernorm: None,
         };
-        // A pre-norm projection: A = norm_i(x), normalised inside the linear kernel.
-        let normed = |i: usize, o: &LayerOffsets, weight, bias, out, n: usize, epilogue| -> Result<(), Sam2Error> {
+        let norm = |i: usize, o: &LayerOffsets| -> Result<(), Sam2Error> {
             let (nw, nb) = o.norm[i];
-            let job = LinearJob {
-                layernorm: Some(LayerNormA {
-                    x,
-                    gamma: self.f32_at(nw, d)?,
-                    beta: self.f32_at(nb, d)?,
-                    eps: c.layer_norm_eps,
-                }),
-                ..dense(x, d, weight, bias, out, n, epilogue)
-            };
-            linear(gpu, stream, &job)?;
+            layernorm(gpu, stream, &x, &self.f32_at(nw, d)?, &self.f32_at(nb, d)?, &h, t, d, c.layer_norm_eps)?;
             Ok(())
         };
 
@@ -423,8 +394,9 @@ impl<'pool> MemoryAttention<'pool> {
         scaled_add(gpu, stream, curr, curr_pos, c.input_pos_scale, &x, t * d)?;
         for (l, o) in self.layers.iter().enumerate() {
             // Self-attention: q = k = v = norm1(x), RoPE on q and k.
+            norm(0, o)?;
             let (w, b) = (self.f16_at(o.sa_qkv_w, 3 * d * d)?, self.f32_at(o.sa_qkv_b, 3 * d)?);
-            normed(0, o, w, b, qkv, 3 * d, rope_over(2 * d))?;
+            linear(gpu, stream, &dense(h, d, w, b, qkv, 3 * d, rope_over(2 * d)))?;
             let column = |col: usize| qkv.sub(col * 2, qkv.bytes() - col * 2);
             let job = AttentionJob {
                 q: qkv,
@@ -439,13 +411,14 @@ impl<'pool> MemoryAttention<'pool> {
                 ldo: d,
                 scale,
             };
-            attention::attention(gpu, stream, &job, &scratch, self.variant, Splits::Auto)?;
+            attention::attention(gpu, stream, &job, &scratch, Splits::Auto)?;
             let (w, b) = (self.f16_at(o.sa_out_w, d * d)?, self.f32_at(o.sa_out_b, d)?);
             linear(gpu, stream, &dense(attn, d, w, b, x, d, Epilogue::Residual))?;
 
             // Cross-attention to the bank: q = RoPE(norm2(x) Wq), keys and values cached.
+            norm(1, o)?;
             let (w, b) = (self.f16_at(o.ca_q_w, d * d)?, self.f32_at(o.ca_q_b, d)?);
-            normed(1, o, w, b, qkv, d, rope_over(d))?;
+            linear(gpu, stream, &dense(h, d, w, b, qkv, d, rope_over(d)))?;
             let job = AttentionJob {
                 q: qkv,
                 ldq: d,
@@ -459,13 +432,14 @@ impl<'pool> MemoryAttention<'pool> {
                 ldo: d,
                 scale,
             };
-            attention::attention(gpu, stream, &job, &scratch, self.variant, Splits::Auto)?;
+            attention::attention(gpu, stream, &job, &scratch, Splits::Auto)?;
             let (w, b) = (self.f16_at(o.ca_out_w, d * d)?, self.f32_at(o.ca_out_b, d)?);
             linear(gpu, stream, &dense(attn, d, w, b, x, d, Epilogue::Residual))?;
 
             // Feed-forward.
+            norm(2, o)?;
             let (w, b) = (self.f16_at(o.ffn1_w, c.ffn_dim * d)?, self.f32_at(o.ffn1_b, c.ffn_dim)?);
-            normed(2, o, w, b, ffn, c.ffn_dim, Epilogue::Relu)?;
+            linear(gpu, stream, &dense(h, d, w, b, ffn, c.ffn_dim, Epilogue::Relu))?;
             let (w, b) = (self.f16_at(o.ffn2_w, d * c.ffn_dim)?, self.f32_at(o.ffn2_b, d)?);
             linear(gpu, stream, &dense(ffn, c.ffn_dim, w, b, x, d, Epilogue::Residual))?;
         }
