@@ -9,6 +9,7 @@ pub mod codec_sys;
 pub mod engine;
 pub mod gpu;
 pub mod info;
+pub mod models;
 pub mod ops;
 pub mod pipeline;
 pub mod selftest;

@@ -19,6 +19,8 @@ use vrseg::video::nvdec::FrameLayout;
 
 use super::exit;
 
+mod sam2;
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum LayoutArg {
     Sbs,
@@ -132,6 +134,9 @@ pub enum DevCommand {
         #[arg(long, default_value_t = 0)]
         gpu: usize,
     },
+    /// SAM2.1's memory-attention stack (weights and inputs as safetensors,
+    /// see tools/parity/sam2_parity.py) → its output, optionally timed.
+    Sam2Attention(sam2::Sam2AttentionArgs),
 }
 
 fn read_exact_len(path: &Path, bytes: usize, what: &str) -> anyhow::Result<Vec<u8>> {
@@ -144,6 +149,7 @@ fn read_exact_len(path: &Path, bytes: usize, what: &str) -> anyhow::Result<Vec<u
 
 pub fn run(command: DevCommand) -> anyhow::Result<exit::Code> {
     match command {
+        DevCommand::Sam2Attention(args) => sam2::run(args),
         DevCommand::Letterbox {
             frame,
             geometry: FrameArgs { size, layout, input },

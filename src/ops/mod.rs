@@ -2,6 +2,9 @@
 //! validates its arguments, chooses the grid, then enqueues; nothing here
 //! synchronises. The CPU reference of each op sits beside its launcher.
 
+pub mod attention;
 pub mod letterbox;
+pub mod linear;
 pub mod memory;
+pub mod sam2;
 pub mod yolo_seg;

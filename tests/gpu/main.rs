@@ -12,6 +12,8 @@ mod nvenc;
 mod pipeline;
 mod pool;
 mod registry;
+mod sam2_kernels;
+mod sam2_stack;
 mod yolo_seg;
 
 /// Opens the test GPU or returns from the test (see `gpu_for_tests`).
