@@ -5,6 +5,7 @@ use std::io::Write;
 
 use clap::{Parser, Subcommand};
 
+pub mod build_engine;
 pub mod decode;
 pub mod dev;
 pub mod exit;
@@ -73,6 +74,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Build an engine file from an ONNX model (build time; the runtime loads the engine).
+    BuildEngine(build_engine::BuildEngineArgs),
     /// Run one kernel family on raw arrays (for parity tools; see tools/parity).
     #[command(hide = true)]
     Dev {
@@ -185,6 +188,7 @@ pub fn run(cli: Cli) -> anyhow::Result<exit::Code> {
             }
             Ok(exit::Code::Success)
         }
+        Command::BuildEngine(args) => build_engine::run(args),
         Command::Dev { what } => dev::run(what),
         Command::Selftest { gpu, frames, seed, json } => {
             let seed = seed.unwrap_or_else(|| {

@@ -1,6 +1,8 @@
 //! Inference engines: the native plan executor and the TensorRT backend
-//! behind one `Backend` trait (both arrive with their issues). For now: finding
-//! the TensorRT libraries, which `vrseg info` reports.
+//! behind one [`backend::Backend`] trait. `tensorrt_probe` finds TensorRT's
+//! libraries for `vrseg info`; `tensorrt` is the backend itself.
 
+pub mod backend;
 pub mod build;
+pub mod tensorrt;
 pub mod tensorrt_probe;

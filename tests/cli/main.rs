@@ -233,3 +233,118 @@ fn dev_letterbox_rejects_a_frame_of_the_wrong_size_before_touching_the_gpu() {
     assert!(!output.exists(), "no tensor may be written");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ---- vrseg build-engine (TensorRT backend; the native one is not built yet) ----
+
+fn vrseg_with_env(args: &[&str], env: &[(&str, &std::path::Path)]) -> Output {
+    let bin = std::env::var_os("VRSEG_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_vrseg").into());
+    let mut cmd = Command::new(&bin);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {bin:?}: {e}"))
+}
+
+/// A scratch directory with a stand-in model file (the checks before
+/// TensorRT only need it to exist).
+fn build_engine_scratch(tag: &str) -> (std::path::PathBuf, String, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("vrseg-build-engine-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("model.onnx");
+    std::fs::write(&model, b"a model").unwrap();
+    let engine = dir.join("model.engine");
+    (dir, model.to_string_lossy().into_owned(), engine)
+}
+
+fn one_line_error(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(out.stdout.is_empty(), "stdout: {}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(stderr.trim_end().lines().count(), 1, "more than one line: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn build_engine_tensorrt_says_not_found_and_writes_nothing() {
+    let probe = vrseg::engine::tensorrt_probe::probe();
+    if probe.libraries[0].loaded_from.is_some() {
+        eprintln!("skipped: TensorRT is installed on this machine, so it cannot be shown missing");
+        return;
+    }
+    let (dir, model, engine) = build_engine_scratch("absent");
+    let root = dir.join("no-tensorrt-here");
+    let out = vrseg_with_env(
+        &["build-engine", &model, "--backend", "tensorrt", "-o", engine.to_str().unwrap()],
+        &[("TENSORRT_ROOT", &root)],
+    );
+    let stderr = one_line_error(&out);
+    let expected = format!(
+        "vrseg: error: TensorRT not found (searched: TENSORRT_ROOT={} (lib/, lib64/, targets/x86_64-linux-gnu/lib/, ./) \
+         for libnvinfer.so.",
+        root.display()
+    );
+    assert!(stderr.starts_with(&expected), "{stderr}");
+    assert!(stderr.contains("through LD_LIBRARY_PATH"), "{stderr}");
+    assert!(!engine.exists(), "no engine may be written");
+    assert!(!dir.join("model.engine.partial").exists(), "no partial file may be left");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn build_engine_refuses_int8_calibration_before_looking_for_tensorrt() {
+    let (dir, model, engine) = build_engine_scratch("calib");
+    let calib = dir.to_string_lossy().into_owned();
+    let out = vrseg(&[
+        "build-engine",
+        &model,
+        "--backend",
+        "tensorrt",
+        "-o",
+        engine.to_str().unwrap(),
+        "--int8",
+        "--calib",
+        &calib,
+    ]);
+    let stderr = one_line_error(&out);
+    assert!(stderr.starts_with("vrseg: error: INT8 calibration (--calib) is not supported: "), "{stderr}");
+    assert!(!engine.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn build_engine_native_is_not_built_yet() {
+    let (dir, model, engine) = build_engine_scratch("native");
+    let out = vrseg(&["build-engine", &model, "-o", engine.to_str().unwrap()]);
+    let stderr = one_line_error(&out);
+    assert!(stderr.contains("--backend native is not built yet"), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn build_engine_checks_its_arguments() {
+    let (dir, model, engine) = build_engine_scratch("args");
+    let out_path = engine.to_str().unwrap();
+    for (extra, needle) in [
+        (&["--batch", "8:2:1"][..], "1 <= MIN <= OPT <= MAX"),
+        (&["--batch", "1:2"][..], "is not MIN:OPT:MAX"),
+        (&["--calib", "/tmp"][..], "--int8"),
+        (&["--fp16", "--int8"][..], "cannot be used with"),
+        (&["--opt-level", "9"][..], "0..=5"),
+        (&["--input-size", "640x"][..], "is not HEIGHTxWIDTH"),
+    ] {
+        let mut args = vec!["build-engine", &model, "--backend", "tensorrt", "-o", out_path];
+        args.extend_from_slice(extra);
+        let out = vrseg(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {stderr}");
+        assert!(stderr.contains(needle), "{extra:?}: {stderr}");
+    }
+    let missing = dir.join("missing.onnx");
+    let out = vrseg(&["build-engine", missing.to_str().unwrap(), "--backend", "tensorrt", "-o", out_path]);
+    let stderr = one_line_error(&out);
+    assert!(stderr.contains(&format!("could not read {}", missing.display())), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,273 @@
+//! The one interface both inference engines implement: vrseg's native plan
+//! executor and TensorRT. The pipeline sees tensors by name, shape and
+//! type, hands in pool buffers, and enqueues; how the engine runs is its own
+//! business.
+//!
+//! The contract:
+//! 1. [`Backend::tensors`] lists inputs, then outputs, each with its shape at
+//!    [`Backend::batch_size`] (fixed when the backend is made).
+//! 2. [`Backend::workspace_bytes`] says how much scratch device memory the
+//!    engine needs; the caller adds it to its `PoolPlan` and binds the buffer
+//!    once with [`Backend::bind_workspace`].
+//! 3. [`Backend::enqueue`] takes one buffer per input and per output, in the
+//!    order of `tensors()`, and enqueues the whole inference on `stream`
+//!    without waiting for it. Inputs must be written before (on `stream`, or
+//!    ordered before it by an event); outputs are ready when `stream` reaches
+//!    this point.
+
+use std::fmt;
+use std::sync::Arc;
+
+use cudarc::driver::CudaStream;
+
+use crate::engine::tensorrt::TensorRtError;
+use crate::gpu::{DeviceView, GpuError};
+
+/// Element types the pipeline exchanges with an engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum DType {
+    F16,
+    F32,
+}
+
+impl DType {
+    pub fn bytes(self) -> usize {
+        match self {
+            DType::F16 => 2,
+            DType::F32 => 4,
+        }
+    }
+}
+
+impl fmt::Display for DType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DType::F16 => "f16",
+            DType::F32 => "f32",
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+pub enum TensorRole {
+    Input,
+    Output,
+}
+
+impl fmt::Display for TensorRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TensorRole::Input => "input",
+            TensorRole::Output => "output",
+        })
+    }
+}
+
+/// One input or output, its shape at the backend's batch size. Layout is
+/// dense row-major (C order).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TensorDesc {
+    pub name: String,
+    pub role: TensorRole,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
+}
+
+impl TensorDesc {
+    pub fn elements(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.elements() * self.dtype.bytes()
+    }
+}
+
+impl fmt::Display for TensorDesc {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dims: Vec<String> = self.shape.iter().map(usize::to_string).collect();
+        write!(f, "{} `{}` {} [{}]", self.role, self.name, self.dtype, dims.join(", "))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+
+    #[error(transparent)]
+    TensorRt(#[from] TensorRtError),
+
+    #[error("{backend}: {expected} {role} buffer(s) expected, in the order of its tensors; got {got}")]
+    BufferCount { backend: String, role: TensorRole, expected: usize, got: usize },
+
+    #[error("{backend}: {role} `{tensor}` needs {need} bytes; buffer `{buffer}` has {have}")]
+    BufferTooSmall { backend: String, role: TensorRole, tensor: String, buffer: String, need: usize, have: usize },
+
+    #[error("{backend}: {role} `{tensor}` needs {align}-byte alignment; buffer `{buffer}` at {ptr:#x} is not aligned")]
+    Misaligned { backend: String, role: TensorRole, tensor: String, buffer: String, ptr: u64, align: usize },
+
+    #[error("{backend}: its {bytes}-byte workspace is not bound; bind a pool buffer with bind_workspace first")]
+    NoWorkspace { backend: String, bytes: usize },
+}
+
+/// An inference engine the pipeline can drive. See the module docs for the contract.
+pub trait Backend {
+    /// For messages: "TensorRT 10.8.0: engines/yolo11n-seg.engine".
+    fn name(&self) -> &str;
+
+    /// Images per inference (the first dimension of every tensor).
+    fn batch_size(&self) -> usize;
+
+    /// Inputs first, then outputs.
+    fn tensors(&self) -> &[TensorDesc];
+
+    /// Scratch device memory the engine needs, in bytes.
+    fn workspace_bytes(&self) -> usize {
+        0
+    }
+
+    /// Gives the engine its scratch memory (at least `workspace_bytes()`).
+    ///
+    /// # Safety
+    /// The buffer must stay allocated, and used by nothing else, for as long
+    /// as work this backend enqueues may run: keep the pool alive beyond the
+    /// backend, and do not hand the buffer to another stage.
+    unsafe fn bind_workspace(&mut self, workspace: DeviceView<'_>) -> Result<(), BackendError> {
+        let _ = workspace;
+        Ok(())
+    }
+
+    /// Enqueues one inference on `stream` (see the module docs).
+    fn enqueue(
+        &mut self,
+        stream: &Arc<CudaStream>,
+        inputs: &[DeviceView<'_>],
+        outputs: &[DeviceView<'_>],
+    ) -> Result<(), BackendError>;
+
+    fn inputs(&self) -> Vec<&TensorDesc> {
+        self.tensors().iter().filter(|t| t.role == TensorRole::Input).collect()
+    }
+
+    fn outputs(&self) -> Vec<&TensorDesc> {
+        self.tensors().iter().filter(|t| t.role == TensorRole::Output).collect()
+    }
+}
+
+/// A buffer as [`check_buffers`] sees it: name, device address, bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct BufferRef<'a> {
+    pub name: &'a str,
+    pub ptr: u64,
+    pub bytes: usize,
+}
+
+impl<'a> From<&DeviceView<'a>> for BufferRef<'a> {
+    fn from(v: &DeviceView<'a>) -> BufferRef<'a> {
+        BufferRef { name: v.name(), ptr: v.ptr(), bytes: v.bytes() }
+    }
+}
+
+/// Checks one role's buffers against its tensors: count, size, alignment to
+/// the element type (the checks every backend makes before enqueueing).
+pub fn check_buffers(
+    backend: &str,
+    role: TensorRole,
+    tensors: &[TensorDesc],
+    buffers: &[BufferRef<'_>],
+) -> Result<(), BackendError> {
+    let wanted: Vec<&TensorDesc> = tensors.iter().filter(|t| t.role == role).collect();
+    if wanted.len() != buffers.len() {
+        return Err(BackendError::BufferCount {
+            backend: backend.to_string(),
+            role,
+            expected: wanted.len(),
+            got: buffers.len(),
+        });
+    }
+    for (tensor, buffer) in wanted.iter().zip(buffers) {
+        if buffer.bytes < tensor.bytes() {
+            return Err(BackendError::BufferTooSmall {
+                backend: backend.to_string(),
+                role,
+                tensor: tensor.name.clone(),
+                buffer: buffer.name.to_string(),
+                need: tensor.bytes(),
+                have: buffer.bytes,
+            });
+        }
+        let align = tensor.dtype.bytes();
+        if buffer.ptr % align as u64 != 0 {
+            return Err(BackendError::Misaligned {
+                backend: backend.to_string(),
+                role,
+                tensor: tensor.name.clone(),
+                buffer: buffer.name.to_string(),
+                ptr: buffer.ptr,
+                align,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tensors() -> Vec<TensorDesc> {
+        vec![
+            TensorDesc {
+                name: "images".into(),
+                role: TensorRole::Input,
+                dtype: DType::F16,
+                shape: vec![2, 3, 640, 640],
+            },
+            TensorDesc {
+                name: "output0".into(),
+                role: TensorRole::Output,
+                dtype: DType::F32,
+                shape: vec![2, 116, 8400],
+            },
+            TensorDesc {
+                name: "output1".into(),
+                role: TensorRole::Output,
+                dtype: DType::F32,
+                shape: vec![2, 32, 160, 160],
+            },
+        ]
+    }
+
+    #[test]
+    fn descriptors_know_their_size_and_print_it() {
+        let t = &tensors()[0];
+        assert_eq!(t.bytes(), 2 * 3 * 640 * 640 * 2);
+        assert_eq!(t.to_string(), "input `images` f16 [2, 3, 640, 640]");
+    }
+
+    #[test]
+    fn buffers_are_checked_for_count_size_and_alignment() {
+        let t = tensors();
+        let input = BufferRef { name: "letterbox.out", ptr: 0x1000, bytes: t[0].bytes() };
+        check_buffers("TensorRT", TensorRole::Input, &t, &[input]).unwrap();
+
+        let err = check_buffers("TensorRT", TensorRole::Output, &t, &[input]).unwrap_err().to_string();
+        assert_eq!(err, "TensorRT: 2 output buffer(s) expected, in the order of its tensors; got 1");
+
+        let small = BufferRef { bytes: t[0].bytes() - 1, ..input };
+        let err = check_buffers("TensorRT", TensorRole::Input, &t, &[small]).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "TensorRT: input `images` needs {} bytes; buffer `letterbox.out` has {}",
+                t[0].bytes(),
+                small.bytes
+            )
+        );
+
+        let odd = BufferRef { ptr: 0x1001, ..input };
+        let err = check_buffers("TensorRT", TensorRole::Input, &t, &[odd]).unwrap_err().to_string();
+        assert!(err.contains("needs 2-byte alignment") && err.contains("0x1001"), "{err}");
+    }
+}

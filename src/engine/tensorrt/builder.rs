@@ -1,0 +1,90 @@
+//! `vrseg build-engine --backend tensorrt`: ONNX → TensorRT plan → engine
+//! file, through TensorRT's ONNX parser and builder.
+
+use std::path::Path;
+use std::time::Instant;
+
+use super::error::TensorRtError;
+use super::file::{encode_header, write_atomically, EngineMetadata};
+use super::handles::{shared_library, BuildSettings, Network};
+use super::request::{BuildReport, BuildRequest, Precision};
+use super::search::LibrarySearch;
+use super::shapes::{metadata_tensor, plan_profile};
+use crate::gpu::Gpu;
+
+/// Builds the engine `request` describes. In order, so that the first
+/// problem found is the one reported: the request itself (no TensorRT
+/// needed), TensorRT and its ONNX parser ("TensorRT not found (searched:
+/// …)"), the GPU, the model, the build. The engine file is written whole or
+/// not at all (`.partial`, then a rename), and so is the timing cache.
+pub fn build_engine(request: &BuildRequest, search: &LibrarySearch) -> Result<BuildReport, TensorRtError> {
+    request.check(super::header_version())?;
+    let library = shared_library(search)?;
+    library.require_parser()?;
+    let gpu = Gpu::open(request.gpu)?;
+    gpu.bind_to_thread()?;
+    let started = Instant::now();
+
+    let mut network = Network::parse(&library, &request.model)?;
+    let inputs = network.inputs()?;
+    let outputs = network.outputs()?;
+    let profile = plan_profile(&inputs, request.batch, request.input_size)?;
+    let timing_cache = match &request.timing_cache {
+        Some(path) if path.exists() => {
+            Some(std::fs::read(path).map_err(|source| TensorRtError::Read { path: path.clone(), source })?)
+        }
+        _ => None,
+    };
+    let settings = BuildSettings {
+        workspace_bytes: request.workspace_mib.unwrap_or(0).saturating_mul(1 << 20),
+        fp16: request.precision == Precision::Fp16,
+        int8: request.precision == Precision::Int8,
+        optimization_level: request.optimization_level,
+        profile,
+        timing_cache,
+    };
+    let built = network.build(&settings)?;
+    let plan = built.plan.as_slice();
+
+    let props = gpu.properties();
+    let metadata = EngineMetadata {
+        tensorrt: library.version(),
+        tensorrt_build: library.build(),
+        gpu_name: props.name.clone(),
+        compute_capability: props.compute_capability,
+        vrseg_version: env!("CARGO_PKG_VERSION").to_string(),
+        source: file_name(&request.model),
+        precision: request.precision.name().to_string(),
+        batch: request.batch,
+        tensors: inputs.iter().chain(&outputs).map(metadata_tensor).collect(),
+    };
+    let header = encode_header(&metadata, plan);
+    write_atomically(&request.output, &[&header, plan])?;
+
+    let mut warnings = Vec::new();
+    if built.timing_cache_rejected {
+        if let Some(path) = &request.timing_cache {
+            warnings.push(format!(
+                "the timing cache {} was made by another GPU or TensorRT release; built without it and replaced it",
+                path.display()
+            ));
+        }
+    }
+    if let (Some(path), Some(cache)) = (&request.timing_cache, &built.timing_cache) {
+        write_atomically(path, &[cache.as_slice()])?;
+    }
+    Ok(BuildReport {
+        output: request.output.clone(),
+        bytes: (header.len() + plan.len()) as u64,
+        tensorrt: library.version(),
+        gpu: format!("{} ({})", props.name, props.sm()),
+        tensors: metadata.tensors,
+        seconds: started.elapsed().as_secs_f64(),
+        timing_cache: request.timing_cache.clone(),
+        warnings,
+    })
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| path.display().to_string())
+}

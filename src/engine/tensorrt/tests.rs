@@ -1,0 +1,338 @@
+//! Tests of the compiled shim that need no TensorRT: its symbols against its
+//! header, and its loader driven through stand-in libraries built from
+//! tests/data/tensorrt/fake_tensorrt.cpp with the same headers (dlopen,
+//! dlsym, version checks, the logger quoting TensorRT's errors, the ONNX
+//! parser checks). What only a GPU with TensorRT can show (deserialising,
+//! enqueueing, building) is not here: see the README's TensorRT section.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+
+use super::handles::{Library, Network, Runtime};
+use super::search::LibrarySearch;
+use super::version::TrtVersion;
+use super::{header_version, library_compatible, load_library, TensorRtError};
+
+const HEADER: &str = include_str!("shim.h");
+const BINDINGS: &str = include_str!(concat!(env!("OUT_DIR"), "/tensorrt_shim_sys.rs"));
+
+/// Function names declared in shim.h (comment lines and typedefs skipped).
+fn header_functions() -> BTreeSet<String> {
+    HEADER
+        .lines()
+        .map(|l| l.split("/*").next().unwrap_or_default().trim())
+        .filter(|l| !l.starts_with('*') && !l.starts_with("typedef"))
+        .filter_map(|l| l.split_once('(').map(|(before, _)| before))
+        .filter_map(|before| before.split_whitespace().last())
+        .map(|name| name.trim_start_matches('*').to_string())
+        .filter(|name| name.starts_with("vrseg_trt_"))
+        .collect()
+}
+
+fn nm(args: &[&str]) -> String {
+    let archive = env!("VRSEG_TENSORRT_SHIM_ARCHIVE");
+    let out = Command::new("nm")
+        .args(args)
+        .arg(archive)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run nm (binutils) on {archive}: {e}"));
+    assert!(out.status.success(), "nm {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_shim_exports_exactly_what_its_header_declares() {
+    let declared = header_functions();
+    assert!(declared.len() >= 30, "the header parse found only {declared:?}");
+    let exported: BTreeSet<String> = nm(&["--defined-only", "-g"])
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let (kind, name) = (words.nth(1)?, words.next()?);
+            (kind == "T" && name.starts_with("vrseg_trt_")).then(|| name.to_string())
+        })
+        .collect();
+    let missing: Vec<_> = declared.difference(&exported).collect();
+    let extra: Vec<_> = exported.difference(&declared).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "declared, not exported: {missing:?}; exported, not declared: {extra:?}"
+    );
+}
+
+#[test]
+fn bindgen_declares_every_function_of_the_header() {
+    let bound: BTreeSet<String> = BINDINGS
+        .split("pub fn ")
+        .skip(1)
+        .filter_map(|rest| rest.split('(').next())
+        .map(|name| name.trim().to_string())
+        .collect();
+    assert_eq!(bound, header_functions());
+}
+
+#[test]
+fn the_shim_references_no_tensorrt_or_cuda_symbol() {
+    // What lets vrseg link and start where TensorRT is absent: TensorRT is
+    // reached through dlsym'd factories and virtual calls only.
+    let undefined = nm(&["-u", "-C"]);
+    let offending: Vec<&str> = undefined
+        .lines()
+        .filter(|l| ["nvinfer1", "nvonnxparser", "_INTERNAL", "getInfer", "cuda", "Nv"].iter().any(|n| l.contains(n)))
+        .collect();
+    assert!(offending.is_empty(), "the shim references: {offending:?}");
+    assert!(undefined.contains("dlopen"), "the shim should load TensorRT with dlopen:\n{undefined}");
+}
+
+fn headers() -> TrtVersion {
+    header_version().expect("this build has the shim")
+}
+
+#[test]
+fn header_version_is_the_one_build_rs_found() {
+    let described = super::headers_description();
+    assert!(described.starts_with(&format!("TensorRT {} at ", headers())), "{described}");
+    assert!(headers().major >= 10);
+}
+
+#[test]
+fn the_compatibility_rule_is_same_major_and_not_older() {
+    let h = headers();
+    assert!(library_compatible(h));
+    assert!(library_compatible(TrtVersion::new(h.major, h.minor, h.patch + 3)));
+    assert!(library_compatible(TrtVersion::new(h.major, h.minor + 1, 0)));
+    assert!(!library_compatible(TrtVersion::new(h.major + 1, 0, 0)));
+    assert!(!library_compatible(TrtVersion::new(h.major - 1, 99, 0)));
+    if h.minor > 0 {
+        assert!(!library_compatible(TrtVersion::new(h.major, h.minor - 1, 99)));
+    }
+}
+
+/// A fresh directory under the system's temp dir.
+fn scratch(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vrseg-trt-shim-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn search_in(root: &Path) -> LibrarySearch {
+    LibrarySearch {
+        root: Some(root.to_path_buf()),
+        system: false,
+        preferred_major: Some(headers().major),
+        ld_library_path: None,
+    }
+}
+
+#[test]
+fn the_loader_says_tensorrt_not_found_and_where_it_searched() {
+    let dir = scratch("absent");
+    let search = search_in(&dir);
+    let expected = format!(
+        "TensorRT not found (searched: TENSORRT_ROOT={} (lib/, lib64/, targets/x86_64-linux-gnu/lib/, ./) for \
+         libnvinfer.so.{major}, ",
+        dir.display(),
+        major = headers().major
+    );
+    let err = Library::open(&search).err().expect("nothing to load").to_string();
+    assert!(err.starts_with(&expected), "{err}");
+    assert!(err.ends_with("or add its lib directory to LD_LIBRARY_PATH"), "{err}");
+    // The public loader gives the same sentence (and caches no failure).
+    let err = load_library(&search).unwrap_err().to_string();
+    assert!(err.starts_with(&expected), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The stand-ins, compiled once per test run: (nvinfer, nvinfer without factories, parser).
+fn fakes() -> &'static (PathBuf, PathBuf, PathBuf) {
+    static FAKES: OnceLock<(PathBuf, PathBuf, PathBuf)> = OnceLock::new();
+    FAKES.get_or_init(|| {
+        let dir = scratch("fakes");
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tensorrt/fake_tensorrt.cpp");
+        let build = |name: &str, defines: &[&str]| {
+            let out = dir.join(name);
+            let status = Command::new(std::env::var("CXX").unwrap_or_else(|_| "c++".into()))
+                .args(["-std=c++17", "-shared", "-fPIC", "-O0", "-w", "-o"])
+                .arg(&out)
+                .arg("-isystem")
+                .arg(env!("VRSEG_TENSORRT_INCLUDE"))
+                .arg("-isystem")
+                .arg(env!("VRSEG_TENSORRT_CUDA_INCLUDE"))
+                .args(defines)
+                .arg(&source)
+                .status()
+                .unwrap_or_else(|e| panic!("cannot run the C++ compiler (c++ or $CXX): {e}"));
+            assert!(status.success(), "compiling {} as {name} failed", source.display());
+            out
+        };
+        (
+            build("nvinfer.so", &[]),
+            build("nvinfer-bare.so", &["-DFAKE_NO_FACTORIES"]),
+            build("parser.so", &["-DFAKE_PARSER"]),
+        )
+    })
+}
+
+/// A TENSORRT_ROOT holding copies of the stand-ins (copies, so that each
+/// test loads its own instance) and the version they report.
+fn fake_root(tag: &str, nvinfer: &Path, parser: Option<(&Path, &str)>, version: TrtVersion) -> PathBuf {
+    let root = scratch(tag);
+    let lib = root.join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    let major = headers().major;
+    std::fs::copy(nvinfer, lib.join(format!("libnvinfer.so.{major}"))).unwrap();
+    if let Some((parser, file_name)) = parser {
+        std::fs::copy(parser, lib.join(file_name)).unwrap();
+        let soname = format!("libnvonnxparser.so.{major}");
+        if file_name != soname {
+            std::os::unix::fs::symlink(file_name, lib.join(soname)).unwrap();
+        }
+    }
+    std::fs::write(lib.join("fake_version"), version.encoded().to_string()).unwrap();
+    root
+}
+
+#[test]
+fn a_file_that_is_no_library_is_reported_beside_not_found() {
+    let dir = scratch("garbage");
+    std::fs::create_dir_all(dir.join("lib")).unwrap();
+    let path = dir.join(format!("lib/libnvinfer.so.{}", headers().major));
+    std::fs::write(&path, b"not a shared object").unwrap();
+    let err = Library::open(&search_in(&dir)).err().unwrap().to_string();
+    assert!(err.starts_with("TensorRT not found (searched: "), "{err}");
+    // glibc's dlerror names the file and why it did not load.
+    assert!(err.contains(&format!("); {}: ", path.display())), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_library_without_the_factories_is_refused() {
+    let (_, bare, _) = fakes();
+    let root = fake_root("bare", bare, None, headers());
+    let err = Library::open(&search_in(&root)).err().unwrap().to_string();
+    assert!(err.starts_with("loading TensorRT failed: "), "{err}");
+    assert!(err.ends_with("does not export createInferRuntime_INTERNAL"), "{err}");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn another_major_version_is_refused_before_any_tensorrt_object_exists() {
+    let (nvinfer, _, _) = fakes();
+    let h = headers();
+    let other = TrtVersion::new(if h.major == 10 { 11 } else { 10 }, 8, 0);
+    let root = fake_root("major", nvinfer, None, other);
+    let err = Library::open(&search_in(&root)).err().unwrap().to_string();
+    let expected = format!(
+        "TensorRT {other} ({}) does not match the TensorRT {h} headers vrseg's TensorRT backend was compiled against: \
+         the major versions differ",
+        root.join(format!("lib/libnvinfer.so.{}", h.major)).display()
+    );
+    assert!(err.starts_with(&expected), "{err}");
+    assert!(err.ends_with("rebuild vrseg with TENSORRT_ROOT pointing at this TensorRT"), "{err}");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn an_older_library_of_the_same_major_is_refused() {
+    let h = headers();
+    if h.minor == 0 {
+        return; // nothing older within this major
+    }
+    let (nvinfer, _, _) = fakes();
+    let root = fake_root("older", nvinfer, None, TrtVersion::new(h.major, h.minor - 1, 0));
+    let err = Library::open(&search_in(&root)).err().unwrap().to_string();
+    assert!(err.contains("the library is older than the headers and may lack what they declare"), "{err}");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn a_matching_library_loads_and_its_errors_reach_the_caller() {
+    let (nvinfer, _, _) = fakes();
+    let h = headers();
+    let newer = TrtVersion::new(h.major, h.minor, h.patch + 1);
+    let root = fake_root("match", nvinfer, None, newer);
+    let library = Arc::new(Library::open(&search_in(&root)).unwrap());
+    assert_eq!(library.version(), newer);
+    assert_eq!(library.build(), Some(7));
+    assert_eq!(Path::new(library.nvinfer_path()), root.join(format!("lib/libnvinfer.so.{}", h.major)));
+    assert_eq!(library.parser_path(), None);
+
+    // The factory fails as TensorRT does: null, and the reason in the log.
+    let err = Runtime::new(&library).err().unwrap().to_string();
+    assert_eq!(
+        err,
+        "createInferRuntime failed: createInferRuntime returned null (TensorRT: fake libnvinfer: no runtime here)"
+    );
+
+    let err = library.require_parser().unwrap_err().to_string();
+    assert!(
+        err.starts_with(&format!("TensorRT's ONNX parser not found (searched: TENSORRT_ROOT={}", root.display())),
+        "{err}"
+    );
+    let err = Network::parse(&library, Path::new("model.onnx")).err().unwrap().to_string();
+    assert!(err.starts_with("TensorRT's ONNX parser not found"), "{err}");
+    drop(library);
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn with_the_parser_a_build_reaches_the_builder_factory() {
+    let (nvinfer, _, parser) = fakes();
+    let h = headers();
+    let soname = format!("libnvonnxparser.so.{}", h.major);
+    let root = fake_root("parser", nvinfer, Some((parser, &soname)), h);
+    let library = Arc::new(Library::open(&search_in(&root)).unwrap());
+    assert_eq!(library.parser_path().map(PathBuf::from), Some(root.join("lib").join(&soname)));
+    library.require_parser().unwrap();
+    let err = Network::parse(&library, Path::new("model.onnx")).err().unwrap().to_string();
+    assert_eq!(
+        err,
+        "parsing the ONNX model failed: createInferBuilder returned null (TensorRT: fake libnvinfer: no builder here)"
+    );
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn a_parser_from_another_release_is_refused() {
+    let (nvinfer, _, parser) = fakes();
+    let h = headers();
+    let file = format!("libnvonnxparser.so.{}.{}.0", h.major, h.minor + 1);
+    let root = fake_root("parser-release", nvinfer, Some((parser, &file)), h);
+    let library = Library::open(&search_in(&root)).unwrap();
+    let err = library.require_parser().unwrap_err().to_string();
+    let expected = format!(
+        "TensorRT's ONNX parser {} is from TensorRT {}.{}.0, but libnvinfer (",
+        std::fs::canonicalize(root.join("lib").join(&file)).unwrap().display(),
+        h.major,
+        h.minor + 1
+    );
+    assert!(err.starts_with(&expected), "{err}");
+    assert!(err.ends_with(&format!(") is {h}: use the parser of the same TensorRT release")), "{err}");
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn a_rejected_build_request_never_loads_tensorrt() {
+    // --calib is refused before the library search: no "not found" even here.
+    let dir = scratch("request");
+    let model = dir.join("m.onnx");
+    std::fs::write(&model, b"x").unwrap();
+    let request = super::BuildRequest {
+        model,
+        output: dir.join("m.engine"),
+        precision: super::Precision::Int8,
+        calibration: Some(dir.clone()),
+        batch: None,
+        input_size: None,
+        workspace_mib: None,
+        timing_cache: None,
+        optimization_level: None,
+        gpu: 0,
+    };
+    let err = super::build_engine(&request, &search_in(&dir)).unwrap_err();
+    assert!(matches!(err, TensorRtError::InvalidRequest(_)), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
