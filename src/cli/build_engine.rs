@@ -64,6 +64,9 @@ pub struct BuildEngineArgs {
     opt_level: Option<u8>,
     #[arg(long, default_value_t = 0)]
     gpu: usize,
+    /// Do not load the engine back and run it on zeros after building it.
+    #[arg(long)]
+    no_verify: bool,
     /// Also print TensorRT's information messages (its warnings always show).
     #[arg(long)]
     verbose: bool,
@@ -105,6 +108,7 @@ fn run_tensorrt(args: BuildEngineArgs) -> anyhow::Result<exit::Code> {
         timing_cache: args.timing_cache,
         optimization_level: args.opt_level,
         gpu: args.gpu,
+        verify: !args.no_verify,
     };
     tensorrt::set_log_level(if args.verbose { LogLevel::Info } else { LogLevel::Warnings });
     let report = match tensorrt::build_engine(&request, &LibrarySearch::from_env()) {
@@ -134,6 +138,16 @@ fn run_tensorrt(args: BuildEngineArgs) -> anyhow::Result<exit::Code> {
     }
     if let Some(cache) = &report.timing_cache {
         text.push_str(&format!("  timing cache: {}\n", cache.display()));
+    }
+    if let Some(v) = &report.verified {
+        text.push_str(&format!(
+            "  verified: loaded back at batch {} ({:.1} MiB workspace from the VRAM pool), {} runs on zeros, all \
+             outputs finite, {:.2} ms per run\n",
+            v.batch,
+            v.workspace_bytes as f64 / (1u64 << 20) as f64,
+            v.runs,
+            v.ms_per_run
+        ));
     }
     print_out(&text)?;
     Ok(exit::Code::Success)

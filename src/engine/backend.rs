@@ -21,7 +21,8 @@ use std::sync::Arc;
 use cudarc::driver::CudaStream;
 
 use crate::engine::tensorrt::TensorRtError;
-use crate::gpu::{DeviceView, GpuError};
+use crate::gpu::error::CheckDriver;
+use crate::gpu::{BufferId, DeviceView, Gpu, GpuError, PoolPlan, VramPool};
 
 /// Element types the pipeline exchanges with an engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
@@ -109,6 +110,9 @@ pub enum BackendError {
 
     #[error("{backend}: its {bytes}-byte workspace is not bound; bind a pool buffer with bind_workspace first")]
     NoWorkspace { backend: String, bytes: usize },
+
+    #[error("{backend}: output `{tensor}` element {index} is {value} after inference on zeros (outputs start as NaN, so an element the engine never wrote stays NaN)")]
+    NotFinite { backend: String, tensor: String, index: usize, value: String },
 }
 
 /// An inference engine the pipeline can drive. See the module docs for the contract.
@@ -146,6 +150,12 @@ pub trait Backend {
         outputs: &[DeviceView<'_>],
     ) -> Result<(), BackendError>;
 
+    /// Things worth telling the user that are not errors (an engine built
+    /// on another GPU model; a CUDA graph that could not be captured).
+    fn warnings(&self) -> &[String] {
+        &[]
+    }
+
     fn inputs(&self) -> Vec<&TensorDesc> {
         self.tensors().iter().filter(|t| t.role == TensorRole::Input).collect()
     }
@@ -153,6 +163,96 @@ pub trait Backend {
     fn outputs(&self) -> Vec<&TensorDesc> {
         self.tensors().iter().filter(|t| t.role == TensorRole::Output).collect()
     }
+}
+
+/// What [`smoke_test`] saw.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SmokeReport {
+    pub backend: String,
+    pub batch: usize,
+    pub runs: usize,
+    /// Wall time per inference over all runs, the first (graph capture) included.
+    pub ms_per_run: f64,
+    pub workspace_bytes: usize,
+    pub tensors: Vec<TensorDesc>,
+    /// The backend's warnings after the runs.
+    pub warnings: Vec<String>,
+}
+
+/// The first element of `bytes` (of `dtype`) that is not finite, with its value.
+fn first_non_finite(dtype: DType, bytes: &[u8]) -> Option<(usize, String)> {
+    match dtype {
+        DType::F32 => bytes.chunks_exact(4).enumerate().find_map(|(i, b)| {
+            let v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            (!v.is_finite()).then(|| (i, v.to_string()))
+        }),
+        DType::F16 => bytes.chunks_exact(2).enumerate().find_map(|(i, b)| {
+            let v = half::f16::from_le_bytes([b[0], b[1]]);
+            (!v.is_finite()).then(|| (i, v.to_string()))
+        }),
+    }
+}
+
+/// Runs `backend` `runs` times on zeroed inputs, every buffer and its
+/// workspace from one VRAM pool as the pipeline will give them, and checks
+/// that every output element is finite. Outputs start as NaN, so an output
+/// the engine never writes fails too. `vrseg build-engine` runs this on the
+/// engine it has just written. Takes the backend by value: the pool it binds
+/// is freed on return, so the backend must not enqueue again.
+pub fn smoke_test<B: Backend>(gpu: &Gpu, mut backend: B, runs: usize) -> Result<SmokeReport, BackendError> {
+    let runs = runs.max(1);
+    let tensors = backend.tensors().to_vec();
+    let mut plan = PoolPlan::new();
+    let ids: Vec<BufferId> =
+        tensors.iter().map(|t| plan.buffer(format!("{}.{}", t.role, t.name), t.bytes().max(1))).collect();
+    let workspace_bytes = backend.workspace_bytes();
+    let workspace = (workspace_bytes > 0).then(|| plan.buffer("engine.workspace", workspace_bytes));
+    let pool = VramPool::reserve(gpu, &plan)?;
+    let stream = gpu.new_stream()?;
+    if let Some(id) = workspace {
+        // SAFETY: the pool outlives every use of the backend: the backend is
+        // dropped (after a synchronise) before the pool, below.
+        unsafe { backend.bind_workspace(pool.buffer(id)) }?;
+    }
+    for (t, &id) in tensors.iter().zip(&ids) {
+        // Zeros in, NaN (all bits set) out.
+        let fill = if t.role == TensorRole::Input { 0u8 } else { 0xff };
+        pool.buffer(id).upload_blocking(&stream, &vec![fill; t.bytes()])?;
+    }
+    let views = |role| -> Vec<DeviceView<'_>> {
+        tensors.iter().zip(&ids).filter(|(t, _)| t.role == role).map(|(_, &id)| pool.buffer(id)).collect()
+    };
+    let (inputs, outputs) = (views(TensorRole::Input), views(TensorRole::Output));
+    let started = std::time::Instant::now();
+    for _ in 0..runs {
+        backend.enqueue(&stream, &inputs, &outputs)?;
+    }
+    stream.synchronize().check("cuStreamSynchronize")?;
+    let ms_per_run = started.elapsed().as_secs_f64() * 1e3 / runs as f64;
+    for (t, &id) in tensors.iter().zip(&ids).filter(|(t, _)| t.role == TensorRole::Output) {
+        let mut bytes = vec![0u8; t.bytes()];
+        pool.buffer(id).download_blocking(&stream, &mut bytes)?;
+        if let Some((index, value)) = first_non_finite(t.dtype, &bytes) {
+            return Err(BackendError::NotFinite {
+                backend: backend.name().to_string(),
+                tensor: t.name.clone(),
+                index,
+                value,
+            });
+        }
+    }
+    let report = SmokeReport {
+        backend: backend.name().to_string(),
+        batch: backend.batch_size(),
+        runs,
+        ms_per_run,
+        workspace_bytes,
+        tensors,
+        warnings: backend.warnings().to_vec(),
+    };
+    drop(backend);
+    drop(pool);
+    Ok(report)
 }
 
 /// A buffer as [`check_buffers`] sees it: name, device address, bytes.
@@ -237,6 +337,16 @@ mod tests {
                 shape: vec![2, 32, 160, 160],
             },
         ]
+    }
+
+    #[test]
+    fn non_finite_outputs_are_found_with_their_index() {
+        let f32s: Vec<u8> = [1.0f32, 2.0, f32::NAN].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(first_non_finite(DType::F32, &f32s), Some((2, "NaN".into())));
+        assert_eq!(first_non_finite(DType::F32, &f32s[..8]), None);
+        let f16s: Vec<u8> = [half::f16::ONE, half::f16::INFINITY].iter().flat_map(|v| v.to_le_bytes()).collect();
+        assert_eq!(first_non_finite(DType::F16, &f16s), Some((1, "inf".into())));
+        assert_eq!(first_non_finite(DType::F16, &[0xff, 0xff]).map(|(i, _)| i), Some(0));
     }
 
     #[test]

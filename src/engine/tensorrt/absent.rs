@@ -57,10 +57,6 @@ impl TensorRtBackend {
         Err(unavailable(&options.search))
     }
 
-    pub fn warnings(&self) -> &[String] {
-        match self.never {}
-    }
-
     pub fn metadata(&self) -> Option<&EngineMetadata> {
         match self.never {}
     }

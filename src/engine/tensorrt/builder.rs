@@ -10,13 +10,21 @@ use super::handles::{shared_library, BuildSettings, Network};
 use super::request::{BuildReport, BuildRequest, Precision};
 use super::search::LibrarySearch;
 use super::shapes::{metadata_tensor, plan_profile};
+use super::{LoadOptions, TensorRtBackend};
+use crate::engine::backend::smoke_test;
 use crate::gpu::Gpu;
+
+/// Inferences on zeros after a build: the first captures the CUDA graph,
+/// the others replay it.
+const VERIFY_RUNS: usize = 3;
 
 /// Builds the engine `request` describes. In order, so that the first
 /// problem found is the one reported: the request itself (no TensorRT
 /// needed), TensorRT and its ONNX parser ("TensorRT not found (searched:
 /// …)"), the GPU, the model, the build. The engine file is written whole or
-/// not at all (`.partial`, then a rename), and so is the timing cache.
+/// not at all (`.partial`, then a rename), and so is the timing cache. With
+/// `request.verify` the engine is then loaded back through
+/// [`TensorRtBackend`] and run on zeros ([`smoke_test`]).
 pub fn build_engine(request: &BuildRequest, search: &LibrarySearch) -> Result<BuildReport, TensorRtError> {
     request.check(super::header_version())?;
     let library = shared_library(search)?;
@@ -73,14 +81,31 @@ pub fn build_engine(request: &BuildRequest, search: &LibrarySearch) -> Result<Bu
     if let (Some(path), Some(cache)) = (&request.timing_cache, &built.timing_cache) {
         write_atomically(path, &[cache.as_slice()])?;
     }
+    let bytes = (header.len() + plan.len()) as u64;
+    let seconds = started.elapsed().as_secs_f64();
+    // The builder's memory goes before the engine is loaded back.
+    drop(built);
+    drop(network);
+    let verified = if request.verify {
+        let options = LoadOptions { batch: None, cuda_graph: true, search: search.clone() };
+        let report = TensorRtBackend::load(&gpu, &request.output, &options)
+            .map_err(|e| e.to_string())
+            .and_then(|backend| smoke_test(&gpu, backend, VERIFY_RUNS).map_err(|e| e.to_string()))
+            .map_err(|reason| TensorRtError::VerifyFailed { path: request.output.clone(), reason })?;
+        warnings.extend(report.warnings.iter().cloned());
+        Some(report)
+    } else {
+        None
+    };
     Ok(BuildReport {
         output: request.output.clone(),
-        bytes: (header.len() + plan.len()) as u64,
+        bytes,
         tensorrt: library.version(),
         gpu: format!("{} ({})", props.name, props.sm()),
         tensors: metadata.tensors,
-        seconds: started.elapsed().as_secs_f64(),
+        seconds,
         timing_cache: request.timing_cache.clone(),
+        verified,
         warnings,
     })
 }

@@ -83,6 +83,13 @@ pub enum TensorRtError {
     #[error("{0}")]
     Unsupported(String),
 
+    /// The engine was written but did not run back through the runtime path.
+    #[error(
+        "built {path}, but running it back on zeros failed: {reason}; the file is kept for inspection (rebuild with \
+         --no-verify to skip this check)"
+    )]
+    VerifyFailed { path: PathBuf, reason: String },
+
     /// A shim call failed; `message` quotes TensorRT's log.
     #[error("{call} failed: {message}")]
     Call { call: &'static str, message: String },

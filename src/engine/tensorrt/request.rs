@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use super::error::TensorRtError;
 use super::file::{BatchRange, MetadataTensor};
 use super::version::TrtVersion;
+use crate::engine::backend::SmokeReport;
 
 /// How the builder may lower the model's precision.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -47,6 +48,8 @@ pub struct BuildRequest {
     /// Builder optimisation level 0..=5; None leaves TensorRT's default (3).
     pub optimization_level: Option<u8>,
     pub gpu: usize,
+    /// Load the written engine back and run it on zeros (`smoke_test`).
+    pub verify: bool,
 }
 
 /// What a build produced, for the summary `build-engine` prints.
@@ -60,6 +63,8 @@ pub struct BuildReport {
     pub tensors: Vec<MetadataTensor>,
     pub seconds: f64,
     pub timing_cache: Option<PathBuf>,
+    /// The engine run back through the runtime path, when asked.
+    pub verified: Option<SmokeReport>,
     pub warnings: Vec<String>,
 }
 
@@ -192,6 +197,7 @@ mod tests {
             timing_cache: None,
             optimization_level: None,
             gpu: 0,
+            verify: true,
         }
     }
 

@@ -173,12 +173,6 @@ impl TensorRtBackend {
         })
     }
 
-    /// Things worth telling the user (another GPU model of the same
-    /// architecture; a CUDA graph that could not be captured).
-    pub fn warnings(&self) -> &[String] {
-        &self.warnings
-    }
-
     /// The engine's vrseg header, when it has one.
     pub fn metadata(&self) -> Option<&EngineMetadata> {
         self.metadata.as_ref()
@@ -231,6 +225,10 @@ impl Backend for TensorRtBackend {
 
     fn workspace_bytes(&self) -> usize {
         self.workspace_bytes
+    }
+
+    fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     unsafe fn bind_workspace(&mut self, workspace: DeviceView<'_>) -> Result<(), BackendError> {

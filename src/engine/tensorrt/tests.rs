@@ -331,6 +331,7 @@ fn a_rejected_build_request_never_loads_tensorrt() {
         timing_cache: None,
         optimization_level: None,
         gpu: 0,
+        verify: true,
     };
     let err = super::build_engine(&request, &search_in(&dir)).unwrap_err();
     assert!(matches!(err, TensorRtError::InvalidRequest(_)), "{err}");
