@@ -183,7 +183,10 @@ impl TensorRtBackend {
     /// keep enqueueing directly.
     fn capture(&mut self, stream: &Arc<CudaStream>, addresses: Vec<u64>) -> Result<(), BackendError> {
         use cu::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL;
-        stream.begin_capture(CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).check("cuStreamBeginCapture")?;
+        if let Err(e) = stream.begin_capture(CU_STREAM_CAPTURE_MODE_THREAD_LOCAL) {
+            let status = crate::gpu::error::driver_status_text(&e);
+            return self.no_graph(format!("cuStreamBeginCapture: {status}"));
+        }
         // SAFETY: as for the direct enqueue in `enqueue` (same bindings, same
         // stream); during capture TensorRT records instead of launching.
         let enqueued = unsafe { self.context.enqueue(stream.cu_stream().cast::<c_void>()) };
@@ -198,8 +201,13 @@ impl TensorRtBackend {
             (Ok(()), Err(e)) => format!("cuStreamEndCapture: {}", crate::gpu::error::driver_status_text(&e)),
             (Ok(()), Ok(None)) => "the capture recorded nothing".into(),
         };
+        self.no_graph(failure)
+    }
+
+    /// Gives up on graphs for this backend, with a warning saying why.
+    fn no_graph(&mut self, why: String) -> Result<(), BackendError> {
         self.use_graph = false;
-        self.warnings.push(format!("{}: no CUDA graph ({failure}); enqueueing directly", self.name));
+        self.warnings.push(format!("{}: no CUDA graph ({why}); enqueueing directly", self.name));
         Ok(())
     }
 }
