@@ -84,7 +84,7 @@ for spec in $parity_wheels; do
     fi
     cp bundle-extra/parity-wheels/"${name//-/_}"-"$version"-*.whl bundle/parity/wheels/
 done
-cp tools/parity/ultralytics_parity.py bundle/parity/
+cp tools/parity/ultralytics_parity.py tools/export/export_yolo_seg.py bundle/parity/
 
 cat > bundle/run.sh <<'RUN'
 #!/usr/bin/env bash

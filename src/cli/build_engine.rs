@@ -1,20 +1,33 @@
-//! `vrseg build-engine`: an ONNX model → an engine file for one backend.
-//! Build time only: the runtime loads the engine file and never parses ONNX.
+//! `vrseg build-engine MODEL.onnx -o OUT [--backend native|tensorrt]`: an
+//! ONNX model → an engine file. Build time only: the runtime loads the
+//! engine file and never parses ONNX.
+//!
+//! - `--backend native` (the default): the native engine's plan, on any
+//!   machine (no GPU needed): import, fuse, plan memory, write the plan.
+//! - `--backend tensorrt`: a TensorRT engine, built by TensorRT's ONNX parser
+//!   and builder on the GPU that will run it, then loaded back and run once.
+//!
+//! Each backend has options the other does not take; giving one to the
+//! wrong backend is a usage error (exit 2) naming the backend it belongs to.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::bail;
-use clap::ValueEnum;
+use clap::{CommandFactory as _, ValueEnum};
 
+use vrseg::engine::build::import::{import_file, ImportOptions};
+use vrseg::engine::build::{build_plan, fill_stripped_weights, BuildReport};
 use vrseg::engine::tensorrt::{self, BatchRange, BuildRequest, LibrarySearch, LogLevel, Precision, TensorRtError};
 
 use super::{exit, print_err, print_out};
 
+/// The native engine's batch limit (issue #5: batch 1 to 64).
+const NATIVE_MAX_BATCH: u32 = 64;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BackendArg {
-    /// vrseg's own plan executor.
+    /// vrseg's own engine: a plan file, built without a GPU.
     Native,
-    /// NVIDIA TensorRT 10 or 11, loaded at run time.
+    /// NVIDIA TensorRT 10 or 11, loaded at run time: an engine built on the GPU that will run it.
     Tensorrt,
 }
 
@@ -28,65 +41,188 @@ fn parse_input_size(text: &str) -> Result<(u32, u32), String> {
     }
 }
 
+const TRT: &str = "TensorRT (--backend tensorrt)";
+const NATIVE: &str = "Native engine (--backend native, the default)";
+
 #[derive(Debug, clap::Args)]
 pub struct BuildEngineArgs {
-    /// The ONNX model.
-    model: PathBuf,
+    /// The ONNX model (tools/export/export_yolo_seg.py writes one from an Ultralytics .pt).
+    pub model: PathBuf,
+    /// The engine file to write (conventionally engines/NAME.plan for the native engine, engines/NAME.engine for
+    /// TensorRT); written under a temporary name and renamed when whole.
+    #[arg(short, long, value_name = "OUT")]
+    pub output: PathBuf,
     /// The engine to build for.
     #[arg(long, value_enum, default_value_t = BackendArg::Native)]
-    backend: BackendArg,
-    /// The engine file to write (written as OUT.partial and renamed when whole).
-    #[arg(short, long, value_name = "OUT")]
-    output: PathBuf,
+    pub backend: BackendArg,
+    /// Native: images per inference, 1 to 64 (default 1), pinned into the model. TensorRT: the optimisation
+    /// profile's batch range MIN:OPT:MAX (N means N:N:N), for a model exported with a dynamic batch.
+    #[arg(long, value_parser = tensorrt::parse_batch, value_name = "N|MIN:OPT:MAX")]
+    pub batch: Option<BatchRange>,
+
+    /// Weight and activation precision (FP16 is the one the native engine runs; the default).
+    #[arg(long, value_parser = ["fp16"], help_heading = NATIVE)]
+    pub precision: Option<String>,
+    /// Accept a model whose convolution weights were stripped (the test
+    /// fixtures in tests/data/models) and fill them with seeded random
+    /// values: for tests, speed measurements and the embedded demo only.
+    #[arg(long, value_name = "SEED", hide = true)]
+    pub fill_stripped_weights: Option<u64>,
+
     /// TensorRT 10: let the builder use FP16 kernels (TensorRT 11 takes the precision from the model).
-    #[arg(long, conflicts_with = "int8")]
-    fp16: bool,
+    #[arg(long, conflicts_with = "int8", help_heading = TRT)]
+    pub fp16: bool,
     /// TensorRT 10: INT8 kernels for a model quantised with Q/DQ nodes.
-    #[arg(long)]
-    int8: bool,
+    #[arg(long, help_heading = TRT)]
+    pub int8: bool,
     /// INT8 calibration batches (not supported: the error says what to do instead).
-    #[arg(long, value_name = "DIR", requires = "int8")]
-    calib: Option<PathBuf>,
-    /// Batch range MIN:OPT:MAX (or N) of the optimisation profile, for a model with a dynamic batch.
-    #[arg(long, value_parser = tensorrt::parse_batch, value_name = "MIN:OPT:MAX")]
-    batch: Option<BatchRange>,
+    #[arg(long, value_name = "DIR", requires = "int8", help_heading = TRT)]
+    pub calib: Option<PathBuf>,
     /// HEIGHTxWIDTH for a model with dynamic spatial dimensions.
-    #[arg(long, value_parser = parse_input_size, value_name = "HxW")]
-    input_size: Option<(u32, u32)>,
+    #[arg(long, value_parser = parse_input_size, value_name = "HxW", help_heading = TRT)]
+    pub input_size: Option<(u32, u32)>,
     /// Builder workspace limit in MiB (default: TensorRT's).
-    #[arg(long, value_name = "MIB")]
-    workspace: Option<u64>,
+    #[arg(long, value_name = "MIB", help_heading = TRT)]
+    pub workspace: Option<u64>,
     /// Timing cache: read when it exists, written after the build (later builds go faster).
-    #[arg(long, value_name = "FILE")]
-    timing_cache: Option<PathBuf>,
+    #[arg(long, value_name = "FILE", help_heading = TRT)]
+    pub timing_cache: Option<PathBuf>,
     /// Builder optimisation level, 0 to 5 (TensorRT's default: 3).
-    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=5))]
-    opt_level: Option<u8>,
-    #[arg(long, default_value_t = 0)]
-    gpu: usize,
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=5), help_heading = TRT)]
+    pub opt_level: Option<u8>,
+    /// The GPU to build on (default 0).
+    #[arg(long, help_heading = TRT)]
+    pub gpu: Option<usize>,
     /// Do not load the engine back and run it on zeros after building it.
-    #[arg(long)]
-    no_verify: bool,
+    #[arg(long, help_heading = TRT)]
+    pub no_verify: bool,
     /// Also print TensorRT's information messages (its warnings always show).
-    #[arg(long)]
-    verbose: bool,
+    #[arg(long, help_heading = TRT)]
+    pub verbose: bool,
     /// Print the summary as one JSON object.
-    #[arg(long)]
-    json: bool,
+    #[arg(long, help_heading = TRT)]
+    pub json: bool,
+}
+
+impl BuildEngineArgs {
+    /// The options given that belong to the other backend, by flag name.
+    fn foreign_options(&self) -> Vec<&'static str> {
+        let given = |present: bool, flag: &'static str| present.then_some(flag);
+        match self.backend {
+            BackendArg::Native => [
+                given(self.fp16, "--fp16"),
+                given(self.int8, "--int8"),
+                given(self.calib.is_some(), "--calib"),
+                given(self.input_size.is_some(), "--input-size"),
+                given(self.workspace.is_some(), "--workspace"),
+                given(self.timing_cache.is_some(), "--timing-cache"),
+                given(self.opt_level.is_some(), "--opt-level"),
+                given(self.gpu.is_some(), "--gpu"),
+                given(self.no_verify, "--no-verify"),
+                given(self.verbose, "--verbose"),
+                given(self.json, "--json"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+            BackendArg::Tensorrt => [
+                given(self.precision.is_some(), "--precision"),
+                given(self.fill_stripped_weights.is_some(), "--fill-stripped-weights"),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
+        }
+    }
+
+    /// Argument checks clap cannot express (they depend on --backend):
+    /// the sentence for a usage error, or None.
+    fn usage_error(&self) -> Option<String> {
+        let foreign = self.foreign_options();
+        if !foreign.is_empty() {
+            let (theirs, hint) = match self.backend {
+                BackendArg::Native => ("TensorRT's (add --backend tensorrt)", ""),
+                BackendArg::Tensorrt => (
+                    "the native engine's",
+                    if self.precision.is_some() {
+                        "; TensorRT 10 takes --fp16, TensorRT 11 the model's own types"
+                    } else {
+                        ""
+                    },
+                ),
+            };
+            let list = foreign.join(", ");
+            let are = if foreign.len() == 1 { "is" } else { "are" };
+            return Some(format!("{list} {are} {theirs} option{}{hint}", if foreign.len() == 1 { "" } else { "s" }));
+        }
+        if self.backend == BackendArg::Native {
+            if let Some(b) = self.batch {
+                if b.min != b.max || b.min != b.opt {
+                    return Some(format!(
+                        "--batch {}:{}:{}: the native engine is built for one batch size; give --batch N",
+                        b.min, b.opt, b.max
+                    ));
+                }
+                if b.min > NATIVE_MAX_BATCH {
+                    return Some(format!("--batch {}: the native engine takes 1 to {NATIVE_MAX_BATCH}", b.min));
+                }
+            }
+        }
+        None
+    }
 }
 
 pub fn run(args: BuildEngineArgs) -> anyhow::Result<exit::Code> {
+    if let Some(message) = args.usage_error() {
+        // A usage error like clap's own: its format and exit code 2.
+        let mut command = super::Cli::command();
+        let command = command.find_subcommand_mut("build-engine").expect("build-engine is a subcommand");
+        command.error(clap::error::ErrorKind::ArgumentConflict, message).exit();
+    }
     match args.backend {
-        BackendArg::Native => run_native(args),
+        BackendArg::Native => run_native(&args),
         BackendArg::Tensorrt => run_tensorrt(args),
     }
 }
 
-fn run_native(args: BuildEngineArgs) -> anyhow::Result<exit::Code> {
-    bail!(
-        "vrseg build-engine --backend native is not built yet (it arrives with the native engine); to build {} now, \
-         use --backend tensorrt on a machine with TensorRT",
-        args.model.display()
+fn run_native(args: &BuildEngineArgs) -> anyhow::Result<exit::Code> {
+    let batch = args.batch.map_or(1, |b| b.min);
+    let options =
+        ImportOptions { batch: Some(batch as usize), allow_empty_initializers: args.fill_stripped_weights.is_some() };
+    let mut graph = import_file(&args.model, &options)?;
+    if let Some(seed) = args.fill_stripped_weights {
+        let filled = fill_stripped_weights(&mut graph, seed);
+        print_err(&format!(
+            "filled {filled} stripped weight tensors with random values (seed {seed}): masks will be meaningless"
+        ));
+    }
+    let source = args.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let report = build_plan(graph, &source, &args.output)?;
+    print_out(&describe(&args.model, &args.output, &report))?;
+    print_err("note: the native engine's GPU runtime is not built yet; this plan is what it will load");
+    Ok(exit::Code::Success)
+}
+
+fn describe(model: &Path, out: &Path, r: &BuildReport) -> String {
+    let shapes =
+        |v: &[(String, Vec<usize>)]| v.iter().map(|(n, s)| format!("{n} {s:?}")).collect::<Vec<_>>().join(", ");
+    let ops = r.ops.iter().map(|(op, n)| format!("{op} {n}")).collect::<Vec<_>>().join(", ");
+    format!(
+        "{} -> {} ({:.1} MB)\n  inputs: {}\n  outputs: {}\n  {} ONNX nodes -> {} after fusion ({} Conv+SiLU, {} residual adds)\n  ops: {}\n  activations: {:.1} MB arena at FP16 ({:.1} MB without reuse); {} concats written in place, {} splits as views\n",
+        model.display(),
+        out.display(),
+        r.plan_bytes as f64 / 1e6,
+        shapes(&r.inputs),
+        shapes(&r.outputs),
+        r.onnx_nodes,
+        r.plan_nodes,
+        r.fusions.silu,
+        r.fusions.residual,
+        ops,
+        r.memory.arena_elements as f64 * 2e-6,
+        r.memory.unshared_elements as f64 * 2e-6,
+        r.memory.concats_in_place,
+        r.memory.splits_as_views,
     )
 }
 
@@ -107,13 +243,13 @@ fn run_tensorrt(args: BuildEngineArgs) -> anyhow::Result<exit::Code> {
         workspace_mib: args.workspace,
         timing_cache: args.timing_cache,
         optimization_level: args.opt_level,
-        gpu: args.gpu,
+        gpu: args.gpu.unwrap_or(0),
         verify: !args.no_verify,
     };
     tensorrt::set_log_level(if args.verbose { LogLevel::Info } else { LogLevel::Warnings });
     let report = match tensorrt::build_engine(&request, &LibrarySearch::from_env()) {
         Ok(report) => report,
-        // GPU errors keep their own type, so `main` gives them their exit code.
+        // A GPU error goes up as itself, so that `main` gives it its exit code (3).
         Err(TensorRtError::Gpu(e)) => return Err(e.into()),
         Err(e) => return Err(e.into()),
     };

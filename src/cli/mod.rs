@@ -74,7 +74,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Build an engine file from an ONNX model (build time; the runtime loads the engine).
+    /// Turn an ONNX model into an engine: a native plan (no GPU needed) or, with --backend tensorrt, a TensorRT engine.
     BuildEngine(build_engine::BuildEngineArgs),
     /// Run one kernel family on raw arrays (for parity tools; see tools/parity).
     #[command(hide = true)]
@@ -188,8 +188,8 @@ pub fn run(cli: Cli) -> anyhow::Result<exit::Code> {
             }
             Ok(exit::Code::Success)
         }
-        Command::BuildEngine(args) => build_engine::run(args),
         Command::Dev { what } => dev::run(what),
+        Command::BuildEngine(args) => build_engine::run(args),
         Command::Selftest { gpu, frames, seed, json } => {
             let seed = seed.unwrap_or_else(|| {
                 std::time::SystemTime::now()

@@ -234,7 +234,40 @@ fn dev_letterbox_rejects_a_frame_of_the_wrong_size_before_touching_the_gpu() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-// ---- vrseg build-engine (TensorRT backend; the native one is not built yet) ----
+#[test]
+fn build_engine_writes_a_plan_or_a_sentence_and_nothing_else() {
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/models/yolo11n-seg-320.structure.onnx");
+    let dir = std::env::temp_dir().join(format!("vrseg-cli-build-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let plan = dir.join("y.plan");
+    let plan_arg = plan.to_str().unwrap();
+
+    // Stripped weights without the fixture flag: one sentence, no file.
+    let out = vrseg(&["build-engine", model, "-o", plan_arg]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("no data") && err.contains("model.1.conv.weight"), "{err}");
+    assert!(!plan.exists());
+
+    // Not a model at all.
+    let bogus = dir.join("bogus.onnx");
+    std::fs::write(&bogus, b"this is not protobuf \xff\xff\xff").unwrap();
+    let out = vrseg(&["build-engine", bogus.to_str().unwrap(), "-o", plan_arg]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("not a readable ONNX model"), "{err}");
+    assert!(!plan.exists());
+
+    let out = vrseg(&["build-engine", model, "-o", plan_arg, "--batch", "2", "--fill-stripped-weights", "3"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("images [2, 3, 320, 320]") && text.contains("output1 [2, 32, 80, 80]"), "{text}");
+    assert!(text.contains("86 Conv+SiLU"), "{text}");
+    let bytes = std::fs::read(&plan).unwrap();
+    assert_eq!(&bytes[..8], b"VRSEGPLN");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+// ---- vrseg build-engine --backend tensorrt, and options per backend ----
 
 fn vrseg_with_env(args: &[&str], env: &[(&str, &std::path::Path)]) -> Output {
     let bin = std::env::var_os("VRSEG_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_vrseg").into());
@@ -315,11 +348,26 @@ fn build_engine_refuses_int8_calibration_before_looking_for_tensorrt() {
 }
 
 #[test]
-fn build_engine_native_is_not_built_yet() {
-    let (dir, model, engine) = build_engine_scratch("native");
-    let out = vrseg(&["build-engine", &model, "-o", engine.to_str().unwrap()]);
-    let stderr = one_line_error(&out);
-    assert!(stderr.contains("--backend native is not built yet"), "{stderr}");
+fn build_engine_refuses_the_other_backends_options() {
+    let (dir, model, engine) = build_engine_scratch("foreign");
+    let out_path = engine.to_str().unwrap();
+    for (extra, needle) in [
+        // The default backend is the native one: TensorRT's options are refused, by name.
+        (&["--fp16"][..], "--fp16 is TensorRT's (add --backend tensorrt) option"),
+        (&["--json", "--timing-cache", "x.cache"][..], "--timing-cache, --json are TensorRT's"),
+        (&["--batch", "1:2:8"][..], "the native engine is built for one batch size; give --batch N"),
+        (&["--batch", "65"][..], "--batch 65: the native engine takes 1 to 64"),
+        (&["--backend", "tensorrt", "--precision", "fp16"][..], "--precision is the native engine's option"),
+        (&["--backend", "tensorrt", "--fill-stripped-weights", "3"][..], "--fill-stripped-weights is the native"),
+    ] {
+        let mut args = vec!["build-engine", &model, "-o", out_path];
+        args.extend_from_slice(extra);
+        let out = vrseg(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {stderr}");
+        assert!(stderr.contains(needle), "{extra:?}: {stderr}");
+        assert!(!engine.exists(), "{extra:?}: no engine may be written");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

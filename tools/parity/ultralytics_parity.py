@@ -23,8 +23,8 @@ the wheels in WHEELS, offline):
       Checked: the kept anchors (same set, same order), boxes and scores,
       and the union of the instance masks per eye: IoU >= 0.99.
    Random weights score every class low, so `conf` is set per frame so that
-   about 60 candidates enter NMS (see choose_conf; `randomize` says why the
-   weights are spread out first).
+   about 60 candidates enter NMS (see choose_conf; `randomize` in
+   tools/export/export_yolo_seg.py says why the weights are spread out first).
 
 Prints a table and writes parity.json to OUT_DIR; exits 1 when a check fails.
 Usage: ultralytics_parity.py --vrseg BIN --wheels DIR --work DIR [--out DIR]
@@ -38,6 +38,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+# The seeded weight spreading is the export tool's (tools/export; the GPU
+# bundle copies it beside this script): one definition for both.
+_here = Path(__file__).resolve().parent
+sys.path.insert(0, str(_here if (_here / "export_yolo_seg.py").exists() else _here.parent / "export"))
+from export_yolo_seg import randomize  # noqa: E402
 
 # (name, layout, width, height, classes): 16:9 eyes side by side (letterbox
 # padding top and bottom), square eyes (none), 16:9 eyes top/bottom.
@@ -161,30 +167,6 @@ def choose_conf(output0: np.ndarray, person_only: bool) -> float:
     return float(values[-1]) - 1e-6
 
 
-def randomize(model) -> None:
-    """Spreads the random weights out. Ultralytics' initialisation leaves a
-    fresh model's class scores at sigmoid(bias) to the last bit for most
-    anchors (about 1.6e-4): thousands of exact ties, which no two NMS
-    implementations order alike. He-normal convolutions and perturbed
-    batch-norm statistics give every anchor its own score. The DFL
-    convolution (fixed, not trainable) is left alone."""
-    import torch
-
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.Conv2d) and m.weight.requires_grad:
-                fan_in = m.weight[0].numel()
-                m.weight.copy_(torch.randn(m.weight.shape, generator=gen) * (2.0 / fan_in) ** 0.5)
-                if m.bias is not None:
-                    m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.5)
-            elif isinstance(m, torch.nn.BatchNorm2d):
-                m.weight.copy_(0.8 + 0.4 * torch.rand(m.weight.shape, generator=gen))
-                m.bias.copy_(0.2 * torch.randn(m.bias.shape, generator=gen))
-                m.running_mean.copy_(0.2 * torch.randn(m.running_mean.shape, generator=gen))
-                m.running_var.copy_(0.8 + 0.4 * torch.rand(m.running_var.shape, generator=gen))
-
-
 def ultralytics_postprocess(out0: np.ndarray, out1: np.ndarray, conf: float, person_only: bool, eye_hw):
     """What SegmentationPredictor (retina_masks=True) does with one image's heads."""
     import torch
@@ -227,7 +209,7 @@ def run(args) -> int:
     torch.manual_seed(0)
     os.chdir(work)
     model = YOLO("yolo11n-seg.yaml")
-    randomize(model.model)
+    randomize(model.model, 1)
     onnx_path = Path(model.export(format="onnx", imgsz=INPUT, opset=17, simplify=True))
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     print(f"ultralytics {ultralytics.__version__}, torch {torch.__version__}, onnxruntime {ort.__version__}, "

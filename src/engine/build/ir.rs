@@ -127,18 +127,34 @@ pub enum Op {
     /// "asymmetric", nearest_mode "floor", integer scales per axis (what
     /// nn.Upsample(scale_factor=2) exports); the output shape is the input's
     /// times `scales`.
-    ResizeNearest { scales: Vec<usize> },
+    ResizeNearest {
+        scales: Vec<usize>,
+    },
     /// Concatenation along `axis` (non-negative).
-    Concat { axis: usize },
+    Concat {
+        axis: usize,
+    },
     /// Split along `axis` into outputs of `sizes` (their sum is the axis).
-    Split { axis: usize, sizes: Vec<usize> },
+    Split {
+        axis: usize,
+        sizes: Vec<usize>,
+    },
     /// ONNX Slice with constant bounds, one entry per axis listed, already
     /// clamped to the shape (start and end in 0..=dim, step >= 1).
-    Slice { axes: Vec<usize>, starts: Vec<usize>, ends: Vec<usize>, steps: Vec<usize> },
+    Slice {
+        axes: Vec<usize>,
+        starts: Vec<usize>,
+        ends: Vec<usize>,
+        steps: Vec<usize>,
+    },
     /// Reshape to the (resolved, all positive) output shape: a view.
-    Reshape { shape: Vec<usize> },
+    Reshape {
+        shape: Vec<usize>,
+    },
     /// ONNX Transpose: output axis i is input axis perm[i].
-    Transpose { perm: Vec<usize> },
+    Transpose {
+        perm: Vec<usize>,
+    },
     /// ONNX MatMul (numpy matmul: batched over leading axes, broadcasting).
     MatMul,
     Add,
@@ -147,7 +163,9 @@ pub enum Op {
     Div,
     Sigmoid,
     /// ONNX Softmax (opset >= 13): along `axis` only.
-    Softmax { axis: usize },
+    Softmax {
+        axis: usize,
+    },
 }
 
 impl Op {

@@ -1,0 +1,301 @@
+//! Activation memory for a fused graph: which values are views of others,
+//! and where in one arena each stored value lives, by liveness.
+//!
+//! - Reshape's output is its input (same bytes, another shape).
+//! - Split along the channel axis yields views: output k is channels
+//!   [c_k, c_k + n_k) of its input, read in place.
+//! - Concat along the channel axis is removed: each input is written by its
+//!   producer straight into its channel slice of the output. It applies when
+//!   every input is written by a kernel (not a view, a constant, a model
+//!   input or output), appears once, and is not reshaped anywhere; a run of
+//!   inputs that are one split's outputs in order stands for the split's
+//!   input (YOLO's C2f/C3k2 blocks concatenate their own split halves).
+//!   Readers of a slice read it in place.
+//!
+//! A channel slice of an NCHW [N, C, H, W] tensor is contiguous within one
+//! image and strided across the batch, so every placement carries its batch
+//! stride: kernels address element (n, i) of a value as
+//! `root + offset + n * batch_stride + i`.
+//!
+//! Roots (values that own storage) get arena offsets by liveness: a root is
+//! live from the first node writing it or any of its views to the last node
+//! reading any of them; roots whose intervals overlap never share bytes.
+//! Offsets are assigned greedily, largest first, at the lowest 256-byte
+//! aligned offset that fits (the usual best-fit heuristic for this problem).
+
+use super::ir::{Graph, Op, ValueId};
+
+/// Where a value's elements are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Storage {
+    /// Bytes of the activation arena, from `Placement::offset`.
+    Arena,
+    /// The model input with this index (bound by the caller).
+    Input(usize),
+    /// The model output with this index (bound by the caller).
+    Output(usize),
+    /// A constant (weights section of the plan).
+    Constant,
+}
+
+/// A value's address, in elements from its storage's start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Placement {
+    pub storage: Storage,
+    /// The value that owns the storage this one is a view of (itself when
+    /// it owns its storage).
+    pub root: usize,
+    /// Elements from the start of the storage (Arena: bytes / element size
+    /// of the plan's precision).
+    pub offset: usize,
+    /// Elements between consecutive images of the batch (dim 0).
+    pub batch_stride: usize,
+}
+
+/// The memory plan of a graph: a placement per value and the arena size.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MemoryPlan {
+    pub placements: Vec<Placement>,
+    /// Arena size in elements.
+    pub arena_elements: usize,
+    /// What the arena would be without reuse (sum of all roots), for reports.
+    pub unshared_elements: usize,
+    /// Concats removed (inputs written in place) and splits made views.
+    pub concats_in_place: usize,
+    pub splits_as_views: usize,
+}
+
+/// Alignment of arena roots, in elements (256 bytes at FP16).
+pub const ARENA_ALIGN_ELEMENTS: usize = 128;
+
+/// Where a view's elements are in its parent's image: `offset` elements
+/// from the start (the batch stride is the root's image size).
+#[derive(Debug, Clone, Copy)]
+struct Alias {
+    parent: ValueId,
+    offset: usize,
+}
+
+fn per_image(graph: &Graph, v: ValueId) -> usize {
+    let shape = &graph.values[v].shape;
+    shape.iter().skip(1).product::<usize>().max(1)
+}
+
+/// Plans `graph` (nodes in execution order).
+pub fn plan(graph: &Graph) -> MemoryPlan {
+    let n_values = graph.values.len();
+    let consumers = graph.consumers();
+    let producers = graph.producers();
+    let external = |v: ValueId| graph.inputs.contains(&v) || graph.outputs.contains(&v);
+    let mut alias: Vec<Option<Alias>> = vec![None; n_values];
+    let (mut concats, mut splits) = (0, 0);
+
+    for node in &graph.nodes {
+        match &node.op {
+            Op::Reshape { .. } => {
+                let (x, y) = (node.inputs[0], node.outputs[0]);
+                // A reshape of a strided slice would need a gather; those stay copies.
+                let contiguous = graph.values[x].shape.first().copied().unwrap_or(1) == 1 || alias[x].is_none();
+                if !external(y) && contiguous {
+                    alias[y] = Some(Alias { parent: x, offset: 0 });
+                }
+            }
+            Op::Split { axis: 1, sizes } => {
+                let x = node.inputs[0];
+                let plane = graph.values[x].shape.iter().skip(2).product::<usize>();
+                let mut c0 = 0;
+                for (&y, &n) in node.outputs.iter().zip(sizes) {
+                    if !external(y) {
+                        alias[y] = Some(Alias { parent: x, offset: c0 * plane });
+                    }
+                    c0 += n;
+                }
+                splits += 1;
+            }
+            Op::Concat { axis: 1 } => {
+                let y = node.outputs[0];
+                if external(y) {
+                    continue;
+                }
+                let plane = graph.values[y].shape.iter().skip(2).product::<usize>();
+                // The members to place: each input, except that consecutive
+                // inputs which are all of one channel split's outputs, in
+                // order, stand for the split's input (YOLO's C2f/C3k2 concat
+                // their own split halves: the split's input then sits in the
+                // first channels and its outputs stay views of it).
+                let mut members: Vec<ValueId> = Vec::new();
+                let mut i = 0;
+                while i < node.inputs.len() {
+                    let x = node.inputs[i];
+                    if let Some(p) = producers[x] {
+                        let pn = &graph.nodes[p];
+                        if matches!(pn.op, Op::Split { axis: 1, .. })
+                            && node.inputs.get(i..i + pn.outputs.len()) == Some(&pn.outputs[..])
+                        {
+                            members.push(pn.inputs[0]);
+                            i += pn.outputs.len();
+                            continue;
+                        }
+                    }
+                    members.push(x);
+                    i += 1;
+                }
+                let eligible = members.iter().all(|&x| {
+                    let once = members.iter().filter(|&&o| o == x).count() == 1;
+                    let free = alias[x].is_none() && graph.values[x].constant.is_none() && !external(x);
+                    // Written by a kernel (not itself a view), and not
+                    // reshaped anywhere: a reshape of a batch-strided slice
+                    // would not be a view.
+                    let kernel_output = producers[x].is_some_and(|p| {
+                        !matches!(graph.nodes[p].op, Op::Reshape { .. } | Op::Split { .. } | Op::Concat { .. })
+                    });
+                    let no_reshape = consumers[x].iter().all(|&c| !matches!(graph.nodes[c].op, Op::Reshape { .. }));
+                    once && free && kernel_output && no_reshape
+                });
+                if eligible {
+                    let mut c0 = 0;
+                    for &x in &members {
+                        alias[x] = Some(Alias { parent: y, offset: c0 * plane });
+                        c0 += graph.values[x].shape.get(1).copied().unwrap_or(1);
+                    }
+                    concats += 1;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    // Resolve each value to its root and its offset in it.
+    let mut root = vec![0usize; n_values];
+    let mut offset = vec![0usize; n_values];
+    let mut stride = vec![0usize; n_values];
+    for v in 0..n_values {
+        let (mut r, mut off) = (v, 0usize);
+        while let Some(a) = alias[r] {
+            off += a.offset;
+            r = a.parent;
+        }
+        root[v] = r;
+        offset[v] = off;
+        // Every view of a root steps from image to image as the root does.
+        stride[v] = per_image(graph, r);
+    }
+
+    // Liveness of roots over node indices.
+    let mut first_def = vec![usize::MAX; n_values];
+    let mut last_use = vec![0usize; n_values];
+    for (i, node) in graph.nodes.iter().enumerate() {
+        for &v in &node.outputs {
+            let r = root[v];
+            first_def[r] = first_def[r].min(i);
+            last_use[r] = last_use[r].max(i);
+        }
+        for &v in &node.inputs {
+            let r = root[v];
+            last_use[r] = last_use[r].max(i);
+            first_def[r] = first_def[r].min(i);
+        }
+    }
+
+    let mut placements = Vec::with_capacity(n_values);
+    let mut roots: Vec<ValueId> = (0..n_values)
+        .filter(|&v| root[v] == v && graph.values[v].constant.is_none() && !external(v) && first_def[v] != usize::MAX)
+        .collect();
+    roots.sort_by_key(|&v| std::cmp::Reverse(graph.values[v].elements()));
+    let align = |x: usize| x.div_ceil(ARENA_ALIGN_ELEMENTS) * ARENA_ALIGN_ELEMENTS;
+    let mut arena_offset = vec![0usize; n_values];
+    let mut placed: Vec<(usize, usize, usize, usize)> = Vec::new(); // (start, end, first, last)
+    let mut arena = 0usize;
+    let mut unshared = 0usize;
+    for &v in &roots {
+        let size = align(graph.values[v].elements());
+        unshared += size;
+        let (lo, hi) = (first_def[v], last_use[v]);
+        let mut busy: Vec<(usize, usize)> =
+            placed.iter().filter(|p| p.2 <= hi && lo <= p.3).map(|p| (p.0, p.1)).collect();
+        busy.sort_unstable();
+        let mut at = 0usize;
+        for (s, e) in busy {
+            if at + size <= s {
+                break;
+            }
+            at = at.max(e);
+        }
+        arena_offset[v] = at;
+        placed.push((at, at + size, lo, hi));
+        arena = arena.max(at + size);
+    }
+
+    for v in 0..n_values {
+        let r = root[v];
+        let storage = if graph.values[r].constant.is_some() {
+            Storage::Constant
+        } else if let Some(i) = graph.inputs.iter().position(|&x| x == r) {
+            Storage::Input(i)
+        } else if let Some(i) = graph.outputs.iter().position(|&x| x == r) {
+            Storage::Output(i)
+        } else {
+            Storage::Arena
+        };
+        let base = if storage == Storage::Arena { arena_offset[r] } else { 0 };
+        placements.push(Placement { storage, root: r, offset: base + offset[v], batch_stride: stride[v] });
+    }
+    MemoryPlan {
+        placements,
+        arena_elements: arena,
+        unshared_elements: unshared,
+        concats_in_place: concats,
+        splits_as_views: splits,
+    }
+}
+
+/// Checks the plan's one safety property: two arena values of different
+/// roots whose roots are live at the same node share no element. A root is
+/// live from the first node writing it or any view of it to the last node
+/// reading any of them. Used by tests and by `build-engine` before it
+/// writes a plan.
+pub fn check(graph: &Graph, plan: &MemoryPlan) -> Result<(), String> {
+    let n = graph.values.len();
+    let mut live: Vec<(usize, usize)> = vec![(usize::MAX, 0); n];
+    for (i, node) in graph.nodes.iter().enumerate() {
+        for &v in node.inputs.iter().chain(&node.outputs) {
+            let r = plan.placements[v].root;
+            live[r].0 = live[r].0.min(i);
+            live[r].1 = live[r].1.max(i);
+        }
+    }
+    // Elements a value covers, as one interval over all its images (a
+    // conservative box for batch-strided slices).
+    let extent = |v: usize| {
+        let p = plan.placements[v];
+        let shape = &graph.values[v].shape;
+        let batch = shape.first().copied().unwrap_or(1).max(1);
+        let per = shape.iter().skip(1).product::<usize>().max(1);
+        (p.offset, p.offset + (batch - 1) * p.batch_stride + per)
+    };
+    let arena: Vec<usize> = (0..n)
+        .filter(|&v| plan.placements[v].storage == Storage::Arena && live[plan.placements[v].root].0 != usize::MAX)
+        .collect();
+    for (i, &a) in arena.iter().enumerate() {
+        let (s, e) = extent(a);
+        if e > plan.arena_elements {
+            return Err(format!("value {:?} ends past the arena", graph.values[a].name));
+        }
+        let ra = plan.placements[a].root;
+        for &b in &arena[i + 1..] {
+            let rb = plan.placements[b].root;
+            if ra == rb {
+                continue;
+            }
+            let together = live[ra].0 <= live[rb].1 && live[rb].0 <= live[ra].1;
+            let (s2, e2) = extent(b);
+            if together && s < e2 && s2 < e {
+                return Err(format!(
+                    "values {:?} and {:?} are live together and overlap in the arena",
+                    graph.values[a].name, graph.values[b].name
+                ));
+            }
+        }
+    }
+    Ok(())
+}
