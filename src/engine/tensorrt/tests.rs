@@ -1,19 +1,21 @@
 //! Tests of the compiled shim that need no TensorRT: its symbols against its
-//! header, and its loader driven through stand-in libraries built from
-//! tests/data/tensorrt/fake_tensorrt.cpp with the same headers (dlopen,
+//! header (read from its archive, without binutils), and its loader driven
+//! through stand-in libraries built from tests/data/tensorrt/fake_tensorrt.cpp
+//! with the same headers (dlopen,
 //! dlsym, version checks, the logger quoting TensorRT's errors, the ONNX
 //! parser checks). What only a GPU with TensorRT can show (deserialising,
 //! enqueueing, building) is not here: see the README's TensorRT section.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use super::handles::{Library, Network, Runtime};
 use super::search::LibrarySearch;
 use super::version::TrtVersion;
 use super::{header_version, library_compatible, load_library, TensorRtError};
+use crate::testing::elf_symbols::{archive_symbols as archive_symbols_of, Symbol};
+use crate::testing::tensorrt_fakes;
 
 const HEADER: &str = include_str!("shim.h");
 const BINDINGS: &str = include_str!(concat!(env!("OUT_DIR"), "/tensorrt_shim_sys.rs"));
@@ -31,28 +33,25 @@ fn header_functions() -> BTreeSet<String> {
         .collect()
 }
 
-fn nm(args: &[&str]) -> String {
-    let archive = env!("VRSEG_TENSORRT_SHIM_ARCHIVE");
-    let out = Command::new("nm")
-        .args(args)
-        .arg(archive)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run nm (binutils) on {archive}: {e}"));
-    assert!(out.status.success(), "nm {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// The shim's static archive: `$VRSEG_TEST_TENSORRT_SHIM_ARCHIVE` (the GPU
+/// bundle ships it beside the test binaries) or the one build.rs wrote.
+fn archive_symbols() -> Vec<Symbol> {
+    let archive = std::env::var_os("VRSEG_TEST_TENSORRT_SHIM_ARCHIVE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("VRSEG_TENSORRT_SHIM_ARCHIVE")));
+    let bytes =
+        std::fs::read(&archive).unwrap_or_else(|e| panic!("cannot read the shim archive {}: {e}", archive.display()));
+    archive_symbols_of(&bytes).unwrap_or_else(|e| panic!("{}: {e}", archive.display()))
 }
 
 #[test]
 fn the_shim_exports_exactly_what_its_header_declares() {
     let declared = header_functions();
     assert!(declared.len() >= 30, "the header parse found only {declared:?}");
-    let exported: BTreeSet<String> = nm(&["--defined-only", "-g"])
-        .lines()
-        .filter_map(|l| {
-            let mut words = l.split_whitespace();
-            let (kind, name) = (words.nth(1)?, words.next()?);
-            (kind == "T" && name.starts_with("vrseg_trt_")).then(|| name.to_string())
-        })
+    let exported: BTreeSet<String> = archive_symbols()
+        .into_iter()
+        .filter(|s| s.defined && s.global && s.function && s.name.starts_with("vrseg_trt_"))
+        .map(|s| s.name)
         .collect();
     let missing: Vec<_> = declared.difference(&exported).collect();
     let extra: Vec<_> = exported.difference(&declared).collect();
@@ -77,13 +76,14 @@ fn bindgen_declares_every_function_of_the_header() {
 fn the_shim_references_no_tensorrt_or_cuda_symbol() {
     // What lets vrseg link and start where TensorRT is absent: TensorRT is
     // reached through dlsym'd factories and virtual calls only.
-    let undefined = nm(&["-u", "-C"]);
-    let offending: Vec<&str> = undefined
-        .lines()
+    // Mangled C++ names keep namespaces as plain words (`_ZN8nvinfer1…`).
+    let undefined: Vec<String> = archive_symbols().into_iter().filter(|s| !s.defined).map(|s| s.name).collect();
+    let offending: Vec<&String> = undefined
+        .iter()
         .filter(|l| ["nvinfer1", "nvonnxparser", "_INTERNAL", "getInfer", "cuda", "Nv"].iter().any(|n| l.contains(n)))
         .collect();
     assert!(offending.is_empty(), "the shim references: {offending:?}");
-    assert!(undefined.contains("dlopen"), "the shim should load TensorRT with dlopen:\n{undefined}");
+    assert!(undefined.iter().any(|s| s == "dlopen"), "the shim should load TensorRT with dlopen: {undefined:?}");
 }
 
 fn headers() -> TrtVersion {
@@ -146,53 +146,15 @@ fn the_loader_says_tensorrt_not_found_and_where_it_searched() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// The stand-ins, compiled once per test run: (nvinfer, nvinfer without factories, parser).
-fn fakes() -> &'static (PathBuf, PathBuf, PathBuf) {
-    static FAKES: OnceLock<(PathBuf, PathBuf, PathBuf)> = OnceLock::new();
-    FAKES.get_or_init(|| {
-        let dir = scratch("fakes");
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/tensorrt/fake_tensorrt.cpp");
-        let build = |name: &str, defines: &[&str]| {
-            let out = dir.join(name);
-            let status = Command::new(std::env::var("CXX").unwrap_or_else(|_| "c++".into()))
-                .args(["-std=c++17", "-shared", "-fPIC", "-O0", "-w", "-o"])
-                .arg(&out)
-                .arg("-isystem")
-                .arg(env!("VRSEG_TENSORRT_INCLUDE"))
-                .arg("-isystem")
-                .arg(env!("VRSEG_TENSORRT_CUDA_INCLUDE"))
-                .args(defines)
-                .arg(&source)
-                .status()
-                .unwrap_or_else(|e| panic!("cannot run the C++ compiler (c++ or $CXX): {e}"));
-            assert!(status.success(), "compiling {} as {name} failed", source.display());
-            out
-        };
-        (
-            build("nvinfer.so", &[]),
-            build("nvinfer-bare.so", &["-DFAKE_NO_FACTORIES"]),
-            build("parser.so", &["-DFAKE_PARSER"]),
-        )
-    })
+/// The stand-in libraries (crate::testing::tensorrt_fakes), as (nvinfer,
+/// nvinfer without factories, parser).
+fn fakes() -> (&'static Path, &'static Path, &'static Path) {
+    let f = tensorrt_fakes::fakes();
+    (&f.nvinfer, &f.nvinfer_bare, &f.parser)
 }
 
-/// A TENSORRT_ROOT holding copies of the stand-ins (copies, so that each
-/// test loads its own instance) and the version they report.
 fn fake_root(tag: &str, nvinfer: &Path, parser: Option<(&Path, &str)>, version: TrtVersion) -> PathBuf {
-    let root = scratch(tag);
-    let lib = root.join("lib");
-    std::fs::create_dir_all(&lib).unwrap();
-    let major = headers().major;
-    std::fs::copy(nvinfer, lib.join(format!("libnvinfer.so.{major}"))).unwrap();
-    if let Some((parser, file_name)) = parser {
-        std::fs::copy(parser, lib.join(file_name)).unwrap();
-        let soname = format!("libnvonnxparser.so.{major}");
-        if file_name != soname {
-            std::os::unix::fs::symlink(file_name, lib.join(soname)).unwrap();
-        }
-    }
-    std::fs::write(lib.join("fake_version"), version.encoded().to_string()).unwrap();
-    root
+    tensorrt_fakes::fake_root(tag, headers().major, nvinfer, parser, version)
 }
 
 #[test]
