@@ -111,6 +111,12 @@ pub enum BackendError {
     #[error("{backend}: its {bytes}-byte workspace is not bound; bind a pool buffer with bind_workspace first")]
     NoWorkspace { backend: String, bytes: usize },
 
+    #[error("{backend}: its workspace needs {need} bytes; buffer `{buffer}` has {have}")]
+    WorkspaceTooSmall { backend: String, buffer: String, need: usize, have: usize },
+
+    #[error("{backend}: its workspace needs {align}-byte alignment; buffer `{buffer}` at {ptr:#x} is not aligned")]
+    WorkspaceMisaligned { backend: String, buffer: String, ptr: u64, align: usize },
+
     #[error("{backend}: output `{tensor}` element {index} is {value} after inference on zeros (outputs start as NaN, so an element the engine never wrote stays NaN)")]
     NotFinite { backend: String, tensor: String, index: usize, value: String },
 }
@@ -199,7 +205,7 @@ fn first_non_finite(dtype: DType, bytes: &[u8]) -> Option<(usize, String)> {
 /// the engine never writes fails too. `vrseg build-engine` runs this on the
 /// engine it has just written. Takes the backend by value: the pool it binds
 /// is freed on return, so the backend must not enqueue again.
-pub fn smoke_test<B: Backend>(gpu: &Gpu, mut backend: B, runs: usize) -> Result<SmokeReport, BackendError> {
+pub fn smoke_test<B: Backend>(gpu: &Gpu, backend: B, runs: usize) -> Result<SmokeReport, BackendError> {
     let runs = runs.max(1);
     let tensors = backend.tensors().to_vec();
     let mut plan = PoolPlan::new();
@@ -209,38 +215,15 @@ pub fn smoke_test<B: Backend>(gpu: &Gpu, mut backend: B, runs: usize) -> Result<
     let workspace = (workspace_bytes > 0).then(|| plan.buffer("engine.workspace", workspace_bytes));
     let pool = VramPool::reserve(gpu, &plan)?;
     let stream = gpu.new_stream()?;
-    if let Some(id) = workspace {
-        // SAFETY: the pool outlives every use of the backend: the backend is
-        // dropped (after a synchronise) before the pool, below.
-        unsafe { backend.bind_workspace(pool.buffer(id)) }?;
-    }
-    for (t, &id) in tensors.iter().zip(&ids) {
-        // Zeros in, NaN (all bits set) out.
-        let fill = if t.role == TensorRole::Input { 0u8 } else { 0xff };
-        pool.buffer(id).upload_blocking(&stream, &vec![fill; t.bytes()])?;
-    }
-    let views = |role| -> Vec<DeviceView<'_>> {
-        tensors.iter().zip(&ids).filter(|(t, _)| t.role == role).map(|(_, &id)| pool.buffer(id)).collect()
-    };
-    let (inputs, outputs) = (views(TensorRole::Input), views(TensorRole::Output));
-    let started = std::time::Instant::now();
-    for _ in 0..runs {
-        backend.enqueue(&stream, &inputs, &outputs)?;
-    }
-    stream.synchronize().check("cuStreamSynchronize")?;
-    let ms_per_run = started.elapsed().as_secs_f64() * 1e3 / runs as f64;
-    for (t, &id) in tensors.iter().zip(&ids).filter(|(t, _)| t.role == TensorRole::Output) {
-        let mut bytes = vec![0u8; t.bytes()];
-        pool.buffer(id).download_blocking(&stream, &mut bytes)?;
-        if let Some((index, value)) = first_non_finite(t.dtype, &bytes) {
-            return Err(BackendError::NotFinite {
-                backend: backend.name().to_string(),
-                tensor: t.name.clone(),
-                index,
-                value,
-            });
-        }
-    }
+    // Declared after the pool and the stream, so dropped before them on
+    // every path, errors included.
+    let mut backend = backend;
+    let result = smoke_runs(&mut backend, &pool, &stream, &tensors, &ids, workspace, runs);
+    // Nothing the backend enqueued may still run when the pool is freed; on
+    // success the runs synchronised already, so this is for the error paths.
+    let drained = stream.synchronize().check("cuStreamSynchronize");
+    let ms_per_run = result?;
+    drained?;
     let report = SmokeReport {
         backend: backend.name().to_string(),
         batch: backend.batch_size(),
@@ -253,6 +236,51 @@ pub fn smoke_test<B: Backend>(gpu: &Gpu, mut backend: B, runs: usize) -> Result<
     drop(backend);
     drop(pool);
     Ok(report)
+}
+
+/// The body of [`smoke_test`]: binds, uploads, runs, checks; the time per run in ms.
+fn smoke_runs<B: Backend>(
+    backend: &mut B,
+    pool: &VramPool,
+    stream: &Arc<CudaStream>,
+    tensors: &[TensorDesc],
+    ids: &[BufferId],
+    workspace: Option<BufferId>,
+    runs: usize,
+) -> Result<f64, BackendError> {
+    if let Some(id) = workspace {
+        // SAFETY: the pool outlives every use of the backend: `smoke_test`
+        // drops the backend, after draining the stream, before the pool.
+        unsafe { backend.bind_workspace(pool.buffer(id)) }?;
+    }
+    for (t, &id) in tensors.iter().zip(ids) {
+        // Zeros in, NaN (all bits set) out.
+        let fill = if t.role == TensorRole::Input { 0u8 } else { 0xff };
+        pool.buffer(id).upload_blocking(stream, &vec![fill; t.bytes()])?;
+    }
+    let views = |role| -> Vec<DeviceView<'_>> {
+        tensors.iter().zip(ids).filter(|(t, _)| t.role == role).map(|(_, &id)| pool.buffer(id)).collect()
+    };
+    let (inputs, outputs) = (views(TensorRole::Input), views(TensorRole::Output));
+    let started = std::time::Instant::now();
+    for _ in 0..runs {
+        backend.enqueue(stream, &inputs, &outputs)?;
+    }
+    stream.synchronize().check("cuStreamSynchronize")?;
+    let ms_per_run = started.elapsed().as_secs_f64() * 1e3 / runs as f64;
+    for (t, &id) in tensors.iter().zip(ids).filter(|(t, _)| t.role == TensorRole::Output) {
+        let mut bytes = vec![0u8; t.bytes()];
+        pool.buffer(id).download_blocking(stream, &mut bytes)?;
+        if let Some((index, value)) = first_non_finite(t.dtype, &bytes) {
+            return Err(BackendError::NotFinite {
+                backend: backend.name().to_string(),
+                tensor: t.name.clone(),
+                index,
+                value,
+            });
+        }
+    }
+    Ok(ms_per_run)
 }
 
 /// A buffer as [`check_buffers`] sees it: name, device address, bytes.

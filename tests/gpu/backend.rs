@@ -142,6 +142,7 @@ fn options(root: PathBuf) -> LoadOptions {
             preferred_major: header_version().map(|v| v.major),
             ld_library_path: None,
         },
+        shown_path: None,
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use super::error::TensorRtError;
-use super::file::{encode_header, write_atomically, EngineMetadata};
+use super::file::{encode_header, write_atomically, EngineMetadata, PartialFile};
 use super::handles::{shared_library, BuildSettings, Network};
 use super::request::{BuildReport, BuildRequest, Precision};
 use super::search::LibrarySearch;
@@ -21,10 +21,12 @@ const VERIFY_RUNS: usize = 3;
 /// Builds the engine `request` describes. In order, so that the first
 /// problem found is the one reported: the request itself (no TensorRT
 /// needed), TensorRT and its ONNX parser ("TensorRT not found (searched:
-/// …)"), the GPU, the model, the build. The engine file is written whole or
-/// not at all (`.partial`, then a rename), and so is the timing cache. With
-/// `request.verify` the engine is then loaded back through
-/// [`TensorRtBackend`] and run on zeros ([`smoke_test`]).
+/// …)"), the GPU, the model, the build. The engine is written to
+/// `OUT.partial`; with `request.verify` it is loaded back from there through
+/// [`TensorRtBackend`] and run on zeros ([`smoke_test`]); only then is it
+/// renamed to `OUT`. Any failure removes the partial file, so `OUT` exists
+/// only as a whole engine that (unless `--no-verify`) ran. The timing cache
+/// is written whole or not at all too.
 pub fn build_engine(request: &BuildRequest, search: &LibrarySearch) -> Result<BuildReport, TensorRtError> {
     request.check(super::header_version())?;
     let library = shared_library(search)?;
@@ -67,7 +69,8 @@ pub fn build_engine(request: &BuildRequest, search: &LibrarySearch) -> Result<Bu
         tensors: inputs.iter().chain(&outputs).map(metadata_tensor).collect(),
     };
     let header = encode_header(&metadata, plan);
-    write_atomically(&request.output, &[&header, plan])?;
+    // Removed on every failure below until `commit`.
+    let engine = PartialFile::write(&request.output, &[&header, plan])?;
 
     let mut warnings = Vec::new();
     if built.timing_cache_rejected {
@@ -87,8 +90,13 @@ pub fn build_engine(request: &BuildRequest, search: &LibrarySearch) -> Result<Bu
     drop(built);
     drop(network);
     let verified = if request.verify {
-        let options = LoadOptions { batch: None, cuda_graph: true, search: search.clone() };
-        let report = TensorRtBackend::load(&gpu, &request.output, &options)
+        let options = LoadOptions {
+            batch: None,
+            cuda_graph: true,
+            search: search.clone(),
+            shown_path: Some(request.output.clone()),
+        };
+        let report = TensorRtBackend::load(&gpu, engine.path(), &options)
             .map_err(|e| e.to_string())
             .and_then(|backend| smoke_test(&gpu, backend, VERIFY_RUNS).map_err(|e| e.to_string()))
             .map_err(|reason| TensorRtError::VerifyFailed { path: request.output.clone(), reason })?;
@@ -97,6 +105,7 @@ pub fn build_engine(request: &BuildRequest, search: &LibrarySearch) -> Result<Bu
     } else {
         None
     };
+    engine.commit()?;
     Ok(BuildReport {
         output: request.output.clone(),
         bytes,

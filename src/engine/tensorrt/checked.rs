@@ -112,6 +112,43 @@ pub(super) fn library_open(
     })
 }
 
+/// What the shim recorded when it opened the libraries.
+pub(super) struct LibraryFacts {
+    /// `getInferLibVersion()`, encoded.
+    pub version: i32,
+    /// `getInferLibBuildVersion()`, or -1.
+    pub build: i32,
+    pub nvinfer_path: String,
+    pub parser_path: Option<String>,
+    /// Why the parser did not load; empty when it did.
+    pub parser_error: String,
+}
+
+/// # Safety
+/// `library` is live (the strings it returns are copied before this returns).
+pub(super) unsafe fn library_facts(library: NonNull<sys::vrseg_trt_library>) -> LibraryFacts {
+    let raw = library.as_ptr();
+    // SAFETY: the caller's promise; these getters only read the handle, and
+    // each string is copied while the handle is live.
+    unsafe {
+        LibraryFacts {
+            version: sys::vrseg_trt_library_version(raw),
+            build: sys::vrseg_trt_library_build(raw),
+            nvinfer_path: owned_string(sys::vrseg_trt_library_nvinfer_path(raw)).unwrap_or_default(),
+            parser_path: owned_string(sys::vrseg_trt_library_parser_path(raw)),
+            parser_error: owned_string(sys::vrseg_trt_library_parser_error(raw)).unwrap_or_default(),
+        }
+    }
+}
+
+/// # Safety
+/// `library` came from [`library_open`], is closed only here, and every
+/// object made from it has been destroyed.
+pub(super) unsafe fn library_close(library: NonNull<sys::vrseg_trt_library>) {
+    // SAFETY: the caller's promise.
+    unsafe { sys::vrseg_trt_library_close(library.as_ptr()) }
+}
+
 pub(super) fn runtime_create(
     library: NonNull<sys::vrseg_trt_library>,
 ) -> Result<NonNull<sys::vrseg_trt_runtime>, TensorRtError> {
@@ -136,6 +173,36 @@ pub(super) unsafe fn engine_deserialize(
     })
     .map_err(call_error("IRuntime::deserializeCudaEngine"))?;
     non_null(out, "IRuntime::deserializeCudaEngine")
+}
+
+/// # Safety
+/// `runtime` came from [`runtime_create`], is destroyed only here, and no
+/// engine made from it is left.
+pub(super) unsafe fn runtime_destroy(runtime: NonNull<sys::vrseg_trt_runtime>) {
+    // SAFETY: the caller's promise.
+    unsafe { sys::vrseg_trt_runtime_destroy(runtime.as_ptr()) }
+}
+
+/// # Safety
+/// `engine` came from [`engine_deserialize`], is destroyed only here, and no
+/// context made from it is left.
+pub(super) unsafe fn engine_destroy(engine: NonNull<sys::vrseg_trt_engine>) {
+    // SAFETY: the caller's promise.
+    unsafe { sys::vrseg_trt_engine_destroy(engine.as_ptr()) }
+}
+
+/// # Safety
+/// `engine` is live.
+pub(super) unsafe fn engine_io_count(engine: NonNull<sys::vrseg_trt_engine>) -> i32 {
+    // SAFETY: the caller's promise; a query with no other precondition.
+    unsafe { sys::vrseg_trt_engine_io_count(engine.as_ptr()) }
+}
+
+/// # Safety
+/// `engine` is live.
+pub(super) unsafe fn engine_profile_count(engine: NonNull<sys::vrseg_trt_engine>) -> i32 {
+    // SAFETY: the caller's promise; a query with no other precondition.
+    unsafe { sys::vrseg_trt_engine_profile_count(engine.as_ptr()) }
 }
 
 /// # Safety
@@ -192,6 +259,14 @@ pub(super) unsafe fn context_create(
     run(|error| unsafe { sys::vrseg_trt_context_create(engine.as_ptr(), &mut out, error) })
         .map_err(call_error("ICudaEngine::createExecutionContext"))?;
     non_null(out, "ICudaEngine::createExecutionContext")
+}
+
+/// # Safety
+/// `context` came from [`context_create`], is destroyed only here, and no
+/// work enqueued on it may still run.
+pub(super) unsafe fn context_destroy(context: NonNull<sys::vrseg_trt_context>) {
+    // SAFETY: the caller's promise.
+    unsafe { sys::vrseg_trt_context_destroy(context.as_ptr()) }
 }
 
 /// # Safety
@@ -278,6 +353,29 @@ pub(super) fn network_parse(
 }
 
 /// # Safety
+/// `network` came from [`network_parse`] and is destroyed only here (blobs
+/// it built are independent of it).
+pub(super) unsafe fn network_destroy(network: NonNull<sys::vrseg_trt_network>) {
+    // SAFETY: the caller's promise.
+    unsafe { sys::vrseg_trt_network_destroy(network.as_ptr()) }
+}
+
+/// The number of the network's inputs (`input`) or outputs.
+///
+/// # Safety
+/// `network` is live.
+pub(super) unsafe fn network_io_count(network: NonNull<sys::vrseg_trt_network>, input: bool) -> i32 {
+    // SAFETY: the caller's promise; queries with no other precondition.
+    unsafe {
+        if input {
+            sys::vrseg_trt_network_input_count(network.as_ptr())
+        } else {
+            sys::vrseg_trt_network_output_count(network.as_ptr())
+        }
+    }
+}
+
+/// # Safety
 /// `network` is live; the returned name is valid while it lives.
 pub(super) unsafe fn network_io_info(
     network: NonNull<sys::vrseg_trt_network>,
@@ -311,4 +409,30 @@ pub(super) unsafe fn network_build(
         |f| (f.status, TensorRtError::Call { call: "IBuilder::buildSerializedNetwork", message: f.message }),
     )?;
     Ok(result)
+}
+
+/// # Safety
+/// `blob` came from [`network_build`] and is destroyed only here, after
+/// every slice from [`blob_bytes`] is gone.
+pub(super) unsafe fn blob_destroy(blob: NonNull<sys::vrseg_trt_blob>) {
+    // SAFETY: the caller's promise.
+    unsafe { sys::vrseg_trt_blob_destroy(blob.as_ptr()) }
+}
+
+/// The bytes of `blob` (empty when TensorRT returned none).
+///
+/// # Safety
+/// `blob` is live and stays so for `'a`: TensorRT's buffer lives until the
+/// blob is destroyed.
+pub(super) unsafe fn blob_bytes<'a>(blob: NonNull<sys::vrseg_trt_blob>) -> &'a [u8] {
+    // SAFETY: the caller's promise; data/size describe one live buffer.
+    unsafe {
+        let data = sys::vrseg_trt_blob_data(blob.as_ptr());
+        let size = sys::vrseg_trt_blob_size(blob.as_ptr());
+        if data.is_null() || size == 0 {
+            &[]
+        } else {
+            std::slice::from_raw_parts(data.cast::<u8>(), size)
+        }
+    }
 }

@@ -83,10 +83,11 @@ pub enum TensorRtError {
     #[error("{0}")]
     Unsupported(String),
 
-    /// The engine was written but did not run back through the runtime path.
+    /// The engine was built but did not run back through the runtime path;
+    /// it was not written.
     #[error(
-        "built {path}, but running it back on zeros failed: {reason}; the file is kept for inspection (rebuild with \
-         --no-verify to skip this check)"
+        "TensorRT built {path}, but running it back on zeros failed, so it was not written: {reason} (--no-verify \
+         skips this check and keeps the engine)"
     )]
     VerifyFailed { path: PathBuf, reason: String },
 

@@ -237,26 +237,59 @@ pub fn partial_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Writes `parts` to `path.partial`, syncs, then renames it over `path`: a
-/// reader sees the old file or the whole new one, never half of one, and a
-/// failure removes the partial file.
-pub fn write_atomically(path: &Path, parts: &[&[u8]]) -> Result<(), TensorRtError> {
-    let partial = partial_path(path);
-    let write_err = |source| TensorRtError::Write { path: path.to_path_buf(), source };
-    let result = (|| {
-        let mut file = std::fs::File::create(&partial)?;
+/// A file written whole under `path.partial` and not yet renamed: [`commit`]
+/// renames it over `path`; dropped uncommitted (an error or a panic on the
+/// way), it removes the partial file. So a reader of `path` sees the old file
+/// or the whole new one, never half of one, and a failure leaves nothing.
+///
+/// [`commit`]: PartialFile::commit
+#[derive(Debug)]
+pub struct PartialFile {
+    partial: PathBuf,
+    target: PathBuf,
+    committed: bool,
+}
+
+impl PartialFile {
+    /// Writes `parts` to `path.partial` and syncs it.
+    pub fn write(path: &Path, parts: &[&[u8]]) -> Result<PartialFile, TensorRtError> {
+        let write_err = |source| TensorRtError::Write { path: path.to_path_buf(), source };
+        let mut file = std::fs::File::create(partial_path(path)).map_err(write_err)?;
+        // From here on, dropping `guard` removes what was created.
+        let guard = PartialFile { partial: partial_path(path), target: path.to_path_buf(), committed: false };
         for part in parts {
-            file.write_all(part)?;
+            file.write_all(part).map_err(write_err)?;
         }
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&partial, path)
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&partial);
-        return Err(write_err(e));
+        file.sync_all().map_err(write_err)?;
+        Ok(guard)
     }
-    Ok(())
+
+    /// Where the file lies until it is committed.
+    pub fn path(&self) -> &Path {
+        &self.partial
+    }
+
+    /// Renames the file over its target.
+    pub fn commit(mut self) -> Result<(), TensorRtError> {
+        std::fs::rename(&self.partial, &self.target)
+            .map_err(|source| TensorRtError::Write { path: self.target.clone(), source })?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for PartialFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.partial);
+        }
+    }
+}
+
+/// Writes `parts` to `path.partial`, syncs, then renames it over `path`
+/// (see [`PartialFile`]).
+pub fn write_atomically(path: &Path, parts: &[&[u8]]) -> Result<(), TensorRtError> {
+    PartialFile::write(path, parts)?.commit()
 }
 
 /// An engine file mapped into memory, its header checked.
@@ -435,6 +468,18 @@ mod tests {
         let err = write_atomically(&missing, &[b"abc"]).unwrap_err().to_string();
         assert!(err.starts_with(&format!("could not write {}", missing.display())), "{err}");
         assert!(!partial_path(&missing).exists());
+
+        // Written but not committed: the partial file exists until dropped, the target never.
+        let target = dir.join("z.engine");
+        let partial = PartialFile::write(&target, &[b"whole"]).unwrap();
+        assert_eq!(partial.path(), partial_path(&target));
+        assert_eq!(std::fs::read(partial.path()).unwrap(), b"whole");
+        drop(partial);
+        assert!(!partial_path(&target).exists() && !target.exists());
+        let partial = PartialFile::write(&target, &[b"whole"]).unwrap();
+        partial.commit().unwrap();
+        assert_eq!(std::fs::read(&target).unwrap(), b"whole");
+        assert!(!partial_path(&target).exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -1,7 +1,8 @@
 //! Owning types over the shim's handles: each destroys its handle exactly
 //! once in `Drop`, and holds an `Arc` to the object it was made from, so a
 //! runtime outlives its engines, an engine its contexts, and the library
-//! everything (TensorRT's ownership rules, enforced by types).
+//! everything (TensorRT's ownership rules, enforced by types). They reach
+//! the shim only through `checked`.
 //!
 //! Thread safety follows TensorRT's ("Thread Safety" in its developer
 //! guide): the runtime and engines may be shared between threads, a builder
@@ -70,23 +71,28 @@ impl Drop for Library {
         // SAFETY: `raw` came from vrseg_trt_library_open and is closed only
         // here; every object made from it holds an Arc to this Library, so
         // none is left.
-        unsafe { sys::vrseg_trt_library_close(self.raw.as_ptr()) };
+        unsafe { checked::library_close(self.raw) };
     }
 }
 
-/// The process's TensorRT, opened once. TensorRT keeps the first logger it
-/// is given for the whole process, so vrseg opens the libraries once and
-/// keeps them (a failure is not cached: the next call searches again).
-static SHARED: Mutex<Option<Arc<Library>>> = Mutex::new(None);
+/// The libraries opened so far, by the search that found them. TensorRT
+/// keeps the first logger it is given for the whole process, so vrseg opens
+/// its libraries once and keeps them; a run uses one search
+/// (`LibrarySearch::from_env`), so in practice this holds one entry. Keyed
+/// by search so that a call never gets a library its own search would not
+/// have found (tests search stand-in directories one after another). A
+/// failure is not cached: the next call searches again.
+static SHARED: Mutex<Vec<(LibrarySearch, Arc<Library>)>> = Mutex::new(Vec::new());
 
-/// Opens TensorRT (once per process) with `search`, or returns the one already open.
+/// Opens TensorRT with `search` once per process, or returns the library
+/// that search opened before.
 pub fn shared_library(search: &LibrarySearch) -> Result<Arc<Library>, TensorRtError> {
     let mut shared = SHARED.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(library) = shared.as_ref() {
+    if let Some((_, library)) = shared.iter().find(|(s, _)| s == search) {
         return Ok(library.clone());
     }
     let library = Arc::new(Library::open(search)?);
-    *shared = Some(library.clone());
+    shared.push((search.clone(), library.clone()));
     Ok(library)
 }
 
@@ -109,18 +115,9 @@ impl Library {
                 TensorRtError::Call { call: "loading TensorRT", message: f.message }
             }
         })?;
-        // SAFETY: `raw` is live (just opened) and these getters only read it;
-        // the returned strings are copied before `raw` can be closed.
-        let (encoded, build, nvinfer_path, parser_path, parser_error) = unsafe {
-            let raw = raw.as_ptr();
-            (
-                sys::vrseg_trt_library_version(raw),
-                sys::vrseg_trt_library_build(raw),
-                owned_string(sys::vrseg_trt_library_nvinfer_path(raw)).unwrap_or_default(),
-                owned_string(sys::vrseg_trt_library_parser_path(raw)),
-                owned_string(sys::vrseg_trt_library_parser_error(raw)).unwrap_or_default(),
-            )
-        };
+        // SAFETY: `raw` is live (just opened, closed only by `Library`'s Drop).
+        let checked::LibraryFacts { version: encoded, build, nvinfer_path, parser_path, parser_error } =
+            unsafe { checked::library_facts(raw) };
         let headers = super::header_version().expect("the shim is compiled in this build");
         let library = Library {
             raw,
@@ -215,7 +212,7 @@ impl Drop for Runtime {
     fn drop(&mut self) {
         // SAFETY: created in `new`, destroyed only here; every engine holds an
         // Arc to this runtime, so none outlives it.
-        unsafe { sys::vrseg_trt_runtime_destroy(self.raw.as_ptr()) };
+        unsafe { checked::runtime_destroy(self.raw) };
     }
 }
 
@@ -253,7 +250,7 @@ impl Drop for Engine {
     fn drop(&mut self) {
         // SAFETY: created by deserialize, destroyed only here; contexts hold an
         // Arc to their engine, so none outlives it.
-        unsafe { sys::vrseg_trt_engine_destroy(self.raw.as_ptr()) };
+        unsafe { checked::engine_destroy(self.raw) };
     }
 }
 
@@ -293,7 +290,7 @@ unsafe fn io_tensor(info: &sys::vrseg_trt_tensor_info) -> IoTensor {
 impl Engine {
     pub fn io_tensors(&self) -> Result<Vec<IoTensor>, TensorRtError> {
         // SAFETY: `self.raw` is live while `self` is.
-        let count = unsafe { sys::vrseg_trt_engine_io_count(self.raw.as_ptr()) };
+        let count = unsafe { checked::engine_io_count(self.raw) };
         (0..count)
             .map(|i| {
                 // SAFETY: live handle; the name is copied while the engine lives.
@@ -304,7 +301,7 @@ impl Engine {
 
     pub fn profile_count(&self) -> i32 {
         // SAFETY: `self.raw` is live while `self` is.
-        unsafe { sys::vrseg_trt_engine_profile_count(self.raw.as_ptr()) }
+        unsafe { checked::engine_profile_count(self.raw) }
     }
 
     /// (min, opt, max) of input `name` in `profile`.
@@ -344,7 +341,7 @@ unsafe impl Send for Context {}
 impl Drop for Context {
     fn drop(&mut self) {
         // SAFETY: created by create_context, destroyed only here.
-        unsafe { sys::vrseg_trt_context_destroy(self.raw.as_ptr()) };
+        unsafe { checked::context_destroy(self.raw) };
     }
 }
 
@@ -400,7 +397,7 @@ unsafe impl Send for Network {}
 impl Drop for Network {
     fn drop(&mut self) {
         // SAFETY: created by parse, destroyed only here.
-        unsafe { sys::vrseg_trt_network_destroy(self.raw.as_ptr()) };
+        unsafe { checked::network_destroy(self.raw) };
     }
 }
 
@@ -431,13 +428,7 @@ impl Network {
 
     fn tensors(&self, input: bool) -> Result<Vec<IoTensor>, TensorRtError> {
         // SAFETY: `self.raw` is live while `self` is.
-        let count = unsafe {
-            if input {
-                sys::vrseg_trt_network_input_count(self.raw.as_ptr())
-            } else {
-                sys::vrseg_trt_network_output_count(self.raw.as_ptr())
-            }
-        };
+        let count = unsafe { checked::network_io_count(self.raw, input) };
         (0..count)
             .map(|i| {
                 // SAFETY: live handle; the name is copied while the network lives.
@@ -524,7 +515,7 @@ impl Drop for Blob {
     fn drop(&mut self) {
         // SAFETY: handed to us by network_build, destroyed only here; slices
         // from `as_slice` borrow `self`, so none outlives it.
-        unsafe { sys::vrseg_trt_blob_destroy(self.raw.as_ptr()) };
+        unsafe { checked::blob_destroy(self.raw) };
     }
 }
 
@@ -532,14 +523,6 @@ impl Blob {
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: live handle; data/size describe TensorRT's buffer, which
         // lives until the handle is destroyed, which `&self` prevents.
-        unsafe {
-            let data = sys::vrseg_trt_blob_data(self.raw.as_ptr());
-            let size = sys::vrseg_trt_blob_size(self.raw.as_ptr());
-            if data.is_null() || size == 0 {
-                &[]
-            } else {
-                std::slice::from_raw_parts(data.cast::<u8>(), size)
-            }
-        }
+        unsafe { checked::blob_bytes(self.raw) }
     }
 }

@@ -79,11 +79,15 @@ pub struct LoadOptions {
     /// replay it while the stream and buffers stay the same.
     pub cuda_graph: bool,
     pub search: LibrarySearch,
+    /// The path messages name, when it is not the file loaded
+    /// (`build-engine` verifies an engine in its `.partial` file, before
+    /// the rename, and names the final path).
+    pub shown_path: Option<std::path::PathBuf>,
 }
 
 impl Default for LoadOptions {
     fn default() -> LoadOptions {
-        LoadOptions { batch: None, cuda_graph: true, search: LibrarySearch::from_env() }
+        LoadOptions { batch: None, cuda_graph: true, search: LibrarySearch::from_env(), shown_path: None }
     }
 }
 
@@ -96,8 +100,8 @@ pub struct LibraryInfo {
     pub parser: Option<String>,
 }
 
-/// Loads TensorRT with `search` (once per process: later calls return the
-/// library already loaded), without touching a GPU. Fails with "TensorRT
+/// Loads TensorRT with `search` (once per process and search: later calls
+/// return the library already loaded), without touching a GPU. Fails with "TensorRT
 /// not found (searched: …)", a version mismatch with the shim's headers, or
 /// "built without TensorRT headers".
 #[cfg(vrseg_tensorrt_shim)]

@@ -101,8 +101,10 @@ impl TensorRtBackend {
     /// itself ("TensorRT not found (searched: …)"), the engine's TensorRT
     /// release and GPU architecture against this machine, then TensorRT's
     /// own deserialisation.
-    pub fn load(gpu: &Gpu, path: &Path, options: &LoadOptions) -> Result<TensorRtBackend, TensorRtError> {
-        let file = EngineFile::open(path)?;
+    pub fn load(gpu: &Gpu, file_path: &Path, options: &LoadOptions) -> Result<TensorRtBackend, TensorRtError> {
+        let file = EngineFile::open(file_path)?;
+        // The path every later message names.
+        let path = options.shown_path.as_deref().unwrap_or(file_path);
         let library = shared_library(&options.search)?;
         let props = gpu.properties();
         let warnings = match file.metadata() {
@@ -241,20 +243,16 @@ impl Backend for TensorRtBackend {
 
     unsafe fn bind_workspace(&mut self, workspace: DeviceView<'_>) -> Result<(), BackendError> {
         if workspace.bytes() < self.workspace_bytes {
-            return Err(BackendError::BufferTooSmall {
+            return Err(BackendError::WorkspaceTooSmall {
                 backend: self.name.clone(),
-                role: TensorRole::Input,
-                tensor: "(workspace)".into(),
                 buffer: workspace.name().to_string(),
                 need: self.workspace_bytes,
                 have: workspace.bytes(),
             });
         }
         if workspace.ptr() % WORKSPACE_ALIGNMENT != 0 {
-            return Err(BackendError::Misaligned {
+            return Err(BackendError::WorkspaceMisaligned {
                 backend: self.name.clone(),
-                role: TensorRole::Input,
-                tensor: "(workspace)".into(),
                 buffer: workspace.name().to_string(),
                 ptr: workspace.ptr(),
                 align: WORKSPACE_ALIGNMENT as usize,

@@ -1,8 +1,11 @@
 // vrseg's C shim over TensorRT 10 / 11 (see shim.h for the contract).
 //
 // Rules this file keeps:
-// - Every extern "C" function is noexcept in effect: its body runs inside
-//   `guarded`, which turns any C++ exception into VRSEG_TRT_EXCEPTION.
+// - No C++ exception leaves an extern "C" function. Those that return a
+//   status run their body inside `guarded`, which turns any exception into
+//   VRSEG_TRT_EXCEPTION; the getters and destroy functions call only
+//   TensorRT methods and destructors that TensorRT declares noexcept, and
+//   catch what else could throw (vrseg_trt_library_close).
 // - TensorRT is reached only through function pointers from dlsym and virtual
 //   calls on the objects they return; no TensorRT symbol is referenced, so
 //   this object links where TensorRT is absent (checked by a test with nm).
@@ -402,7 +405,12 @@ void vrseg_trt_library_close(vrseg_trt_library* library) {
     // nothing more. The libraries stay loaded too: TensorRT's CUDA runtime
     // state is not built to be unloaded, and dlclose would only drop a
     // reference count.
-    library->logger->detach();
+    try {
+        library->logger->detach();
+    } catch (...) {
+        // std::mutex::lock may throw std::system_error; nothing may cross
+        // the C boundary, and the library object is freed either way.
+    }
     delete library;
 }
 

@@ -299,3 +299,19 @@ fn a_rejected_build_request_never_loads_tensorrt() {
     assert!(matches!(err, TensorRtError::InvalidRequest(_)), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_process_wide_library_is_kept_per_search() {
+    // A search that finds the stand-in opens it once; a search that finds
+    // nothing still says so afterwards instead of getting the open library.
+    let (nvinfer, _, _) = fakes();
+    let root = fake_root("shared", nvinfer, None, headers());
+    let found = search_in(&root);
+    let first = super::handles::shared_library(&found).unwrap();
+    let again = super::handles::shared_library(&found).unwrap();
+    assert!(Arc::ptr_eq(&first, &again), "the same search reuses the open library");
+    let empty = scratch("shared-empty");
+    let err = load_library(&search_in(&empty)).unwrap_err().to_string();
+    assert!(err.starts_with("TensorRT not found (searched: "), "{err}");
+    std::fs::remove_dir_all(&empty).unwrap();
+}
