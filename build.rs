@@ -567,6 +567,11 @@ fn tensorrt_shim(manifest_dir: &Path, out_dir: &Path, nvcc: &Path) {
     println!("cargo::rustc-env=VRSEG_TENSORRT_SHIM_ARCHIVE={}", out_dir.join("libvrseg_tensorrt_shim.a").display());
     println!("cargo::rustc-env=VRSEG_TENSORRT_INCLUDE={}", headers.display());
     println!("cargo::rustc-env=VRSEG_TENSORRT_CUDA_INCLUDE={}", cuda_include.display());
+    // The same facts for tools/gpu-bundle.sh, which builds the stand-in
+    // TensorRT libraries for the GPU machine (which may have no compiler).
+    let facts = format!("version={version}\ninclude={}\ncuda_include={}\n", headers.display(), cuda_include.display());
+    fs::write(out_dir.join("tensorrt_shim_paths.txt"), facts)
+        .unwrap_or_else(|e| fail(&format!("cannot write tensorrt_shim_paths.txt: {e}")));
 }
 
 /// The header directory and its version ("11.4.0"), or None.

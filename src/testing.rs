@@ -15,6 +15,15 @@ pub fn clips_dir() -> PathBuf {
     }
 }
 
+/// The committed model fixtures: `$VRSEG_TEST_DATA/models` when set (as
+/// for [`clips_dir`]), else tests/data/models.
+pub fn models_dir() -> PathBuf {
+    match std::env::var_os("VRSEG_TEST_DATA") {
+        Some(dir) => PathBuf::from(dir).join("models"),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/models"),
+    }
+}
+
 /// Fills one image's YOLO-seg `output0` (`[4 + classes + coefficients,
 /// anchors]`) with background: random boxes (centres in 0..640, 2..200 wide,
 /// 2..300 high), every class score below `background`, mask coefficients in

@@ -236,7 +236,8 @@ fn dev_letterbox_rejects_a_frame_of_the_wrong_size_before_touching_the_gpu() {
 
 #[test]
 fn build_engine_writes_a_plan_or_a_sentence_and_nothing_else() {
-    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/models/yolo11n-seg-320.structure.onnx");
+    let model = vrseg::testing::models_dir().join("yolo11n-seg-320.structure.onnx");
+    let model = model.to_str().unwrap();
     let dir = std::env::temp_dir().join(format!("vrseg-cli-build-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let plan = dir.join("y.plan");
@@ -324,6 +325,45 @@ fn build_engine_tensorrt_says_not_found_and_writes_nothing() {
     assert!(!engine.exists(), "no engine may be written");
     assert!(!dir.join("model.engine.partial").exists(), "no partial file may be left");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// With stand-in TensorRT libraries (vrseg::testing::tensorrt_fakes) the
+/// whole path before TensorRT's builder runs as a user would meet it: the
+/// library search through TENSORRT_ROOT, the version check, the ONNX
+/// parser, the GPU (a real one where there is one), then the builder
+/// factory, which the stand-in refuses as TensorRT does (null, the reason
+/// in its log). Either way: one sentence, no engine, no partial file.
+#[cfg(vrseg_tensorrt_shim)]
+#[test]
+fn build_engine_tensorrt_reaches_the_builder_through_stand_in_libraries() {
+    use vrseg::engine::tensorrt::header_version;
+    use vrseg::testing::tensorrt_fakes::{fake_root, fakes};
+    let headers = header_version().expect("this build has the shim");
+    let parser_soname = format!("libnvonnxparser.so.{}", headers.major);
+    let f = fakes();
+    let root = fake_root("cli-build", headers.major, &f.nvinfer, Some((&f.parser, &parser_soname)), headers);
+    let (dir, _, engine) = build_engine_scratch("fake-trt");
+    let model = vrseg::testing::models_dir().join("yolo11n-seg-320.structure.onnx");
+    let model = model.to_str().unwrap();
+    let out = vrseg_with_env(
+        &["build-engine", model, "--backend", "tensorrt", "-o", engine.to_str().unwrap()],
+        &[("TENSORRT_ROOT", &root)],
+    );
+    if has_gpu() {
+        let stderr = one_line_error(&out);
+        assert_eq!(
+            stderr.trim_end(),
+            "vrseg: error: parsing the ONNX model failed: createInferBuilder returned null (TensorRT: fake \
+             libnvinfer: no builder here)"
+        );
+    } else {
+        // TensorRT loaded; the GPU is the first thing missing.
+        assert_clean_no_gpu_failure(&out);
+    }
+    assert!(!engine.exists(), "no engine may be written");
+    assert!(!dir.join("model.engine.partial").exists(), "no partial file may be left");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&root);
 }
 
 #[test]
