@@ -140,20 +140,19 @@ impl BuildEngineArgs {
     fn usage_error(&self) -> Option<String> {
         let foreign = self.foreign_options();
         if !foreign.is_empty() {
-            let (theirs, hint) = match self.backend {
-                BackendArg::Native => ("TensorRT's (add --backend tensorrt)", ""),
-                BackendArg::Tensorrt => (
-                    "the native engine's",
-                    if self.precision.is_some() {
-                        "; TensorRT 10 takes --fp16, TensorRT 11 the model's own types"
-                    } else {
-                        ""
-                    },
-                ),
-            };
             let list = foreign.join(", ");
-            let are = if foreign.len() == 1 { "is" } else { "are" };
-            return Some(format!("{list} {are} {theirs} option{}{hint}", if foreign.len() == 1 { "" } else { "s" }));
+            let (is, options) = if foreign.len() == 1 { ("is an option", "it") } else { ("are options", "them") };
+            return Some(match self.backend {
+                BackendArg::Native => format!(
+                    "{list} {is} of --backend tensorrt; add --backend tensorrt, or leave {options} out to build a \
+                     native plan"
+                ),
+                BackendArg::Tensorrt if self.precision.is_some() => format!(
+                    "{list} {is} of the native engine (--backend native); for TensorRT, TensorRT 10 takes --fp16 \
+                     and TensorRT 11 the model's own types"
+                ),
+                BackendArg::Tensorrt => format!("{list} {is} of the native engine (--backend native)"),
+            });
         }
         if self.backend == BackendArg::Native {
             if let Some(b) = self.batch {
@@ -176,6 +175,7 @@ pub fn run(args: BuildEngineArgs) -> anyhow::Result<exit::Code> {
     if let Some(message) = args.usage_error() {
         // A usage error like clap's own: its format and exit code 2.
         let mut command = super::Cli::command();
+        command.build();
         let command = command.find_subcommand_mut("build-engine").expect("build-engine is a subcommand");
         command.error(clap::error::ErrorKind::ArgumentConflict, message).exit();
     }

@@ -393,12 +393,18 @@ fn build_engine_refuses_the_other_backends_options() {
     let out_path = engine.to_str().unwrap();
     for (extra, needle) in [
         // The default backend is the native one: TensorRT's options are refused, by name.
-        (&["--fp16"][..], "--fp16 is TensorRT's (add --backend tensorrt) option"),
-        (&["--json", "--timing-cache", "x.cache"][..], "--timing-cache, --json are TensorRT's"),
+        (&["--fp16"][..], "--fp16 is an option of --backend tensorrt; add --backend tensorrt, or leave it out"),
+        (&["--json", "--timing-cache", "x.cache"][..], "--timing-cache, --json are options of --backend tensorrt"),
         (&["--batch", "1:2:8"][..], "the native engine is built for one batch size; give --batch N"),
         (&["--batch", "65"][..], "--batch 65: the native engine takes 1 to 64"),
-        (&["--backend", "tensorrt", "--precision", "fp16"][..], "--precision is the native engine's option"),
-        (&["--backend", "tensorrt", "--fill-stripped-weights", "3"][..], "--fill-stripped-weights is the native"),
+        (
+            &["--backend", "tensorrt", "--precision", "fp16"][..],
+            "--precision is an option of the native engine (--backend native); for TensorRT",
+        ),
+        (
+            &["--backend", "tensorrt", "--fill-stripped-weights", "3"][..],
+            "--fill-stripped-weights is an option of the native engine",
+        ),
     ] {
         let mut args = vec!["build-engine", &model, "-o", out_path];
         args.extend_from_slice(extra);
