@@ -136,3 +136,89 @@ mod tests {
         assert!(process_cpu_time() > before, "getrusage reported no CPU time after 30 ms of spinning");
     }
 }
+
+/// `vrseg bench engine`: forwards per second of a native plan, replayed as
+/// its CUDA graph, on a random input.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EngineBench {
+    pub plan: String,
+    pub gpu: String,
+    pub batch: usize,
+    pub input: Vec<usize>,
+    pub launches: usize,
+    /// Arithmetic per image (2 per multiply-add).
+    pub gflop_per_image: f64,
+    /// Median over rounds of the time per forward (one batch).
+    pub ms_per_batch: f64,
+    pub best_ms_per_batch: f64,
+    pub images_per_s: f64,
+    pub tflops: f64,
+    /// Per node, most expensive first (with `--layers`): one eager forward
+    /// with events around each launch.
+    pub layers: Vec<crate::engine::native::NodeTime>,
+}
+
+pub fn engine_throughput(gpu: &Gpu, path: &Path, rounds: usize, layers: bool) -> anyhow::Result<EngineBench> {
+    use crate::engine::native::{plan_flop, NativeEngine, StandaloneBuffers};
+    use crate::engine::plan::Plan;
+    use crate::gpu::error::CheckDriver;
+    let plan = Plan::open(path)?;
+    let buffers = StandaloneBuffers::new(&plan);
+    let pool = crate::gpu::VramPool::reserve(gpu, &buffers.pool)?;
+    let stream = gpu.new_stream()?;
+    let mut engine = NativeEngine::load(gpu, &stream, &plan, &pool, buffers.engine)?;
+    let inputs: Vec<_> = buffers.inputs.iter().map(|&id| pool.buffer(id)).collect();
+    let outputs: Vec<_> = buffers.outputs.iter().map(|&id| pool.buffer(id)).collect();
+    let mut rng = crate::selftest::SplitMix64::new(1);
+    for (view, info) in inputs.iter().zip(engine.inputs()) {
+        let data: Vec<half::f16> =
+            (0..info.shape.iter().product::<usize>()).map(|_| half::f16::from_f32(rng.uniform_f32(0.0, 1.0))).collect();
+        view.upload_blocking(&stream, &data)?;
+    }
+    let launches = engine.launches_per_forward(&inputs, &outputs)?;
+    // Warm-up: capture, then enough replays to reach steady clocks.
+    let warm = Instant::now();
+    while warm.elapsed() < Duration::from_millis(500) {
+        engine.enqueue(&stream, &inputs, &outputs)?;
+        stream.synchronize().check("cuStreamSynchronize")?;
+    }
+    // Rounds of back-to-back replays, each about 200 ms.
+    let probe = Instant::now();
+    engine.enqueue(&stream, &inputs, &outputs)?;
+    stream.synchronize().check("cuStreamSynchronize")?;
+    let per = probe.elapsed().as_secs_f64().max(1e-5);
+    let replays = ((0.2 / per) as usize).clamp(5, 5000);
+    let timing = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+    let mut per_batch = Vec::with_capacity(rounds);
+    for _ in 0..rounds.max(1) {
+        let start = stream.record_event(timing).check("cuEventRecord")?;
+        for _ in 0..replays {
+            engine.enqueue(&stream, &inputs, &outputs)?;
+        }
+        let end = stream.record_event(timing).check("cuEventRecord")?;
+        end.synchronize().check("cuEventSynchronize")?;
+        per_batch.push(start.elapsed_ms(&end).check("cuEventElapsedTime")? as f64 / replays as f64);
+    }
+    per_batch.sort_by(f64::total_cmp);
+    let median = per_batch[per_batch.len() / 2];
+    let batch = plan.graph.batch;
+    let flop = plan_flop(&plan.graph);
+    let mut layer_times = Vec::new();
+    if layers {
+        layer_times = engine.profile(&stream, &inputs, &outputs)?;
+        layer_times.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+    }
+    Ok(EngineBench {
+        plan: path.display().to_string(),
+        gpu: format!("{} ({})", gpu.properties().name, gpu.properties().sm()),
+        batch,
+        input: engine.inputs().first().map(|t| t.shape.clone()).unwrap_or_default(),
+        launches,
+        gflop_per_image: flop / batch as f64 / 1e9,
+        ms_per_batch: median,
+        best_ms_per_batch: per_batch[0],
+        images_per_s: batch as f64 / (median / 1e3),
+        tflops: flop / (median / 1e3) / 1e12,
+        layers: layer_times,
+    })
+}

@@ -15,8 +15,7 @@ pub fn clips_dir() -> PathBuf {
     }
 }
 
-/// The committed model fixtures: `$VRSEG_TEST_DATA/models` when set (as
-/// for [`clips_dir`]), else tests/data/models.
+/// The committed model fixtures (`$VRSEG_TEST_DATA/models`, else tests/data/models).
 pub fn models_dir() -> PathBuf {
     match std::env::var_os("VRSEG_TEST_DATA") {
         Some(dir) => PathBuf::from(dir).join("models"),

@@ -118,6 +118,20 @@ pub enum DevCommand {
         #[arg(long, default_value_t = 0)]
         gpu: usize,
     },
+    /// A native engine plan on raw inputs: each `--input` is the model input
+    /// as little-endian f32 in ONNX order (converted to FP16, as the pipeline
+    /// feeds it); writes `output0.f32`, `output1.f32`, … (f32, ONNX order)
+    /// into OUT_DIR. Several inputs run one forward each, into numbered
+    /// subdirectories.
+    Engine {
+        plan: PathBuf,
+        #[arg(long, required = true)]
+        input: Vec<PathBuf>,
+        #[arg(short, long)]
+        output_dir: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        gpu: usize,
+    },
 }
 
 fn read_exact_len(path: &Path, bytes: usize, what: &str) -> anyhow::Result<Vec<u8>> {
@@ -254,6 +268,38 @@ pub fn run(command: DevCommand) -> anyhow::Result<exit::Code> {
             std::fs::write(output_dir.join("matte.gray"), &packed)?;
             let kept: Vec<usize> = detections.iter().map(Vec::len).collect();
             super::print_err(&format!("yolo-seg: kept {kept:?} per eye, wrote {}", output_dir.display()));
+            Ok(exit::Code::Success)
+        }
+        DevCommand::Engine { plan, input, output_dir, gpu } => {
+            use vrseg::engine::native::{NativeEngine, StandaloneBuffers};
+            let plan = vrseg::engine::plan::Plan::open(&plan)?;
+            let device = Gpu::open(gpu)?;
+            let buffers = StandaloneBuffers::new(&plan);
+            let pool = VramPool::reserve(&device, &buffers.pool)?;
+            let stream = device.new_stream()?;
+            let mut engine = NativeEngine::load(&device, &stream, &plan, &pool, buffers.engine)?;
+            let infos = engine.inputs();
+            if infos.len() != 1 {
+                bail!("{} has {} inputs; `vrseg dev engine` feeds models with one", plan.path().display(), infos.len());
+            }
+            let inputs: Vec<_> = buffers.inputs.iter().map(|&id| pool.buffer(id)).collect();
+            let outputs: Vec<_> = buffers.outputs.iter().map(|&id| pool.buffer(id)).collect();
+            let elements: usize = infos[0].shape.iter().product();
+            for (k, path) in input.iter().enumerate() {
+                let raw = read_exact_len(path, elements * 4, &format!("input {:?}", infos[0].shape))?;
+                let halves: Vec<f16> =
+                    raw.chunks_exact(4).map(|b| f16::from_f32(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))).collect();
+                inputs[0].upload_blocking(&stream, &halves)?;
+                engine.enqueue(&stream, &inputs, &outputs)?;
+                let dir = if input.len() == 1 { output_dir.clone() } else { output_dir.join(k.to_string()) };
+                std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+                for (o, (view, info)) in outputs.iter().zip(engine.outputs()).enumerate() {
+                    let mut data = vec![0f32; info.shape.iter().product()];
+                    view.download_blocking(&stream, &mut data)?;
+                    std::fs::write(dir.join(format!("output{o}.f32")), bytemuck::cast_slice(&data))?;
+                }
+            }
+            super::print_err(&format!("engine: {} forward(s), wrote {}", input.len(), output_dir.display()));
             Ok(exit::Code::Success)
         }
     }

@@ -86,6 +86,22 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
+    /// Forwards/s of a native engine plan (its CUDA graph replayed on a random
+    /// input), with achieved TFLOP/s; `--layers` adds a per-node breakdown.
+    Engine {
+        plan: std::path::PathBuf,
+        /// Timed rounds (about 200 ms each); the median is reported.
+        #[arg(long, default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        rounds: u32,
+        /// Also time every node once, eagerly (most expensive first).
+        #[arg(long)]
+        layers: bool,
+        #[arg(long, default_value_t = 0)]
+        gpu: usize,
+        /// Print exactly one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Decode-only frames/s of FILE on one NVDEC session, frames into the VRAM
     /// pool and nowhere else; also the CPU cores busy meanwhile.
     Decode {
@@ -184,6 +200,44 @@ pub fn run(cli: Cli) -> anyhow::Result<exit::Code> {
                     bench.best_steady_fps,
                     bench.median_cpu_cores
                 ));
+                print_out(&text)?;
+            }
+            Ok(exit::Code::Success)
+        }
+        Command::Bench { what: BenchCommand::Engine { plan, rounds, layers, gpu, json } } => {
+            let device = vrseg::gpu::Gpu::open(gpu)?;
+            let bench = vrseg::bench::engine_throughput(&device, &plan, rounds as usize, layers)?;
+            if json {
+                print_out(&(serde_json::to_string(&bench)? + "\n"))?;
+            } else {
+                let mut text = format!(
+                    "vrseg engine bench: {} on {}\n  input {:?}, {} launches per forward (one CUDA graph), {:.2} GFLOP per image\n  {:.3} ms per batch (best {:.3}) = {:.1} images/s, {:.1} TFLOP/s\n",
+                    bench.plan,
+                    bench.gpu,
+                    bench.input,
+                    bench.launches,
+                    bench.gflop_per_image,
+                    bench.ms_per_batch,
+                    bench.best_ms_per_batch,
+                    bench.images_per_s,
+                    bench.tflops
+                );
+                if !bench.layers.is_empty() {
+                    let total: f64 = bench.layers.iter().map(|l| l.ms).sum();
+                    text.push_str(&format!("  eager per node (total {total:.3} ms), most expensive first:\n"));
+                    for l in bench.layers.iter().take(15) {
+                        text.push_str(&format!(
+                            "  {:>8.3} ms {:>5.1}%  {:>7.1} TFLOP/s {:>7.0} GB/s  {:<40} {} [{}]\n",
+                            l.ms,
+                            100.0 * l.ms / total,
+                            l.flop / (l.ms / 1e3) / 1e12,
+                            l.bytes / (l.ms / 1e3) / 1e9,
+                            l.op,
+                            l.node,
+                            l.kernels
+                        ));
+                    }
+                }
                 print_out(&text)?;
             }
             Ok(exit::Code::Success)

@@ -1,13 +1,15 @@
-//! Inference engines: the native plan executor and the TensorRT backend
-//! behind one [`backend::Backend`] trait. Built so far: `build` (ONNX → the
-//! native engine's plan, build time only), `plan` (the plan file and its
-//! loader), `reference` (the CPU reference executor that build-time graphs
-//! are checked against), `tensorrt` (the TensorRT backend) and
-//! `tensorrt_probe` (finding TensorRT's libraries for `vrseg info`). The
-//! native engine's GPU executor is not built yet.
+//! Inference engines: the native plan executor and the TensorRT backend.
+//! `build` turns ONNX into the native engine's plan (build time only),
+//! `plan` is the plan file and its loader, `native` runs a plan on the GPU
+//! with vrseg's kernels, `reference` is the CPU executor build-time graphs
+//! are checked against. `backend` is the trait the pipeline will drive
+//! engines through (the TensorRT backend implements it; the native engine
+//! does not yet), `tensorrt` the TensorRT backend, and `tensorrt_probe`
+//! finds TensorRT's libraries for `vrseg info`.
 
 pub mod backend;
 pub mod build;
+pub mod native;
 pub mod plan;
 pub mod reference;
 pub mod tensorrt;

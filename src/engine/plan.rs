@@ -10,7 +10,8 @@
 //!   needs explaining;
 //! - the weights section, 256-byte aligned: every weight blob 256-byte
 //!   aligned within it, FP16 for convolution weights in the layout the
-//!   table names, FP32 for biases and other constants.
+//!   convolution kernels read ([`WeightFormat::F16Gemm`]), FP32 for biases
+//!   and other constants. The section is uploaded to the GPU as one block.
 //!
 //! A plan is written under a temporary name and renamed when complete, so a
 //! failed or interrupted build leaves no file that looks like a plan.
@@ -19,12 +20,14 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::build::ir::{DType, Op};
-use super::build::memory::Placement;
+use super::build::memory::{ElementType, Placement};
 
 pub const PLAN_MAGIC: [u8; 8] = *b"VRSEGPLN";
 /// Bumped whenever the header, the graph JSON or a weight layout changes
 /// meaning; a plan of another version is refused, not guessed at.
-pub const PLAN_VERSION: u32 = 1;
+/// Version 2: per-value element types, byte placements, GEMM-packed
+/// convolution weights.
+pub const PLAN_VERSION: u32 = 2;
 pub const PLAN_HEADER_BYTES: usize = 256;
 pub const PLAN_ALIGN: usize = 256;
 
@@ -53,17 +56,28 @@ const _: () = assert!(std::mem::size_of::<PlanHeader>() == PLAN_HEADER_BYTES);
 /// How a weight blob's elements are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum WeightFormat {
-    /// FP16, in the ONNX order of the value's shape.
+    /// FP16, in the ONNX order of the value's shape (depthwise filters).
     F16,
     /// FP32, in the ONNX order of the value's shape.
     F32,
+    /// FP16 matrix of `rows` x `cols`, row-major, zero padded: the A operand
+    /// of the implicit-GEMM convolution (`kernels/engine_conv.cu`). Conv
+    /// weight [M, C, kH, kW]: row m holds the weight's (c, ky, kx) in ONNX
+    /// order. ConvTranspose weight [C, M, s, s] (kernel = stride): row
+    /// (m * s + i) * s + j holds w[c, m, i, j] over c. `rows` is
+    /// `build::gemm_rows` of the GEMM's M and `cols` a multiple of 32, so
+    /// the kernel's tiles never run off it.
+    F16Gemm { rows: usize, cols: usize },
 }
 
 impl WeightFormat {
-    pub fn element_bytes(self) -> usize {
+    /// Bytes of a blob of this format holding `elements` values (padding
+    /// included for the GEMM layout).
+    pub fn blob_bytes(self, elements: usize) -> usize {
         match self {
-            WeightFormat::F16 => 2,
-            WeightFormat::F32 => 4,
+            WeightFormat::F16 => elements * 2,
+            WeightFormat::F32 => elements * 4,
+            WeightFormat::F16Gemm { rows, cols } => rows * cols * 2,
         }
     }
 }
@@ -84,6 +98,8 @@ pub struct PlanValue {
     pub name: String,
     pub shape: Vec<usize>,
     pub dtype: DType,
+    /// How the engine stores it on the GPU.
+    pub element: ElementType,
     pub placement: Placement,
 }
 
@@ -110,8 +126,8 @@ pub struct PlanGraph {
     pub inputs: Vec<usize>,
     pub outputs: Vec<usize>,
     pub weights: Vec<PlanWeight>,
-    /// Activation arena, elements of the activation precision.
-    pub arena_elements: usize,
+    /// Activation arena, bytes.
+    pub arena_bytes: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -163,7 +179,7 @@ pub fn write_plan(path: &Path, graph: &mut PlanGraph, blobs: &[Vec<u8>], sm: u32
         graph_bytes: json.len() as u64,
         weights_offset: weights_offset as u64,
         weights_bytes: weights_bytes as u64,
-        arena_bytes: (graph.arena_elements * 2) as u64,
+        arena_bytes: graph.arena_bytes as u64,
         sm,
         batch: graph.batch as u32,
         reserved: [0; 24],
@@ -268,7 +284,7 @@ impl Plan {
                 return Err(damaged(format!("weight entry {w:?} is outside the weights section or misaligned")));
             }
             let v = &graph.values[w.value];
-            let want = v.shape.iter().product::<usize>() * w.format.element_bytes();
+            let want = w.format.blob_bytes(v.shape.iter().product::<usize>());
             if want as u64 != w.bytes {
                 return Err(damaged(format!("weight {:?} has {} bytes, its shape needs {want}", v.name, w.bytes)));
             }
@@ -286,6 +302,12 @@ impl Plan {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The weights section's bytes (what the native engine uploads, as one block).
+    pub fn weights_section(&self) -> &[u8] {
+        let start = self.header.weights_offset as usize;
+        &self.map[start..start + self.header.weights_bytes as usize]
     }
 
     /// The bytes of one weight entry.
@@ -371,11 +393,14 @@ mod tests {
         assert_eq!(plan.graph.source, "tiny.onnx");
         assert_eq!(plan.graph.weights.len(), 2);
         let w = &plan.graph.weights[0];
-        assert_eq!(w.format, WeightFormat::F16);
+        assert_eq!(w.format, WeightFormat::F16Gemm { rows: 32, cols: 32 });
         let halves: Vec<half::f16> =
             plan.weight_bytes(w).chunks(2).map(|c| half::f16::from_le_bytes([c[0], c[1]])).collect();
-        assert_eq!(halves.len(), 108);
-        assert!((halves[107].to_f32() - 1.07).abs() < 1e-3);
+        assert_eq!(halves.len(), 32 * 32);
+        // Row 3 holds weights 81..108 (K = 27), then zero padding.
+        assert!((halves[3 * 32 + 26].to_f32() - 1.07).abs() < 1e-3);
+        assert_eq!(halves[3 * 32 + 27].to_f32(), 0.0);
+        assert_eq!(halves[4 * 32].to_f32(), 0.0);
         let b = &plan.graph.weights[1];
         assert_eq!((b.format, b.offset % 256), (WeightFormat::F32, 0));
         assert_eq!(bytemuck::pod_read_unaligned::<f32>(&plan.weight_bytes(b)[12..16]), 1.0);

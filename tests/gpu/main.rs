@@ -5,6 +5,7 @@
 
 mod backend;
 mod decode;
+mod engine;
 mod info;
 mod letterbox;
 mod memory_kernels;

@@ -38,15 +38,74 @@ pub enum Storage {
     Constant,
 }
 
-/// A value's address, in elements from its storage's start.
+/// How a value's elements are stored on the GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum ElementType {
+    F16,
+    F32,
+}
+
+impl ElementType {
+    pub fn bytes(self) -> usize {
+        match self {
+            ElementType::F16 => 2,
+            ElementType::F32 => 4,
+        }
+    }
+}
+
+/// The storage type of every value. Activations are FP16 wherever they
+/// still feed a convolution (the tensor-core kernels read FP16, and FP16
+/// halves the memory traffic); values past the last convolution on every
+/// path — YOLO's box decode (coordinates up to the input size, where FP16
+/// steps by 0.25–0.5 pixel), class scores, mask coefficients — and the
+/// model outputs are FP32, as the postprocess reads them. The model input
+/// is FP16 (what the letterbox kernel writes). Constants are FP16 when they
+/// are convolution weights, FP32 otherwise (as the plan stores them).
+pub fn element_types(graph: &Graph) -> Vec<ElementType> {
+    let n = graph.values.len();
+    let mut feeds_conv = vec![false; n];
+    for node in graph.nodes.iter().rev() {
+        let conv = matches!(node.op, Op::Conv(_) | Op::ConvTranspose(_));
+        if conv || node.outputs.iter().any(|&v| feeds_conv[v]) {
+            for &v in &node.inputs {
+                feeds_conv[v] = true;
+            }
+        }
+    }
+    let mut weights = vec![false; n];
+    for node in &graph.nodes {
+        if matches!(node.op, Op::Conv(_) | Op::ConvTranspose(_)) {
+            weights[node.inputs[1]] = true;
+        }
+    }
+    (0..n)
+        .map(|v| {
+            if graph.values[v].constant.is_some() {
+                if weights[v] {
+                    ElementType::F16
+                } else {
+                    ElementType::F32
+                }
+            } else if graph.inputs.contains(&v) {
+                ElementType::F16
+            } else if graph.outputs.contains(&v) || !feeds_conv[v] {
+                ElementType::F32
+            } else {
+                ElementType::F16
+            }
+        })
+        .collect()
+}
+
+/// A value's address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Placement {
     pub storage: Storage,
     /// The value that owns the storage this one is a view of (itself when
     /// it owns its storage).
     pub root: usize,
-    /// Elements from the start of the storage (Arena: bytes / element size
-    /// of the plan's precision).
+    /// Bytes from the start of the storage.
     pub offset: usize,
     /// Elements between consecutive images of the batch (dim 0).
     pub batch_stride: usize,
@@ -56,20 +115,23 @@ pub struct Placement {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MemoryPlan {
     pub placements: Vec<Placement>,
-    /// Arena size in elements.
-    pub arena_elements: usize,
+    /// Each value's storage type (see [`element_types`]).
+    pub element_types: Vec<ElementType>,
+    /// Arena size in bytes.
+    pub arena_bytes: usize,
     /// What the arena would be without reuse (sum of all roots), for reports.
-    pub unshared_elements: usize,
+    pub unshared_bytes: usize,
     /// Concats removed (inputs written in place) and splits made views.
     pub concats_in_place: usize,
     pub splits_as_views: usize,
 }
 
-/// Alignment of arena roots, in elements (256 bytes at FP16).
-pub const ARENA_ALIGN_ELEMENTS: usize = 128;
+/// Alignment of arena roots, in bytes.
+pub const ARENA_ALIGN_BYTES: usize = 256;
 
 /// Where a view's elements are in its parent's image: `offset` elements
-/// from the start (the batch stride is the root's image size).
+/// from the start (the batch stride is the root's image size). A view has
+/// its parent's element type.
 #[derive(Debug, Clone, Copy)]
 struct Alias {
     parent: ValueId,
@@ -87,6 +149,7 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
     let consumers = graph.consumers();
     let producers = graph.producers();
     let external = |v: ValueId| graph.inputs.contains(&v) || graph.outputs.contains(&v);
+    let types = element_types(graph);
     let mut alias: Vec<Option<Alias>> = vec![None; n_values];
     let (mut concats, mut splits) = (0, 0);
 
@@ -96,7 +159,7 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
                 let (x, y) = (node.inputs[0], node.outputs[0]);
                 // A reshape of a strided slice would need a gather; those stay copies.
                 let contiguous = graph.values[x].shape.first().copied().unwrap_or(1) == 1 || alias[x].is_none();
-                if !external(y) && contiguous {
+                if !external(y) && contiguous && types[x] == types[y] {
                     alias[y] = Some(Alias { parent: x, offset: 0 });
                 }
             }
@@ -105,7 +168,7 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
                 let plane = graph.values[x].shape.iter().skip(2).product::<usize>();
                 let mut c0 = 0;
                 for (&y, &n) in node.outputs.iter().zip(sizes) {
-                    if !external(y) {
+                    if !external(y) && types[x] == types[y] {
                         alias[y] = Some(Alias { parent: x, offset: c0 * plane });
                     }
                     c0 += n;
@@ -150,7 +213,7 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
                         !matches!(graph.nodes[p].op, Op::Reshape { .. } | Op::Split { .. } | Op::Concat { .. })
                     });
                     let no_reshape = consumers[x].iter().all(|&c| !matches!(graph.nodes[c].op, Op::Reshape { .. }));
-                    once && free && kernel_output && no_reshape
+                    once && free && kernel_output && no_reshape && types[x] == types[y]
                 });
                 if eligible {
                     let mut c0 = 0;
@@ -202,13 +265,13 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
         .filter(|&v| root[v] == v && graph.values[v].constant.is_none() && !external(v) && first_def[v] != usize::MAX)
         .collect();
     roots.sort_by_key(|&v| std::cmp::Reverse(graph.values[v].elements()));
-    let align = |x: usize| x.div_ceil(ARENA_ALIGN_ELEMENTS) * ARENA_ALIGN_ELEMENTS;
+    let align = |x: usize| x.div_ceil(ARENA_ALIGN_BYTES) * ARENA_ALIGN_BYTES;
     let mut arena_offset = vec![0usize; n_values];
     let mut placed: Vec<(usize, usize, usize, usize)> = Vec::new(); // (start, end, first, last)
     let mut arena = 0usize;
     let mut unshared = 0usize;
     for &v in &roots {
-        let size = align(graph.values[v].elements());
+        let size = align(graph.values[v].elements() * types[v].bytes());
         unshared += size;
         let (lo, hi) = (first_def[v], last_use[v]);
         let mut busy: Vec<(usize, usize)> =
@@ -238,12 +301,18 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
             Storage::Arena
         };
         let base = if storage == Storage::Arena { arena_offset[r] } else { 0 };
-        placements.push(Placement { storage, root: r, offset: base + offset[v], batch_stride: stride[v] });
+        placements.push(Placement {
+            storage,
+            root: r,
+            offset: base + offset[v] * types[v].bytes(),
+            batch_stride: stride[v],
+        });
     }
     MemoryPlan {
         placements,
-        arena_elements: arena,
-        unshared_elements: unshared,
+        element_types: types,
+        arena_bytes: arena,
+        unshared_bytes: unshared,
         concats_in_place: concats,
         splits_as_views: splits,
     }
@@ -264,21 +333,22 @@ pub fn check(graph: &Graph, plan: &MemoryPlan) -> Result<(), String> {
             live[r].1 = live[r].1.max(i);
         }
     }
-    // Elements a value covers, as one interval over all its images (a
+    // Bytes a value covers, as one interval over all its images (a
     // conservative box for batch-strided slices).
     let extent = |v: usize| {
         let p = plan.placements[v];
+        let size = plan.element_types[v].bytes();
         let shape = &graph.values[v].shape;
         let batch = shape.first().copied().unwrap_or(1).max(1);
         let per = shape.iter().skip(1).product::<usize>().max(1);
-        (p.offset, p.offset + (batch - 1) * p.batch_stride + per)
+        (p.offset, p.offset + ((batch - 1) * p.batch_stride + per) * size)
     };
     let arena: Vec<usize> = (0..n)
         .filter(|&v| plan.placements[v].storage == Storage::Arena && live[plan.placements[v].root].0 != usize::MAX)
         .collect();
     for (i, &a) in arena.iter().enumerate() {
         let (s, e) = extent(a);
-        if e > plan.arena_elements {
+        if e > plan.arena_bytes {
             return Err(format!("value {:?} ends past the arena", graph.values[a].name));
         }
         let ra = plan.placements[a].root;

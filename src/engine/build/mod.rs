@@ -47,14 +47,19 @@ use ir::{Graph, Op, TensorData};
 use memory::{MemoryPlan, Storage};
 
 /// Turns a fused, planned graph into the plan's graph section and weight
-/// blobs: convolution weights become FP16 (the engine's compute type), every
+/// blobs: convolution weights become FP16 in the layout the convolution
+/// kernels read (GEMM-packed, or per-channel filters for depthwise), every
 /// other constant stays FP32 (biases and the head's anchor tables are small
 /// and precision-sensitive). Constants that no node reads are dropped.
 pub fn lower(graph: &Graph, memory: &MemoryPlan, source: &str) -> Result<(PlanGraph, Vec<Vec<u8>>), BuildError> {
-    let mut fp16 = vec![false; graph.values.len()];
+    check_native_support(graph, memory)?;
+    let mut conv_format: Vec<Option<ConvWeight>> = vec![None; graph.values.len()];
     for node in &graph.nodes {
-        if matches!(node.op, Op::Conv(_) | Op::ConvTranspose(_)) {
-            fp16[node.inputs[1]] = true;
+        match &node.op {
+            Op::Conv(c) if c.group == 1 => conv_format[node.inputs[1]] = Some(ConvWeight::Gemm),
+            Op::Conv(_) => conv_format[node.inputs[1]] = Some(ConvWeight::Depthwise),
+            Op::ConvTranspose(_) => conv_format[node.inputs[1]] = Some(ConvWeight::TransposedGemm),
+            _ => {}
         }
     }
     let consumers = graph.consumers();
@@ -76,11 +81,12 @@ pub fn lower(graph: &Graph, memory: &MemoryPlan, source: &str) -> Result<(PlanGr
                 ),
             });
         };
-        let (format, blob) = if fp16[v] {
-            let halves: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
-            (WeightFormat::F16, bytemuck::cast_slice(&halves).to_vec())
-        } else {
-            (WeightFormat::F32, bytemuck::cast_slice(data).to_vec())
+        let (format, blob) = match conv_format[v] {
+            Some(kind) => {
+                let (format, halves) = pack_conv_weight(kind, &value.shape, data);
+                (format, bytemuck::cast_slice(&halves).to_vec())
+            }
+            None => (WeightFormat::F32, bytemuck::cast_slice(data).to_vec()),
         };
         weights.push(PlanWeight { value: v, offset: 0, bytes: 0, format });
         blobs.push(blob);
@@ -89,7 +95,14 @@ pub fn lower(graph: &Graph, memory: &MemoryPlan, source: &str) -> Result<(PlanGr
         .values
         .iter()
         .zip(&memory.placements)
-        .map(|(v, &placement)| PlanValue { name: v.name.clone(), shape: v.shape.clone(), dtype: v.dtype, placement })
+        .zip(&memory.element_types)
+        .map(|((v, &placement), &element)| PlanValue {
+            name: v.name.clone(),
+            shape: v.shape.clone(),
+            dtype: v.dtype,
+            element,
+            placement,
+        })
         .collect();
     let nodes = graph
         .nodes
@@ -114,10 +127,148 @@ pub fn lower(graph: &Graph, memory: &MemoryPlan, source: &str) -> Result<(PlanGr
             inputs: graph.inputs.clone(),
             outputs: graph.outputs.clone(),
             weights,
-            arena_elements: memory.arena_elements,
+            arena_bytes: memory.arena_bytes,
         },
         blobs,
     ))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConvWeight {
+    Gemm,
+    Depthwise,
+    TransposedGemm,
+}
+
+/// Rows of a packed weight matrix: a multiple of the M tile the kernel
+/// uses for that many rows (32 up to 32 rows, 64 up to 64, else 128), so
+/// its tiles never run off the matrix.
+pub fn gemm_rows(m: usize) -> usize {
+    match m {
+        0..=32 => 32,
+        33..=64 => 64,
+        _ => m.div_ceil(128) * 128,
+    }
+}
+/// Columns are padded to this (the K tile).
+pub const GEMM_COL_ALIGN: usize = 32;
+
+/// Packs a convolution weight as [`WeightFormat`] describes.
+fn pack_conv_weight(kind: ConvWeight, shape: &[usize], data: &[f32]) -> (WeightFormat, Vec<half::f16>) {
+    let f16 = half::f16::from_f32;
+    match kind {
+        ConvWeight::Depthwise => (WeightFormat::F16, data.iter().map(|&x| f16(x)).collect()),
+        ConvWeight::Gemm => {
+            let m = shape[0];
+            let k: usize = shape[1..].iter().product();
+            let rows = gemm_rows(m);
+            let cols = k.div_ceil(GEMM_COL_ALIGN) * GEMM_COL_ALIGN;
+            let mut out = vec![half::f16::ZERO; rows * cols];
+            for r in 0..m {
+                for c in 0..k {
+                    out[r * cols + c] = f16(data[r * k + c]);
+                }
+            }
+            (WeightFormat::F16Gemm { rows, cols }, out)
+        }
+        ConvWeight::TransposedGemm => {
+            // [C, M, s, s] -> rows (m, i, j), columns c.
+            let (c_in, m, kh, kw) = (shape[0], shape[1], shape[2], shape[3]);
+            let rows = gemm_rows(m * kh * kw);
+            let cols = c_in.div_ceil(GEMM_COL_ALIGN) * GEMM_COL_ALIGN;
+            let mut out = vec![half::f16::ZERO; rows * cols];
+            for c in 0..c_in {
+                for mm in 0..m {
+                    for i in 0..kh {
+                        for j in 0..kw {
+                            let row = (mm * kh + i) * kw + j;
+                            out[row * cols + c] = f16(data[((c * m + mm) * kh + i) * kw + j]);
+                        }
+                    }
+                }
+            }
+            (WeightFormat::F16Gemm { rows, cols }, out)
+        }
+    }
+}
+
+/// Refuses, at build time, what the native engine's kernels cannot run, so
+/// that a plan that loads also runs. Each refusal names the node and says why.
+pub fn check_native_support(graph: &Graph, memory: &MemoryPlan) -> Result<(), BuildError> {
+    let refuse = |node: &ir::Node, reason: String| BuildError::Unsupported {
+        op_type: node.op.onnx_type().into(),
+        node: node.name.clone(),
+        reason,
+    };
+    for node in &graph.nodes {
+        for &v in node.inputs.iter().chain(&node.outputs) {
+            if graph.values[v].shape.len() > 4 {
+                return Err(refuse(
+                    node,
+                    format!(
+                        "value {:?} has {} dimensions; the native engine runs tensors of at most 4",
+                        graph.values[v].name,
+                        graph.values[v].shape.len()
+                    ),
+                ));
+            }
+        }
+        match &node.op {
+            Op::Conv(c) => {
+                let x = node.inputs[0];
+                let w = &graph.values[node.inputs[1]].shape;
+                let channels = graph.values[x].shape[1];
+                if c.group != 1 && !(c.group == channels && w[0] == channels && w[1] == 1) {
+                    return Err(refuse(
+                        node,
+                        format!(
+                            "grouped convolution with {} groups over {channels} channels; the native engine runs \
+                             group 1 and depthwise (groups = channels = outputs)",
+                            c.group
+                        ),
+                    ));
+                }
+                if memory.element_types[x] != memory::ElementType::F16 {
+                    return Err(refuse(
+                        node,
+                        "its input is also a model output (stored FP32); the convolution kernels read FP16".into(),
+                    ));
+                }
+            }
+            Op::ConvTranspose(t) => {
+                let x = node.inputs[0];
+                let plain = t.kernel == t.stride
+                    && t.pads == [0; 4]
+                    && t.dilation == [1, 1]
+                    && t.output_padding == [0, 0]
+                    && t.group == 1
+                    && t.kernel[0] == t.kernel[1];
+                if !plain {
+                    return Err(refuse(
+                        node,
+                        "the native engine runs ConvTranspose only with a square kernel equal to its stride, no \
+                         padding, dilation 1 and group 1 (the upsampling YOLO's mask prototypes use)"
+                            .into(),
+                    ));
+                }
+                if memory.element_types[x] != memory::ElementType::F16 {
+                    return Err(refuse(node, "its input is stored FP32; the convolution kernels read FP16".into()));
+                }
+            }
+            Op::MatMul => {
+                for &v in &node.inputs {
+                    if graph.values[v].shape.len() < 2 {
+                        return Err(refuse(node, "a 1-D MatMul operand (vector product) is not supported".into()));
+                    }
+                }
+            }
+            Op::MaxPool(_) if graph.values[node.inputs[0]].shape.len() != 4 => {
+                return Err(refuse(node, "the native engine pools 4-D (NCHW) tensors only".into()));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// What a build did, for the CLI's report.

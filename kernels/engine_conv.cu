@@ -1,0 +1,364 @@
+// Native engine: the convolution family (src/engine/native/conv.rs launches).
+//
+// conv_igemm_{32,64,128}: convolution as an implicit GEMM on tensor cores.
+//   GEMM M = output channels (rows of the packed weight matrix), N = output
+//   pixels of the whole batch, K = Cin*kh*kw in ONNX order (c, ky, kx). The
+//   weight matrix is packed by `vrseg build-engine` as FP16 [m_pad][k_pad],
+//   zero padded to multiples of 128 rows and 32 columns, so weight tiles load
+//   without bounds checks. The input tile (K x 128 pixels) is gathered from
+//   NCHW with padding checks; for 1x1/stride-1/unpadded convolutions over
+//   planes of a multiple of 8 pixels its rows are contiguous and load 16 bytes
+//   at a time with cp.async. Two shared-memory stages; mma.sync m16n8k16,
+//   FP16 in, FP32 accumulate.
+//   Epilogue: + bias, SiLU, + residual, stored as FP16 or FP32 at the output's
+//   placement (a batch stride lets a conv write straight into its slice of a
+//   concatenation). `transposed_stride` s > 0 runs a ConvTranspose whose kernel
+//   equals its stride (no padding) as the same GEMM over input pixels, with
+//   rows (m, i, j) scattered to output pixel (s*y + i, s*x + j).
+//   Block: 256 threads (2 x 4 warps), tile BM x 128 x 32, warp tile
+//   (BM/2) x 32. BM is chosen by the host from the channel count.
+//
+// conv_depthwise: groups == channels (one filter per channel), direct, one
+//   thread per output element, same epilogue.
+#include <cuda_fp16.h>
+
+#include "common.cuh"
+
+namespace {
+
+// Mirrors `engine::native::conv::ConvParams` (#[repr(C)], field for field).
+struct ConvParams {
+    const __half* x;
+    const __half* weight;
+    const float* bias;
+    const void* residual;
+    void* y;
+    int64_t x_batch_stride;
+    int64_t residual_batch_stride;
+    int64_t y_batch_stride;
+    int32_t batch, cin, h, w;
+    int32_t cout, oh, ow;
+    int32_t kh, kw, sh, sw, dh, dw, pad_t, pad_l;
+    int32_t k_total, k_pad, m_total;
+    int32_t activation;
+    int32_t y_f32, residual_f32;
+    int32_t transposed_stride;
+    int32_t vector_b;
+    int32_t reserved;
+};
+
+constexpr int kBlockN = 128;
+constexpr int kBlockK = 32;
+constexpr int kThreads = 256;
+constexpr int kPadA = 8;  // halves: 80-byte rows make ldmatrix conflict-free
+constexpr int kPadB = 8;  // halves: 272-byte rows, likewise for ldmatrix.trans
+
+__device__ __forceinline__ float silu(float v) { return v / (1.0f + __expf(-v)); }
+
+__device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, int src_bytes) {
+    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(s), "l"(gmem), "r"(src_bytes));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void* smem) {
+    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(s));
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void* smem) {
+    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(s));
+}
+__device__ __forceinline__ void mma_16816(float c[4], const uint32_t a[4], const uint32_t b[2]) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+__device__ __forceinline__ float load_any(const void* base, int64_t i, int32_t is_f32) {
+    return is_f32 ? static_cast<const float*>(base)[i] : __half2float(static_cast<const __half*>(base)[i]);
+}
+__device__ __forceinline__ void store_any(void* base, int64_t i, int32_t is_f32, float v) {
+    if (is_f32) {
+        static_cast<float*>(base)[i] = v;
+    } else {
+        static_cast<__half*>(base)[i] = __float2half_rn(v);
+    }
+}
+
+template <int BM>
+__device__ __forceinline__ void conv_igemm(const ConvParams& p) {
+    constexpr int kWarpM = BM / 2;
+    constexpr int kMT = kWarpM / 16;
+    constexpr int kNT = 4;
+    constexpr int kStrideA = kBlockK + kPadA;
+    constexpr int kStrideB = kBlockN + kPadB;
+    __shared__ __align__(16) __half tile_a[2][BM][kStrideA];
+    __shared__ __align__(16) __half tile_b[2][kBlockK][kStrideB];
+
+    const int tid = threadIdx.x;
+    const int lane = tid & 31;
+    const int warp = tid >> 5;
+    const int wm = warp >> 2;
+    const int wn = warp & 3;
+    const int m0 = blockIdx.y * BM;
+    const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kBlockN;
+    const int pixels = p.oh * p.ow;  // GEMM columns per image
+    const int64_t n_total = static_cast<int64_t>(p.batch) * pixels;
+    const int plane = p.h * p.w;
+    const int khkw = p.kh * p.kw;
+    const int k_tiles = p.k_pad / kBlockK;
+
+    // Gather geometry: this thread loads column b_n, rows b_k0 .. b_k0 + 15.
+    const int b_n = tid & (kBlockN - 1);
+    const int b_k0 = (tid >> 7) * 16;
+    const int64_t b_gn = n0 + b_n;
+    const bool b_col_ok = b_gn < n_total;
+    const int b_img = b_col_ok ? static_cast<int>(b_gn / pixels) : 0;
+    const int b_pix = b_col_ok ? static_cast<int>(b_gn - static_cast<int64_t>(b_img) * pixels) : 0;
+    const int b_oy = b_pix / p.ow;
+    const int b_ox = b_pix - b_oy * p.ow;
+    const int b_iy0 = b_oy * p.sh - p.pad_t;
+    const int b_ix0 = b_ox * p.sw - p.pad_l;
+    const __half* b_src = p.x + static_cast<int64_t>(b_img) * p.x_batch_stride;
+    unsigned short b_regs[16];
+
+    auto load_a = [&](int kt, int buf) {
+        for (int i = tid; i < BM * 4; i += kThreads) {
+            const int r = i >> 2;
+            const int cv = (i & 3) * 8;
+            const __half* src = p.weight + static_cast<int64_t>(m0 + r) * p.k_pad + kt * kBlockK + cv;
+            cp_async_16(&tile_a[buf][r][cv], src, 16);
+        }
+    };
+    auto load_b_vector = [&](int kt, int buf) {
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            const int v = tid + i * kThreads;
+            const int kr = v >> 4;
+            const int nv = (v & 15) * 8;
+            const int k = kt * kBlockK + kr;
+            const int64_t gn = n0 + nv;
+            const bool ok = gn < n_total && k < p.k_total;
+            const __half* src = p.x;
+            if (ok) {
+                const int img = static_cast<int>(gn / pixels);
+                const int pix = static_cast<int>(gn - static_cast<int64_t>(img) * pixels);
+                src = p.x + static_cast<int64_t>(img) * p.x_batch_stride + static_cast<int64_t>(k) * plane + pix;
+            }
+            cp_async_16(&tile_b[buf][kr][nv], src, ok ? 16 : 0);
+        }
+    };
+    auto load_b_regs = [&](int kt) {
+        int k = kt * kBlockK + b_k0;
+        int c = k / khkw;
+        int r = k - c * khkw;
+        int ky = r / p.kw;
+        int kx = r - ky * p.kw;
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+            const int iy = b_iy0 + ky * p.dh;
+            const int ix = b_ix0 + kx * p.dw;
+            const bool ok = b_col_ok && (k + j) < p.k_total && static_cast<unsigned>(iy) < static_cast<unsigned>(p.h) &&
+                            static_cast<unsigned>(ix) < static_cast<unsigned>(p.w);
+            b_regs[j] = ok ? __ldg(reinterpret_cast<const unsigned short*>(b_src) + static_cast<int64_t>(c) * plane +
+                                   iy * p.w + ix)
+                           : static_cast<unsigned short>(0);
+            if (++kx == p.kw) {
+                kx = 0;
+                if (++ky == p.kh) {
+                    ky = 0;
+                    ++c;
+                }
+            }
+        }
+    };
+    auto store_b_regs = [&](int buf) {
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+            reinterpret_cast<unsigned short*>(&tile_b[buf][b_k0 + j][0])[b_n] = b_regs[j];
+        }
+    };
+
+    float acc[kMT][kNT][4];
+#pragma unroll
+    for (int i = 0; i < kMT; ++i)
+#pragma unroll
+        for (int j = 0; j < kNT; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+
+    load_a(0, 0);
+    if (p.vector_b) {
+        load_b_vector(0, 0);
+    } else {
+        load_b_regs(0);
+        store_b_regs(0);
+    }
+    cp_async_commit();
+    cp_async_wait_all();
+    __syncthreads();
+
+    for (int kt = 0; kt < k_tiles; ++kt) {
+        const int cur = kt & 1;
+        const bool more = kt + 1 < k_tiles;
+        if (more) {
+            load_a(kt + 1, cur ^ 1);
+            if (p.vector_b) {
+                load_b_vector(kt + 1, cur ^ 1);
+            } else {
+                load_b_regs(kt + 1);
+            }
+            cp_async_commit();
+        }
+#pragma unroll
+        for (int kk = 0; kk < kBlockK; kk += 16) {
+            uint32_t a[kMT][4];
+            uint32_t b[kNT][2];
+#pragma unroll
+            for (int mt = 0; mt < kMT; ++mt) {
+                ldmatrix_x4(a[mt], &tile_a[cur][wm * kWarpM + mt * 16 + (lane & 15)][kk + (lane >> 4) * 8]);
+            }
+#pragma unroll
+            for (int pair = 0; pair < kNT / 2; ++pair) {
+                uint32_t r[4];
+                ldmatrix_x4_trans(r, &tile_b[cur][kk + (lane & 7) + ((lane >> 3) & 1) * 8]
+                                            [wn * 32 + pair * 16 + (lane >> 4) * 8]);
+                b[2 * pair][0] = r[0];
+                b[2 * pair][1] = r[1];
+                b[2 * pair + 1][0] = r[2];
+                b[2 * pair + 1][1] = r[3];
+            }
+#pragma unroll
+            for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+                for (int nt = 0; nt < kNT; ++nt) mma_16816(acc[mt][nt], a[mt], b[nt]);
+        }
+        if (more) {
+            if (!p.vector_b) store_b_regs(cur ^ 1);
+            cp_async_wait_all();
+        }
+        __syncthreads();
+    }
+
+    // Epilogue. Accumulator (mt, nt, e): row g (+8 for e >= 2), column 2t + (e & 1).
+    const int g = lane >> 2;
+    const int t = lane & 3;
+    int col_img[kNT][2];
+    int col_pix[kNT][2];
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            const int64_t gn = n0 + wn * 32 + nt * 8 + 2 * t + e;
+            if (gn < n_total) {
+                col_img[nt][e] = static_cast<int>(gn / pixels);
+                col_pix[nt][e] = static_cast<int>(gn - static_cast<int64_t>(col_img[nt][e]) * pixels);
+            } else {
+                col_img[nt][e] = -1;
+                col_pix[nt][e] = 0;
+            }
+        }
+    const int s = p.transposed_stride;
+    const int ss = s * s;
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int hi = 0; hi < 2; ++hi) {
+            const int m = m0 + wm * kWarpM + mt * 16 + g + hi * 8;
+            if (m >= p.m_total) continue;
+            const int channel = s > 0 ? m / ss : m;
+            const float bias = p.bias ? p.bias[channel] : 0.0f;
+#pragma unroll
+            for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const int img = col_img[nt][e];
+                    if (img < 0) continue;
+                    const int pix = col_pix[nt][e];
+                    float v = acc[mt][nt][hi * 2 + e] + bias;
+                    if (p.activation == 1) v = silu(v);
+                    int64_t out;
+                    if (s > 0) {
+                        const int i = (m / s) % s;
+                        const int j = m % s;
+                        const int y = pix / p.ow;
+                        const int x = pix - y * p.ow;
+                        const int ow = p.ow * s;
+                        out = static_cast<int64_t>(img) * p.y_batch_stride +
+                              static_cast<int64_t>(channel) * (p.oh * s) * ow + (y * s + i) * ow + x * s + j;
+                    } else {
+                        out = static_cast<int64_t>(img) * p.y_batch_stride + static_cast<int64_t>(m) * pixels + pix;
+                        if (p.residual) {
+                            v += load_any(p.residual,
+                                          static_cast<int64_t>(img) * p.residual_batch_stride +
+                                              static_cast<int64_t>(m) * pixels + pix,
+                                          p.residual_f32);
+                        }
+                    }
+                    store_any(p.y, out, p.y_f32, v);
+                }
+        }
+}
+
+// Mirrors `engine::native::conv::DepthwiseParams`.
+struct DepthwiseParams {
+    const __half* x;
+    const __half* weight;  // [channels][kh * kw]
+    const float* bias;
+    const void* residual;
+    void* y;
+    int64_t x_batch_stride;
+    int64_t residual_batch_stride;
+    int64_t y_batch_stride;
+    int32_t batch, channels, h, w;
+    int32_t oh, ow;
+    int32_t kh, kw, sh, sw, dh, dw, pad_t, pad_l;
+    int32_t activation;
+    int32_t y_f32, residual_f32;
+    int32_t reserved;
+};
+
+}  // namespace
+
+VRSEG_KERNEL void __launch_bounds__(kThreads, 2) conv_igemm_128(ConvParams p) { conv_igemm<128>(p); }
+VRSEG_KERNEL void __launch_bounds__(kThreads, 3) conv_igemm_64(ConvParams p) { conv_igemm<64>(p); }
+VRSEG_KERNEL void __launch_bounds__(kThreads, 4) conv_igemm_32(ConvParams p) { conv_igemm<32>(p); }
+
+VRSEG_KERNEL void conv_depthwise(DepthwiseParams p) {
+    const int64_t per_image = static_cast<int64_t>(p.channels) * p.oh * p.ow;
+    const int64_t total = per_image * p.batch;
+    const int taps = p.kh * p.kw;
+    for (int64_t i = vrseg::global_thread_index(); i < total; i += vrseg::global_thread_count()) {
+        const int img = static_cast<int>(i / per_image);
+        const int64_t rest = i - img * per_image;
+        const int c = static_cast<int>(rest / (p.oh * p.ow));
+        const int pix = static_cast<int>(rest - static_cast<int64_t>(c) * p.oh * p.ow);
+        const int oy = pix / p.ow;
+        const int ox = pix - oy * p.ow;
+        const __half* src = p.x + img * p.x_batch_stride + static_cast<int64_t>(c) * p.h * p.w;
+        const __half* wc = p.weight + static_cast<int64_t>(c) * taps;
+        float v = 0.0f;
+        for (int ky = 0; ky < p.kh; ++ky) {
+            const int iy = oy * p.sh - p.pad_t + ky * p.dh;
+            if (static_cast<unsigned>(iy) >= static_cast<unsigned>(p.h)) continue;
+            for (int kx = 0; kx < p.kw; ++kx) {
+                const int ix = ox * p.sw - p.pad_l + kx * p.dw;
+                if (static_cast<unsigned>(ix) >= static_cast<unsigned>(p.w)) continue;
+                v += __half2float(src[iy * p.w + ix]) * __half2float(wc[ky * p.kw + kx]);
+            }
+        }
+        if (p.bias) v += p.bias[c];
+        if (p.activation == 1) v = silu(v);
+        const int64_t at = static_cast<int64_t>(c) * p.oh * p.ow + pix;
+        if (p.residual) v += load_any(p.residual, img * p.residual_batch_stride + at, p.residual_f32);
+        store_any(p.y, img * p.y_batch_stride + at, p.y_f32, v);
+    }
+}

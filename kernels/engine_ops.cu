@@ -1,0 +1,234 @@
+// Native engine: every op that is not a convolution (src/engine/native/ops.rs
+// launches). These run on small tensors in YOLO-seg (the C2PSA attention at
+// 1/32 scale, the detect head's decode, upsampling, the SPPF pools), so they
+// favour one general strided form over many specialised ones.
+//
+// A tensor operand is a `TensorRef`: base pointer, element type (FP16 or
+// FP32), up to 4 dims (left-padded with 1s) and a stride per dim in elements.
+// Broadcast dims have stride 0; transposes permute strides; slices move the
+// base and scale strides. Values are computed in FP32.
+//
+// tensor_map      out[i] = f(in[i / div]) per dim: copy (reshape, concat,
+//                 slice, transpose, split), nearest resize (div = scale),
+//                 sigmoid; converts between FP16 and FP32.
+// tensor_binary   out = a (+ - * /) b with broadcasting.
+// softmax_thread  softmax along one axis, one thread per row (short axes).
+// softmax_warp    the same, one warp per row (long axes).
+// max_pool        2-D max pooling over dims 2 and 3, padding never wins.
+// matmul          batched matrix product over dims 0 and 1, 16x16 tiles.
+#include <cuda_fp16.h>
+
+#include "common.cuh"
+
+namespace {
+
+// Mirrors `engine::native::ops::TensorRef`.
+struct TensorRef {
+    void* ptr;
+    int64_t strides[4];
+    int32_t dims[4];
+    int32_t is_f32;
+    int32_t reserved;
+};
+
+__device__ __forceinline__ float load(const TensorRef& t, int64_t off) {
+    return t.is_f32 ? static_cast<const float*>(t.ptr)[off] : __half2float(static_cast<const __half*>(t.ptr)[off]);
+}
+__device__ __forceinline__ void store(const TensorRef& t, int64_t off, float v) {
+    if (t.is_f32) {
+        static_cast<float*>(t.ptr)[off] = v;
+    } else {
+        static_cast<__half*>(t.ptr)[off] = __float2half_rn(v);
+    }
+}
+__device__ __forceinline__ int64_t element_count(const TensorRef& t) {
+    return static_cast<int64_t>(t.dims[0]) * t.dims[1] * t.dims[2] * t.dims[3];
+}
+// Splits a linear index over `t.dims` (last dim fastest).
+__device__ __forceinline__ void unravel(const TensorRef& t, int64_t i, int idx[4]) {
+#pragma unroll
+    for (int d = 3; d >= 0; --d) {
+        idx[d] = static_cast<int>(i % t.dims[d]);
+        i /= t.dims[d];
+    }
+}
+__device__ __forceinline__ int64_t offset_of(const TensorRef& t, const int idx[4]) {
+    return idx[0] * t.strides[0] + idx[1] * t.strides[1] + idx[2] * t.strides[2] + idx[3] * t.strides[3];
+}
+
+// Mirrors `engine::native::ops::MapParams`.
+struct MapParams {
+    TensorRef out;
+    TensorRef in;
+    int32_t div[4];
+    int32_t op;  // 0 copy, 1 sigmoid
+    int32_t reserved;
+};
+
+struct BinaryParams {
+    TensorRef out;
+    TensorRef a;
+    TensorRef b;
+    int32_t op;  // 0 add, 1 sub, 2 mul, 3 div
+    int32_t reserved;
+};
+
+struct SoftmaxParams {
+    TensorRef out;
+    TensorRef in;
+    int32_t axis;
+    int32_t reserved;
+};
+
+struct PoolParams {
+    TensorRef out;
+    TensorRef in;
+    int32_t kh, kw, sh, sw, pad_t, pad_l;
+};
+
+struct MatmulParams {
+    TensorRef out;  // [b0, b1, m, n]
+    TensorRef a;    // [b0, b1, m, k] (broadcast dims have stride 0)
+    TensorRef b;    // [b0, b1, k, n]
+    int32_t k;
+    int32_t reserved;
+};
+
+// The offset of row `row` (an index over every dim but `axis`) of `t`.
+__device__ __forceinline__ int64_t row_offset(const TensorRef& t, int axis, int64_t row) {
+    int64_t off = 0;
+#pragma unroll
+    for (int d = 3; d >= 0; --d) {
+        if (d == axis) continue;
+        off += (row % t.dims[d]) * t.strides[d];
+        row /= t.dims[d];
+    }
+    return off;
+}
+
+}  // namespace
+
+VRSEG_KERNEL void tensor_map(MapParams p) {
+    const int64_t total = element_count(p.out);
+    for (int64_t i = vrseg::global_thread_index(); i < total; i += vrseg::global_thread_count()) {
+        int idx[4];
+        unravel(p.out, i, idx);
+        int src[4];
+#pragma unroll
+        for (int d = 0; d < 4; ++d) src[d] = idx[d] / p.div[d];
+        float v = load(p.in, offset_of(p.in, src));
+        if (p.op == 1) v = 1.0f / (1.0f + __expf(-v));
+        store(p.out, offset_of(p.out, idx), v);
+    }
+}
+
+VRSEG_KERNEL void tensor_binary(BinaryParams p) {
+    const int64_t total = element_count(p.out);
+    for (int64_t i = vrseg::global_thread_index(); i < total; i += vrseg::global_thread_count()) {
+        int idx[4];
+        unravel(p.out, i, idx);
+        const float a = load(p.a, offset_of(p.a, idx));
+        const float b = load(p.b, offset_of(p.b, idx));
+        float v;
+        switch (p.op) {
+            case 0: v = a + b; break;
+            case 1: v = a - b; break;
+            case 2: v = a * b; break;
+            default: v = a / b; break;
+        }
+        store(p.out, offset_of(p.out, idx), v);
+    }
+}
+
+VRSEG_KERNEL void softmax_thread(SoftmaxParams p) {
+    const int n = p.in.dims[p.axis];
+    const int64_t rows = element_count(p.in) / n;
+    const int64_t si = p.in.strides[p.axis];
+    const int64_t so = p.out.strides[p.axis];
+    for (int64_t r = vrseg::global_thread_index(); r < rows; r += vrseg::global_thread_count()) {
+        const int64_t in0 = row_offset(p.in, p.axis, r);
+        const int64_t out0 = row_offset(p.out, p.axis, r);
+        float mx = -INFINITY;
+        for (int j = 0; j < n; ++j) mx = fmaxf(mx, load(p.in, in0 + j * si));
+        float sum = 0.0f;
+        for (int j = 0; j < n; ++j) sum += __expf(load(p.in, in0 + j * si) - mx);
+        const float inv = 1.0f / sum;
+        for (int j = 0; j < n; ++j) store(p.out, out0 + j * so, __expf(load(p.in, in0 + j * si) - mx) * inv);
+    }
+}
+
+VRSEG_KERNEL void softmax_warp(SoftmaxParams p) {
+    const int n = p.in.dims[p.axis];
+    const int64_t rows = element_count(p.in) / n;
+    const int64_t si = p.in.strides[p.axis];
+    const int64_t so = p.out.strides[p.axis];
+    const int lane = threadIdx.x & 31;
+    const int64_t warps = vrseg::global_thread_count() / 32;
+    for (int64_t r = vrseg::global_thread_index() / 32; r < rows; r += warps) {
+        const int64_t in0 = row_offset(p.in, p.axis, r);
+        const int64_t out0 = row_offset(p.out, p.axis, r);
+        float mx = -INFINITY;
+        for (int j = lane; j < n; j += 32) mx = fmaxf(mx, load(p.in, in0 + j * si));
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+        float sum = 0.0f;
+        for (int j = lane; j < n; j += 32) sum += __expf(load(p.in, in0 + j * si) - mx);
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+        const float inv = 1.0f / sum;
+        for (int j = lane; j < n; j += 32) store(p.out, out0 + j * so, __expf(load(p.in, in0 + j * si) - mx) * inv);
+    }
+}
+
+VRSEG_KERNEL void max_pool(PoolParams p) {
+    const int64_t total = element_count(p.out);
+    for (int64_t i = vrseg::global_thread_index(); i < total; i += vrseg::global_thread_count()) {
+        int idx[4];
+        unravel(p.out, i, idx);
+        const int64_t base = idx[0] * p.in.strides[0] + idx[1] * p.in.strides[1];
+        float mx = -INFINITY;
+        for (int ky = 0; ky < p.kh; ++ky) {
+            const int iy = idx[2] * p.sh - p.pad_t + ky;
+            if (static_cast<unsigned>(iy) >= static_cast<unsigned>(p.in.dims[2])) continue;
+            for (int kx = 0; kx < p.kw; ++kx) {
+                const int ix = idx[3] * p.sw - p.pad_l + kx;
+                if (static_cast<unsigned>(ix) >= static_cast<unsigned>(p.in.dims[3])) continue;
+                mx = fmaxf(mx, load(p.in, base + iy * p.in.strides[2] + ix * p.in.strides[3]));
+            }
+        }
+        store(p.out, offset_of(p.out, idx), mx);
+    }
+}
+
+VRSEG_KERNEL void __launch_bounds__(256) matmul(MatmulParams p) {
+    __shared__ float tile_a[16][17];
+    __shared__ float tile_b[16][17];
+    const int tx = threadIdx.x & 15;
+    const int ty = threadIdx.x >> 4;
+    const int batch = blockIdx.z;
+    const int b0 = batch / p.out.dims[1];
+    const int b1 = batch - b0 * p.out.dims[1];
+    const int row = blockIdx.y * 16 + ty;
+    const int col = blockIdx.x * 16 + tx;
+    const int m = p.out.dims[2];
+    const int n = p.out.dims[3];
+    const int64_t a0 = b0 * p.a.strides[0] + b1 * p.a.strides[1];
+    const int64_t bb0 = b0 * p.b.strides[0] + b1 * p.b.strides[1];
+    float acc = 0.0f;
+    for (int k0 = 0; k0 < p.k; k0 += 16) {
+        const int ar = blockIdx.y * 16 + ty;
+        const int ak = k0 + tx;
+        tile_a[ty][tx] = (ar < m && ak < p.k) ? load(p.a, a0 + ar * p.a.strides[2] + ak * p.a.strides[3]) : 0.0f;
+        const int bk = k0 + ty;
+        const int bc = blockIdx.x * 16 + tx;
+        tile_b[ty][tx] = (bk < p.k && bc < n) ? load(p.b, bb0 + bk * p.b.strides[2] + bc * p.b.strides[3]) : 0.0f;
+        __syncthreads();
+#pragma unroll
+        for (int j = 0; j < 16; ++j) acc += tile_a[ty][j] * tile_b[j][tx];
+        __syncthreads();
+    }
+    if (row < m && col < n) {
+        store(p.out, b0 * p.out.strides[0] + b1 * p.out.strides[1] + row * p.out.strides[2] + col * p.out.strides[3],
+              acc);
+    }
+}

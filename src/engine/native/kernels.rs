@@ -1,0 +1,251 @@
+//! The parameter structs of `kernels/engine_conv.cu` and
+//! `kernels/engine_ops.cu`, field for field, and how a plan value becomes a
+//! [`TensorRef`].
+
+use cudarc::driver::DeviceRepr;
+
+use crate::engine::build::memory::ElementType;
+
+/// Mirrors `ConvParams` in kernels/engine_conv.cu.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConvParams {
+    pub x: u64,
+    pub weight: u64,
+    pub bias: u64,
+    pub residual: u64,
+    pub y: u64,
+    pub x_batch_stride: i64,
+    pub residual_batch_stride: i64,
+    pub y_batch_stride: i64,
+    pub batch: i32,
+    pub cin: i32,
+    pub h: i32,
+    pub w: i32,
+    pub cout: i32,
+    pub oh: i32,
+    pub ow: i32,
+    pub kh: i32,
+    pub kw: i32,
+    pub sh: i32,
+    pub sw: i32,
+    pub dh: i32,
+    pub dw: i32,
+    pub pad_t: i32,
+    pub pad_l: i32,
+    pub k_total: i32,
+    pub k_pad: i32,
+    pub m_total: i32,
+    pub activation: i32,
+    pub y_f32: i32,
+    pub residual_f32: i32,
+    pub transposed_stride: i32,
+    pub vector_b: i32,
+    pub reserved: i32,
+}
+// SAFETY: #[repr(C)] plain data whose layout matches the CUDA struct (8-byte
+// fields first, then 4-byte ones, 160 bytes, no implicit padding).
+unsafe impl DeviceRepr for ConvParams {}
+const _: () = assert!(std::mem::size_of::<ConvParams>() == 160);
+
+/// Mirrors `DepthwiseParams` in kernels/engine_conv.cu.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DepthwiseParams {
+    pub x: u64,
+    pub weight: u64,
+    pub bias: u64,
+    pub residual: u64,
+    pub y: u64,
+    pub x_batch_stride: i64,
+    pub residual_batch_stride: i64,
+    pub y_batch_stride: i64,
+    pub batch: i32,
+    pub channels: i32,
+    pub h: i32,
+    pub w: i32,
+    pub oh: i32,
+    pub ow: i32,
+    pub kh: i32,
+    pub kw: i32,
+    pub sh: i32,
+    pub sw: i32,
+    pub dh: i32,
+    pub dw: i32,
+    pub pad_t: i32,
+    pub pad_l: i32,
+    pub activation: i32,
+    pub y_f32: i32,
+    pub residual_f32: i32,
+    pub reserved: i32,
+}
+// SAFETY: as ConvParams (136 bytes, no implicit padding).
+unsafe impl DeviceRepr for DepthwiseParams {}
+const _: () = assert!(std::mem::size_of::<DepthwiseParams>() == 136);
+
+/// Mirrors `TensorRef` in kernels/engine_ops.cu: a strided view of up to 4
+/// dims, left-padded with 1s; broadcast dims have stride 0.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TensorRef {
+    pub ptr: u64,
+    pub strides: [i64; 4],
+    pub dims: [i32; 4],
+    pub is_f32: i32,
+    pub reserved: i32,
+}
+const _: () = assert!(std::mem::size_of::<TensorRef>() == 64);
+
+impl TensorRef {
+    /// A value of `shape` at `ptr`: dense within one image, `batch_stride`
+    /// elements between images (dim 0). Dims of size 1 get stride 0, which
+    /// makes broadcasting and padding uniform.
+    pub fn new(ptr: u64, element: ElementType, shape: &[usize], batch_stride: usize) -> TensorRef {
+        assert!(shape.len() <= 4, "the plan checker refuses tensors of more than 4 dims");
+        let mut t = TensorRef { ptr, is_f32: (element == ElementType::F32) as i32, ..Default::default() };
+        t.dims = [1; 4];
+        let rank = shape.len();
+        let mut dense = 1usize;
+        for i in (0..rank).rev() {
+            let d = 4 - rank + i;
+            t.dims[d] = shape[i] as i32;
+            t.strides[d] = if i == 0 { batch_stride as i64 } else { dense as i64 };
+            dense *= shape[i];
+        }
+        for d in 0..4 {
+            if t.dims[d] == 1 {
+                t.strides[d] = 0;
+            }
+        }
+        t
+    }
+
+    pub fn elements(&self) -> usize {
+        self.dims.iter().map(|&d| d as usize).product()
+    }
+
+    pub fn element_bytes(&self) -> u64 {
+        if self.is_f32 != 0 {
+            4
+        } else {
+            2
+        }
+    }
+
+    /// This tensor broadcast to `dims` (numpy rules, both left-padded to 4).
+    pub fn broadcast_to(mut self, dims: [i32; 4]) -> Option<TensorRef> {
+        for (d, &want) in dims.iter().enumerate() {
+            if self.dims[d] == want {
+                continue;
+            }
+            if self.dims[d] != 1 {
+                return None;
+            }
+            self.dims[d] = want;
+            self.strides[d] = 0;
+        }
+        Some(self)
+    }
+
+    /// The sub-range [start, start + len) of dim `d`.
+    pub fn narrow(mut self, d: usize, start: usize, len: usize) -> TensorRef {
+        self.ptr += start as u64 * self.strides[d] as u64 * self.element_bytes();
+        self.dims[d] = len as i32;
+        self
+    }
+}
+
+/// Mirrors `MapParams`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MapParams {
+    pub out: TensorRef,
+    pub input: TensorRef,
+    pub div: [i32; 4],
+    pub op: i32,
+    pub reserved: i32,
+}
+// SAFETY: #[repr(C)] plain data matching the CUDA struct (152 bytes).
+unsafe impl DeviceRepr for MapParams {}
+
+pub const MAP_COPY: i32 = 0;
+pub const MAP_SIGMOID: i32 = 1;
+
+/// Mirrors `BinaryParams`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BinaryParams {
+    pub out: TensorRef,
+    pub a: TensorRef,
+    pub b: TensorRef,
+    pub op: i32,
+    pub reserved: i32,
+}
+// SAFETY: #[repr(C)] plain data matching the CUDA struct (200 bytes).
+unsafe impl DeviceRepr for BinaryParams {}
+
+/// Mirrors `SoftmaxParams`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SoftmaxParams {
+    pub out: TensorRef,
+    pub input: TensorRef,
+    pub axis: i32,
+    pub reserved: i32,
+}
+// SAFETY: #[repr(C)] plain data matching the CUDA struct (136 bytes).
+unsafe impl DeviceRepr for SoftmaxParams {}
+
+/// Mirrors `PoolParams`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolParams {
+    pub out: TensorRef,
+    pub input: TensorRef,
+    pub kh: i32,
+    pub kw: i32,
+    pub sh: i32,
+    pub sw: i32,
+    pub pad_t: i32,
+    pub pad_l: i32,
+}
+// SAFETY: #[repr(C)] plain data matching the CUDA struct (152 bytes).
+unsafe impl DeviceRepr for PoolParams {}
+
+/// Mirrors `MatmulParams`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MatmulParams {
+    pub out: TensorRef,
+    pub a: TensorRef,
+    pub b: TensorRef,
+    pub k: i32,
+    pub reserved: i32,
+}
+// SAFETY: #[repr(C)] plain data matching the CUDA struct (200 bytes).
+unsafe impl DeviceRepr for MatmulParams {}
+
+const _: () = assert!(std::mem::size_of::<MapParams>() == 152);
+const _: () = assert!(std::mem::size_of::<BinaryParams>() == 200);
+const _: () = assert!(std::mem::size_of::<SoftmaxParams>() == 136);
+const _: () = assert!(std::mem::size_of::<PoolParams>() == 152);
+const _: () = assert!(std::mem::size_of::<MatmulParams>() == 200);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_value_becomes_a_left_padded_strided_ref() {
+        let t = TensorRef::new(0x1000, ElementType::F16, &[3, 5, 7], 100);
+        assert_eq!(t.dims, [1, 3, 5, 7]);
+        assert_eq!(t.strides, [0, 100, 7, 1]);
+        let s = TensorRef::new(0, ElementType::F32, &[], 1);
+        assert_eq!((s.dims, s.strides), ([1; 4], [0; 4]));
+        let b = TensorRef::new(0, ElementType::F32, &[1, 8400], 8400).broadcast_to([1, 1, 4, 8400]).unwrap();
+        assert_eq!(b.strides, [0, 0, 0, 1]);
+        assert!(TensorRef::new(0, ElementType::F32, &[3], 1).broadcast_to([1, 1, 1, 4]).is_none());
+        let n = t.narrow(2, 2, 3);
+        assert_eq!((n.ptr, n.dims[2]), (0x1000 + 2 * 7 * 2, 3));
+    }
+}

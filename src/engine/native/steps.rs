@@ -1,0 +1,487 @@
+//! Turning plan nodes into kernel launches for one set of bound buffers:
+//! pointers resolved from placements, views and in-place concatenations
+//! dropped, tile shapes chosen.
+
+use cudarc::driver::LaunchConfig;
+
+use super::kernels::*;
+use super::{EngineError, NativeEngine, Params, Step};
+use crate::engine::build::ir::{Activation, Op};
+use crate::engine::build::memory::{ElementType, Storage};
+use crate::engine::plan::WeightFormat;
+use crate::gpu::launch::grid_stride;
+use crate::gpu::Kernel;
+
+/// Pixel columns per conv tile (`kBlockN` in engine_conv.cu).
+const CONV_TILE_N: usize = 128;
+
+impl NativeEngine<'_> {
+    /// Device address of value `v`'s first element for the bound pointers
+    /// `key` (inputs, then outputs).
+    fn address(&self, v: usize, key: &[u64]) -> u64 {
+        let p = self.graph.values[v].placement;
+        let base = match p.storage {
+            Storage::Arena => self.arena.ptr(),
+            Storage::Input(i) => key[i],
+            Storage::Output(i) => key[self.graph.inputs.len() + i],
+            Storage::Constant => {
+                self.weights.ptr() + self.weight_offset[p.root].expect("the plan checker maps every constant")
+            }
+        };
+        base + p.offset as u64
+    }
+
+    fn tensor(&self, v: usize, key: &[u64]) -> TensorRef {
+        let value = &self.graph.values[v];
+        TensorRef::new(self.address(v, key), value.element, &value.shape, value.placement.batch_stride)
+    }
+
+    fn refuse(&self, node: usize, reason: impl Into<String>) -> EngineError {
+        let n = &self.graph.nodes[node];
+        EngineError::Node { plan: self.path.clone(), node: n.name.clone(), op: n.op.onnx_type(), reason: reason.into() }
+    }
+
+    /// The launches of one forward, in plan order.
+    pub(super) fn compile(&self, key: &[u64]) -> Result<Vec<Step>, EngineError> {
+        let mut steps = Vec::new();
+        for (i, node) in self.graph.nodes.iter().enumerate() {
+            self.compile_node(i, &node.op, key, &mut steps)?;
+        }
+        Ok(steps)
+    }
+
+    fn map_step(&self, node: usize, out: TensorRef, input: TensorRef, div: [i32; 4], op: i32) -> Step {
+        Step {
+            node,
+            kernel: Kernel::TensorMap,
+            config: grid_stride(&self.gpu, out.elements() as u64),
+            params: Params::Map(MapParams { out, input, div, op, reserved: 0 }),
+        }
+    }
+
+    /// A copy of `input` into `out` unless both already are the same memory
+    /// (a view, or a concatenation member written in place).
+    fn copy_unless_same(&self, node: usize, out: TensorRef, input: TensorRef, steps: &mut Vec<Step>) {
+        let same = out.ptr == input.ptr
+            && out.dims == input.dims
+            && (0..4).all(|d| out.dims[d] == 1 || out.strides[d] == input.strides[d])
+            && out.is_f32 == input.is_f32;
+        if !same {
+            steps.push(self.map_step(node, out, input, [1; 4], MAP_COPY));
+        }
+    }
+
+    fn compile_node(&self, i: usize, op: &Op, key: &[u64], steps: &mut Vec<Step>) -> Result<(), EngineError> {
+        let node = &self.graph.nodes[i];
+        let rank_of = |v: usize| self.graph.values[v].shape.len();
+        match op {
+            Op::Conv(c) => {
+                let x = &self.graph.values[node.inputs[0]];
+                let y = &self.graph.values[node.outputs[0]];
+                let has_bias = node.inputs.len() == 3 + c.residual as usize;
+                let bias = if has_bias { self.address(node.inputs[2], key) } else { 0 };
+                let (residual, residual_stride, residual_f32) = if c.residual {
+                    let r = *node.inputs.last().unwrap();
+                    let rv = &self.graph.values[r];
+                    (self.address(r, key), rv.placement.batch_stride as i64, (rv.element == ElementType::F32) as i32)
+                } else {
+                    (0, 0, 0)
+                };
+                if x.element != ElementType::F16 {
+                    return Err(self.refuse(i, "its input is not FP16"));
+                }
+                let (n, cin, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+                let (cout, oh, ow) = (y.shape[1], y.shape[2], y.shape[3]);
+                let activation = (c.activation == Activation::Silu) as i32;
+                if c.group != 1 {
+                    let p = DepthwiseParams {
+                        x: self.address(node.inputs[0], key),
+                        weight: self.address(node.inputs[1], key),
+                        bias,
+                        residual,
+                        y: self.address(node.outputs[0], key),
+                        x_batch_stride: x.placement.batch_stride as i64,
+                        residual_batch_stride: residual_stride,
+                        y_batch_stride: y.placement.batch_stride as i64,
+                        batch: n as i32,
+                        channels: cin as i32,
+                        h: h as i32,
+                        w: w as i32,
+                        oh: oh as i32,
+                        ow: ow as i32,
+                        kh: c.kernel[0] as i32,
+                        kw: c.kernel[1] as i32,
+                        sh: c.stride[0] as i32,
+                        sw: c.stride[1] as i32,
+                        dh: c.dilation[0] as i32,
+                        dw: c.dilation[1] as i32,
+                        pad_t: c.pads[0] as i32,
+                        pad_l: c.pads[1] as i32,
+                        activation,
+                        y_f32: (y.element == ElementType::F32) as i32,
+                        residual_f32,
+                        reserved: 0,
+                    };
+                    if c.group != cin || cout != cin {
+                        return Err(self.refuse(i, "grouped convolution other than depthwise"));
+                    }
+                    steps.push(Step {
+                        node: i,
+                        kernel: Kernel::ConvDepthwise,
+                        config: grid_stride(&self.gpu, y.shape.iter().product::<usize>() as u64),
+                        params: Params::Depthwise(p),
+                    });
+                    return Ok(());
+                }
+                let k_total = cin * c.kernel[0] * c.kernel[1];
+                let (rows, cols) = self.gemm_shape(i, node.inputs[1])?;
+                let p = ConvParams {
+                    x: self.address(node.inputs[0], key),
+                    weight: self.address(node.inputs[1], key),
+                    bias,
+                    residual,
+                    y: self.address(node.outputs[0], key),
+                    x_batch_stride: x.placement.batch_stride as i64,
+                    residual_batch_stride: residual_stride,
+                    y_batch_stride: y.placement.batch_stride as i64,
+                    batch: n as i32,
+                    cin: cin as i32,
+                    h: h as i32,
+                    w: w as i32,
+                    cout: cout as i32,
+                    oh: oh as i32,
+                    ow: ow as i32,
+                    kh: c.kernel[0] as i32,
+                    kw: c.kernel[1] as i32,
+                    sh: c.stride[0] as i32,
+                    sw: c.stride[1] as i32,
+                    dh: c.dilation[0] as i32,
+                    dw: c.dilation[1] as i32,
+                    pad_t: c.pads[0] as i32,
+                    pad_l: c.pads[1] as i32,
+                    k_total: k_total as i32,
+                    k_pad: cols as i32,
+                    m_total: cout as i32,
+                    activation,
+                    y_f32: (y.element == ElementType::F32) as i32,
+                    residual_f32,
+                    transposed_stride: 0,
+                    vector_b: 0,
+                    reserved: 0,
+                };
+                let pointwise = c.kernel == [1, 1] && c.stride == [1, 1] && c.pads == [0; 4];
+                steps.push(self.conv_step(i, p, rows, cols, pointwise)?);
+            }
+            Op::ConvTranspose(t) => {
+                let x = &self.graph.values[node.inputs[0]];
+                let y = &self.graph.values[node.outputs[0]];
+                let s = t.stride[0];
+                if x.element != ElementType::F16
+                    || t.kernel != t.stride
+                    || t.pads != [0; 4]
+                    || t.stride[0] != t.stride[1]
+                {
+                    return Err(self.refuse(i, "only kernel = stride, unpadded, square ConvTranspose runs natively"));
+                }
+                let (n, cin, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+                let cout = y.shape[1];
+                let (rows, cols) = self.gemm_shape(i, node.inputs[1])?;
+                let p = ConvParams {
+                    x: self.address(node.inputs[0], key),
+                    weight: self.address(node.inputs[1], key),
+                    bias: if node.inputs.len() > 2 { self.address(node.inputs[2], key) } else { 0 },
+                    residual: 0,
+                    y: self.address(node.outputs[0], key),
+                    x_batch_stride: x.placement.batch_stride as i64,
+                    residual_batch_stride: 0,
+                    y_batch_stride: y.placement.batch_stride as i64,
+                    batch: n as i32,
+                    cin: cin as i32,
+                    h: h as i32,
+                    w: w as i32,
+                    cout: cout as i32,
+                    oh: h as i32,
+                    ow: w as i32,
+                    kh: 1,
+                    kw: 1,
+                    sh: 1,
+                    sw: 1,
+                    dh: 1,
+                    dw: 1,
+                    pad_t: 0,
+                    pad_l: 0,
+                    k_total: cin as i32,
+                    k_pad: cols as i32,
+                    m_total: (cout * s * s) as i32,
+                    activation: 0,
+                    y_f32: (y.element == ElementType::F32) as i32,
+                    residual_f32: 0,
+                    transposed_stride: s as i32,
+                    vector_b: 0,
+                    reserved: 0,
+                };
+                steps.push(self.conv_step(i, p, rows, cols, true)?);
+            }
+            Op::MaxPool(m) => {
+                let out = self.tensor(node.outputs[0], key);
+                let input = self.tensor(node.inputs[0], key);
+                let p = PoolParams {
+                    out,
+                    input,
+                    kh: m.kernel[0] as i32,
+                    kw: m.kernel[1] as i32,
+                    sh: m.stride[0] as i32,
+                    sw: m.stride[1] as i32,
+                    pad_t: m.pads[0] as i32,
+                    pad_l: m.pads[1] as i32,
+                };
+                // The kernel reads the input's strides for dims 2 and 3, so a
+                // size-1 input dim must still carry its dense stride.
+                let mut p = p;
+                let shape = &self.graph.values[node.inputs[0]].shape;
+                p.input.strides[2] = shape[3] as i64;
+                p.input.strides[3] = 1;
+                steps.push(Step {
+                    node: i,
+                    kernel: Kernel::MaxPool,
+                    config: grid_stride(&self.gpu, out.elements() as u64),
+                    params: Params::Pool(p),
+                });
+            }
+            Op::ResizeNearest { scales } => {
+                let out = self.tensor(node.outputs[0], key);
+                let input = self.tensor(node.inputs[0], key);
+                let mut div = [1i32; 4];
+                for (k, &s) in scales.iter().enumerate() {
+                    div[4 - scales.len() + k] = s as i32;
+                }
+                steps.push(self.map_step(i, out, input, div, MAP_COPY));
+            }
+            Op::Concat { axis } => {
+                let out = self.tensor(node.outputs[0], key);
+                let d = 4 - rank_of(node.outputs[0]) + axis;
+                let mut start = 0;
+                for &x in &node.inputs {
+                    let len = self.graph.values[x].shape[*axis];
+                    let input = self.tensor(x, key);
+                    self.copy_unless_same(i, restride(out, d).narrow(d, start, len), input, steps);
+                    start += len;
+                }
+            }
+            Op::Split { axis, sizes } => {
+                let input = self.tensor(node.inputs[0], key);
+                let d = 4 - rank_of(node.inputs[0]) + axis;
+                let mut start = 0;
+                for (&y, &len) in node.outputs.iter().zip(sizes) {
+                    let out = self.tensor(y, key);
+                    self.copy_unless_same(i, out, restride(input, d).narrow(d, start, len), steps);
+                    start += len;
+                }
+            }
+            Op::Slice { axes, starts, steps: step_by, .. } => {
+                let out = self.tensor(node.outputs[0], key);
+                let r = rank_of(node.inputs[0]);
+                let mut input = self.tensor(node.inputs[0], key);
+                for d in 0..4 {
+                    input = restride(input, d);
+                }
+                for ((&a, &s), &st) in axes.iter().zip(starts).zip(step_by) {
+                    let d = 4 - r + a;
+                    input.ptr += s as u64 * input.strides[d] as u64 * input.element_bytes();
+                    input.strides[d] *= st as i64;
+                }
+                input.dims = out.dims;
+                self.copy_unless_same(i, out, input, steps);
+            }
+            Op::Reshape { .. } => {
+                let (x, y) = (node.inputs[0], node.outputs[0]);
+                let (xv, yv) = (&self.graph.values[x], &self.graph.values[y]);
+                if self.address(x, key) == self.address(y, key) && xv.element == yv.element {
+                    return Ok(());
+                }
+                // Both dense within an image: copy image by image, flat.
+                let (xb, yb) = (xv.shape.first().copied().unwrap_or(1), yv.shape.first().copied().unwrap_or(1));
+                let per = yv.shape.iter().skip(1).product::<usize>();
+                let (out, input) = if xb == yb {
+                    (
+                        TensorRef::new(self.address(y, key), yv.element, &[yb, per], yv.placement.batch_stride),
+                        TensorRef::new(self.address(x, key), xv.element, &[xb, per], xv.placement.batch_stride),
+                    )
+                } else if xv.placement.batch_stride * xb == xv.shape.iter().product::<usize>()
+                    && yv.placement.batch_stride * yb == yv.shape.iter().product::<usize>()
+                {
+                    let all = yv.shape.iter().product::<usize>();
+                    (
+                        TensorRef::new(self.address(y, key), yv.element, &[all], all),
+                        TensorRef::new(self.address(x, key), xv.element, &[all], all),
+                    )
+                } else {
+                    return Err(self.refuse(i, "a reshape across the batch of a strided value"));
+                };
+                steps.push(self.map_step(i, out, input, [1; 4], MAP_COPY));
+            }
+            Op::Transpose { perm } => {
+                let out = self.tensor(node.outputs[0], key);
+                let mut input = self.tensor(node.inputs[0], key);
+                for d in 0..4 {
+                    input = restride(input, d);
+                }
+                let r = perm.len();
+                let mut permuted = input;
+                for (k, &p) in perm.iter().enumerate() {
+                    permuted.dims[4 - r + k] = input.dims[4 - r + p];
+                    permuted.strides[4 - r + k] = input.strides[4 - r + p];
+                }
+                steps.push(self.map_step(i, out, permuted, [1; 4], MAP_COPY));
+            }
+            Op::Sigmoid => {
+                let out = self.tensor(node.outputs[0], key);
+                let input = self.tensor(node.inputs[0], key);
+                steps.push(self.map_step(i, out, input, [1; 4], MAP_SIGMOID));
+            }
+            Op::Add | Op::Sub | Op::Mul | Op::Div => {
+                let out = self.tensor(node.outputs[0], key);
+                let operand = |v: usize| {
+                    self.tensor(v, key)
+                        .broadcast_to(out.dims)
+                        .ok_or_else(|| self.refuse(i, "operands do not broadcast"))
+                };
+                let (a, b) = (operand(node.inputs[0])?, operand(node.inputs[1])?);
+                let op = match op {
+                    Op::Add => 0,
+                    Op::Sub => 1,
+                    Op::Mul => 2,
+                    _ => 3,
+                };
+                steps.push(Step {
+                    node: i,
+                    kernel: Kernel::TensorBinary,
+                    config: grid_stride(&self.gpu, out.elements() as u64),
+                    params: Params::Binary(BinaryParams { out, a, b, op, reserved: 0 }),
+                });
+            }
+            Op::Softmax { axis } => {
+                let out = self.tensor(node.outputs[0], key);
+                let input = self.tensor(node.inputs[0], key);
+                let d = 4 - rank_of(node.inputs[0]) + axis;
+                let (out, input) = (restride(out, d), restride(input, d));
+                let rows = (out.elements() / out.dims[d] as usize) as u64;
+                let (kernel, threads) =
+                    if out.dims[d] >= 32 { (Kernel::SoftmaxWarp, rows * 32) } else { (Kernel::SoftmaxThread, rows) };
+                steps.push(Step {
+                    node: i,
+                    kernel,
+                    config: grid_stride(&self.gpu, threads),
+                    params: Params::Softmax(SoftmaxParams { out, input, axis: d as i32, reserved: 0 }),
+                });
+            }
+            Op::MatMul => {
+                let out = self.tensor(node.outputs[0], key);
+                let mut a = self.tensor(node.inputs[0], key);
+                let mut b = self.tensor(node.inputs[1], key);
+                for d in 2..4 {
+                    a = restride(a, d);
+                    b = restride(b, d);
+                }
+                for d in 0..2 {
+                    for t in [&mut a, &mut b] {
+                        if t.dims[d] != out.dims[d] {
+                            if t.dims[d] != 1 {
+                                return Err(self.refuse(i, "batch dims do not broadcast"));
+                            }
+                            t.dims[d] = out.dims[d];
+                            t.strides[d] = 0;
+                        }
+                    }
+                }
+                let k = a.dims[3];
+                if b.dims[2] != k || a.dims[2] != out.dims[2] || b.dims[3] != out.dims[3] {
+                    return Err(self.refuse(i, "operand shapes do not agree"));
+                }
+                let (m, n) = (out.dims[2] as u32, out.dims[3] as u32);
+                steps.push(Step {
+                    node: i,
+                    kernel: Kernel::Matmul,
+                    config: LaunchConfig {
+                        grid_dim: (n.div_ceil(16), m.div_ceil(16), (out.dims[0] * out.dims[1]) as u32),
+                        block_dim: (256, 1, 1),
+                        shared_mem_bytes: 0,
+                    },
+                    params: Params::Matmul(MatmulParams { out, a, b, k, reserved: 0 }),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The packed shape of a conv weight.
+    fn gemm_shape(&self, node: usize, weight: usize) -> Result<(usize, usize), EngineError> {
+        match self.graph.weights.iter().find(|w| w.value == weight).map(|w| w.format) {
+            Some(WeightFormat::F16Gemm { rows, cols }) => Ok((rows, cols)),
+            other => Err(self.refuse(node, format!("its weight is stored as {other:?}, not GEMM-packed FP16"))),
+        }
+    }
+
+    /// Chooses the tile height and grid of an implicit-GEMM launch.
+    fn conv_step(
+        &self,
+        node: usize,
+        mut p: ConvParams,
+        rows: usize,
+        cols: usize,
+        pointwise: bool,
+    ) -> Result<Step, EngineError> {
+        let m = p.m_total as usize;
+        let k = p.k_total as usize;
+        if rows < crate::engine::build::gemm_rows(m) || cols < k || cols % 32 != 0 {
+            return Err(self.refuse(node, format!("its packed weight is {rows}x{cols}, the GEMM is {m}x{k}")));
+        }
+        let pixels = (p.oh as usize) * (p.ow as usize);
+        let columns = p.batch as usize * pixels;
+        let n_tiles = columns.div_ceil(CONV_TILE_N);
+        let plane = (p.h as usize) * (p.w as usize);
+        p.vector_b = (pointwise && plane % 8 == 0 && p.x % 16 == 0 && p.x_batch_stride % 8 == 0) as i32;
+        let sms = self.gpu.properties().multiprocessors.max(1) as usize;
+        let mut tile_m = if m <= 32 {
+            32
+        } else if m <= 64 {
+            64
+        } else {
+            128
+        };
+        // Too few 128-row tiles to fill the GPU twice: halve them.
+        if tile_m == 128 && n_tiles * m.div_ceil(128) < 2 * sms {
+            tile_m = 64;
+        }
+        let kernel = match tile_m {
+            32 => Kernel::ConvIgemm32,
+            64 => Kernel::ConvIgemm64,
+            _ => Kernel::ConvIgemm128,
+        };
+        let m_tiles = m.div_ceil(tile_m);
+        if n_tiles > i32::MAX as usize || m_tiles > 65_535 {
+            return Err(self.refuse(node, format!("a {m}x{columns} GEMM is beyond one launch's grid")));
+        }
+        Ok(Step {
+            node,
+            kernel,
+            config: LaunchConfig {
+                grid_dim: (n_tiles as u32, m_tiles as u32, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            },
+            params: Params::Conv(p),
+        })
+    }
+}
+
+/// Gives dim `d` its dense stride back where `TensorRef::new` zeroed it for
+/// size 1, so that narrowing or striding along it moves the pointer by the
+/// right amount. The dense stride of dim d is the product of the dims after
+/// it (every dim but the batch is dense within an image).
+fn restride(mut t: TensorRef, d: usize) -> TensorRef {
+    if t.dims[d] == 1 && t.strides[d] == 0 {
+        t.strides[d] = t.dims[d + 1..].iter().map(|&x| x as i64).product();
+    }
+    t
+}

@@ -1,0 +1,514 @@
+//! The native engine's runtime (src/engine/native, kernels/engine_*.cu)
+//! against the CPU reference executor, whose ops follow ONNX semantics
+//! (src/engine/reference): every op on awkward sizes (odd, prime, larger
+//! than a tile, batched), then the whole YOLO11n-seg fixture.
+//!
+//! Each case builds a graph, writes it as a plan with `build_plan` (so the
+//! weight packing and memory plan under test are the real ones), runs it
+//! on the GPU with the arena and outputs poisoned (NaN) first, and compares
+//! with the reference on the same FP16-rounded inputs and weights.
+//! Tolerances: single ops (FP32 outputs, FP32 accumulation) relative L2
+//! ≤ 2e-3 and no non-finite value; graphs with FP16 intermediates ≤ 1e-2.
+
+use std::sync::Arc;
+
+use cudarc::driver::CudaStream;
+use vrseg::engine::build::build_plan;
+use vrseg::engine::build::fuse::fuse_all;
+use vrseg::engine::build::import::{import_file, ImportOptions};
+use vrseg::engine::build::ir::{Activation, Conv, ConvTranspose, DType, Graph, MaxPool, Node, Op, TensorData, Value};
+use vrseg::engine::build::memory::ElementType;
+use vrseg::engine::native::NativeEngine;
+use vrseg::engine::plan::Plan;
+use vrseg::engine::reference;
+use vrseg::gpu::{device_allocation_count, Gpu, PoolPlan, VramPool};
+use vrseg::ops::memory::fill;
+use vrseg::selftest::SplitMix64;
+
+use crate::{gpu_or_skip, test_seed};
+
+fn round_f16(x: f32) -> f32 {
+    half::f16::from_f32(x).to_f32()
+}
+
+/// A graph under construction.
+struct Builder {
+    graph: Graph,
+    rng: SplitMix64,
+}
+
+impl Builder {
+    fn new(seed: u64) -> Builder {
+        Builder { graph: Graph::default(), rng: SplitMix64::new(seed) }
+    }
+
+    fn value(&mut self, shape: &[usize], data: Option<Vec<f32>>) -> usize {
+        let name = format!("v{}", self.graph.values.len());
+        self.graph.add_value(Value {
+            name,
+            shape: shape.to_vec(),
+            dtype: DType::F32,
+            constant: data.map(TensorData::F32),
+        })
+    }
+
+    fn input(&mut self, shape: &[usize]) -> usize {
+        let v = self.value(shape, None);
+        self.graph.inputs.push(v);
+        v
+    }
+
+    /// A constant of uniform values in ±bound, FP16-representable (so that the
+    /// engine's FP16 weights equal the reference's).
+    fn constant(&mut self, shape: &[usize], bound: f32) -> usize {
+        let n = shape.iter().product();
+        let data = (0..n).map(|_| round_f16(self.rng.uniform_f32(-bound, bound))).collect();
+        self.value(shape, Some(data))
+    }
+
+    fn node(&mut self, op: Op, inputs: Vec<usize>, out_shapes: &[&[usize]]) -> Vec<usize> {
+        let outputs: Vec<usize> = out_shapes.iter().map(|s| self.value(s, None)).collect();
+        let name = format!("n{}", self.graph.nodes.len());
+        self.graph.nodes.push(Node { name, op, inputs, outputs: outputs.clone() });
+        outputs
+    }
+
+    fn output(&mut self, v: usize) {
+        self.graph.outputs.push(v);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn conv_op(
+    k: [usize; 2],
+    s: [usize; 2],
+    d: [usize; 2],
+    pads: [usize; 4],
+    group: usize,
+    silu: bool,
+    residual: bool,
+) -> Op {
+    Op::Conv(Conv {
+        kernel: k,
+        stride: s,
+        dilation: d,
+        pads,
+        group,
+        activation: if silu { Activation::Silu } else { Activation::None },
+        residual,
+    })
+}
+
+fn out_dim(i: usize, k: usize, s: usize, d: usize, p0: usize, p1: usize) -> usize {
+    (i + p0 + p1 - d * (k - 1) - 1) / s + 1
+}
+
+fn relative_l2(got: &[f32], want: &[f32]) -> f64 {
+    let (mut num, mut den) = (0f64, 0f64);
+    for (&g, &w) in got.iter().zip(want) {
+        num += (f64::from(g) - f64::from(w)).powi(2);
+        den += f64::from(w).powi(2);
+    }
+    (num / den.max(1e-30)).sqrt()
+}
+
+/// Runs `graph` on the GPU (through a plan file) and on the CPU reference
+/// with the same random inputs; returns (gpu outputs, reference outputs).
+fn run_both(gpu: &Gpu, graph: Graph, seed: u64, tag: &str) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    let mut rng = SplitMix64::new(seed ^ 0x5eed);
+    let inputs: Vec<Vec<f32>> = graph
+        .inputs
+        .iter()
+        .map(|&v| (0..graph.values[v].elements()).map(|_| round_f16(rng.uniform_f32(-1.0, 1.0))).collect())
+        .collect();
+    let refs: Vec<&[f32]> = inputs.iter().map(|v| v.as_slice()).collect();
+    let want = reference::run(&graph, &refs).expect("the reference runs the graph");
+
+    let dir = std::env::temp_dir().join(format!("vrseg-native-{}-{tag}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("g.plan");
+    build_plan(graph, tag, &path).expect("the graph builds");
+    let plan = Plan::open(&path).unwrap();
+    let got = run_plan(gpu, &plan, &inputs);
+    std::fs::remove_dir_all(&dir).ok();
+    (got, want)
+}
+
+/// Runs a plan once on `inputs` (eager and as a graph, which must agree
+/// bit for bit) and returns its outputs.
+fn run_plan(gpu: &Gpu, plan: &Plan, inputs: &[Vec<f32>]) -> Vec<Vec<f32>> {
+    let mut pool_plan = PoolPlan::new();
+    let buffers = NativeEngine::reserve(plan, &mut pool_plan);
+    let in_ids: Vec<_> = plan
+        .graph
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let value = &plan.graph.values[v];
+            assert_eq!(value.element, ElementType::F16);
+            let id = pool_plan.buffer(format!("input {i}"), value.shape.iter().product::<usize>() * 2);
+            pool_plan.align(id, 256);
+            id
+        })
+        .collect();
+    let out_ids: Vec<_> = plan
+        .graph
+        .outputs
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            let value = &plan.graph.values[v];
+            assert_eq!(value.element, ElementType::F32);
+            let id = pool_plan.buffer(format!("output {i}"), value.shape.iter().product::<usize>() * 4);
+            pool_plan.align(id, 256);
+            id
+        })
+        .collect();
+    let pool = VramPool::reserve(gpu, &pool_plan).unwrap();
+    let stream: Arc<CudaStream> = gpu.new_stream().unwrap();
+    let mut engine = NativeEngine::load(gpu, &stream, plan, &pool, buffers).unwrap();
+    for (&id, data) in in_ids.iter().zip(inputs) {
+        let halves: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
+        pool.buffer(id).upload_blocking(&stream, &halves).unwrap();
+    }
+    let in_views: Vec<_> = in_ids.iter().map(|&id| pool.buffer(id)).collect();
+    let out_views: Vec<_> = out_ids.iter().map(|&id| pool.buffer(id)).collect();
+    let arena = pool.buffer(buffers.arena);
+    let poison = |stream: &Arc<CudaStream>| {
+        fill(gpu, stream, &arena, arena.bytes() / 2, 0x7e00u16).unwrap(); // FP16 NaN
+        for view in &out_views {
+            fill(gpu, stream, view, view.bytes() / 4, 0x7fc0_0000u32).unwrap(); // FP32 NaN
+        }
+    };
+    let download = |stream: &Arc<CudaStream>| -> Vec<Vec<f32>> {
+        plan.graph
+            .outputs
+            .iter()
+            .zip(&out_views)
+            .map(|(&v, view)| {
+                let mut out = vec![0f32; plan.graph.values[v].shape.iter().product()];
+                view.download_blocking(stream, &mut out).unwrap();
+                out
+            })
+            .collect()
+    };
+
+    poison(&stream);
+    engine.enqueue_eager(&stream, &in_views, &out_views).unwrap();
+    let eager = download(&stream);
+
+    poison(&stream);
+    let allocations = device_allocation_count();
+    engine.enqueue(&stream, &in_views, &out_views).unwrap(); // captures
+    poison(&stream);
+    engine.enqueue(&stream, &in_views, &out_views).unwrap(); // replays
+    let replayed = download(&stream);
+    assert_eq!(device_allocation_count(), allocations, "a forward allocated device memory");
+    for (o, (a, b)) in eager.iter().zip(&replayed).enumerate() {
+        assert!(
+            a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+            "output {o}: the CUDA graph replay differs from the eager forward"
+        );
+    }
+    replayed
+}
+
+fn check(tag: &str, got: &[Vec<f32>], want: &[Vec<f32>], tolerance: f64) {
+    assert_eq!(got.len(), want.len());
+    for (o, (g, w)) in got.iter().zip(want).enumerate() {
+        assert_eq!(g.len(), w.len(), "{tag}: output {o} length");
+        if let Some(i) = g.iter().position(|x| !x.is_finite()) {
+            panic!("{tag}: output {o} element {i} is {} (never written, or overflowed)", g[i]);
+        }
+        let err = relative_l2(g, w);
+        eprintln!("{tag}: output {o}: relative L2 {err:.2e} over {} values", g.len());
+        assert!(err <= tolerance, "{tag}: output {o}: relative L2 {err:.3e} > {tolerance:e}");
+    }
+}
+
+struct ConvCase {
+    batch: usize,
+    cin: usize,
+    hw: [usize; 2],
+    cout: usize,
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    pads: [usize; 4],
+    depthwise: bool,
+    silu: bool,
+    residual: bool,
+    bias: bool,
+}
+
+fn conv_graph(c: &ConvCase, seed: u64) -> Graph {
+    let mut b = Builder::new(seed);
+    let x = b.input(&[c.batch, c.cin, c.hw[0], c.hw[1]]);
+    let group = if c.depthwise { c.cin } else { 1 };
+    let per_group = c.cin / group;
+    let fan_in = per_group * c.kernel[0] * c.kernel[1];
+    let w = b.constant(&[c.cout, per_group, c.kernel[0], c.kernel[1]], (3.0 / fan_in as f32).sqrt());
+    let oh = out_dim(c.hw[0], c.kernel[0], c.stride[0], c.dilation[0], c.pads[0], c.pads[2]);
+    let ow = out_dim(c.hw[1], c.kernel[1], c.stride[1], c.dilation[1], c.pads[1], c.pads[3]);
+    let mut inputs = vec![x, w];
+    if c.bias {
+        inputs.push(b.constant(&[c.cout], 0.5));
+    }
+    if c.residual {
+        inputs.push(b.input(&[c.batch, c.cout, oh, ow]));
+    }
+    let op = conv_op(c.kernel, c.stride, c.dilation, c.pads, group, c.silu, c.residual);
+    let y = b.node(op, inputs, &[&[c.batch, c.cout, oh, ow]])[0];
+    b.output(y);
+    b.graph
+}
+
+#[test]
+fn convolutions_match_the_reference() {
+    let gpu = gpu_or_skip!();
+    let seed = test_seed("convolutions_match_the_reference");
+    let base = ConvCase {
+        batch: 1,
+        cin: 1,
+        hw: [1, 1],
+        cout: 1,
+        kernel: [1, 1],
+        stride: [1, 1],
+        dilation: [1, 1],
+        pads: [0; 4],
+        depthwise: false,
+        silu: false,
+        residual: false,
+        bias: true,
+    };
+    let cases = [
+        // 3x3 gather path, odd everything, 2 K tiles with a ragged end (117).
+        (
+            "3x3 s1 p1 silu",
+            ConvCase { batch: 3, cin: 13, hw: [17, 23], cout: 37, kernel: [3, 3], pads: [1; 4], silu: true, ..base },
+        ),
+        // 1x1 vector path (plane 9216), M = 200 in 128-row tiles.
+        ("1x1 vector M128", ConvCase { batch: 2, cin: 72, hw: [96, 96], cout: 200, ..base }),
+        // 1x1 on a plane that is not a multiple of 8: the gather path.
+        ("1x1 gather", ConvCase { batch: 2, cin: 40, hw: [7, 9], cout: 70, silu: true, ..base }),
+        (
+            "3x3 s2 p1",
+            ConvCase { batch: 2, cin: 8, hw: [31, 29], cout: 16, kernel: [3, 3], stride: [2, 2], pads: [1; 4], ..base },
+        ),
+        (
+            "residual",
+            ConvCase {
+                batch: 2,
+                cin: 24,
+                hw: [19, 13],
+                cout: 24,
+                kernel: [3, 3],
+                pads: [1; 4],
+                silu: true,
+                residual: true,
+                ..base
+            },
+        ),
+        (
+            "dilated asymmetric no bias",
+            ConvCase {
+                batch: 1,
+                cin: 5,
+                hw: [23, 19],
+                cout: 33,
+                kernel: [3, 2],
+                dilation: [2, 1],
+                pads: [0, 1, 2, 1],
+                bias: false,
+                ..base
+            },
+        ),
+        (
+            "depthwise residual",
+            ConvCase {
+                batch: 2,
+                cin: 37,
+                hw: [11, 17],
+                cout: 37,
+                kernel: [3, 3],
+                pads: [1; 4],
+                depthwise: true,
+                residual: true,
+                ..base
+            },
+        ),
+        (
+            "depthwise s2 silu",
+            ConvCase {
+                batch: 3,
+                cin: 6,
+                hw: [20, 15],
+                cout: 6,
+                kernel: [3, 3],
+                stride: [2, 2],
+                pads: [1; 4],
+                depthwise: true,
+                silu: true,
+                ..base
+            },
+        ),
+        // The first YOLO layer's shape: K = 27.
+        (
+            "stem",
+            ConvCase {
+                batch: 2,
+                cin: 3,
+                hw: [64, 48],
+                cout: 16,
+                kernel: [3, 3],
+                stride: [2, 2],
+                pads: [1; 4],
+                silu: true,
+                ..base
+            },
+        ),
+        // Many channels: K = 1152, 36 K tiles.
+        ("deep K", ConvCase { batch: 1, cin: 128, hw: [10, 10], cout: 131, kernel: [3, 3], pads: [1; 4], ..base }),
+    ];
+    for (i, (tag, case)) in cases.iter().enumerate() {
+        let (got, want) = run_both(&gpu, conv_graph(case, seed + i as u64), seed + i as u64, &format!("conv-{i}"));
+        check(tag, &got, &want, 2e-3);
+    }
+}
+
+#[test]
+fn conv_transpose_matches_the_reference() {
+    let gpu = gpu_or_skip!();
+    let seed = test_seed("conv_transpose_matches_the_reference");
+    for (i, &(batch, cin, cout, h, w, s)) in
+        [(2, 19, 21, 9, 11, 2), (1, 64, 64, 8, 8, 2), (1, 7, 3, 5, 3, 3)].iter().enumerate()
+    {
+        let mut b = Builder::new(seed + i as u64);
+        let x = b.input(&[batch, cin, h, w]);
+        let wt = b.constant(&[cin, cout, s, s], (3.0 / cin as f32).sqrt());
+        let bias = b.constant(&[cout], 0.5);
+        let op = Op::ConvTranspose(ConvTranspose {
+            kernel: [s, s],
+            stride: [s, s],
+            dilation: [1, 1],
+            pads: [0; 4],
+            output_padding: [0, 0],
+            group: 1,
+        });
+        let y = b.node(op, vec![x, wt, bias], &[&[batch, cout, h * s, w * s]])[0];
+        b.output(y);
+        let (got, want) = run_both(&gpu, b.graph, seed, &format!("convt-{i}"));
+        check(&format!("ConvTranspose {cin}->{cout} {h}x{w} s{s}"), &got, &want, 2e-3);
+    }
+}
+
+#[test]
+fn pooling_resize_and_copies_match_the_reference() {
+    let gpu = gpu_or_skip!();
+    let seed = test_seed("pooling_resize_and_copies_match_the_reference");
+    let mut b = Builder::new(seed);
+    let x = b.input(&[2, 7, 13, 11]);
+    let p5 =
+        b.node(Op::MaxPool(MaxPool { kernel: [5, 5], stride: [1, 1], pads: [2; 4] }), vec![x], &[&[2, 7, 13, 11]])[0];
+    let p3 =
+        b.node(Op::MaxPool(MaxPool { kernel: [3, 3], stride: [2, 2], pads: [1; 4] }), vec![x], &[&[2, 7, 7, 6]])[0];
+    let up = b.node(Op::ResizeNearest { scales: vec![1, 1, 2, 3] }, vec![x], &[&[2, 7, 26, 33]])[0];
+    let t = b.node(Op::Transpose { perm: vec![0, 2, 3, 1] }, vec![x], &[&[2, 13, 11, 7]])[0];
+    let sl = b.node(
+        Op::Slice { axes: vec![1, 3], starts: vec![1, 2], ends: vec![7, 11], steps: vec![2, 3] },
+        vec![x],
+        &[&[2, 3, 13, 3]],
+    )[0];
+    let y = b.input(&[2, 5, 13, 11]);
+    let cat1 = b.node(Op::Concat { axis: 1 }, vec![x, y, x], &[&[2, 19, 13, 11]])[0];
+    let cat3 = b.node(Op::Concat { axis: 3 }, vec![y, y], &[&[2, 5, 13, 22]])[0];
+    let parts = b.node(Op::Split { axis: 2, sizes: vec![4, 9] }, vec![y], &[&[2, 5, 4, 11], &[2, 5, 9, 11]]);
+    let r = b.node(Op::Reshape { shape: vec![2, 7, 143] }, vec![t], &[&[2, 7, 143]])[0];
+    for v in [p5, p3, up, t, sl, cat1, cat3, parts[0], parts[1], r] {
+        b.output(v);
+    }
+    let (got, want) = run_both(&gpu, b.graph, seed, "copies");
+    check("maxpool, resize, transpose, slice, concat, split, reshape", &got, &want, 1e-6);
+}
+
+#[test]
+fn elementwise_softmax_and_matmul_match_the_reference() {
+    let gpu = gpu_or_skip!();
+    let seed = test_seed("elementwise_softmax_and_matmul_match_the_reference");
+    let mut b = Builder::new(seed);
+    let x = b.input(&[2, 4, 7]);
+    let row = b.constant(&[7], 1.0);
+    let scalar = b.constant(&[], 1.0);
+    let col = b.constant(&[1, 7], 1.0);
+    let y = b.input(&[2, 4, 7]);
+    let add = b.node(Op::Add, vec![x, row], &[&[2, 4, 7]])[0];
+    let mul = b.node(Op::Mul, vec![scalar, x], &[&[2, 4, 7]])[0];
+    let div = b.node(Op::Div, vec![x, col], &[&[2, 4, 7]])[0];
+    let sub = b.node(Op::Sub, vec![x, y], &[&[2, 4, 7]])[0];
+    let sig = b.node(Op::Sigmoid, vec![y], &[&[2, 4, 7]])[0];
+    let s = b.input(&[3, 16, 4, 37]);
+    let soft1 = b.node(Op::Softmax { axis: 1 }, vec![s], &[&[3, 16, 4, 37]])[0];
+    let soft3 = b.node(Op::Softmax { axis: 3 }, vec![s], &[&[3, 16, 4, 37]])[0];
+    let long = b.input(&[2, 2, 3, 401]);
+    let soft_long = b.node(Op::Softmax { axis: 3 }, vec![long], &[&[2, 2, 3, 401]])[0];
+    let ma = b.input(&[1, 2, 40, 8]);
+    let mb = b.input(&[1, 2, 8, 37]);
+    let mm = b.node(Op::MatMul, vec![ma, mb], &[&[1, 2, 40, 37]])[0];
+    let bc = b.input(&[2, 3, 5, 6]);
+    let w = b.constant(&[6, 7], 1.0);
+    let mm2 = b.node(Op::MatMul, vec![bc, w], &[&[2, 3, 5, 7]])[0];
+    for v in [add, mul, div, sub, sig, soft1, soft3, soft_long, mm, mm2] {
+        b.output(v);
+    }
+    let (got, want) = run_both(&gpu, b.graph, seed, "elementwise");
+    check("add, mul, div, sub, sigmoid, softmax, matmul", &got, &want, 2e-3);
+}
+
+#[test]
+fn an_in_place_concat_chain_matches_the_reference() {
+    let gpu = gpu_or_skip!();
+    let seed = test_seed("an_in_place_concat_chain_matches_the_reference");
+    // C2f's shape: conv -> split -> conv -> concat(split halves, conv) -> conv.
+    let mut b = Builder::new(seed);
+    let x = b.input(&[3, 16, 20, 24]);
+    let w1 = b.constant(&[32, 16, 1, 1], 0.4);
+    let c1 = b.node(conv_op([1, 1], [1, 1], [1, 1], [0; 4], 1, true, false), vec![x, w1], &[&[3, 32, 20, 24]])[0];
+    let halves = b.node(Op::Split { axis: 1, sizes: vec![16, 16] }, vec![c1], &[&[3, 16, 20, 24], &[3, 16, 20, 24]]);
+    let w2 = b.constant(&[16, 16, 3, 3], 0.15);
+    let c2 = b.node(
+        conv_op([3, 3], [1, 1], [1, 1], [1; 4], 1, true, true),
+        vec![halves[1], w2, halves[1]],
+        &[&[3, 16, 20, 24]],
+    )[0];
+    let cat = b.node(Op::Concat { axis: 1 }, vec![halves[0], halves[1], c2], &[&[3, 48, 20, 24]])[0];
+    let w3 = b.constant(&[24, 48, 1, 1], 0.25);
+    let bias = b.constant(&[24], 0.5);
+    let c3 =
+        b.node(conv_op([1, 1], [1, 1], [1, 1], [0; 4], 1, false, false), vec![cat, w3, bias], &[&[3, 24, 20, 24]])[0];
+    b.output(c3);
+    let mut graph = b.graph;
+    let plan = vrseg::engine::build::memory::plan(&graph);
+    assert_eq!((plan.concats_in_place, plan.splits_as_views), (1, 1), "the test must exercise in-place writes");
+    fuse_all(&mut graph);
+    let (got, want) = run_both(&gpu, graph, seed, "c2f");
+    check("C2f-shaped chain (FP16 intermediates)", &got, &want, 1e-2);
+}
+
+#[test]
+fn yolo11n_seg_matches_the_reference() {
+    let gpu = gpu_or_skip!();
+    let seed = test_seed("yolo11n_seg_matches_the_reference");
+    let path = vrseg::testing::models_dir().join("yolo11n-seg-320.structure.onnx");
+    let options = ImportOptions { batch: Some(2), allow_empty_initializers: true };
+    let mut graph = import_file(&path, &options).expect("the fixture imports");
+    vrseg::engine::build::fill_stripped_weights(&mut graph, seed);
+    // The engine stores conv weights in FP16: give the reference the same.
+    for v in &mut graph.values {
+        if let Some(TensorData::F32(data)) = &mut v.constant {
+            data.iter_mut().for_each(|x| *x = round_f16(*x));
+        }
+    }
+    let (got, want) = run_both(&gpu, graph, seed, "yolo11n-seg");
+    check("YOLO11n-seg 320, batch 2", &got, &want, 1e-2);
+}
