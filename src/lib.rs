@@ -10,6 +10,7 @@ pub mod engine;
 pub mod gpu;
 pub mod info;
 pub mod ops;
+pub mod pipeline;
 pub mod selftest;
 pub mod testing;
 pub mod video;

@@ -9,6 +9,7 @@ pub mod build_engine;
 pub mod decode;
 pub mod dev;
 pub mod exit;
+pub mod run;
 
 #[derive(Debug, Parser)]
 #[command(name = "vrseg", version, about = "Per-eye person mattes for stereoscopic VR video on NVIDIA GPUs")]
@@ -74,6 +75,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Cut people out of a video: per-eye mattes (or masks, or nothing, for benchmarks).
+    Run(run::RunArgs),
     /// Turn an ONNX model into an engine: a native plan (no GPU needed) or, with --backend tensorrt, a TensorRT engine.
     BuildEngine(build_engine::BuildEngineArgs),
     /// Run one kernel family on raw arrays (for parity tools; see tools/parity).
@@ -244,6 +247,7 @@ pub fn run(cli: Cli) -> anyhow::Result<exit::Code> {
         }
         Command::Dev { what } => dev::run(what),
         Command::BuildEngine(args) => build_engine::run(args),
+        Command::Run(args) => run::run(&args),
         Command::Selftest { gpu, frames, seed, json } => {
             let seed = seed.unwrap_or_else(|| {
                 std::time::SystemTime::now()

@@ -4,12 +4,15 @@
 //!   decode order, with [`chunk::StreamInfo`] describing the video track.
 //! - [`layout`] decides whether a frame holds two eyes side by side, top/bottom, or one view.
 //! - [`probe`] gathers the facts `vrseg probe` prints.
+//! - [`mux`] writes encoded packets and the source's audio into MP4 or Matroska.
 
 pub mod chunk;
 pub mod decode;
 pub mod demux;
+pub mod encode;
 pub mod framemd5;
 pub mod layout;
+pub mod mux;
 pub mod nvdec;
 pub mod nvenc;
 pub mod packed_frame;

@@ -744,3 +744,86 @@ mod mp4parse_second_opinion {
         assert!(checked >= 8, "checked {checked} files");
     }
 }
+
+/// Audio tracks indexed for copying: sizes and offsets agree with mp4parse (MP4) and every
+/// sample lies inside the file; timing follows the video's rules.
+mod audio_tracks {
+    use super::*;
+
+    #[test]
+    fn mp4_audio_samples_agree_with_mp4parse() {
+        let path = clip("h264_aac.mp4");
+        let d = Demuxer::open(&path).unwrap();
+        assert_eq!(d.audio_tracks().len(), 1);
+        let track = &d.audio_tracks()[0];
+        assert_eq!(track.info.codec, "aac");
+        assert_eq!(track.timescale, 48_000);
+        let mut file = std::fs::File::open(&path).unwrap();
+        let context = mp4parse::read_mp4(&mut file).unwrap();
+        let theirs = context.tracks.iter().find(|t| t.track_type == mp4parse::TrackType::Audio).unwrap();
+        let table = mp4parse::unstable::create_sample_table(theirs, 0.into()).unwrap();
+        let their_samples: Vec<(u64, u64)> =
+            table.iter().map(|s| (s.start_offset.0, s.end_offset.0 - s.start_offset.0)).collect();
+        let ours: Vec<(u64, u64)> = track.samples.iter().map(|s| (s.offset, u64::from(s.size))).collect();
+        assert_eq!(ours, their_samples);
+        // ffmpeg's AAC priming: the edit list's media_time 1024 puts the first packet at -1024,
+        // as ffprobe prints it; then steps of 1024 (stts; ffprobe's 992 for the last one
+        // comes from the edit's end, which the index does not apply).
+        let pts: Vec<i64> = track.samples.iter().map(|s| s.pts).collect();
+        assert_eq!(pts, [-1024, 0, 1024, 2048, 3072, 4096]);
+        assert!(track.samples.iter().all(|s| s.duration == 1024));
+        match &track.config {
+            vrseg::video::demux::AudioConfig::Mp4 { fourcc, sample_entry } => {
+                assert_eq!(fourcc, b"mp4a");
+                assert!(sample_entry.windows(4).any(|w| w == b"esds"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(d.audio_skipped().is_empty());
+    }
+
+    #[test]
+    fn matroska_opus_samples_and_codec_private() {
+        let path = clip("vp9_opus.webm");
+        let mut d = Demuxer::open(&path).unwrap();
+        let track = d.audio_tracks()[0].clone();
+        assert_eq!(track.info.codec, "opus");
+        assert_eq!(track.timescale, d.info().timescale);
+        match &track.config {
+            vrseg::video::demux::AudioConfig::Matroska { codec_id, codec_private, codec_delay_ns, .. } => {
+                assert_eq!(codec_id, "A_OPUS");
+                assert!(codec_private.starts_with(b"OpusHead"));
+                assert!(codec_delay_ns.is_some());
+            }
+            other => panic!("{other:?}"),
+        }
+        // ffprobe: two packets of 89 and 46 bytes, the second with 648 samples of end padding
+        // (DiscardPadding 13.5 ms).
+        let sizes: Vec<u32> = track.samples.iter().map(|s| s.size).collect();
+        assert_eq!(sizes, [89, 46]);
+        assert_eq!(track.samples[1].discard_padding_ns, 13_500_000);
+        // Sample bytes start with an Opus TOC byte and match the length the index gives.
+        for (i, &size) in sizes.iter().enumerate() {
+            assert_eq!(d.read_audio_sample(0, i).unwrap().len(), size as usize);
+        }
+    }
+
+    #[test]
+    fn audio_past_the_end_is_skipped_with_a_reason_not_an_error() {
+        // Point the audio track's first chunk (the second trak's stco) past the end of the file:
+        // the video still opens, the audio is listed as not copyable.
+        let mut bytes = std::fs::read(clip("h264_aac.mp4")).unwrap();
+        let stcos: Vec<usize> = bytes.windows(4).enumerate().filter(|(_, w)| w == b"stco").map(|(i, _)| i).collect();
+        assert_eq!(stcos.len(), 2);
+        let first_offset = stcos[1] + 4 + 4 + 4; // type, version/flags, entry count
+        bytes[first_offset..first_offset + 4].copy_from_slice(&0x7fff_0000u32.to_be_bytes());
+        let path = scratch("audio_past_end.mp4");
+        std::fs::write(&path, &bytes).unwrap();
+        let d = Demuxer::open(&path).unwrap();
+        assert_eq!(d.audio().len(), 1, "still listed for probe");
+        assert!(d.audio_tracks().is_empty());
+        assert_eq!(d.audio_skipped().len(), 1);
+        assert!(d.audio_skipped()[0].contains("past the end of the file"), "{:?}", d.audio_skipped());
+        assert_eq!(all_chunks(&path).len(), 12);
+    }
+}

@@ -9,6 +9,8 @@ mod engine;
 mod info;
 mod letterbox;
 mod memory_kernels;
+mod nvenc;
+mod pipeline;
 mod pool;
 mod registry;
 mod yolo_seg;

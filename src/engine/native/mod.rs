@@ -188,9 +188,17 @@ impl<'pool> NativeEngine<'pool> {
             return Ok(());
         }
         let steps = self.compile(&key)?;
+        // Look every function up before capturing: with the driver's lazy
+        // module loading, a first lookup loads code, which must not happen
+        // inside a capture.
+        for step in &steps {
+            self.gpu.kernels().function(self.gpu.context(), step.kernel)?;
+        }
         stream.context().bind_to_thread().check("cuCtxSetCurrent")?;
+        // Relaxed: other threads of the pipeline (NVDEC's) keep calling the
+        // driver while this one captures; nothing in the capture allocates.
         stream
-            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+            .begin_capture(sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)
             .check_with("cuStreamBeginCapture", || format!("forward of {}", self.path.display()))?;
         let launched = steps.iter().try_for_each(|s| self.launch(stream, s));
         // End the capture whatever happened, so the stream is usable again.

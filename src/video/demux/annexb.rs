@@ -186,6 +186,9 @@ pub(crate) fn parse(file: &mut File, file_len: u64, path: &Path) -> Result<Parse
         stereo: None,
         samples,
         payload: Payload::AnnexB { codec, parameter_sets: scanner.parameter_sets },
+        audio_tracks: Vec::new(),
+        audio_skipped: Vec::new(),
+        video_extras: Default::default(),
     })
 }
 

@@ -20,7 +20,8 @@
 use std::fs::File;
 
 use super::{
-    describe_codec, dts_from_pts, fill_timing, read_at, AudioTrackInfo, Container, Fault, Parsed, Payload, SampleEntry,
+    describe_codec, dts_from_pts, fill_timing, read_at, AudioConfig, AudioSample, AudioTrack, AudioTrackInfo,
+    Container, Fault, Parsed, Payload, SampleEntry, VideoExtras,
 };
 use crate::video::chunk::{ColourDescription, VideoCodec};
 use crate::video::layout::StereoMode;
@@ -56,6 +57,11 @@ const BLOCK_GROUP: u32 = 0xA0;
 const BLOCK: u32 = 0xA1;
 const REFERENCE_BLOCK: u32 = 0xFB;
 const BLOCK_DURATION: u32 = 0x9B;
+const CODEC_DELAY: u32 = 0x56AA;
+const SEEK_PRE_ROLL: u32 = 0x56BB;
+const LANGUAGE: u32 = 0x22_B59C;
+const PROJECTION: u32 = 0x7670;
+const DISCARD_PADDING: u32 = 0x75A2;
 
 /// Elements that end an unknown-size cluster: level-1 elements and the EBML header.
 const LEVEL1: [u32; 10] =
@@ -194,6 +200,32 @@ fn children(data: &[u8]) -> Children<'_> {
     Children { data, pos: 0 }
 }
 
+/// An element re-serialised with its ID and an 8-byte size, as muxers copy it.
+fn element_bytes(id: u32, payload: &[u8]) -> Vec<u8> {
+    let id_bytes = id.to_be_bytes();
+    let skip = id_bytes.iter().take_while(|&&b| b == 0).count();
+    let mut out = Vec::with_capacity(4 + 8 + payload.len());
+    out.extend_from_slice(&id_bytes[skip..]);
+    out.push(0x01);
+    out.extend_from_slice(&(payload.len() as u64).to_be_bytes()[1..]);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A signed EBML integer (big-endian two's complement of 0–8 bytes).
+fn signed(data: &[u8]) -> i64 {
+    if data.is_empty() {
+        return 0;
+    }
+    let bits = 8 * data.len().min(8) as u32;
+    let v = uint(data);
+    if bits < 64 && v >> (bits - 1) & 1 == 1 {
+        (v | (!0u64 << bits)) as i64
+    } else {
+        v as i64
+    }
+}
+
 fn uint(data: &[u8]) -> u64 {
     data.iter().take(8).fold(0u64, |acc, &b| (acc << 8) | u64::from(b))
 }
@@ -219,6 +251,13 @@ struct TrackEntry {
     colour: Option<ColourDescription>,
     sample_rate: f64,
     channels: u64,
+    codec_delay_ns: Option<u64>,
+    seek_pre_roll_ns: Option<u64>,
+    language: Option<String>,
+    /// The `Audio` element's payload, verbatim.
+    audio_element: Vec<u8>,
+    /// The `Projection` element, header included.
+    projection: Option<Vec<u8>>,
 }
 
 fn parse_track(data: &[u8]) -> Result<TrackEntry, Fault> {
@@ -231,6 +270,14 @@ fn parse_track(data: &[u8]) -> Result<TrackEntry, Fault> {
             CODEC_ID => t.codec_id = String::from_utf8_lossy(p).trim_end_matches('\0').to_string(),
             CODEC_PRIVATE => t.codec_private = p.to_vec(),
             DEFAULT_DURATION => t.default_duration_ns = Some(uint(p)).filter(|&d| d > 0),
+            CODEC_DELAY => t.codec_delay_ns = Some(uint(p)),
+            SEEK_PRE_ROLL => t.seek_pre_roll_ns = Some(uint(p)),
+            LANGUAGE => {
+                let lang = String::from_utf8_lossy(p).trim_end_matches('\0').to_string();
+                if !lang.is_empty() && lang != "und" {
+                    t.language = Some(lang);
+                }
+            }
             VIDEO => {
                 for v in children(p) {
                     let (vid, vp) = v?;
@@ -238,6 +285,7 @@ fn parse_track(data: &[u8]) -> Result<TrackEntry, Fault> {
                         PIXEL_WIDTH => t.width = u32::try_from(uint(vp)).unwrap_or(0),
                         PIXEL_HEIGHT => t.height = u32::try_from(uint(vp)).unwrap_or(0),
                         STEREO_MODE => t.stereo_mode = Some(uint(vp)),
+                        PROJECTION => t.projection = Some(element_bytes(PROJECTION, vp)),
                         COLOUR => {
                             let mut colour = ColourDescription::default();
                             for c in children(vp) {
@@ -264,6 +312,7 @@ fn parse_track(data: &[u8]) -> Result<TrackEntry, Fault> {
                 }
             }
             AUDIO => {
+                t.audio_element = p.to_vec();
                 for a in children(p) {
                     let (aid, ap) = a?;
                     match aid {
@@ -307,10 +356,29 @@ fn video_codec(codec_id: &str) -> Option<VideoCodec> {
     }
 }
 
+/// One audio frame as indexed: raw block timestamp, its place in a lace, BlockDuration.
+struct AudioFrame {
+    offset: u64,
+    size: u32,
+    block_ts: i64,
+    lace_index: u32,
+    lace_count: u32,
+    keyframe: bool,
+    block_duration: Option<u64>,
+    discard_padding_ns: i64,
+}
+
+struct AudioIndex {
+    entry: TrackEntry,
+    info: AudioTrackInfo,
+    frames: Vec<AudioFrame>,
+}
+
 struct Indexer {
     timestamp_scale: u64,
     video: Option<TrackEntry>,
     audio: Vec<AudioTrackInfo>,
+    audio_index: Vec<AudioIndex>,
     unsupported: Option<String>,
     saw_tracks: bool,
     samples: Vec<SampleEntry>,
@@ -372,6 +440,7 @@ pub(crate) fn parse(file: &mut File, file_len: u64) -> Result<Parsed, Fault> {
         timestamp_scale: 1_000_000,
         video: None,
         audio: Vec::new(),
+        audio_index: Vec::new(),
         unsupported: None,
         saw_tracks: false,
         samples: Vec::new(),
@@ -440,15 +509,21 @@ fn read_tracks(ix: &mut Indexer, data: &[u8]) -> Result<(), Fault> {
                     ix.unsupported = Some(t.codec_id.clone());
                 }
             }
-            2 => ix.audio.push(AudioTrackInfo {
-                codec: audio_codec_name(&t.codec_id),
-                channels: u32::try_from(t.channels).unwrap_or(0),
-                sample_rate: if t.sample_rate.is_finite() && t.sample_rate > 0.0 && t.sample_rate < 1e7 {
-                    t.sample_rate as u32
-                } else {
-                    0
-                },
-            }),
+            2 => {
+                let info = AudioTrackInfo {
+                    codec: audio_codec_name(&t.codec_id),
+                    channels: u32::try_from(t.channels).unwrap_or(0),
+                    sample_rate: if t.sample_rate.is_finite() && t.sample_rate > 0.0 && t.sample_rate < 1e7 {
+                        t.sample_rate as u32
+                    } else {
+                        0
+                    },
+                };
+                ix.audio.push(info.clone());
+                if t.number != 0 && !ix.audio_index.iter().any(|a| a.entry.number == t.number) {
+                    ix.audio_index.push(AudioIndex { entry: t, info, frames: Vec::new() });
+                }
+            }
             _ => {}
         }
     }
@@ -509,7 +584,7 @@ fn index_cluster(
         match h.id {
             CLUSTER_TIMESTAMP => cluster_ts = uint(w.peek(child_body, (h.size as usize).min(8))?),
             SIMPLE_BLOCK => {
-                index_block(w, ix, child_body, h.size, cluster_ts, None, None)?;
+                index_block(w, ix, child_body, h.size, cluster_ts, None, None, 0)?;
             }
             BLOCK_GROUP => {
                 if h.size > MAX_IN_MEMORY {
@@ -518,6 +593,7 @@ fn index_cluster(
                 // Read the group's child headers; the Block's frame bytes are skipped.
                 let mut block: Option<(u64, u64)> = None;
                 let mut has_reference = false;
+                let mut discard_padding = 0i64;
                 let mut duration = None;
                 let mut cpos = child_body;
                 while cpos < child_end {
@@ -533,13 +609,17 @@ fn index_cluster(
                     match ch.id {
                         BLOCK => block = Some((cbody, ch.size)),
                         REFERENCE_BLOCK => has_reference = true,
+                        DISCARD_PADDING => {
+                            let raw = w.peek(cbody, (ch.size as usize).min(8))?;
+                            discard_padding = signed(raw);
+                        }
                         BLOCK_DURATION => duration = Some(uint(w.peek(cbody, (ch.size as usize).min(8))?)),
                         _ => {}
                     }
                     cpos = cend;
                 }
                 if let Some((bpos, bsize)) = block {
-                    index_block(w, ix, bpos, bsize, cluster_ts, Some(!has_reference), duration)?;
+                    index_block(w, ix, bpos, bsize, cluster_ts, Some(!has_reference), duration, discard_padding)?;
                 }
             }
             _ => {}
@@ -559,6 +639,7 @@ fn index_block(
     cluster_ts: u64,
     keyframe_from_group: Option<bool>,
     duration: Option<u64>,
+    discard_padding_ns: i64,
 ) -> Result<(), Fault> {
     let Some(video) = &ix.video else {
         return Ok(());
@@ -566,7 +647,8 @@ fn index_block(
     let head = w.peek(pos, (size as usize).min(64 * 1024))?.to_vec();
     let (track, tlen, _) =
         vint(&head, 8).ok_or_else(|| Fault::corrupt("Block", format!("bad track number at byte {pos}")))?;
-    if track != video.number {
+    let audio_track = ix.audio_index.iter().position(|a| a.entry.number == track);
+    if track != video.number && audio_track.is_none() {
         return Ok(());
     }
     if head.len() < tlen + 3 {
@@ -641,10 +723,34 @@ fn index_block(
         .map_err(|_| Fault::corrupt("Cluster", "timestamp overflows"))?
         .checked_add(i64::from(rel))
         .ok_or_else(|| Fault::corrupt("Cluster", "timestamp overflows"))?;
+    let lace_count = lace_sizes.len() as u32;
     for (i, &s) in lace_sizes.iter().enumerate() {
         let size32 = u32::try_from(s).map_err(|_| Fault::corrupt("Block", "frame larger than 4 GiB"))?;
-        ix.samples.push(SampleEntry { offset, size: size32, pts, dts: 0, duration: 0, keyframe: keyframe && i == 0 });
-        ix.block_durations.push(duration);
+        match audio_track {
+            Some(a) => ix.audio_index[a].frames.push(AudioFrame {
+                offset,
+                size: size32,
+                block_ts: pts,
+                lace_index: i as u32,
+                lace_count,
+                // Every frame of a laced audio block starts a decodable packet.
+                keyframe,
+                block_duration: duration,
+                // The padding trims the block's end, so it belongs to its last frame.
+                discard_padding_ns: if i + 1 == lace_sizes.len() { discard_padding_ns } else { 0 },
+            }),
+            None => {
+                ix.samples.push(SampleEntry {
+                    offset,
+                    size: size32,
+                    pts,
+                    dts: 0,
+                    duration: 0,
+                    keyframe: keyframe && i == 0,
+                });
+                ix.block_durations.push(duration);
+            }
+        }
         offset += s;
     }
     Ok(())
@@ -723,6 +829,29 @@ fn finish(ix: Indexer, w: &mut Window) -> Result<Parsed, Fault> {
         }
     }
     fill_timing(&mut info, &samples);
+    let mut audio_tracks = Vec::new();
+    let mut audio_skipped = Vec::new();
+    for a in ix.audio_index {
+        match audio_samples(&a, timescale, multiplier) {
+            Some(samples) => audio_tracks.push(AudioTrack {
+                info: a.info,
+                source_id: a.entry.number,
+                timescale,
+                language: a.entry.language.clone(),
+                config: AudioConfig::Matroska {
+                    codec_id: a.entry.codec_id.clone(),
+                    codec_private: a.entry.codec_private.clone(),
+                    audio_element: a.entry.audio_element.clone(),
+                    codec_delay_ns: a.entry.codec_delay_ns,
+                    seek_pre_roll_ns: a.entry.seek_pre_roll_ns,
+                    default_duration_ns: a.entry.default_duration_ns,
+                },
+                samples,
+            }),
+            None => audio_skipped
+                .push(format!("audio track {} ({}): its timestamps overflow", a.entry.number, a.info.codec)),
+        }
+    }
     Ok(Parsed {
         container: Container::Matroska,
         info,
@@ -730,7 +859,59 @@ fn finish(ix: Indexer, w: &mut Window) -> Result<Parsed, Fault> {
         stereo: video.stereo_mode.map(StereoMode::from_matroska),
         samples,
         payload,
+        audio_tracks,
+        audio_skipped,
+        video_extras: VideoExtras { mp4_sv3d: None, matroska_projection: video.projection.clone() },
     })
+}
+
+/// Audio frames with times in `timescale` ticks: the block time times `multiplier`; the later
+/// frames of a laced block follow the first by DefaultDuration each, or share the gap to the
+/// next block evenly when the track has none (the last block, with no next one, lasts as
+/// long as the gap before it, as video frames do). None on overflow.
+fn audio_samples(a: &AudioIndex, timescale: u32, multiplier: i64) -> Option<Vec<AudioSample>> {
+    let per_tick = 1_000_000_000 / u64::from(timescale.max(1));
+    let default_ticks = a.entry.default_duration_ns.map(|ns| ((ns + per_tick / 2) / per_tick) as i64);
+    let mut out = Vec::with_capacity(a.frames.len());
+    let mut previous_gap: Option<i64> = None;
+    let mut previous_block: Option<i64> = None;
+    for (i, f) in a.frames.iter().enumerate() {
+        let block_pts = f.block_ts.checked_mul(multiplier)?;
+        if f.lace_index == 0 {
+            if let Some(prev) = previous_block {
+                previous_gap = Some(block_pts.saturating_sub(prev).max(0));
+            }
+            previous_block = Some(block_pts);
+        }
+        // The next block's start (the first frame after this lace), for gap-based durations.
+        let next_block =
+            a.frames[i + 1..].iter().find(|n| n.lace_index == 0).map(|n| n.block_ts.checked_mul(multiplier));
+        let next_block = match next_block {
+            Some(None) => return None,
+            Some(Some(t)) => Some(t),
+            None => None,
+        };
+        let block_len = match (f.block_duration, next_block) {
+            (Some(d), _) => i64::try_from(d).ok()?.checked_mul(multiplier)?,
+            (None, Some(next)) => next.saturating_sub(block_pts).max(0),
+            (None, None) => match default_ticks {
+                Some(d) => d.checked_mul(i64::from(f.lace_count))?,
+                None => previous_gap.unwrap_or(0),
+            },
+        };
+        let frame_len = default_ticks.unwrap_or(block_len / i64::from(f.lace_count.max(1)));
+        let pts = block_pts.checked_add(frame_len.checked_mul(i64::from(f.lace_index))?)?;
+        out.push(AudioSample {
+            offset: f.offset,
+            size: f.size,
+            dts: pts,
+            pts,
+            duration: if f.lace_count == 1 && f.block_duration.is_some() { block_len } else { frame_len },
+            keyframe: f.keyframe,
+            discard_padding_ns: f.discard_padding_ns,
+        });
+    }
+    Some(out)
 }
 
 /// Matroska VP9 CodecPrivate: (id, length, value) features: 1 profile, 2 level, 3 bit depth,

@@ -124,6 +124,63 @@ pub struct AudioTrackInfo {
     pub sample_rate: u32,
 }
 
+/// An audio track's codec configuration exactly as its container stores it: what a muxer
+/// copies so that the audio reaches the output untouched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AudioConfig {
+    /// MP4/MOV: the sample entry box's fourcc (`mp4a`, `Opus`, ...) and payload (everything
+    /// after the 8-byte box header: reserved bytes, data reference index, the sound fields and
+    /// child boxes such as `esds` or `dOps`), byte for byte.
+    Mp4 { fourcc: [u8; 4], sample_entry: Vec<u8> },
+    /// Matroska/WebM: `CodecID`, `CodecPrivate`, the `Audio` master element's payload, and the
+    /// track's `CodecDelay` / `SeekPreRoll` / `DefaultDuration` in nanoseconds when present.
+    Matroska {
+        codec_id: String,
+        codec_private: Vec<u8>,
+        audio_element: Vec<u8>,
+        codec_delay_ns: Option<u64>,
+        seek_pre_roll_ns: Option<u64>,
+        default_duration_ns: Option<u64>,
+    },
+}
+
+/// Where one audio sample's bytes are and when it plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AudioSample {
+    /// File offset of the sample's bytes.
+    pub offset: u64,
+    pub size: u32,
+    /// Decode time in the track's timescale (MP4: the `stts` sum from 0, shifted like the
+    /// video's by the edit list; Matroska: equal to `pts`).
+    pub dts: i64,
+    /// Presentation time in the track's timescale on the same timeline as the video chunks'
+    /// `pts` (MP4: edit list applied as for video; Matroska: the block timestamp, and for the
+    /// later frames of a laced block the block timestamp plus the frames before it).
+    pub pts: i64,
+    /// Duration in the track's timescale (0 when unknown).
+    pub duration: i64,
+    pub keyframe: bool,
+    /// Matroska `DiscardPadding` of the sample's block in nanoseconds (samples to drop from
+    /// its end, e.g. Opus end trimming); 0 when none.
+    pub discard_padding_ns: i64,
+}
+
+/// An audio track with its sample index, for copying into an output file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AudioTrack {
+    pub info: AudioTrackInfo,
+    /// MP4 `track_ID` or Matroska `TrackNumber` in the source.
+    pub source_id: u64,
+    /// Ticks per second of `AudioSample` times: the MP4 track's `mdhd` timescale, or for
+    /// Matroska the segment's (the same as the video's [`StreamInfo::timescale`]).
+    pub timescale: u32,
+    /// ISO 639-2 language code when the container names one other than "und".
+    pub language: Option<String>,
+    pub config: AudioConfig,
+    /// Samples in decode order.
+    pub samples: Vec<AudioSample>,
+}
+
 /// One entry of the sample index: where a sample's bytes are and when it plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SampleEntry {
@@ -154,6 +211,22 @@ pub(crate) struct Parsed {
     pub stereo: Option<StereoMode>,
     pub samples: Vec<SampleEntry>,
     pub payload: Payload,
+    /// Audio tracks whose samples were indexed (for copying).
+    pub audio_tracks: Vec<AudioTrack>,
+    /// Audio tracks listed in `audio` that cannot be copied, each with the reason.
+    pub audio_skipped: Vec<String>,
+    /// Boxes / elements that describe the video's projection, copied verbatim by muxers.
+    pub video_extras: VideoExtras,
+}
+
+/// Container-level video metadata a muxer carries over byte for byte.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VideoExtras {
+    /// MP4: the `sv3d` box (Spherical Video V2 projection) from the visual sample entry,
+    /// header included.
+    pub mp4_sv3d: Option<Vec<u8>>,
+    /// Matroska: the `Projection` element (inside `Video`), header included.
+    pub matroska_projection: Option<Vec<u8>>,
 }
 
 /// A demuxer over one file, any container. All containers reduce to one sample index, so this
@@ -199,6 +272,8 @@ impl Demuxer {
         }
         .map_err(|f| f.at(path, file_len))?;
         check_samples_inside(&parsed.samples, file_len).map_err(|f| f.at(path, file_len))?;
+        let mut parsed = parsed;
+        drop_truncated_audio(&mut parsed, file_len);
         Ok(Demuxer { path: path.to_path_buf(), file, file_len, parsed, next: 0 })
     }
 
@@ -216,6 +291,43 @@ impl Demuxer {
 
     pub fn audio(&self) -> &[AudioTrackInfo] {
         &self.parsed.audio
+    }
+
+    /// Audio tracks whose sample tables were read, in container order: what a muxer copies.
+    pub fn audio_tracks(&self) -> &[AudioTrack] {
+        &self.parsed.audio_tracks
+    }
+
+    /// Audio tracks that cannot be copied (a damaged or truncated sample table, an unknown
+    /// layout), one sentence each; the video is unaffected.
+    pub fn audio_skipped(&self) -> &[String] {
+        &self.parsed.audio_skipped
+    }
+
+    /// Projection metadata (MP4 `sv3d`, Matroska `Projection`) as stored, for muxers.
+    pub fn video_extras(&self) -> &VideoExtras {
+        &self.parsed.video_extras
+    }
+
+    /// The bytes of sample `index` of audio track `track` (an index into [`Self::audio_tracks`]).
+    pub fn read_audio_sample(&mut self, track: usize, index: usize) -> Result<Vec<u8>, DemuxError> {
+        let sample =
+            self.parsed.audio_tracks.get(track).and_then(|t| t.samples.get(index)).copied().ok_or_else(|| {
+                DemuxError::Corrupt {
+                    path: self.path.clone(),
+                    element: "audio track".into(),
+                    reason: format!("no sample {index} in audio track {track}"),
+                }
+            })?;
+        let entry = SampleEntry {
+            offset: sample.offset,
+            size: sample.size,
+            pts: sample.pts,
+            dts: sample.dts,
+            duration: sample.duration,
+            keyframe: sample.keyframe,
+        };
+        self.read_sample(index as u64, &entry)
     }
 
     /// Stereo packing signalled by the container (MP4 `st3d`, Matroska `StereoMode`).
@@ -368,6 +480,23 @@ fn check_samples_inside(samples: &[SampleEntry], file_len: u64) -> Result<(), Fa
         }
     }
     Ok(())
+}
+
+/// Audio tracks whose samples run past the end of the file are not copyable: they move to
+/// `audio_skipped` (the video is checked separately and fails the open).
+fn drop_truncated_audio(parsed: &mut Parsed, file_len: u64) {
+    let tracks = std::mem::take(&mut parsed.audio_tracks);
+    for track in tracks {
+        let past_end =
+            track.samples.iter().position(|s| s.offset.checked_add(u64::from(s.size)).is_none_or(|end| end > file_len));
+        match past_end {
+            Some(i) => parsed.audio_skipped.push(format!(
+                "audio track {} ({}): sample {i} runs past the end of the file (truncated)",
+                track.source_id, track.info.codec
+            )),
+            None => parsed.audio_tracks.push(track),
+        }
+    }
 }
 
 /// Fills in the decode timestamps for containers that store presentation times only: the

@@ -19,7 +19,10 @@
 use std::fs::File;
 
 use super::nal::ByteCursor;
-use super::{describe_codec, fill_timing, read_at, AudioTrackInfo, Container, Fault, Parsed, SampleEntry};
+use super::{
+    describe_codec, fill_timing, read_at, AudioConfig, AudioSample, AudioTrack, AudioTrackInfo, Container, Fault,
+    Parsed, SampleEntry, VideoExtras,
+};
 use crate::video::chunk::{ColourDescription, VideoCodec};
 use crate::video::layout::StereoMode;
 
@@ -110,6 +113,20 @@ struct Track {
     edits: Vec<(u64, i64)>,
     entry: Option<(FourCc, Vec<u8>)>,
     stbl: Vec<u8>,
+    language: Option<String>,
+}
+
+/// An audio track while its samples are being gathered (sample table, then fragments).
+struct AudioBuild {
+    id: u32,
+    timescale: u32,
+    edits: Vec<(u64, i64)>,
+    fourcc: FourCc,
+    entry: Vec<u8>,
+    info: AudioTrackInfo,
+    language: Option<String>,
+    trex: TrexDefaults,
+    raw: Vec<RawSample>,
 }
 
 /// Builds the index of the first video track.
@@ -189,11 +206,11 @@ struct MoovIndex {
     container_info: Parsed,
     track_id: u32,
     trex: TrexDefaults,
+    audio: Vec<AudioBuild>,
     /// Running decode time and composition offsets before edit/shift handling.
     raw: Vec<RawSample>,
     edits: Vec<(u64, i64)>,
     movie_timescale: u32,
-    file_len: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -239,9 +256,32 @@ impl MoovIndex {
             }
         }
         let mut audio = Vec::new();
+        let mut audio_builds = Vec::new();
+        let mut audio_skipped = Vec::new();
         for t in tracks.iter().filter(|t| &t.handler == b"soun") {
             if let Some((fourcc, entry)) = &t.entry {
-                audio.push(audio_info(fourcc, entry));
+                let info = audio_info(fourcc, entry);
+                audio.push(info.clone());
+                // A damaged audio table costs the audio copy, never the video.
+                match build_stbl_samples(&t.stbl, file_len) {
+                    Ok(_) if t.timescale == 0 => {
+                        audio_skipped.push(format!("audio track {} ({}): its timescale is 0", t.id, info.codec))
+                    }
+                    Ok(raw) => audio_builds.push(AudioBuild {
+                        id: t.id,
+                        timescale: t.timescale,
+                        edits: t.edits.clone(),
+                        fourcc: *fourcc,
+                        entry: entry.clone(),
+                        info,
+                        language: t.language.clone(),
+                        trex: trex_list.iter().find(|(id, _)| *id == t.id).map(|(_, d)| *d).unwrap_or_default(),
+                        raw,
+                    }),
+                    Err(fault) => {
+                        audio_skipped.push(format!("audio track {} ({}): {}", t.id, info.codec, fault_text(&fault)))
+                    }
+                }
             }
         }
         let mut unsupported = None;
@@ -285,13 +325,16 @@ impl MoovIndex {
                 stereo: visual.stereo,
                 samples: Vec::new(),
                 payload,
+                audio_tracks: Vec::new(),
+                audio_skipped,
+                video_extras: VideoExtras { mp4_sv3d: visual.sv3d, matroska_projection: None },
             },
             track_id: track.id,
             trex,
+            audio: audio_builds,
             raw,
             edits: track.edits.clone(),
             movie_timescale,
-            file_len,
         })
     }
 
@@ -303,86 +346,23 @@ impl MoovIndex {
             }
             let tfhd = find(traf, "traf", b"tfhd")?.ok_or_else(|| Fault::corrupt("traf", "no tfhd box"))?;
             let mut r = ByteCursor::new(tfhd, "tfhd");
-            let flags = r.u32()? & 0x00ff_ffff;
+            let _flags = r.u32()?;
             let track_id = r.u32()?;
-            if track_id != self.track_id {
-                continue;
-            }
-            let base = if flags & 0x01 != 0 { r.u64()? } else { moof_pos };
-            if flags & 0x02 != 0 {
-                r.u32()?;
-            }
-            let mut defaults = self.trex;
-            if flags & 0x08 != 0 {
-                defaults.duration = r.u32()?;
-            }
-            if flags & 0x10 != 0 {
-                defaults.size = r.u32()?;
-            }
-            if flags & 0x20 != 0 {
-                defaults.flags = r.u32()?;
-            }
-            let mut next_dts = match self.raw.last() {
-                Some(s) => s
-                    .dts
-                    .checked_add(i64::from(s.duration))
-                    .ok_or_else(|| Fault::corrupt("trun", "decode time overflows"))?,
-                None => 0,
-            };
-            if let Some(tfdt) = find(traf, "traf", b"tfdt")? {
-                let mut r = ByteCursor::new(tfdt, "tfdt");
-                let version = r.u8()?;
-                r.bytes(3)?;
-                let t = if version == 1 { r.u64()? } else { u64::from(r.u32()?) };
-                next_dts = i64::try_from(t).map_err(|_| Fault::corrupt("tfdt", "base media decode time overflows"))?;
-            }
-            let mut data_pos = base;
-            for c in Boxes::new(traf, "traf") {
-                let (k, trun) = c?;
-                if &k != b"trun" {
-                    continue;
-                }
-                let mut r = ByteCursor::new(trun, "trun");
-                let tflags = r.u32()? & 0x00ff_ffff;
-                let count = r.u32()?;
-                if tflags & 0x01 != 0 {
-                    let off = r.u32()? as i32;
-                    data_pos = base
-                        .checked_add_signed(i64::from(off))
-                        .ok_or_else(|| Fault::corrupt("trun", "data offset points before the file"))?;
-                }
-                let first_flags = if tflags & 0x04 != 0 { Some(r.u32()?) } else { None };
-                let per_sample = [0x100u32, 0x200, 0x400, 0x800].iter().filter(|&&f| tflags & f != 0).count() * 4;
-                let max_count = r.remaining().checked_div(per_sample).unwrap_or(file_len as usize);
-                if count as usize > max_count || self.raw.len().saturating_add(count as usize) as u64 > file_len {
-                    return Err(Fault::corrupt(
-                        "trun",
-                        format!("claims {count} samples, more than the box or file can hold"),
+            if track_id == self.track_id {
+                add_traf(traf, moof_pos, self.trex, &mut self.raw, file_len)?;
+            } else if let Some(i) = self.audio.iter().position(|a| a.id == track_id) {
+                let audio = &mut self.audio[i];
+                if let Err(fault) = add_traf(traf, moof_pos, audio.trex, &mut audio.raw, file_len) {
+                    let a = self.audio.remove(i);
+                    self.container_info.audio_skipped.push(format!(
+                        "audio track {} ({}): {}",
+                        a.id,
+                        a.info.codec,
+                        fault_text(&fault)
                     ));
-                }
-                for i in 0..count {
-                    let duration = if tflags & 0x100 != 0 { r.u32()? } else { defaults.duration };
-                    let size = if tflags & 0x200 != 0 { r.u32()? } else { defaults.size };
-                    let sflags = if tflags & 0x400 != 0 {
-                        r.u32()?
-                    } else if i == 0 {
-                        first_flags.unwrap_or(defaults.flags)
-                    } else {
-                        defaults.flags
-                    };
-                    let cto = if tflags & 0x800 != 0 { r.u32()? as i32 } else { 0 };
-                    let keyframe = sflags & 0x0001_0000 == 0;
-                    self.raw.push(RawSample { offset: data_pos, size, dts: next_dts, duration, cto, keyframe });
-                    data_pos = data_pos
-                        .checked_add(u64::from(size))
-                        .ok_or_else(|| Fault::corrupt("trun", "sample offsets overflow"))?;
-                    next_dts = next_dts
-                        .checked_add(i64::from(duration))
-                        .ok_or_else(|| Fault::corrupt("trun", "decode time overflows"))?;
                 }
             }
         }
-        let _ = self.file_len;
         Ok(())
     }
 
@@ -409,8 +389,142 @@ impl MoovIndex {
         }
         fill_timing(&mut self.container_info.info, &samples);
         self.container_info.samples = samples;
+        for a in std::mem::take(&mut self.audio) {
+            match audio_samples(&a, self.movie_timescale) {
+                Some(samples) => self.container_info.audio_tracks.push(AudioTrack {
+                    info: a.info,
+                    source_id: u64::from(a.id),
+                    timescale: a.timescale,
+                    language: a.language,
+                    config: AudioConfig::Mp4 { fourcc: a.fourcc, sample_entry: a.entry },
+                    samples,
+                }),
+                None => self
+                    .container_info
+                    .audio_skipped
+                    .push(format!("audio track {} ({}): its timestamps overflow", a.id, a.info.codec)),
+            }
+        }
         Ok(self.container_info)
     }
+}
+
+/// An audio track's samples with the same timestamp rules as the video's (negative
+/// composition offsets lower every dts; the edit list shifts both); None on overflow.
+fn audio_samples(a: &AudioBuild, movie_timescale: u32) -> Option<Vec<AudioSample>> {
+    let dts_shift = i64::from(a.raw.iter().map(|s| s.cto).min().unwrap_or(0).min(0).unsigned_abs());
+    let edit_shift = edit_list_shift(&a.edits, movie_timescale, a.timescale);
+    a.raw
+        .iter()
+        .map(|s| {
+            Some(AudioSample {
+                offset: s.offset,
+                size: s.size,
+                pts: s.dts.checked_add(i64::from(s.cto))?.checked_add(edit_shift)?,
+                dts: s.dts.checked_sub(dts_shift)?.checked_add(edit_shift)?,
+                duration: i64::from(s.duration),
+                keyframe: s.keyframe,
+                discard_padding_ns: 0,
+            })
+        })
+        .collect()
+}
+
+/// A parse fault as a phrase, for the reasons audio tracks are skipped.
+fn fault_text(fault: &Fault) -> String {
+    match fault {
+        Fault::Truncated { what, end } => format!("{what} runs past the end of the file (to byte {end})"),
+        Fault::Corrupt { element, reason } => format!("corrupt {element}: {reason}"),
+        Fault::UnsupportedCodec(c) => format!("unsupported codec {c}"),
+        Fault::NoVideoTrack => "no video track".into(),
+        Fault::UnknownContainer => "unknown container".into(),
+        Fault::Io(e) => e.to_string(),
+    }
+}
+
+/// Appends the samples of one `traf` (its `trun`s, with `tfhd`/`trex` defaults and `tfdt`)
+/// to `raw`.
+fn add_traf(
+    traf: &[u8],
+    moof_pos: u64,
+    trex: TrexDefaults,
+    raw: &mut Vec<RawSample>,
+    file_len: u64,
+) -> Result<(), Fault> {
+    let tfhd = find(traf, "traf", b"tfhd")?.ok_or_else(|| Fault::corrupt("traf", "no tfhd box"))?;
+    let mut r = ByteCursor::new(tfhd, "tfhd");
+    let flags = r.u32()? & 0x00ff_ffff;
+    let _track_id = r.u32()?;
+    let base = if flags & 0x01 != 0 { r.u64()? } else { moof_pos };
+    if flags & 0x02 != 0 {
+        r.u32()?;
+    }
+    let mut defaults = trex;
+    if flags & 0x08 != 0 {
+        defaults.duration = r.u32()?;
+    }
+    if flags & 0x10 != 0 {
+        defaults.size = r.u32()?;
+    }
+    if flags & 0x20 != 0 {
+        defaults.flags = r.u32()?;
+    }
+    let mut next_dts = match raw.last() {
+        Some(s) => {
+            s.dts.checked_add(i64::from(s.duration)).ok_or_else(|| Fault::corrupt("trun", "decode time overflows"))?
+        }
+        None => 0,
+    };
+    if let Some(tfdt) = find(traf, "traf", b"tfdt")? {
+        let mut r = ByteCursor::new(tfdt, "tfdt");
+        let version = r.u8()?;
+        r.bytes(3)?;
+        let t = if version == 1 { r.u64()? } else { u64::from(r.u32()?) };
+        next_dts = i64::try_from(t).map_err(|_| Fault::corrupt("tfdt", "base media decode time overflows"))?;
+    }
+    let mut data_pos = base;
+    for c in Boxes::new(traf, "traf") {
+        let (k, trun) = c?;
+        if &k != b"trun" {
+            continue;
+        }
+        let mut r = ByteCursor::new(trun, "trun");
+        let tflags = r.u32()? & 0x00ff_ffff;
+        let count = r.u32()?;
+        if tflags & 0x01 != 0 {
+            let off = r.u32()? as i32;
+            data_pos = base
+                .checked_add_signed(i64::from(off))
+                .ok_or_else(|| Fault::corrupt("trun", "data offset points before the file"))?;
+        }
+        let first_flags = if tflags & 0x04 != 0 { Some(r.u32()?) } else { None };
+        let per_sample = [0x100u32, 0x200, 0x400, 0x800].iter().filter(|&&f| tflags & f != 0).count() * 4;
+        let max_count = r.remaining().checked_div(per_sample).unwrap_or(file_len as usize);
+        if count as usize > max_count || raw.len().saturating_add(count as usize) as u64 > file_len {
+            return Err(Fault::corrupt("trun", format!("claims {count} samples, more than the box or file can hold")));
+        }
+        for i in 0..count {
+            let duration = if tflags & 0x100 != 0 { r.u32()? } else { defaults.duration };
+            let size = if tflags & 0x200 != 0 { r.u32()? } else { defaults.size };
+            let sflags = if tflags & 0x400 != 0 {
+                r.u32()?
+            } else if i == 0 {
+                first_flags.unwrap_or(defaults.flags)
+            } else {
+                defaults.flags
+            };
+            let cto = if tflags & 0x800 != 0 { r.u32()? as i32 } else { 0 };
+            let keyframe = sflags & 0x0001_0000 == 0;
+            raw.push(RawSample { offset: data_pos, size, dts: next_dts, duration, cto, keyframe });
+            data_pos = data_pos
+                .checked_add(u64::from(size))
+                .ok_or_else(|| Fault::corrupt("trun", "sample offsets overflow"))?;
+            next_dts = next_dts
+                .checked_add(i64::from(duration))
+                .ok_or_else(|| Fault::corrupt("trun", "decode time overflows"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Total shift of the edit list in media ticks: leading empty edits push the media later,
@@ -486,6 +600,17 @@ fn parse_trak(trak: &[u8]) -> Result<Track, Fault> {
                             r.bytes(3)?;
                             r.bytes(if version == 1 { 16 } else { 8 })?;
                             t.timescale = r.u32()?;
+                            r.bytes(if version == 1 { 8 } else { 4 })?;
+                            // ISO 639-2/T packed as three 5-bit letters offset by 0x60.
+                            if let Ok(packed) = r.u16() {
+                                let letters: String = [10u16, 5, 0]
+                                    .iter()
+                                    .map(|&shift| char::from(((packed >> shift) & 0x1f) as u8 + 0x60))
+                                    .collect();
+                                if letters.chars().all(|c| c.is_ascii_lowercase()) && letters != "und" {
+                                    t.language = Some(letters);
+                                }
+                            }
                         }
                         b"hdlr" => {
                             let mut r = ByteCursor::new(p, "hdlr");
@@ -522,6 +647,8 @@ struct VisualEntry {
     config: Vec<u8>,
     colour: Option<ColourDescription>,
     stereo: Option<StereoMode>,
+    /// The `sv3d` box, header included.
+    sv3d: Option<Vec<u8>>,
 }
 
 fn parse_visual_entry(entry: &[u8], codec: VideoCodec) -> Result<VisualEntry, Fault> {
@@ -537,7 +664,7 @@ fn parse_visual_entry(entry: &[u8], codec: VideoCodec) -> Result<VisualEntry, Fa
         VideoCodec::Vp9 => b"vpcC",
         VideoCodec::Av1 => b"av1C",
     };
-    let mut v = VisualEntry { width, height, config: Vec::new(), colour: None, stereo: None };
+    let mut v = VisualEntry { width, height, config: Vec::new(), colour: None, stereo: None, sv3d: None };
     let mut have_config = false;
     for b in Boxes::new(children, "visual sample entry") {
         let (kind, payload) = b?;
@@ -568,6 +695,13 @@ fn parse_visual_entry(entry: &[u8], codec: VideoCodec) -> Result<VisualEntry, Fa
                 }
                 _ => {}
             }
+        } else if &kind == b"sv3d" {
+            let size = u32::try_from(payload.len() + 8).unwrap_or(u32::MAX);
+            let mut boxed = Vec::with_capacity(payload.len() + 8);
+            boxed.extend_from_slice(&size.to_be_bytes());
+            boxed.extend_from_slice(b"sv3d");
+            boxed.extend_from_slice(payload);
+            v.sv3d = Some(boxed);
         } else if &kind == b"st3d" && payload.len() >= 5 {
             // Spherical Video V2: FullBox, then stereo_mode 0 mono, 1 top-bottom, 2 left-right.
             v.stereo = Some(match payload[4] {

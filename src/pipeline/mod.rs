@@ -1,0 +1,564 @@
+//! `vrseg run`: demux/decode → letterbox → engine → postprocess → sink, the
+//! only module that knows video, kernels and models together.
+//!
+//! Threads and streams:
+//! - The decode thread owns the demuxer and the NVDEC session (its own
+//!   stream). Each picture is copied into a slot of the frame ring in the
+//!   VRAM pool and handed on through a bounded channel; `SlotRing::acquire`
+//!   blocks when every slot is in flight, which is the pipeline's
+//!   backpressure.
+//! - The calling thread is the GPU worker. It gathers a batch of frames,
+//!   enqueues letterbox (both eyes of every frame in one launch), gives the
+//!   slots back (reusable once the letterbox has read them, on the GPU), the
+//!   engine's CUDA graph, and the postprocess (NMS + matte into the batch's
+//!   matte frames), all on one compute stream, then hands the batch to the
+//!   sink.
+//! - Sinks that write to the host (PNG masks, `--detections`, encoders
+//!   without NVENC) wait for their batch; `null` does not wait at all.
+//!
+//! Every device buffer is planned once in one [`VramPool`]: the frame ring,
+//! the engine's weights and arena, its input and outputs, the postprocess
+//! scratch and the matte frames. The frame loop allocates nothing on the
+//! device (checked by the `pipeline` GPU test).
+
+mod sink;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::time::Instant;
+
+use cudarc::driver::{sys, CudaEvent};
+
+pub use sink::{OutputKind, Sink};
+
+use crate::engine::native::{EngineError, NativeEngine};
+use crate::engine::plan::{Plan, PlanError};
+use crate::gpu::error::CheckDriver;
+use crate::gpu::nvtx::{self, Stage};
+use crate::gpu::pool::Slot;
+use crate::gpu::{device_allocation_count, Gpu, GpuError, PoolPlan, VramPool};
+use crate::ops::letterbox::{eye_rects, letterbox, LetterboxGeometry, LetterboxJob, YuvToRgb};
+use crate::ops::yolo_seg::{
+    download_detections, yolo_seg_postprocess, Detection, MatteTarget, PostprocessConfig, YoloSegBuffers, YoloSegJob,
+    YoloSegShape,
+};
+use crate::video::demux::{DemuxError, Demuxer};
+use crate::video::layout::{detect_layout, StereoLayout};
+use crate::video::nvdec::{FrameLayout, NvDecoder, NvdecError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Demux(#[from] DemuxError),
+    #[error(transparent)]
+    Nvdec(#[from] NvdecError),
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error("{0}")]
+    Sink(String),
+    #[error("{what}")]
+    Setup { what: String },
+}
+
+/// What `vrseg run` was asked to do.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub input: PathBuf,
+    /// Output file (or directory for masks); `None` only for `OutputKind::Null`.
+    pub output: Option<PathBuf>,
+    pub engine: PathBuf,
+    /// Forced stereo layout; `None` detects it (metadata, file name, aspect).
+    pub layout: Option<StereoLayout>,
+    pub kind: OutputKind,
+    pub postprocess: PostprocessConfig,
+    /// Skip frames before this presentation time (seconds).
+    pub start_s: Option<f64>,
+    /// Stop after this many frames.
+    pub frames: Option<u64>,
+    pub gpu: usize,
+    /// One JSON line per frame: boxes in source pixels, scores, classes, eye.
+    pub detections: Option<PathBuf>,
+    /// Frames the decoder may run ahead of the GPU worker (ring slots beyond one batch).
+    pub frames_ahead: usize,
+}
+
+/// Per-stage times and counts, for the summary line and `--stats`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RunStats {
+    pub input: String,
+    pub engine: String,
+    pub gpu: String,
+    pub layout: String,
+    pub width: u32,
+    pub height: u32,
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub batches: u64,
+    pub batch_frames: usize,
+    pub wall_s: f64,
+    pub fps: f64,
+    /// Decode thread: demux + NVDEC + copy into the ring, seconds (overlaps the GPU work).
+    pub decode_s: f64,
+    /// GPU time per stage (events), seconds, summed over batches.
+    pub letterbox_gpu_s: f64,
+    pub inference_gpu_s: f64,
+    pub postprocess_gpu_s: f64,
+    /// Host time in the sink (PNG encoding, encoders, detection downloads), seconds.
+    pub sink_s: f64,
+    pub concealed_frames: Vec<u64>,
+    pub failed_frames: Vec<u64>,
+    /// Bytes of the VRAM pool (everything the run keeps on the GPU).
+    pub vram_pool_bytes: usize,
+    /// Host→device bytes per frame: the compressed bitstream NVDEC reads.
+    pub bitstream_bytes_per_frame: f64,
+    /// Device→host bytes per frame (the sink's downloads: 0 for null and NVENC).
+    pub download_bytes_per_frame: f64,
+    pub device_allocations_in_loop: u64,
+    pub interrupted: bool,
+}
+
+/// Set by the Ctrl-C handler: stop decoding, drain, finish a partial output.
+pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// One decoded frame waiting in its ring slot.
+struct Ready<'ring, 'pool> {
+    slot: Slot<'ring, 'pool>,
+    index: u64,
+    pts: i64,
+}
+
+enum DecodeMsg<'ring, 'pool> {
+    Frame(Ready<'ring, 'pool>),
+    /// The decode thread stopped with an error (after sending every frame before it).
+    Failed(PipelineError),
+}
+
+/// GPU timing events of one batch (reused round-robin, so nothing is
+/// created in the frame loop).
+struct BatchEvents {
+    marks: [CudaEvent; 4],
+    pending: bool,
+}
+
+/// Runs the pipeline; `progress` is called after every batch with (frames done, frames expected).
+pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<RunStats, PipelineError> {
+    let started = Instant::now();
+    let gpu = Gpu::open(options.gpu)?;
+    let plan = Plan::open(&options.engine)?;
+    let demuxer = Demuxer::open(&options.input)?;
+    let info = demuxer.info().clone();
+    let detected = detect_layout(demuxer.stereo_metadata(), &options.input, info.width, info.height);
+    let layout = options.layout.unwrap_or(detected.layout);
+    let mut eyes = eye_rects(layout, info.width, info.height);
+    if options.layout.is_none() && detected.right_eye_first && eyes.len() == 2 {
+        eyes.swap(0, 1); // image 0 of a frame is always the left (top) eye
+    }
+    let eye_count = eyes.len();
+
+    // The plan fixes the batch in images; frames per batch follow.
+    let input = plan.graph.inputs.first().map(|&v| plan.graph.values[v].shape.clone()).unwrap_or_default();
+    if input.len() != 4 || input[1] != 3 || input[2] != input[3] {
+        return Err(PipelineError::Setup {
+            what: format!("{}: input {input:?} is not a square RGB image batch [N, 3, S, S]", options.engine.display()),
+        });
+    }
+    let (images, side) = (input[0], input[2]);
+    if images % eye_count != 0 {
+        return Err(PipelineError::Setup {
+            what: format!(
+                "{}: built for batch {images}, which does not hold whole {layout} frames of {eye_count} eyes; rebuild it with \
+                 `vrseg build-engine --batch {}`",
+                options.engine.display(),
+                (images / eye_count).max(1) * eye_count,
+                layout = layout.name()
+            ),
+        });
+    }
+    let batch_frames = images / eye_count;
+    let shape = YoloSegShape::yolo_seg(images, side);
+    let outputs: Vec<Vec<usize>> = plan.graph.outputs.iter().map(|&v| plan.graph.values[v].shape.clone()).collect();
+    let want0 = vec![images, 4 + shape.classes + shape.coefficients, shape.anchors];
+    let want1 = vec![images, shape.coefficients, shape.proto_h, shape.proto_w];
+    if outputs.len() != 2 || outputs[0] != want0 || outputs[1] != want1 {
+        return Err(PipelineError::Setup {
+            what: format!(
+                "{}: outputs {outputs:?} are not YOLO-seg's {want0:?} and {want1:?} (80 classes, 32 mask coefficients); \
+                 export the model with tools/export/export_yolo_seg.py",
+                options.engine.display()
+            ),
+        });
+    }
+
+    let probe_decoder_layout = FrameLayout::new(info.width, info.height, info.bit_depth);
+    let geometry = LetterboxGeometry::ultralytics(eyes[0].w, eyes[0].h, side as i32, side as i32);
+    let colour = YuvToRgb::for_stream(&info.colour, info.width, info.height, info.bit_depth);
+    let matte_pitch = (info.width as usize).div_ceil(256) * 256;
+    // Room for NV12 chroma after each matte: encoders read the mattes as NV12.
+    let matte_frame = matte_pitch * (info.height as usize + (info.height as usize).div_ceil(2));
+
+    // One pool for everything, reserved before the first chunk.
+    let mut pool_plan = PoolPlan::new();
+    let ring_slots = batch_frames + options.frames_ahead.max(1);
+    let ring_id = pool_plan.slots("frames (decoded NV12/P016)", probe_decoder_layout.slot_bytes(), ring_slots);
+    let engine_buffers = NativeEngine::reserve(&plan, &mut pool_plan);
+    let input_id = pool_plan.buffer("engine input (letterboxed FP16)", images * 3 * side * side * 2);
+    let out0_id = pool_plan.buffer("engine output0 (heads)", shape.output0_elements() * 4);
+    let out1_id = pool_plan.buffer("engine output1 (prototypes)", shape.protos_elements() * 4);
+    for id in [input_id, out0_id, out1_id] {
+        pool_plan.align(id, 256);
+    }
+    let post = YoloSegBuffers::plan(&mut pool_plan, shape, options.postprocess.max_det);
+    let matte_id = pool_plan.buffer("mattes (8-bit, one batch)", batch_frames * matte_frame);
+    let pool = {
+        let _range = nvtx::range(Stage::PoolReserve);
+        VramPool::reserve(&gpu, &pool_plan)?
+    };
+    let compute = gpu.new_stream()?;
+    let mut engine = NativeEngine::load(&gpu, &compute, &plan, &pool, engine_buffers)?;
+    let ring = pool.slot_ring(ring_id)?;
+    let (input_view, out0, out1, mattes) =
+        (pool.buffer(input_id), pool.buffer(out0_id), pool.buffer(out1_id), pool.buffer(matte_id));
+
+    // Capture the engine's CUDA graph now, before the decoder starts: a
+    // capture must not race NVDEC's own driver calls, and it is set-up work.
+    // (The input holds whatever the pool held; these outputs are overwritten.)
+    engine.enqueue(&compute, std::slice::from_ref(&input_view), &[out0, out1])?;
+    compute.synchronize().check("cuStreamSynchronize")?;
+    let mut sink = Sink::open(options, &info, layout, &demuxer, &gpu)?;
+    if sink.wants_nv12() {
+        for f in 0..batch_frames {
+            // SAFETY: frame f of the matte buffer holds height + ceil(height / 2)
+            // rows of `matte_pitch` bytes (planned above); the pool outlives the stream's work.
+            unsafe {
+                crate::video::encode::fill_neutral_chroma(
+                    mattes.ptr() + (f * matte_frame) as u64,
+                    matte_pitch,
+                    info.width,
+                    info.height,
+                    &compute,
+                )
+            }
+            .map_err(|e| PipelineError::Setup { what: e.to_string() })?;
+        }
+    }
+    let mut detections_out = match &options.detections {
+        Some(path) => Some(sink::LineWriter::create(path).map_err(PipelineError::Sink)?),
+        None => None,
+    };
+
+    let mut stats = RunStats {
+        input: options.input.display().to_string(),
+        engine: options.engine.display().to_string(),
+        gpu: format!("{} ({})", gpu.properties().name, gpu.properties().sm()),
+        layout: layout.name().to_string(),
+        width: info.width,
+        height: info.height,
+        batch_frames,
+        vram_pool_bytes: pool.total_bytes(),
+        ..Default::default()
+    };
+    let timing = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
+    let mut event_sets: Vec<BatchEvents> = (0..4)
+        .map(|_| -> Result<BatchEvents, GpuError> {
+            let e = || gpu.context().new_event(timing).check("cuEventCreate");
+            Ok(BatchEvents { marks: [e()?, e()?, e()?, e()?], pending: false })
+        })
+        .collect::<Result<_, _>>()?;
+    let expected = options.frames.map(|n| n.min(info.frame_count)).unwrap_or(info.frame_count);
+    let start_pts = options.start_s.map(|s| (s * f64::from(info.timescale)).round() as i64);
+    let frame_limit = options.frames.unwrap_or(u64::MAX);
+    let label = options.input.display().to_string();
+    let mut bitstream_bytes = 0u64;
+    let mut decode_s = 0f64;
+
+    // Stops the decoder early: set on Ctrl-C (through INTERRUPTED) or when
+    // the worker fails. Per run, so one failed run cannot stop the next.
+    let stop = AtomicBool::new(false);
+    let stopped = || stop.load(Ordering::Relaxed) || INTERRUPTED.load(Ordering::Relaxed);
+    let (tx, rx) = sync_channel::<DecodeMsg>(ring_slots);
+    let worker_result = std::thread::scope(|scope| -> Result<(), PipelineError> {
+        let ring = &ring;
+        let gpu = &gpu;
+        let stopped = &stopped;
+        let info = &info;
+        let label = &label;
+        let decode_thread = scope.spawn(move || -> (u64, f64, Vec<u64>, Vec<u64>) {
+            let t0 = Instant::now();
+            let mut bytes = 0u64;
+            let mut demuxer = demuxer;
+            let outcome = (|| -> Result<(Vec<u64>, Vec<u64>), PipelineError> {
+                let stream = gpu.new_stream()?;
+                let mut decoder = NvDecoder::new(gpu, stream.clone(), info, label)?;
+                let sent = std::cell::Cell::new(0u64);
+                let mut deliver = |picture: &crate::video::nvdec::MappedPicture| -> Result<(), NvdecError> {
+                    let _range = nvtx::range(Stage::Decode);
+                    if sent.get() >= frame_limit || stopped() {
+                        return Ok(());
+                    }
+                    if start_pts.is_some_and(|s| picture.pts < s) {
+                        return Ok(());
+                    }
+                    let slot = ring.acquire(&stream)?;
+                    picture.copy_to(&slot.view())?;
+                    sent.set(sent.get() + 1);
+                    let ready = Ready { slot, index: picture.index, pts: picture.pts };
+                    // A closed channel means the worker stopped; it reports why.
+                    let _ = tx.send(DecodeMsg::Frame(ready));
+                    Ok(())
+                };
+                while let Some(chunk) = {
+                    let _range = nvtx::range(Stage::Demux);
+                    demuxer.next_chunk()?
+                } {
+                    if sent.get() >= frame_limit || stopped() {
+                        break;
+                    }
+                    bytes += chunk.data.len() as u64;
+                    decoder.decode(&chunk, &mut deliver)?;
+                }
+                decoder.flush(&mut deliver)?;
+                let report = decoder.report();
+                Ok((report.concealed.clone(), report.failed.clone()))
+            })();
+            let (concealed, failed) = match outcome {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.send(DecodeMsg::Failed(e));
+                    (Vec::new(), Vec::new())
+                }
+            };
+            drop(tx);
+            (bytes, t0.elapsed().as_secs_f64(), concealed, failed)
+        });
+
+        let result = worker(
+            &gpu_refs(gpu, &compute),
+            &rx,
+            &mut WorkerState {
+                engine: &mut engine,
+                eyes: &eyes,
+                batch_frames,
+                geometry,
+                colour,
+                bit_depth: info.bit_depth,
+                layout: probe_decoder_layout,
+                input: &input_view,
+                out0: &out0,
+                out1: &out1,
+                mattes: &mattes,
+                matte_pitch,
+                matte_frame,
+                pool: &pool,
+                post: &post,
+                config: &options.postprocess,
+                sink: &mut sink,
+                detections: detections_out.as_mut(),
+                stats: &mut stats,
+                events: &mut event_sets,
+                progress,
+                expected,
+            },
+        );
+        // On a worker error, stop the decoder and drain the channel so it can finish.
+        if result.is_err() {
+            stop.store(true, Ordering::Relaxed);
+            while rx.recv().is_ok() {}
+        }
+        let (bytes, secs, concealed, failed) = decode_thread.join().expect("the decode thread panicked");
+        bitstream_bytes = bytes;
+        decode_s = secs;
+        stats.concealed_frames = concealed;
+        stats.failed_frames = failed;
+        result
+    });
+    let interrupted = INTERRUPTED.load(Ordering::Relaxed);
+    if let Err(e) = worker_result {
+        sink.abandon();
+        return Err(e);
+    }
+    compute.synchronize().check("cuStreamSynchronize")?;
+    collect_times(&mut event_sets, &mut stats)?;
+    stats.interrupted = interrupted;
+    stats.decode_s = decode_s;
+    let t = Instant::now();
+    sink.finish(interrupted).map_err(PipelineError::Sink)?;
+    if let Some(d) = detections_out {
+        d.finish(interrupted).map_err(PipelineError::Sink)?;
+    }
+    stats.sink_s += t.elapsed().as_secs_f64();
+    stats.wall_s = started.elapsed().as_secs_f64();
+    stats.fps = stats.frames_out as f64 / stats.wall_s.max(1e-9);
+    stats.bitstream_bytes_per_frame = bitstream_bytes as f64 / stats.frames_in.max(1) as f64;
+    stats.download_bytes_per_frame = sink.downloaded_bytes() as f64 / stats.frames_out.max(1) as f64;
+    Ok(stats)
+}
+
+struct GpuRefs<'a> {
+    gpu: &'a Gpu,
+    stream: &'a std::sync::Arc<cudarc::driver::CudaStream>,
+}
+
+fn gpu_refs<'a>(gpu: &'a Gpu, stream: &'a std::sync::Arc<cudarc::driver::CudaStream>) -> GpuRefs<'a> {
+    GpuRefs { gpu, stream }
+}
+
+struct WorkerState<'w, 'pool> {
+    engine: &'w mut NativeEngine<'pool>,
+    eyes: &'w [crate::ops::letterbox::EyeRect],
+    batch_frames: usize,
+    geometry: LetterboxGeometry,
+    colour: YuvToRgb,
+    bit_depth: u8,
+    layout: FrameLayout,
+    input: &'w crate::gpu::DeviceView<'pool>,
+    out0: &'w crate::gpu::DeviceView<'pool>,
+    out1: &'w crate::gpu::DeviceView<'pool>,
+    mattes: &'w crate::gpu::DeviceView<'pool>,
+    matte_pitch: usize,
+    matte_frame: usize,
+    pool: &'pool VramPool,
+    post: &'w YoloSegBuffers,
+    config: &'w PostprocessConfig,
+    sink: &'w mut Sink,
+    detections: Option<&'w mut sink::LineWriter>,
+    stats: &'w mut RunStats,
+    events: &'w mut Vec<BatchEvents>,
+    progress: &'w mut dyn FnMut(u64, u64),
+    expected: u64,
+}
+
+/// Reads finished batch timings out of the event sets.
+fn collect_times(events: &mut [BatchEvents], stats: &mut RunStats) -> Result<(), GpuError> {
+    for set in events.iter_mut().filter(|s| s.pending) {
+        read_times(set, stats)?;
+    }
+    Ok(())
+}
+
+fn read_times(set: &mut BatchEvents, stats: &mut RunStats) -> Result<(), GpuError> {
+    set.marks[3].synchronize().check("cuEventSynchronize")?;
+    let ms = |a: usize, b: usize| -> Result<f64, GpuError> {
+        Ok(set.marks[a].elapsed_ms(&set.marks[b]).check("cuEventElapsedTime")? as f64 / 1e3)
+    };
+    stats.letterbox_gpu_s += ms(0, 1)?;
+    stats.inference_gpu_s += ms(1, 2)?;
+    stats.postprocess_gpu_s += ms(2, 3)?;
+    set.pending = false;
+    Ok(())
+}
+
+fn worker(g: &GpuRefs, rx: &Receiver<DecodeMsg>, w: &mut WorkerState) -> Result<(), PipelineError> {
+    let mut batch: Vec<Ready> = Vec::with_capacity(w.batch_frames);
+    let mut frame_meta: Vec<(u64, i64)> = Vec::with_capacity(w.batch_frames);
+    let mut views = Vec::with_capacity(w.batch_frames);
+    let mut allocations_at_start = None;
+    let mut done = false;
+    while !done {
+        batch.clear();
+        while batch.len() < w.batch_frames {
+            match rx.recv() {
+                Ok(DecodeMsg::Frame(ready)) => batch.push(ready),
+                Ok(DecodeMsg::Failed(e)) => return Err(e),
+                Err(_) => {
+                    done = true;
+                    break;
+                }
+            }
+        }
+        if batch.is_empty() {
+            break;
+        }
+        let set_index = (w.stats.batches as usize) % w.events.len();
+        if w.events[set_index].pending {
+            read_times(&mut w.events[set_index], w.stats)?;
+        }
+        let set = &mut w.events[set_index];
+        let stream = g.stream;
+        set.marks[0].record(stream).check("cuEventRecord")?;
+        {
+            let _range = nvtx::range(Stage::Preprocess);
+            views.clear();
+            views.extend(batch.iter().map(|r| r.slot.view()));
+            let job = LetterboxJob {
+                frames: &views,
+                layout: w.layout,
+                bit_depth: w.bit_depth,
+                eyes: w.eyes,
+                colour: w.colour,
+                geometry: w.geometry,
+                out: w.input,
+            };
+            letterbox(g.gpu, stream, &job)?;
+        }
+        frame_meta.clear();
+        for ready in batch.drain(..) {
+            frame_meta.push((ready.index, ready.pts));
+            ready.slot.release(stream)?;
+        }
+        set.marks[1].record(stream).check("cuEventRecord")?;
+        {
+            let _range = nvtx::range(Stage::Inference);
+            w.engine.enqueue(stream, std::slice::from_ref(w.input), &[*w.out0, *w.out1])?;
+        }
+        set.marks[2].record(stream).check("cuEventRecord")?;
+        {
+            let _range = nvtx::range(Stage::Postprocess);
+            let job = YoloSegJob {
+                output0: w.out0,
+                protos: w.out1,
+                config: w.config,
+                geometry: w.geometry,
+                eyes: w.eyes,
+                matte: Some(MatteTarget {
+                    frames: w.mattes,
+                    width: w.layout.width,
+                    height: w.layout.height,
+                    pitch: w.matte_pitch,
+                    frame_stride: w.matte_frame,
+                }),
+            };
+            yolo_seg_postprocess(g.gpu, stream, w.pool, w.post, &job)?;
+        }
+        set.marks[3].record(stream).check("cuEventRecord")?;
+        set.pending = true;
+        // The graph was captured before the loop: from here on nothing may
+        // touch the device allocator.
+        if w.stats.batches == 0 {
+            allocations_at_start = Some(device_allocation_count());
+        }
+
+        let t = Instant::now();
+        {
+            let _range = nvtx::range(Stage::Compose);
+            let detections: Option<Vec<Vec<Detection>>> =
+                if w.detections.is_some() { Some(download_detections(stream, w.pool, w.post)?) } else { None };
+            if let (Some(out), Some(dets)) = (w.detections.as_deref_mut(), &detections) {
+                for (f, &(index, pts)) in frame_meta.iter().enumerate() {
+                    let per_eye: Vec<&Vec<Detection>> =
+                        (0..w.eyes.len()).map(|e| &dets[f * w.eyes.len() + e]).collect();
+                    out.frame(index, pts, &per_eye).map_err(PipelineError::Sink)?;
+                }
+            }
+            w.sink.batch(stream, w.mattes, w.matte_pitch, w.matte_frame, &frame_meta).map_err(PipelineError::Sink)?;
+        }
+        w.stats.sink_s += t.elapsed().as_secs_f64();
+        w.stats.batches += 1;
+        w.stats.frames_in += frame_meta.len() as u64;
+        w.stats.frames_out += frame_meta.len() as u64;
+        (w.progress)(w.stats.frames_out, w.expected);
+    }
+    if let Some(n) = allocations_at_start {
+        w.stats.device_allocations_in_loop = device_allocation_count() - n;
+    }
+    Ok(())
+}
+
+/// The default stats file name for `--stats` (kept here so the CLI and tests agree).
+pub fn stats_path_hint(output: &Path) -> PathBuf {
+    output.with_extension("stats.json")
+}

@@ -1,0 +1,168 @@
+//! `vrseg run`'s pipeline (src/pipeline) end to end on the committed clips:
+//! NVDEC → letterbox → native engine (random-weight YOLO11n-seg at 320,
+//! batch 4) → postprocess → sink. Checks: every frame comes out once, with
+//! the input's pts in presentation order; PNG masks have the frame's size;
+//! the frame loop makes no device allocation; an existing output is refused;
+//! an interrupted run renames its output to say so.
+
+use std::path::{Path, PathBuf};
+
+use vrseg::engine::build::build_plan;
+use vrseg::engine::build::import::{import_file, ImportOptions};
+use vrseg::ops::yolo_seg::PostprocessConfig;
+use vrseg::pipeline::{run, OutputKind, RunOptions, INTERRUPTED};
+use vrseg::testing::{clips_dir, models_dir};
+
+use crate::gpu_or_skip;
+
+fn plan(dir: &Path) -> PathBuf {
+    let options = ImportOptions { batch: Some(4), allow_empty_initializers: true };
+    let mut graph = import_file(&models_dir().join("yolo11n-seg-320.structure.onnx"), &options).unwrap();
+    vrseg::engine::build::fill_stripped_weights(&mut graph, 7);
+    let path = dir.join("n320-b4.plan");
+    build_plan(graph, "yolo11n-seg-320", &path).unwrap();
+    path
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vrseg-pipeline-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The clip's presentation timestamps, sorted (from its ffprobe sidecar).
+fn expected_pts(clip: &str) -> Vec<i64> {
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(clips_dir().join(format!("{clip}.json"))).unwrap()).unwrap();
+    let mut pts: Vec<i64> = json["packets"].as_array().unwrap().iter().map(|p| p[0].as_i64().unwrap()).collect();
+    pts.sort();
+    pts
+}
+
+fn options(clip: &str, engine: &Path, kind: OutputKind, output: Option<PathBuf>, detections: PathBuf) -> RunOptions {
+    RunOptions {
+        input: clips_dir().join(clip),
+        output,
+        engine: engine.to_path_buf(),
+        layout: None,
+        kind,
+        postprocess: PostprocessConfig { conf: 0.05, classes: vec![], ..Default::default() },
+        start_s: None,
+        frames: None,
+        gpu: 0,
+        detections: Some(detections),
+        frames_ahead: 3,
+    }
+}
+
+#[test]
+fn every_clip_kind_runs_through_the_pipeline_with_its_pts() {
+    let _gpu = gpu_or_skip!();
+    let dir = scratch("clips");
+    let engine = plan(&dir);
+    for clip in [
+        "h264_1918x1078_3dh.mp4",
+        "stereo_meta_st3d.mp4",
+        "h264_bframes_moov_end.mp4",
+        "hevc_10bit_318x158.mp4",
+        "vp9_10bit_259x147.webm",
+        "hevc.mkv",
+    ] {
+        let det = dir.join(format!("{clip}.jsonl"));
+        let stats = run(&options(clip, &engine, OutputKind::Null, None, det.clone()), &mut |_, _| {}).unwrap();
+        let want = expected_pts(clip);
+        eprintln!(
+            "{clip}: {} frames ({}), {}x{}, batch {} frames, {:.1} fps, pool {:.1} MB",
+            stats.frames_out,
+            stats.layout,
+            stats.width,
+            stats.height,
+            stats.batch_frames,
+            stats.fps,
+            stats.vram_pool_bytes as f64 / 1e6
+        );
+        assert_eq!(stats.frames_out, want.len() as u64, "{clip}: frames out");
+        assert_eq!(stats.device_allocations_in_loop, 0, "{clip}: the frame loop allocated device memory");
+        assert_eq!(stats.download_bytes_per_frame, 0.0, "{clip}: null output copied frames to the host");
+        let lines: Vec<serde_json::Value> =
+            std::fs::read_to_string(&det).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let pts: Vec<i64> = lines.iter().map(|l| l["pts"].as_i64().unwrap()).collect();
+        assert_eq!(pts, want, "{clip}: detection lines carry the input's pts in presentation order");
+        for l in &lines {
+            for d in l["detections"].as_array().unwrap() {
+                let b: Vec<f64> = d["box"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+                assert!(b[0] <= b[2] && b[1] <= b[3], "{clip}: box {b:?}");
+                assert!(
+                    b[2] <= f64::from(stats.width) + 0.5 && b[3] <= f64::from(stats.height) + 0.5,
+                    "{clip}: box {b:?}"
+                );
+            }
+        }
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn masks_are_one_png_per_frame_and_an_interrupted_run_says_so() {
+    let _gpu = gpu_or_skip!();
+    let dir = scratch("masks");
+    let engine = plan(&dir);
+    let clip = "h264_1918x1078_3dh.mp4";
+    let out = dir.join("masks");
+    let stats = run(&options(clip, &engine, OutputKind::Masks, Some(out.clone()), dir.join("d.jsonl")), &mut |_, _| {})
+        .unwrap();
+    let mut pngs: Vec<_> = std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().path()).collect();
+    pngs.sort();
+    assert_eq!(pngs.len() as u64, stats.frames_out);
+    for png in &pngs {
+        let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(png).unwrap()));
+        let reader = decoder.read_info().unwrap();
+        let info = reader.info();
+        assert_eq!((info.width, info.height), (1918, 1078), "{}", png.display());
+        assert_eq!(info.color_type, png::ColorType::Grayscale);
+    }
+    assert!(stats.download_bytes_per_frame >= (1918 * 1078) as f64, "masks are host output: the frame is downloaded");
+
+    // The same output again: refused, nothing touched.
+    let err = run(&options(clip, &engine, OutputKind::Masks, Some(out.clone()), dir.join("e.jsonl")), &mut |_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("exists"), "{err}");
+
+    // Interrupted before the first frame: a valid, empty result named as interrupted.
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::Relaxed);
+    let out2 = dir.join("masks2");
+    let result =
+        run(&options(clip, &engine, OutputKind::Masks, Some(out2.clone()), dir.join("f.jsonl")), &mut |_, _| {});
+    INTERRUPTED.store(false, std::sync::atomic::Ordering::Relaxed);
+    let stats = result.unwrap();
+    assert!(stats.interrupted);
+    assert!(!out2.exists(), "an interrupted run must not leave the final name");
+    assert!(dir.join("masks2.interrupted").is_dir());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn matte_video_without_any_encoder_says_what_to_use_instead() {
+    let gpu = gpu_or_skip!();
+    let nvenc = vrseg::video::nvenc::probe(&gpu);
+    let ffmpeg_on_path = std::process::Command::new("ffmpeg").arg("-version").output().is_ok();
+    if nvenc.session_opens || ffmpeg_on_path {
+        eprintln!("skipped: this machine has an encoder (NVENC {}, ffmpeg {ffmpeg_on_path})", nvenc.session_opens);
+        return;
+    }
+    let dir = scratch("matte");
+    let engine = plan(&dir);
+    let out = dir.join("matte.mp4");
+    let err = run(
+        &options("h264_1918x1078_3dh.mp4", &engine, OutputKind::Matte, Some(out.clone()), dir.join("d.jsonl")),
+        &mut |_, _| {},
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("--output masks") && err.contains("--output null"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(!out.exists(), "no output file after a failed start: {left:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}
