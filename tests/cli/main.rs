@@ -442,3 +442,46 @@ fn build_engine_checks_its_arguments() {
     assert!(stderr.contains(&format!("could not read {}", missing.display())), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn run_with_a_tensorrt_engine_stops_before_touching_the_output() {
+    // An engine file as `build-engine --backend tensorrt` writes it (header
+    // and plan; the plan's bytes do not matter: nothing may read that far).
+    use vrseg::engine::tensorrt::file::{encode_header, write_atomically, EngineMetadata};
+    use vrseg::engine::tensorrt::TrtVersion;
+    let (dir, _, engine) = build_engine_scratch("run-trt");
+    let metadata = EngineMetadata {
+        tensorrt: TrtVersion::new(10, 8, 0),
+        tensorrt_build: None,
+        gpu_name: "NVIDIA H100 80GB HBM3".into(),
+        compute_capability: (9, 0),
+        vrseg_version: "test".into(),
+        source: "model.onnx".into(),
+        precision: "model".into(),
+        batch: None,
+        tensors: Vec::new(),
+    };
+    let plan = b"a TensorRT plan";
+    write_atomically(&engine, &[&encode_header(&metadata, plan), plan]).unwrap();
+    let output = dir.join("matte.mp4");
+    let out = vrseg(&[
+        "run",
+        &clip("h264_faststart.mp4"),
+        "--engine",
+        engine.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ]);
+    let stderr = one_line_error(&out);
+    assert!(
+        stderr.starts_with(&format!(
+            "vrseg: error: {} is a TensorRT engine, and `vrseg run` drives only the native engine so far",
+            engine.display()
+        )),
+        "{stderr}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(!output.exists(), "the output may not be touched; the directory holds {left:?}");
+    assert_eq!(left.len(), 2, "only the model and the engine: {left:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

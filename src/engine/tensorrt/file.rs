@@ -230,6 +230,14 @@ pub fn check_compatible(
     Ok(warnings)
 }
 
+/// Whether the file at `path` starts with vrseg's TensorRT engine header
+/// (false for anything unreadable or shorter: callers report those).
+pub fn has_engine_magic(path: &Path) -> bool {
+    use std::io::Read as _;
+    let mut magic = [0u8; MAGIC.len()];
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && &magic == MAGIC
+}
+
 /// `path` with `.partial` appended: where a file is written before the rename.
 pub fn partial_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -495,8 +503,10 @@ mod tests {
         assert_eq!(file.plan(), &plan[..]);
         assert_eq!(file.metadata(), Some(&metadata()));
 
+        assert!(has_engine_magic(&path));
         let bare = dir.join("bare.engine");
         std::fs::write(&bare, b"a trtexec plan").unwrap();
+        assert!(!has_engine_magic(&bare) && !has_engine_magic(&dir.join("missing.engine")));
         let file = EngineFile::open(&bare).unwrap();
         assert!(file.metadata().is_none());
         assert_eq!(file.plan(), b"a trtexec plan");
