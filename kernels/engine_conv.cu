@@ -100,8 +100,13 @@ __device__ __forceinline__ void conv_igemm(const ConvParams& p) {
     constexpr int kNT = 4;
     constexpr int kStrideA = kBlockK + kPadA;
     constexpr int kStrideB = kBlockN + kPadB;
-    __shared__ __align__(16) __half tile_a[2][BM][kStrideA];
-    __shared__ __align__(16) __half tile_b[2][kBlockK][kStrideB];
+    // One block of shared memory: two pipeline stages of the A and B tiles,
+    // reused as the output tile by the FP16 epilogue.
+    constexpr int kBytesA = 2 * BM * kStrideA * 2;
+    constexpr int kBytesB = 2 * kBlockK * kStrideB * 2;
+    __shared__ __align__(16) unsigned char smem[kBytesA + kBytesB];
+    auto tile_a = reinterpret_cast<__half(*)[BM][kStrideA]>(smem);
+    auto tile_b = reinterpret_cast<__half(*)[kBlockK][kStrideB]>(smem + kBytesA);
 
     const int tid = threadIdx.x;
     const int lane = tid & 31;
@@ -251,6 +256,89 @@ __device__ __forceinline__ void conv_igemm(const ConvParams& p) {
     // Epilogue. Accumulator (mt, nt, e): row g (+8 for e >= 2), column 2t + (e & 1).
     const int g = lane >> 2;
     const int t = lane & 3;
+    const int s = p.transposed_stride;
+
+    if (!p.y_f32 && s == 0) {
+        // FP16 output: stage act(acc + bias) for the whole tile in shared
+        // memory (the pipeline buffers are free now), then write each
+        // channel's 128 pixels as 16-byte vectors, adding the residual there.
+        // Rows of 136 halves keep the fragment stores conflict-free.
+        constexpr int kStrideC = kBlockN + 8;
+        static_assert(BM * kStrideC * 2 <= kBytesA + kBytesB, "the C tile fits the stage buffers");
+        __half* tile_c = reinterpret_cast<__half*>(smem);
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+            for (int hi = 0; hi < 2; ++hi) {
+                const int r = wm * kWarpM + mt * 16 + g + hi * 8;
+                const int m = m0 + r;
+                const float bias = (p.bias && m < p.m_total) ? p.bias[m] : 0.0f;
+#pragma unroll
+                for (int nt = 0; nt < kNT; ++nt) {
+                    float v0 = acc[mt][nt][hi * 2] + bias;
+                    float v1 = acc[mt][nt][hi * 2 + 1] + bias;
+                    if (p.activation == 1) {
+                        v0 = silu(v0);
+                        v1 = silu(v1);
+                    }
+                    *reinterpret_cast<__half2*>(&tile_c[r * kStrideC + wn * 32 + nt * 8 + 2 * t]) =
+                        __floats2half2_rn(v0, v1);
+                }
+            }
+        __syncthreads();
+        // 16-byte vectors need 8-pixel groups that never straddle images and
+        // aligned bases; otherwise write element by element (still coalesced).
+        const bool vec_out = (pixels % 8 == 0) && (p.y_batch_stride % 8 == 0) &&
+                             ((reinterpret_cast<uintptr_t>(p.y) & 15) == 0);
+        const bool vec_res = p.residual == nullptr ||
+                             (!p.residual_f32 && (p.residual_batch_stride % 8 == 0) &&
+                              ((reinterpret_cast<uintptr_t>(p.residual) & 15) == 0));
+        if (vec_out && vec_res) {
+            for (int v = tid; v < BM * (kBlockN / 8); v += kThreads) {
+                const int r = v / (kBlockN / 8);
+                const int c8 = (v % (kBlockN / 8)) * 8;
+                const int m = m0 + r;
+                const int64_t gn = n0 + c8;
+                if (m >= p.m_total || gn >= n_total) continue;
+                const int img = static_cast<int>(gn / pixels);
+                const int pix = static_cast<int>(gn - static_cast<int64_t>(img) * pixels);
+                const int64_t at = static_cast<int64_t>(m) * pixels + pix;
+                uint4 packed = *reinterpret_cast<const uint4*>(&tile_c[r * kStrideC + c8]);
+                if (p.residual) {
+                    const uint4 res = *reinterpret_cast<const uint4*>(
+                        static_cast<const __half*>(p.residual) + static_cast<int64_t>(img) * p.residual_batch_stride + at);
+                    __half2* a = reinterpret_cast<__half2*>(&packed);
+                    const __half2* b = reinterpret_cast<const __half2*>(&res);
+#pragma unroll
+                    for (int q = 0; q < 4; ++q) {
+                        const float2 fa = __half22float2(a[q]);
+                        const float2 fb = __half22float2(b[q]);
+                        a[q] = __floats2half2_rn(fa.x + fb.x, fa.y + fb.y);
+                    }
+                }
+                *reinterpret_cast<uint4*>(static_cast<__half*>(p.y) + static_cast<int64_t>(img) * p.y_batch_stride + at) =
+                    packed;
+            }
+        } else {
+            for (int v = tid; v < BM * kBlockN; v += kThreads) {
+                const int r = v / kBlockN;
+                const int c = v % kBlockN;
+                const int m = m0 + r;
+                const int64_t gn = n0 + c;
+                if (m >= p.m_total || gn >= n_total) continue;
+                const int img = static_cast<int>(gn / pixels);
+                const int pix = static_cast<int>(gn - static_cast<int64_t>(img) * pixels);
+                const int64_t at = static_cast<int64_t>(m) * pixels + pix;
+                float out = __half2float(tile_c[r * kStrideC + c]);
+                if (p.residual) {
+                    out += load_any(p.residual, static_cast<int64_t>(img) * p.residual_batch_stride + at, p.residual_f32);
+                }
+                static_cast<__half*>(p.y)[static_cast<int64_t>(img) * p.y_batch_stride + at] = __float2half_rn(out);
+            }
+        }
+        return;
+    }
+
     int col_img[kNT][2];
     int col_pix[kNT][2];
 #pragma unroll
@@ -266,7 +354,6 @@ __device__ __forceinline__ void conv_igemm(const ConvParams& p) {
                 col_pix[nt][e] = 0;
             }
         }
-    const int s = p.transposed_stride;
     const int ss = s * s;
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt)
@@ -337,10 +424,24 @@ VRSEG_KERNEL void conv_depthwise(DepthwiseParams p) {
     const int64_t total = per_image * p.batch;
     const int taps = p.kh * p.kw;
     for (int64_t i = vrseg::global_thread_index(); i < total; i += vrseg::global_thread_count()) {
-        const int img = static_cast<int>(i / per_image);
-        const int64_t rest = i - img * per_image;
-        const int c = static_cast<int>(rest / (p.oh * p.ow));
-        const int pix = static_cast<int>(rest - static_cast<int64_t>(c) * p.oh * p.ow);
+        // 32-bit divisions (every YOLO tensor has fewer than 2^32 elements).
+        const uint32_t plane = static_cast<uint32_t>(p.oh * p.ow);
+        uint32_t img32, c32, pix32;
+        if (total <= 0xffffffffll) {
+            const uint32_t j = static_cast<uint32_t>(i);
+            const uint32_t q = j / plane;
+            pix32 = j - q * plane;
+            img32 = q / static_cast<uint32_t>(p.channels);
+            c32 = q - img32 * static_cast<uint32_t>(p.channels);
+        } else {
+            img32 = static_cast<uint32_t>(i / per_image);
+            const int64_t rest = i - static_cast<int64_t>(img32) * per_image;
+            c32 = static_cast<uint32_t>(rest / plane);
+            pix32 = static_cast<uint32_t>(rest - static_cast<int64_t>(c32) * plane);
+        }
+        const int img = static_cast<int>(img32);
+        const int c = static_cast<int>(c32);
+        const int pix = static_cast<int>(pix32);
         const int oy = pix / p.ow;
         const int ox = pix - oy * p.ow;
         const __half* src = p.x + img * p.x_batch_stride + static_cast<int64_t>(c) * p.h * p.w;

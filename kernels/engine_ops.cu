@@ -44,8 +44,21 @@ __device__ __forceinline__ void store(const TensorRef& t, int64_t off, float v) 
 __device__ __forceinline__ int64_t element_count(const TensorRef& t) {
     return static_cast<int64_t>(t.dims[0]) * t.dims[1] * t.dims[2] * t.dims[3];
 }
-// Splits a linear index over `t.dims` (last dim fastest).
+// Splits a linear index over `t.dims` (last dim fastest). Tensors of fewer
+// than 2^32 elements (every one in YOLO-seg, batch 64 at 1280 included)
+// take 32-bit unsigned divisions, several times cheaper than 64-bit ones.
 __device__ __forceinline__ void unravel(const TensorRef& t, int64_t i, int idx[4]) {
+    if (static_cast<uint64_t>(i) <= 0xffffffffull) {
+        uint32_t j = static_cast<uint32_t>(i);
+#pragma unroll
+        for (int d = 3; d >= 0; --d) {
+            const uint32_t n = static_cast<uint32_t>(t.dims[d]);
+            const uint32_t q = j / n;
+            idx[d] = static_cast<int>(j - q * n);
+            j = q;
+        }
+        return;
+    }
 #pragma unroll
     for (int d = 3; d >= 0; --d) {
         idx[d] = static_cast<int>(i % t.dims[d]);

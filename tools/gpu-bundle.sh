@@ -114,7 +114,7 @@ for spec in $parity_wheels; do
     fi
     cp bundle-extra/parity-wheels/"${name//-/_}"-"$version"-*.whl bundle/parity/wheels/
 done
-cp tools/parity/ultralytics_parity.py tools/export/export_yolo_seg.py bundle/parity/
+cp tools/parity/ultralytics_parity.py tools/parity/engine_parity.py tools/export/export_yolo_seg.py bundle/parity/
 
 cat > bundle/run.sh <<'RUN'
 #!/usr/bin/env bash
@@ -145,6 +145,14 @@ if [ "${1:-}" = bench-decode ]; then
     done
     python3 "$here/extra/decode_table.py" "$out"/vrseg-*.json "$out"/pynvc-*.json
     exit 0
+fi
+
+if [ "${1:-}" = bench-engine ]; then
+    # The native engine beside PyTorch FP16 (CUDA graph) on YOLO11{n,x}-seg,
+    # batch 1 and 32, with a per-layer breakdown at batch 32.
+    python3 "$here/parity/engine_parity.py" --vrseg "$here/bin/vrseg" --wheels "$here/parity/wheels" \
+        --work /tmp/vrseg-engine-bench --out "${OUT:-/tmp}" --sizes "${2:-n,x}" --bench --no-parity
+    exit $?
 fi
 
 if [ "${1:-}" = bench ]; then
@@ -186,6 +194,25 @@ if [ -d "$here/parity" ]; then
         failed=$((failed+1)); echo "FAIL  ultralytics parity (stderr in the bundle log)"; tail -20 "$log"
     fi
 fi
+
+if [ -d "$here/parity" ]; then
+    echo "== native engine vs ONNX Runtime (tools/parity/engine_parity.py)"
+    if python3 "$here/parity/engine_parity.py" --vrseg "$here/bin/vrseg" --wheels "$here/parity/wheels" \
+        --work /tmp/vrseg-engine-parity --out "${OUT:-/tmp}" --sizes "${VRSEG_PARITY_SIZES:-n,s,m,x}" \
+        --inputs 20 2>>"$log" | grep -E "yolo11|engine parity" | tee -a "$log"; [ "${PIPESTATUS[0]}" -eq 0 ]; then
+        passed=$((passed+1)); echo "ok    engine parity"
+    else
+        failed=$((failed+1)); echo "FAIL  engine parity (details in the bundle log)"
+    fi
+fi
+
+echo "== vrseg run on the demo clip"
+demo_plan=/tmp/vrseg-demo.plan
+check "vrseg build-engine (demo plan)" "$here/bin/vrseg" build-engine "$here/data/models/yolo11n-seg-640.structure.onnx" \
+    -o "$demo_plan" --batch 16 --fill-stripped-weights 1
+check "vrseg run --output null (demo clip)" "$here/bin/vrseg" run "$here/data/demo/sbs-demo_LR.mp4" --engine "$demo_plan" \
+    --output null --stats "${OUT:-/tmp}/demo-stats.json"
+grep -h "vrseg run:" "$log" | tail -1
 
 echo "== vrseg info"
 "$here/bin/vrseg" info | tee -a "$log"

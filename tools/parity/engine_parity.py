@@ -261,7 +261,7 @@ def main() -> int:
             ok = ok and r["passed"]
         if args.bench:
             for batch, plan in plans.items():
-                layers = ["--layers"] if (size == "x" and batch == 32) else []
+                layers = ["--layers"] if batch == 32 else []
                 ours = json.loads(subprocess.run([args.vrseg, "bench", "engine", str(plan), "--json", *layers],
                                                  check=True, capture_output=True, text=True).stdout)
                 theirs = torch_bench(model, batch)
