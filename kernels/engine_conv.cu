@@ -121,19 +121,21 @@ __device__ __forceinline__ void conv_igemm(const ConvParams& p) {
     const int khkw = p.kh * p.kw;
     const int k_tiles = p.k_pad / kBlockK;
 
-    // Gather geometry: this thread loads column b_n, rows b_k0 .. b_k0 + 15.
-    const int b_n = tid & (kBlockN - 1);
-    const int b_k0 = (tid >> 7) * 16;
-    const int64_t b_gn = n0 + b_n;
-    const bool b_col_ok = b_gn < n_total;
-    const int b_img = b_col_ok ? static_cast<int>(b_gn / pixels) : 0;
-    const int b_pix = b_col_ok ? static_cast<int>(b_gn - static_cast<int64_t>(b_img) * pixels) : 0;
-    const int b_oy = b_pix / p.ow;
-    const int b_ox = b_pix - b_oy * p.ow;
-    const int b_iy0 = b_oy * p.sh - p.pad_t;
-    const int b_ix0 = b_ox * p.sw - p.pad_l;
-    const __half* b_src = p.x + static_cast<int64_t>(b_img) * p.x_batch_stride;
-    unsigned short b_regs[16];
+    // Gather geometry: this thread loads one K row (b_kr) of 16 consecutive
+    // pixel columns (b_seg .. b_seg + 15), so a tile's (c, ky, kx) is fixed
+    // per thread, the pixels advance incrementally, and the 16 values go to
+    // shared memory as two 16-byte stores.
+    const int b_kr = tid >> 3;
+    const int b_seg = (tid & 7) * 16;
+    const int64_t b_gn0 = n0 + b_seg;
+    const bool b_any = b_gn0 < n_total;
+    const int b_img0 = b_any ? static_cast<int>(b_gn0 / pixels) : 0;
+    const int b_pix0 = b_any ? static_cast<int>(b_gn0 - static_cast<int64_t>(b_img0) * pixels) : 0;
+    const int b_oy0 = b_pix0 / p.ow;
+    const int b_ox0 = b_pix0 - b_oy0 * p.ow;
+    // Columns of this thread's 16 that exist (the last tile is ragged).
+    const int b_valid = b_any ? static_cast<int>(n_total - b_gn0 < 16 ? n_total - b_gn0 : 16) : 0;
+    uint32_t b_regs[8];
 
     auto load_a = [&](int kt, int buf) {
         for (int i = tid; i < BM * 4; i += kThreads) {
@@ -162,34 +164,44 @@ __device__ __forceinline__ void conv_igemm(const ConvParams& p) {
         }
     };
     auto load_b_regs = [&](int kt) {
-        int k = kt * kBlockK + b_k0;
-        int c = k / khkw;
-        int r = k - c * khkw;
-        int ky = r / p.kw;
-        int kx = r - ky * p.kw;
+        const int k = kt * kBlockK + b_kr;
+        const int c = k / khkw;
+        const int r = k - c * khkw;
+        const int ky = r / p.kw;
+        const int kx = r - ky * p.kw;
+        const int dy = ky * p.dh - p.pad_t;
+        const int dx = kx * p.dw - p.pad_l;
+        const int valid = k < p.k_total ? b_valid : 0;
+        const unsigned short* src =
+            reinterpret_cast<const unsigned short*>(p.x) + static_cast<int64_t>(b_img0) * p.x_batch_stride +
+            static_cast<int64_t>(c) * plane;
+        int oy = b_oy0;
+        int ox = b_ox0;
 #pragma unroll
         for (int j = 0; j < 16; ++j) {
-            const int iy = b_iy0 + ky * p.dh;
-            const int ix = b_ix0 + kx * p.dw;
-            const bool ok = b_col_ok && (k + j) < p.k_total && static_cast<unsigned>(iy) < static_cast<unsigned>(p.h) &&
+            const int iy = oy * p.sh + dy;
+            const int ix = ox * p.sw + dx;
+            const bool ok = j < valid && static_cast<unsigned>(iy) < static_cast<unsigned>(p.h) &&
                             static_cast<unsigned>(ix) < static_cast<unsigned>(p.w);
-            b_regs[j] = ok ? __ldg(reinterpret_cast<const unsigned short*>(b_src) + static_cast<int64_t>(c) * plane +
-                                   iy * p.w + ix)
-                           : static_cast<unsigned short>(0);
-            if (++kx == p.kw) {
-                kx = 0;
-                if (++ky == p.kh) {
-                    ky = 0;
-                    ++c;
+            const uint32_t v = ok ? __ldg(src + iy * p.w + ix) : 0u;
+            if (j & 1) {
+                b_regs[j >> 1] |= v << 16;
+            } else {
+                b_regs[j >> 1] = v;
+            }
+            if (++ox == p.ow) {
+                ox = 0;
+                if (++oy == p.oh) {
+                    oy = 0;
+                    src += p.x_batch_stride;
                 }
             }
         }
     };
     auto store_b_regs = [&](int buf) {
-#pragma unroll
-        for (int j = 0; j < 16; ++j) {
-            reinterpret_cast<unsigned short*>(&tile_b[buf][b_k0 + j][0])[b_n] = b_regs[j];
-        }
+        uint4* dst = reinterpret_cast<uint4*>(&tile_b[buf][b_kr][b_seg]);
+        dst[0] = make_uint4(b_regs[0], b_regs[1], b_regs[2], b_regs[3]);
+        dst[1] = make_uint4(b_regs[4], b_regs[5], b_regs[6], b_regs[7]);
     };
 
     float acc[kMT][kNT][4];
@@ -258,10 +270,12 @@ __device__ __forceinline__ void conv_igemm(const ConvParams& p) {
     const int t = lane & 3;
     const int s = p.transposed_stride;
 
-    if (!p.y_f32 && s == 0) {
+    if (!p.y_f32 && (s == 0 || BM % s == 0)) {
         // FP16 output: stage act(acc + bias) for the whole tile in shared
         // memory (the pipeline buffers are free now), then write each
-        // channel's 128 pixels as 16-byte vectors, adding the residual there.
+        // channel's 128 pixels as 16-byte vectors, adding the residual there
+        // (or, for a transposed convolution, interleave the s row phases of
+        // each pixel so that consecutive threads write consecutive outputs).
         // Rows of 136 halves keep the fragment stores conflict-free.
         constexpr int kStrideC = kBlockN + 8;
         static_assert(BM * kStrideC * 2 <= kBytesA + kBytesB, "the C tile fits the stage buffers");
@@ -272,7 +286,8 @@ __device__ __forceinline__ void conv_igemm(const ConvParams& p) {
             for (int hi = 0; hi < 2; ++hi) {
                 const int r = wm * kWarpM + mt * 16 + g + hi * 8;
                 const int m = m0 + r;
-                const float bias = (p.bias && m < p.m_total) ? p.bias[m] : 0.0f;
+                const int channel = s > 0 ? m / (s * s) : m;
+                const float bias = (p.bias && m < p.m_total) ? p.bias[channel] : 0.0f;
 #pragma unroll
                 for (int nt = 0; nt < kNT; ++nt) {
                     float v0 = acc[mt][nt][hi * 2] + bias;
@@ -286,6 +301,30 @@ __device__ __forceinline__ void conv_igemm(const ConvParams& p) {
                 }
             }
         __syncthreads();
+        if (s > 0) {
+            // Tile rows are (channel, i, j), j fastest; BM and m0 are
+            // multiples of s, so row r + j (j < s) are the j phases of one
+            // (channel, i). Element v walks j, then pixel, then row group.
+            const int ow = p.ow * s;
+            const int64_t plane_out = static_cast<int64_t>(p.oh * s) * ow;
+            for (int v = tid; v < BM * kBlockN; v += kThreads) {
+                const int j = v % s;
+                const int c = (v / s) % kBlockN;
+                const int r = (v / (s * kBlockN)) * s + j;
+                const int m = m0 + r;
+                const int64_t gn = n0 + c;
+                if (m >= p.m_total || gn >= n_total) continue;
+                const int img = static_cast<int>(gn / pixels);
+                const int pix = static_cast<int>(gn - static_cast<int64_t>(img) * pixels);
+                const int y = pix / p.ow;
+                const int x = pix - y * p.ow;
+                const int channel = m / (s * s);
+                const int i = (m / s) % s;
+                static_cast<__half*>(p.y)[static_cast<int64_t>(img) * p.y_batch_stride + channel * plane_out +
+                                          (y * s + i) * ow + x * s + j] = tile_c[r * kStrideC + c];
+            }
+            return;
+        }
         // 16-byte vectors need 8-pixel groups that never straddle images and
         // aligned bases; otherwise write element by element (still coalesced).
         const bool vec_out = (pixels % 8 == 0) && (p.y_batch_stride % 8 == 0) &&

@@ -401,6 +401,32 @@ fn conv_transpose_matches_the_reference() {
         let (got, want) = run_both(&gpu, b.graph, seed, &format!("convt-{i}"));
         check(&format!("ConvTranspose {cin}->{cout} {h}x{w} s{s}"), &got, &want, 2e-3);
     }
+    // Feeding a convolution, the upsampled value is FP16 and takes the
+    // staged, phase-interleaved store (YOLO's Proto: ConvTranspose -> Conv).
+    for (i, &(batch, cin, cout, h, w)) in [(2, 64, 64, 10, 12), (1, 40, 70, 9, 7)].iter().enumerate() {
+        let mut b = Builder::new(seed + 10 + i as u64);
+        let x = b.input(&[batch, cin, h, w]);
+        let wt = b.constant(&[cin, cout, 2, 2], (3.0 / cin as f32).sqrt());
+        let bias = b.constant(&[cout], 0.5);
+        let op = Op::ConvTranspose(ConvTranspose {
+            kernel: [2, 2],
+            stride: [2, 2],
+            dilation: [1, 1],
+            pads: [0; 4],
+            output_padding: [0, 0],
+            group: 1,
+        });
+        let up = b.node(op, vec![x, wt, bias], &[&[batch, cout, h * 2, w * 2]])[0];
+        let w2 = b.constant(&[5, cout, 1, 1], (3.0 / cout as f32).sqrt());
+        let y = b.node(
+            conv_op([1, 1], [1, 1], [1, 1], [0; 4], 1, false, false),
+            vec![up, w2],
+            &[&[batch, 5, h * 2, w * 2]],
+        )[0];
+        b.output(y);
+        let (got, want) = run_both(&gpu, b.graph, seed, &format!("convt-chain-{i}"));
+        check(&format!("ConvTranspose {cin}->{cout} {h}x{w} s2 -> Conv (FP16 between)"), &got, &want, 1e-2);
+    }
 }
 
 #[test]
