@@ -122,6 +122,8 @@ fn main() {
     let registry = generate_registry(&modules);
     fs::write(out_dir.join("kernel_registry.rs"), registry)
         .unwrap_or_else(|e| fail(&format!("cannot write registry: {e}")));
+
+    tensorrt_shim(&manifest_dir, &out_dir, &nvcc);
 }
 
 /// Stops the build with one sentence (shown by cargo as an error).
@@ -422,4 +424,261 @@ fn generate_registry(modules: &[ModuleReport]) -> String {
     }
     let _ = writeln!(s, "];");
     s
+}
+
+// ---------------------------------------------------------------------------
+// The TensorRT backend's C++ shim (src/engine/tensorrt/shim.{h,cpp}) and its
+// Rust bindings. Everything TensorRT-related in this script is below.
+//
+// The shim is compiled against TensorRT headers, never linked against
+// TensorRT (it dlopens libnvinfer at run time), so all a build needs is a
+// header directory. The first of these that holds NvInfer.h and
+// NvOnnxParser.h wins:
+//   1. $TENSORRT_INCLUDE_DIR (set explicitly: the build stops if it is wrong);
+//   2. $TENSORRT_ROOT/include (the TensorRT tarball's layout);
+//   3. the system's (Debian/Ubuntu libnvinfer-dev: /usr/include/x86_64-linux-gnu),
+//      /usr/local/TensorRT/include, /opt/tensorrt/include;
+//   4. TensorRT 11.4's headers as vendored by the crates.io crate trtx-sys
+//      (TensorRT-Headers/TRT-Enterprise-11.4), found in cargo's registry
+//      ($CARGO_HOME/registry/src/*/trtx-sys-0.9.1+rtx1.7). tools/setup.sh puts
+//      them there with `cargo fetch` on tools/tensorrt-headers/Cargo.toml.
+//      trtx-sys is deliberately not a build-dependency of vrseg: its own build
+//      script runs autocxx and bindgen over TensorRT-RTX headers (autocxx-build,
+//      cxx and about 45 more crates, minutes on CI) and declares
+//      `links = "tensorrt-rtx"`, all to give us 5 MB of headers we only read.
+//      The fetch-only manifest downloads it without building anything and keeps
+//      vrseg's Cargo.lock free of its dependency tree.
+// A user's own headers come first because the shim must match the TensorRT
+// it will load: C++ interfaces differ between major versions, and a library
+// older than the headers may lack methods they declare (the shim refuses both
+// at run time). With none found, the shim is not compiled, cfg
+// `vrseg_tensorrt_shim` stays unset and the backend says "built without
+// TensorRT headers"; VRSEG_REQUIRE_TENSORRT_SHIM=1 (CI) makes that an error,
+// VRSEG_TENSORRT_SHIM=0 skips the shim on purpose (to test that path).
+//
+// The bindings are generated here, at build time, by bindgen over shim.h
+// rather than checked in: shim.h is ours and changes together with shim.cpp,
+// so generating them keeps the two from drifting, and libclang is already
+// required (the nvtx crate runs bindgen too). They land in
+// $OUT_DIR/tensorrt_shim_sys.rs, included by src/engine/tensorrt/sys.rs.
+// ---------------------------------------------------------------------------
+
+/// The trtx-sys release whose TensorRT headers CI compiles the shim against
+/// (pinned in tools/tensorrt-headers/Cargo.lock).
+const TRTX_SYS_DIR: &str = "trtx-sys-0.9.1+rtx1.7";
+const TRTX_SYS_HEADERS: &str = "TensorRT-Headers/TRT-Enterprise-11.4";
+
+fn tensorrt_shim(manifest_dir: &Path, out_dir: &Path, nvcc: &Path) {
+    let shim_dir = manifest_dir.join("src/engine/tensorrt");
+    println!("cargo::rustc-check-cfg=cfg(vrseg_tensorrt_shim)");
+    println!("cargo::rerun-if-changed=src/engine/tensorrt/shim.h");
+    println!("cargo::rerun-if-changed=src/engine/tensorrt/shim.cpp");
+    for var in
+        ["TENSORRT_INCLUDE_DIR", "TENSORRT_ROOT", "CARGO_HOME", "VRSEG_TENSORRT_SHIM", "VRSEG_REQUIRE_TENSORRT_SHIM"]
+    {
+        println!("cargo::rerun-if-env-changed={var}");
+    }
+    let required = env::var("VRSEG_REQUIRE_TENSORRT_SHIM").is_ok_and(|v| v == "1");
+    if env::var("VRSEG_TENSORRT_SHIM").is_ok_and(|v| v == "0") {
+        if required {
+            fail("VRSEG_TENSORRT_SHIM=0 and VRSEG_REQUIRE_TENSORRT_SHIM=1 contradict each other");
+        }
+        println!("cargo::rustc-env=VRSEG_TENSORRT_HEADERS=none (VRSEG_TENSORRT_SHIM=0)");
+        return;
+    }
+
+    let (headers, version) = match find_tensorrt_headers() {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            let message = "TensorRT headers not found (looked at $TENSORRT_INCLUDE_DIR, $TENSORRT_ROOT/include, \
+                           the system include directories and cargo's registry copy of trtx-sys); the TensorRT \
+                           backend is not compiled. Run tools/setup.sh or set TENSORRT_ROOT, then rebuild";
+            if required {
+                fail(&format!("{message} (VRSEG_REQUIRE_TENSORRT_SHIM=1)"));
+            }
+            println!("cargo::warning={message}");
+            println!("cargo::rustc-env=VRSEG_TENSORRT_HEADERS=none (not found at build time)");
+            return;
+        }
+        Err(message) => fail(&message),
+    };
+    println!("cargo::rerun-if-changed={}", headers.join("NvInferVersion.h").display());
+    println!("cargo::rerun-if-changed={}", headers.join("NvInfer.h").display());
+
+    let mut build = cc::Build::new();
+    build
+        .cpp(true)
+        .std("c++17")
+        .file(shim_dir.join("shim.cpp"))
+        .include(&shim_dir)
+        // -isystem: TensorRT's headers are not ours to keep free of warnings.
+        .flag("-isystem")
+        .flag(headers.to_string_lossy().as_ref())
+        .warnings(true)
+        .extra_warnings(true)
+        .flag("-Wpedantic")
+        .warnings_into_errors(true);
+    let cuda_include = match cuda_include_dir(nvcc) {
+        Some(cuda) => cuda,
+        None => {
+            // TensorRT's headers include cuda_runtime_api.h for two handle
+            // types only; without a CUDA toolkit's headers, declare just those.
+            let stub = out_dir.join("cuda-stub");
+            let _ = fs::create_dir_all(&stub);
+            fs::write(
+                stub.join("cuda_runtime_api.h"),
+                "#pragma once\n/* vrseg build.rs: the two CUDA types TensorRT's headers name */\n\
+                 typedef struct CUstream_st* cudaStream_t;\ntypedef struct CUevent_st* cudaEvent_t;\n",
+            )
+            .unwrap_or_else(|e| fail(&format!("cannot write {}: {e}", stub.display())));
+            stub
+        }
+    };
+    build.flag("-isystem").flag(cuda_include.to_string_lossy().as_ref());
+    if let Err(e) = build.try_compile("vrseg_tensorrt_shim") {
+        fail(&format!("compiling the TensorRT shim against {} failed: {e}", headers.display()));
+    }
+    // dlopen and friends live in libc from glibc 2.34 on, in libdl before.
+    println!("cargo::rustc-link-lib=dl");
+
+    let bindings = bindgen::Builder::default()
+        .header(shim_dir.join("shim.h").to_string_lossy())
+        .allowlist_function("vrseg_trt_.*")
+        .allowlist_type("vrseg_trt_.*")
+        .allowlist_var("VRSEG_TRT_.*")
+        // Status and enum values as newtypes: an out-of-range value from C
+        // stays a value instead of becoming undefined behaviour.
+        .newtype_enum("vrseg_trt_.*")
+        .derive_default(true)
+        .generate()
+        .unwrap_or_else(|e| fail(&format!("bindgen over src/engine/tensorrt/shim.h failed: {e}")));
+    let header_line = format!(
+        "// @generated by build.rs (bindgen over src/engine/tensorrt/shim.h). Do not edit.\n\
+         // Shim compiled against TensorRT {version} headers at {}.\n",
+        headers.display()
+    );
+    fs::write(out_dir.join("tensorrt_shim_sys.rs"), header_line + &bindings.to_string())
+        .unwrap_or_else(|e| fail(&format!("cannot write the TensorRT shim bindings: {e}")));
+
+    println!("cargo::rustc-cfg=vrseg_tensorrt_shim");
+    println!("cargo::rustc-env=VRSEG_TENSORRT_HEADERS=TensorRT {version} at {}", headers.display());
+    // For the shim's tests: its archive (symbols checked with nm) and the
+    // include directories (they compile stand-in TensorRT libraries).
+    println!("cargo::rustc-env=VRSEG_TENSORRT_SHIM_ARCHIVE={}", out_dir.join("libvrseg_tensorrt_shim.a").display());
+    println!("cargo::rustc-env=VRSEG_TENSORRT_INCLUDE={}", headers.display());
+    println!("cargo::rustc-env=VRSEG_TENSORRT_CUDA_INCLUDE={}", cuda_include.display());
+    // The same facts for tools/gpu-bundle.sh, which builds the stand-in
+    // TensorRT libraries for the GPU machine (which may have no compiler).
+    let facts = format!("version={version}\ninclude={}\ncuda_include={}\n", headers.display(), cuda_include.display());
+    fs::write(out_dir.join("tensorrt_shim_paths.txt"), facts)
+        .unwrap_or_else(|e| fail(&format!("cannot write tensorrt_shim_paths.txt: {e}")));
+}
+
+/// The header directory and its version ("11.4.0"), or None.
+fn find_tensorrt_headers() -> Result<Option<(PathBuf, String)>, String> {
+    let usable = |dir: &Path| dir.join("NvInfer.h").is_file() && dir.join("NvOnnxParser.h").is_file();
+    if let Some(dir) = env::var_os("TENSORRT_INCLUDE_DIR").map(PathBuf::from) {
+        if !usable(&dir) {
+            return Err(format!(
+                "TENSORRT_INCLUDE_DIR={} holds no NvInfer.h and NvOnnxParser.h; point it at TensorRT's include/ directory",
+                dir.display()
+            ));
+        }
+        return tensorrt_header_version(&dir).map(|v| Some((dir, v)));
+    }
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(root) = env::var_os("TENSORRT_ROOT").map(PathBuf::from) {
+        candidates.push(root.join("include"));
+    }
+    for dir in ["/usr/include/x86_64-linux-gnu", "/usr/include/aarch64-linux-gnu", "/usr/include"] {
+        candidates.push(PathBuf::from(dir));
+    }
+    candidates.push(PathBuf::from("/usr/local/TensorRT/include"));
+    candidates.push(PathBuf::from("/opt/tensorrt/include"));
+    candidates.extend(registry_tensorrt_headers());
+    for dir in candidates {
+        if usable(&dir) {
+            return tensorrt_header_version(&dir).map(|v| Some((dir, v)));
+        }
+        if dir.join("NvInfer.h").is_file() {
+            println!(
+                "cargo::warning={} has NvInfer.h but no NvOnnxParser.h (install TensorRT's ONNX parser headers); skipped",
+                dir.display()
+            );
+        }
+    }
+    Ok(None)
+}
+
+/// trtx-sys's TensorRT headers in cargo's registry: the pinned release
+/// first, then any other release's TRT-Enterprise-* directories, newest first.
+fn registry_tensorrt_headers() -> Vec<PathBuf> {
+    let cargo_home = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
+    let Some(cargo_home) = cargo_home else { return Vec::new() };
+    let Ok(indexes) = fs::read_dir(cargo_home.join("registry/src")) else { return Vec::new() };
+    let mut pinned = Vec::new();
+    let mut others = Vec::new();
+    for index in indexes.filter_map(|e| e.ok()).map(|e| e.path()) {
+        pinned.push(index.join(TRTX_SYS_DIR).join(TRTX_SYS_HEADERS));
+        let Ok(crates) = fs::read_dir(&index) else { continue };
+        for krate in crates.filter_map(|e| e.ok()).map(|e| e.path()) {
+            let name = krate.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if !name.starts_with("trtx-sys-") || name == TRTX_SYS_DIR {
+                continue;
+            }
+            let Ok(sets) = fs::read_dir(krate.join("TensorRT-Headers")) else { continue };
+            others.extend(
+                sets.filter_map(|e| e.ok())
+                    .map(|e| e.path())
+                    .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("TRT-Enterprise-"))),
+            );
+        }
+    }
+    others.sort();
+    others.reverse();
+    pinned.into_iter().chain(others).collect()
+}
+
+/// "MAJOR.MINOR.PATCH" from NvInferVersion.h; TensorRT 10 is the oldest the shim supports.
+fn tensorrt_header_version(dir: &Path) -> Result<String, String> {
+    let path = dir.join("NvInferVersion.h");
+    let text = fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    // Either `#define NV_TENSORRT_MAJOR 10` or, from 10.x on,
+    // `#define TRT_MAJOR_ENTERPRISE 11` with NV_TENSORRT_MAJOR naming it.
+    let define = |names: &[&str]| -> Option<u32> {
+        text.lines().find_map(|line| {
+            let mut words = line.split_whitespace();
+            (words.next() == Some("#define") && words.next().is_some_and(|n| names.contains(&n)))
+                .then(|| words.next().and_then(|v| v.parse().ok()))
+                .flatten()
+        })
+    };
+    let part = |what: &str| {
+        define(&[&format!("NV_TENSORRT_{what}"), &format!("TRT_{what}_ENTERPRISE")])
+            .ok_or_else(|| format!("{} does not define NV_TENSORRT_{what}", path.display()))
+    };
+    let (major, minor, patch) = (part("MAJOR")?, part("MINOR")?, part("PATCH")?);
+    if major < 10 {
+        return Err(format!(
+            "the TensorRT headers at {} are version {major}.{minor}; vrseg's TensorRT backend needs TensorRT 10 or \
+             newer (set TENSORRT_ROOT to a newer TensorRT, or VRSEG_TENSORRT_SHIM=0 to build without the backend)",
+            dir.display()
+        ));
+    }
+    Ok(format!("{major}.{minor}.{patch}"))
+}
+
+/// cuda_runtime_api.h: beside nvcc (a toolkit's or PyPI's), or $CUDA_HOME/include.
+fn cuda_include_dir(nvcc: &Path) -> Option<PathBuf> {
+    let mut candidates: Vec<PathBuf> =
+        nvcc.parent().and_then(Path::parent).map(|r| r.join("include")).into_iter().collect();
+    for var in ["CUDA_HOME", "CUDA_PATH"] {
+        if let Some(root) = env::var_os(var) {
+            candidates.push(PathBuf::from(root).join("include"));
+        }
+    }
+    candidates.push(PathBuf::from("/usr/local/cuda/include"));
+    candidates.into_iter().find(|d| d.join("cuda_runtime_api.h").is_file())
 }

@@ -174,7 +174,14 @@ impl fmt::Display for SystemInfo {
         writeln!(f)?;
         if self.tensorrt.available {
             let from: Vec<String> = self.tensorrt.libraries.iter().filter_map(|l| l.loaded_from.clone()).collect();
-            writeln!(f, "TensorRT: available ({})", from.join(", "))?;
+            let version = self.tensorrt.version.map(|v| format!(" {v}")).unwrap_or_default();
+            writeln!(f, "TensorRT{version}: available ({})", from.join(", "))?;
+            let usable = if self.tensorrt.backend_usable {
+                "can drive it"
+            } else {
+                "cannot drive it; rebuild vrseg with TENSORRT_ROOT set to this TensorRT"
+            };
+            writeln!(f, "  vrseg's TensorRT backend: headers {}; {usable}", self.tensorrt.backend_headers)?;
         } else {
             let missing: Vec<&str> =
                 self.tensorrt.libraries.iter().filter(|l| l.loaded_from.is_none()).map(|l| l.name).collect();

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds every test and bench binary and the vrseg binary in release mode,
-# gathers them with their test data into bundle/ (git-ignored, < 63 MiB), and
+# gathers them (packed in bundle/binaries.tar.gz, which run.sh unpacks) with
+# their test data into bundle/ (git-ignored, < 63 MiB), and
 # prints the command that runs them all on a GPU machine. There,
 # `bash bundle/run.sh` runs each test binary with VRSEG_REQUIRE_GPU=1 (a
 # missing GPU fails instead of skipping), runs `vrseg info` and `vrseg
@@ -8,12 +9,20 @@
 # with the plain line 'N passed, N failed'; the Ultralytics parity script
 # (tools/parity) counts as one check. `bash bundle/run.sh bench` runs the
 # criterion benches instead.
+#
+# TensorRT: the binaries are built with the TensorRT shim (required, as in
+# CI), and the bundle carries what the shim's tests need on a machine with
+# neither TensorRT nor a C++ compiler nor binutils: the shim's static archive
+# (its symbols are checked against shim.h) and the stand-in libnvinfer /
+# libnvonnxparser built here from tests/data/tensorrt/fake_tensorrt.cpp.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh
+export VRSEG_REQUIRE_TENSORRT_SHIM=1
 
 json=$(mktemp)
-trap 'rm -f "$json"' EXIT
+shim_out=$(mktemp)
+trap 'rm -f "$json" "$shim_out"' EXIT
 cargo build --release --quiet --bins
 cargo test --release --no-run --message-format=json --quiet > "$json"
 cargo bench --no-run --message-format=json --quiet >> "$json"
@@ -21,7 +30,7 @@ cargo bench --no-run --message-format=json --quiet >> "$json"
 rm -rf bundle
 mkdir -p bundle/bin bundle/tests bundle/benches
 cp target/release/vrseg bundle/bin/
-python3 - "$json" <<'PY'
+python3 - "$json" "$shim_out" <<'PY'
 import json, shutil, sys, os
 seen = set()
 for line in open(sys.argv[1]):
@@ -29,6 +38,10 @@ for line in open(sys.argv[1]):
         m = json.loads(line)
     except ValueError:
         continue
+    if m.get("reason") == "build-script-executed" and os.path.isfile(
+            os.path.join(m.get("out_dir", ""), "tensorrt_shim_paths.txt")):
+        # vrseg's build script output: the TensorRT shim's archive and facts.
+        open(sys.argv[2], "w").write(m["out_dir"])
     if m.get("reason") != "compiler-artifact" or not m.get("executable"):
         continue
     kind = m["target"]["kind"][0]
@@ -43,6 +56,23 @@ for line in open(sys.argv[1]):
     shutil.copy2(m["executable"], os.path.join("bundle", dest, label))
 PY
 strip bundle/bin/* bundle/tests/* bundle/benches/* 2>/dev/null || true
+
+# The TensorRT shim's archive and the stand-in TensorRT libraries (see the
+# top). The compile line is testing::tensorrt_fakes::compile's.
+shim_dir=$(cat "$shim_out")
+if [ -z "$shim_dir" ]; then
+    echo "gpu-bundle: cargo reported no TensorRT shim build (tensorrt_shim_paths.txt)" >&2
+    exit 1
+fi
+mkdir -p bundle/tensorrt/fakes
+cp "$shim_dir/libvrseg_tensorrt_shim.a" bundle/tensorrt/
+strip --strip-debug bundle/tensorrt/libvrseg_tensorrt_shim.a
+trt_include=$(sed -n 's/^include=//p' "$shim_dir/tensorrt_shim_paths.txt")
+trt_cuda_include=$(sed -n 's/^cuda_include=//p' "$shim_dir/tensorrt_shim_paths.txt")
+for fake in "nvinfer.so:" "nvinfer-bare.so:-DFAKE_NO_FACTORIES" "parser.so:-DFAKE_PARSER"; do
+    ${CXX:-c++} -std=c++17 -shared -fPIC -O0 -w -o "bundle/tensorrt/fakes/${fake%%:*}" \
+        -isystem "$trt_include" -isystem "$trt_cuda_include" ${fake#*:} tests/data/tensorrt/fake_tensorrt.cpp
+done
 
 # Tests read their data from VRSEG_TEST_DATA when set (run.sh sets it), else
 # from tests/data in the source tree.
@@ -91,7 +121,15 @@ cat > bundle/run.sh <<'RUN'
 # Runs the vrseg GPU bundle. Usage: bash bundle/run.sh [bench]
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# The binaries travel packed (see tools/gpu-bundle.sh); unpack them once.
+if [ -f "$here/binaries.tar.gz" ] && ! [ "$here/bin/vrseg" -nt "$here/binaries.tar.gz" ]; then
+    tar -C "$here" -xzmf "$here/binaries.tar.gz" || { echo "cannot unpack $here/binaries.tar.gz" >&2; exit 1; }
+fi
 export VRSEG_REQUIRE_GPU=1 VRSEG_BIN="$here/bin/vrseg" VRSEG_TEST_DATA="$here/data"
+# The TensorRT shim's tests: its archive and the prebuilt stand-in TensorRT
+# (this machine need have no compiler or binutils); a build without the shim fails.
+export VRSEG_TEST_TENSORRT_SHIM_ARCHIVE="$here/tensorrt/libvrseg_tensorrt_shim.a"
+export VRSEG_TEST_TENSORRT_FAKES="$here/tensorrt/fakes" VRSEG_REQUIRE_TENSORRT_SHIM=1
 log=${OUT:-/tmp}/bundle-log.txt
 : > "$log"
 
@@ -179,6 +217,18 @@ grep -h "vrseg run:" "$log" | tail -1
 echo "== vrseg info"
 "$here/bin/vrseg" info | tee -a "$log"
 check "vrseg info --json" "$here/bin/vrseg" info --json
+# vrseg info's TensorRT line against the loader's own view of this machine.
+tensorrt_line() {
+    local line
+    line=$("$here/bin/vrseg" info | grep '^TensorRT')
+    if ldconfig -p 2>/dev/null | grep -q 'libnvinfer\.so' || [ -n "${TENSORRT_ROOT:-}" ]; then
+        echo "TensorRT may be installed here; vrseg info says: $line"
+        case "$line" in TensorRT*available*) return 0 ;; *) return 1 ;; esac
+    fi
+    echo "no libnvinfer in the loader cache; vrseg info says: $line"
+    case "$line" in "TensorRT: not found"*) return 0 ;; *) return 1 ;; esac
+}
+check "vrseg info: TensorRT line matches this machine" tensorrt_line
 check "vrseg selftest" "$here/bin/vrseg" selftest
 if command -v cuobjdump >/dev/null; then
     cuobjdump --list-elf "$here/bin/vrseg" > "${log%.txt}-elf.txt" 2>&1
@@ -191,6 +241,13 @@ echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
 RUN
 chmod +x bundle/run.sh
+
+# Every binary embeds all kernel fatbins (SASS for four architectures and
+# PTX: about 9 MiB each with the native engine's kernels), so the binaries
+# together pass 100 MiB; they compress about fourfold. They travel as one
+# gzip'ed tar that run.sh unpacks on first use.
+tar -C bundle -czf bundle/binaries.tar.gz bin tests benches
+rm -rf bundle/bin bundle/tests bundle/benches
 size=$(du -sm bundle | cut -f1)
 echo "bundle/: ${size} MiB"
 if [ "$size" -ge 63 ]; then echo "bundle is over 63 MiB (the device tool carries 64 MiB)" >&2; exit 1; fi

@@ -6,6 +6,9 @@
 #   - nvcc: from $NVCC, $CUDA_HOME, $CUDA_PATH or PATH if present; otherwise
 #     PyPI's CUDA 13.0 compiler packages into ./.cuda (no GPU or driver needed).
 #   - Rust dependencies: cargo fetch.
+#   - TensorRT 11.4 headers (the crates.io crate trtx-sys vendors them) into
+#     cargo's registry, for compiling the TensorRT shim where TensorRT itself is
+#     not installed (build.rs, `tensorrt_shim`; tools/tensorrt-headers/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -48,3 +51,7 @@ if ! find_nvcc; then
 fi
 
 cargo fetch --quiet
+if ! cargo fetch --quiet --locked --manifest-path tools/tensorrt-headers/Cargo.toml; then
+    echo "setup: could not fetch the TensorRT headers (crate trtx-sys); vrseg builds without its TensorRT backend" \
+         "unless TENSORRT_ROOT points at a TensorRT with include/" >&2
+fi

@@ -77,7 +77,7 @@ pub enum Command {
     },
     /// Cut people out of a video: per-eye mattes (or masks, or nothing, for benchmarks).
     Run(run::RunArgs),
-    /// Turn an ONNX model into a plan for the native engine (no GPU needed).
+    /// Turn an ONNX model into an engine: a native plan (no GPU needed) or, with --backend tensorrt, a TensorRT engine.
     BuildEngine(build_engine::BuildEngineArgs),
     /// Run one kernel family on raw arrays (for parity tools; see tools/parity).
     #[command(hide = true)]
@@ -246,7 +246,7 @@ pub fn run(cli: Cli) -> anyhow::Result<exit::Code> {
             Ok(exit::Code::Success)
         }
         Command::Dev { what } => dev::run(what),
-        Command::BuildEngine(args) => build_engine::run(&args),
+        Command::BuildEngine(args) => build_engine::run(args),
         Command::Run(args) => run::run(&args),
         Command::Selftest { gpu, frames, seed, json } => {
             let seed = seed.unwrap_or_else(|| {

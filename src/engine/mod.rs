@@ -1,10 +1,16 @@
-//! Inference engines: the native plan executor and the TensorRT backend
-//! behind one `Backend` trait (both arrive with their issues). For now: finding
-//! the TensorRT libraries, which `vrseg info` reports, and the CPU reference
-//! executor that build-time graphs are checked against.
+//! Inference engines: the native plan executor and the TensorRT backend.
+//! `build` turns ONNX into the native engine's plan (build time only),
+//! `plan` is the plan file and its loader, `native` runs a plan on the GPU
+//! with vrseg's kernels, `reference` is the CPU executor build-time graphs
+//! are checked against. `backend` is the trait the pipeline will drive
+//! engines through (the TensorRT backend implements it; the native engine
+//! does not yet), `tensorrt` the TensorRT backend, and `tensorrt_probe`
+//! finds TensorRT's libraries for `vrseg info`.
 
+pub mod backend;
 pub mod build;
 pub mod native;
 pub mod plan;
 pub mod reference;
+pub mod tensorrt;
 pub mod tensorrt_probe;

@@ -148,6 +148,18 @@ struct BatchEvents {
 /// Runs the pipeline; `progress` is called after every batch with (frames done, frames expected).
 pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<RunStats, PipelineError> {
     let started = Instant::now();
+    // A TensorRT engine (build-engine --backend tensorrt) is not a plan: say
+    // so by name, before the GPU, the input or the output is touched.
+    if crate::engine::tensorrt::file::has_engine_magic(&options.engine) {
+        return Err(PipelineError::Setup {
+            what: format!(
+                "{} is a TensorRT engine, and `vrseg run` drives only the native engine so far (the TensorRT \
+                 backend is not wired into the pipeline yet); build a native plan with `vrseg build-engine \
+                 MODEL.onnx -o NAME.plan` and pass that to --engine",
+                options.engine.display()
+            ),
+        });
+    }
     let gpu = Gpu::open(options.gpu)?;
     let plan = Plan::open(&options.engine)?;
     let demuxer = Demuxer::open(&options.input)?;

@@ -236,7 +236,8 @@ fn dev_letterbox_rejects_a_frame_of_the_wrong_size_before_touching_the_gpu() {
 
 #[test]
 fn build_engine_writes_a_plan_or_a_sentence_and_nothing_else() {
-    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/models/yolo11n-seg-320.structure.onnx");
+    let model = vrseg::testing::models_dir().join("yolo11n-seg-320.structure.onnx");
+    let model = model.to_str().unwrap();
     let dir = std::env::temp_dir().join(format!("vrseg-cli-build-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let plan = dir.join("y.plan");
@@ -265,4 +266,222 @@ fn build_engine_writes_a_plan_or_a_sentence_and_nothing_else() {
     let bytes = std::fs::read(&plan).unwrap();
     assert_eq!(&bytes[..8], b"VRSEGPLN");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+// ---- vrseg build-engine --backend tensorrt, and options per backend ----
+
+fn vrseg_with_env(args: &[&str], env: &[(&str, &std::path::Path)]) -> Output {
+    let bin = std::env::var_os("VRSEG_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_vrseg").into());
+    let mut cmd = Command::new(&bin);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {bin:?}: {e}"))
+}
+
+/// A scratch directory with a stand-in model file (the checks before
+/// TensorRT only need it to exist).
+fn build_engine_scratch(tag: &str) -> (std::path::PathBuf, String, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("vrseg-build-engine-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("model.onnx");
+    std::fs::write(&model, b"a model").unwrap();
+    let engine = dir.join("model.engine");
+    (dir, model.to_string_lossy().into_owned(), engine)
+}
+
+fn one_line_error(out: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(out.stdout.is_empty(), "stdout: {}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(stderr.trim_end().lines().count(), 1, "more than one line: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn build_engine_tensorrt_says_not_found_and_writes_nothing() {
+    let probe = vrseg::engine::tensorrt_probe::probe();
+    if probe.libraries[0].loaded_from.is_some() {
+        eprintln!("skipped: TensorRT is installed on this machine, so it cannot be shown missing");
+        return;
+    }
+    let (dir, model, engine) = build_engine_scratch("absent");
+    let root = dir.join("no-tensorrt-here");
+    let out = vrseg_with_env(
+        &["build-engine", &model, "--backend", "tensorrt", "-o", engine.to_str().unwrap()],
+        &[("TENSORRT_ROOT", &root)],
+    );
+    let stderr = one_line_error(&out);
+    let expected = format!(
+        "vrseg: error: TensorRT not found (searched: TENSORRT_ROOT={} (lib/, lib64/, targets/x86_64-linux-gnu/lib/, ./) \
+         for libnvinfer.so.",
+        root.display()
+    );
+    assert!(stderr.starts_with(&expected), "{stderr}");
+    assert!(stderr.contains("through LD_LIBRARY_PATH"), "{stderr}");
+    assert!(!engine.exists(), "no engine may be written");
+    assert!(!dir.join("model.engine.partial").exists(), "no partial file may be left");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// With stand-in TensorRT libraries (vrseg::testing::tensorrt_fakes) the
+/// whole path before TensorRT's builder runs as a user would meet it: the
+/// library search through TENSORRT_ROOT, the version check, the ONNX
+/// parser, the GPU (a real one where there is one), then the builder
+/// factory, which the stand-in refuses as TensorRT does (null, the reason
+/// in its log). Either way: one sentence, no engine, no partial file.
+#[cfg(vrseg_tensorrt_shim)]
+#[test]
+fn build_engine_tensorrt_reaches_the_builder_through_stand_in_libraries() {
+    use vrseg::engine::tensorrt::header_version;
+    use vrseg::testing::tensorrt_fakes::{fake_root, fakes};
+    let headers = header_version().expect("this build has the shim");
+    let parser_soname = format!("libnvonnxparser.so.{}", headers.major);
+    let f = fakes();
+    let root = fake_root("cli-build", headers.major, &f.nvinfer, Some((&f.parser, &parser_soname)), headers);
+    let (dir, _, engine) = build_engine_scratch("fake-trt");
+    let model = vrseg::testing::models_dir().join("yolo11n-seg-320.structure.onnx");
+    let model = model.to_str().unwrap();
+    let out = vrseg_with_env(
+        &["build-engine", model, "--backend", "tensorrt", "-o", engine.to_str().unwrap()],
+        &[("TENSORRT_ROOT", &root)],
+    );
+    if has_gpu() {
+        let stderr = one_line_error(&out);
+        assert_eq!(
+            stderr.trim_end(),
+            "vrseg: error: parsing the ONNX model failed: createInferBuilder returned null (TensorRT: fake \
+             libnvinfer: no builder here)"
+        );
+    } else {
+        // TensorRT loaded; the GPU is the first thing missing.
+        assert_clean_no_gpu_failure(&out);
+    }
+    assert!(!engine.exists(), "no engine may be written");
+    assert!(!dir.join("model.engine.partial").exists(), "no partial file may be left");
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&root);
+}
+
+#[test]
+fn build_engine_refuses_int8_calibration_before_looking_for_tensorrt() {
+    let (dir, model, engine) = build_engine_scratch("calib");
+    let calib = dir.to_string_lossy().into_owned();
+    let out = vrseg(&[
+        "build-engine",
+        &model,
+        "--backend",
+        "tensorrt",
+        "-o",
+        engine.to_str().unwrap(),
+        "--int8",
+        "--calib",
+        &calib,
+    ]);
+    let stderr = one_line_error(&out);
+    assert!(stderr.starts_with("vrseg: error: INT8 calibration (--calib) is not supported: "), "{stderr}");
+    assert!(!engine.exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn build_engine_refuses_the_other_backends_options() {
+    let (dir, model, engine) = build_engine_scratch("foreign");
+    let out_path = engine.to_str().unwrap();
+    for (extra, needle) in [
+        // The default backend is the native one: TensorRT's options are refused, by name.
+        (&["--fp16"][..], "--fp16 is an option of --backend tensorrt; add --backend tensorrt, or leave it out"),
+        (&["--json", "--timing-cache", "x.cache"][..], "--timing-cache, --json are options of --backend tensorrt"),
+        (&["--batch", "1:2:8"][..], "the native engine is built for one batch size; give --batch N"),
+        (&["--batch", "65"][..], "--batch 65: the native engine takes 1 to 64"),
+        (
+            &["--backend", "tensorrt", "--precision", "fp16"][..],
+            "--precision is an option of the native engine (--backend native); for TensorRT",
+        ),
+        (
+            &["--backend", "tensorrt", "--fill-stripped-weights", "3"][..],
+            "--fill-stripped-weights is an option of the native engine",
+        ),
+    ] {
+        let mut args = vec!["build-engine", &model, "-o", out_path];
+        args.extend_from_slice(extra);
+        let out = vrseg(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {stderr}");
+        assert!(stderr.contains(needle), "{extra:?}: {stderr}");
+        assert!(!engine.exists(), "{extra:?}: no engine may be written");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn build_engine_checks_its_arguments() {
+    let (dir, model, engine) = build_engine_scratch("args");
+    let out_path = engine.to_str().unwrap();
+    for (extra, needle) in [
+        (&["--batch", "8:2:1"][..], "1 <= MIN <= OPT <= MAX"),
+        (&["--batch", "1:2"][..], "is not MIN:OPT:MAX"),
+        (&["--calib", "/tmp"][..], "--int8"),
+        (&["--fp16", "--int8"][..], "cannot be used with"),
+        (&["--opt-level", "9"][..], "0..=5"),
+        (&["--input-size", "640x"][..], "is not HEIGHTxWIDTH"),
+    ] {
+        let mut args = vec!["build-engine", &model, "--backend", "tensorrt", "-o", out_path];
+        args.extend_from_slice(extra);
+        let out = vrseg(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {stderr}");
+        assert!(stderr.contains(needle), "{extra:?}: {stderr}");
+    }
+    let missing = dir.join("missing.onnx");
+    let out = vrseg(&["build-engine", missing.to_str().unwrap(), "--backend", "tensorrt", "-o", out_path]);
+    let stderr = one_line_error(&out);
+    assert!(stderr.contains(&format!("could not read {}", missing.display())), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn run_with_a_tensorrt_engine_stops_before_touching_the_output() {
+    // An engine file as `build-engine --backend tensorrt` writes it (header
+    // and plan; the plan's bytes do not matter: nothing may read that far).
+    use vrseg::engine::tensorrt::file::{encode_header, write_atomically, EngineMetadata};
+    use vrseg::engine::tensorrt::TrtVersion;
+    let (dir, _, engine) = build_engine_scratch("run-trt");
+    let metadata = EngineMetadata {
+        tensorrt: TrtVersion::new(10, 8, 0),
+        tensorrt_build: None,
+        gpu_name: "NVIDIA H100 80GB HBM3".into(),
+        compute_capability: (9, 0),
+        vrseg_version: "test".into(),
+        source: "model.onnx".into(),
+        precision: "model".into(),
+        batch: None,
+        tensors: Vec::new(),
+    };
+    let plan = b"a TensorRT plan";
+    write_atomically(&engine, &[&encode_header(&metadata, plan), plan]).unwrap();
+    let output = dir.join("matte.mp4");
+    let out = vrseg(&[
+        "run",
+        &clip("h264_faststart.mp4"),
+        "--engine",
+        engine.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+    ]);
+    let stderr = one_line_error(&out);
+    assert!(
+        stderr.starts_with(&format!(
+            "vrseg: error: {} is a TensorRT engine, and `vrseg run` drives only the native engine so far",
+            engine.display()
+        )),
+        "{stderr}"
+    );
+    let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(!output.exists(), "the output may not be touched; the directory holds {left:?}");
+    assert_eq!(left.len(), 2, "only the model and the engine: {left:?}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -20,7 +20,7 @@ use vrseg::engine::reference;
 use vrseg::selftest::SplitMix64;
 
 fn fixture(size: u32) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/data/models/yolo11n-seg-{size}.structure.onnx"))
+    vrseg::testing::models_dir().join(format!("yolo11n-seg-{size}.structure.onnx"))
 }
 
 /// Imports a fixture and refills its stripped convolution weights from a seed.

@@ -3,6 +3,7 @@
 //! `skipped: no CUDA device` and returns where there is no GPU, and fails
 //! instead when VRSEG_REQUIRE_GPU=1 (as the GPU bundle sets it).
 
+mod backend;
 mod decode;
 mod engine;
 mod info;
