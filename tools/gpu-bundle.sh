@@ -99,6 +99,9 @@ if [ "${VRSEG_BUNDLE_DECODE_BENCH:-0}" = 1 ]; then
     fi
     mkdir -p bundle/extra
     cp "$clip" "$wheel" tools/bench/pynvc_decode.py tools/bench/decode_table.py bundle/extra/
+    # The Python reference pipeline beside `vrseg run` (`bash bundle/run.sh bench-pipeline`):
+    # it uses the same clip and wheel, plus the Ultralytics wheels in bundle/parity/wheels.
+    cp tools/bench/python_pipeline.py tools/bench/pipeline_table.py bundle/extra/
 fi
 
 # Ultralytics parity (tools/parity): the script and the pinned wheels it
@@ -145,6 +148,26 @@ if [ "${1:-}" = bench-decode ]; then
     done
     python3 "$here/extra/decode_table.py" "$out"/vrseg-*.json "$out"/pynvc-*.json
     exit 0
+fi
+
+if [ "${1:-}" = bench-pipeline ]; then
+    # `vrseg run --output null` (YOLO11n-seg fixture plan, batch 16 = 8 stereo frames) and the
+    # Python reference (tools/bench/python_pipeline.py: PyNvVideoCodec RGBP, torch FP16
+    # YOLO11n-seg, Ultralytics NMS + retina masks) on the 8K clip, alternating, twice each;
+    # then vrseg once more with --detections (counts). Six files under $OUT.
+    clip=${2:-$(ls "$here"/extra/*.mp4 | head -1)}
+    out=${OUT:-/tmp}
+    plan=/tmp/vrseg-bench-pipeline-n.plan
+    "$here/bin/vrseg" build-engine "$here/data/models/yolo11n-seg-640.structure.onnx" -o "$plan" --batch 16 \
+        --fill-stripped-weights 1 >>"$log" 2>&1 || { echo "vrseg build-engine failed: see $log"; exit 1; }
+    for round in 1 2; do
+        "$here/bin/vrseg" run "$clip" --engine "$plan" --output null --stats "$out/vrseg-run-$round.json" 2>&1 | tee -a "$log"
+        python3 "$here/extra/python_pipeline.py" "$clip" --wheels "$here/extra" --wheels "$here/parity/wheels" --json \
+            > "$out/python-$round.json" 2> >(tee -a "$log" >&2)
+    done
+    "$here/bin/vrseg" run "$clip" --engine "$plan" --output null --quiet --detections "$out/vrseg-detections.jsonl"
+    python3 "$here/extra/pipeline_table.py" "$out"/vrseg-run-*.json "$out"/python-*.json "$out/vrseg-detections.jsonl"
+    exit $?
 fi
 
 if [ "${1:-}" = bench-engine ]; then

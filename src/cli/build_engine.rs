@@ -199,7 +199,11 @@ fn run_native(args: &BuildEngineArgs) -> anyhow::Result<exit::Code> {
     let source = args.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let report = build_plan(graph, &source, &args.output)?;
     print_out(&describe(&args.model, &args.output, &report))?;
-    print_err("note: the native engine's GPU runtime is not built yet; this plan is what it will load");
+    print_err(&format!(
+        "run it with `vrseg run VIDEO --engine {}`, or time it with `vrseg bench engine {}`",
+        args.output.display(),
+        args.output.display()
+    ));
     Ok(exit::Code::Success)
 }
 

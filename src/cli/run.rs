@@ -171,8 +171,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<exit::Code> {
     }
     if !args.quiet {
         print_err(&format!(
-            "vrseg run: {} frames of {} ({}x{} {}) in {:.2} s = {:.1} fps on {}; GPU per frame: letterbox {:.3} ms, \
-             inference {:.3} ms, postprocess {:.3} ms (batch {} frames){}",
+            "vrseg run: {} frames of {} ({}x{} {}) in {:.2} s = {:.1} fps ({:.1} fps after the first batch) on {}; GPU per \
+             frame: letterbox {:.3} ms, inference {:.3} ms, postprocess {:.3} ms (batch {} frames){}",
             stats.frames_out,
             stats.input,
             stats.width,
@@ -180,6 +180,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<exit::Code> {
             stats.layout,
             stats.wall_s,
             stats.fps,
+            stats.steady_fps,
             stats.gpu,
             1e3 * stats.letterbox_gpu_s / stats.frames_out.max(1) as f64,
             1e3 * stats.inference_gpu_s / stats.frames_out.max(1) as f64,

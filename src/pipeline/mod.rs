@@ -102,6 +102,10 @@ pub struct RunStats {
     pub batch_frames: usize,
     pub wall_s: f64,
     pub fps: f64,
+    /// Frames after the first batch over the time after the first batch was
+    /// handed to the sink: the pipeline's rate without its set-up (pool,
+    /// weights, graph capture, NVDEC session start, first batch).
+    pub steady_fps: f64,
     /// Decode thread: demux + NVDEC + copy into the ring, seconds (overlaps the GPU work).
     pub decode_s: f64,
     /// GPU time per stage (events), seconds, summed over batches.
@@ -292,6 +296,7 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
     // the worker fails. Per run, so one failed run cannot stop the next.
     let stop = AtomicBool::new(false);
     let stopped = || stop.load(Ordering::Relaxed) || INTERRUPTED.load(Ordering::Relaxed);
+    let mut first_batch_done: Option<(u64, Instant)> = None;
     let (tx, rx) = sync_channel::<DecodeMsg>(ring_slots);
     let worker_result = std::thread::scope(|scope| -> Result<(), PipelineError> {
         let ring = &ring;
@@ -374,6 +379,7 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
                 events: &mut event_sets,
                 progress,
                 expected,
+                first_batch_done: &mut first_batch_done,
             },
         );
         // On a worker error, stop the decoder and drain the channel so it can finish.
@@ -405,6 +411,12 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
     stats.sink_s += t.elapsed().as_secs_f64();
     stats.wall_s = started.elapsed().as_secs_f64();
     stats.fps = stats.frames_out as f64 / stats.wall_s.max(1e-9);
+    if let Some((frames, at)) = first_batch_done {
+        let after = at.elapsed().as_secs_f64();
+        if stats.frames_out > frames && after > 0.0 {
+            stats.steady_fps = (stats.frames_out - frames) as f64 / after;
+        }
+    }
     stats.bitstream_bytes_per_frame = bitstream_bytes as f64 / stats.frames_in.max(1) as f64;
     stats.download_bytes_per_frame = sink.downloaded_bytes() as f64 / stats.frames_out.max(1) as f64;
     Ok(stats)
@@ -442,6 +454,8 @@ struct WorkerState<'w, 'pool> {
     events: &'w mut Vec<BatchEvents>,
     progress: &'w mut dyn FnMut(u64, u64),
     expected: u64,
+    /// Frames and instant when the first batch left the sink (for steady_fps).
+    first_batch_done: &'w mut Option<(u64, Instant)>,
 }
 
 /// Reads finished batch timings out of the event sets.
@@ -562,6 +576,11 @@ fn worker(g: &GpuRefs, rx: &Receiver<DecodeMsg>, w: &mut WorkerState) -> Result<
         w.stats.batches += 1;
         w.stats.frames_in += frame_meta.len() as u64;
         w.stats.frames_out += frame_meta.len() as u64;
+        if w.first_batch_done.is_none() {
+            // Wait for the first batch once, so the steady clock starts after real work.
+            stream.synchronize().check("cuStreamSynchronize")?;
+            *w.first_batch_done = Some((w.stats.frames_out, Instant::now()));
+        }
         (w.progress)(w.stats.frames_out, w.expected);
     }
     if let Some(n) = allocations_at_start {

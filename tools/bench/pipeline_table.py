@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""Side-by-side table of `vrseg run --stats` files and python_pipeline.py --json results.
+
+Usage: pipeline_table.py FILE...   (in run order; any mix of)
+  * vrseg run --stats JSON (has "frames_out");
+  * python_pipeline.py --json output (has "tool": "python-reference");
+  * vrseg run --detections JSON lines (*.jsonl): counted for detections per eye.
+
+Columns:
+  whole fps  vrseg: frames / the process's wall time (opening the GPU, loading the plan,
+             reserving the pool, capturing the engine's CUDA graph and creating the NVDEC
+             session are inside it). Python: the median pass (decoder created inside each
+             pass; torch start-up, model build and warm-up outside, in "setup").
+  decode fps vrseg: frames / the decode thread's time (it starts after set-up, creates the
+             NVDEC session and ends once every frame is handed over): its rate without
+             set-up, the closest match to a Python pass. Python: frames / time blocked on
+             the decoder (where that is most of the pass, the pipeline is decode-bound).
+  steady     Python only: frames after the first batch / time after it.
+  setup s    vrseg: wall - decode thread time. Python: torch init, model build, warm-up.
+  GPU ms per frame per stage, from CUDA events (vrseg: its stats; Python: events around
+  each stage).
+"""
+import json
+import statistics
+import sys
+
+
+def main():
+    vrseg, python, detections = [], [], []
+    for path in sys.argv[1:]:
+        if path.endswith(".jsonl"):
+            with open(path) as f:
+                lines = [json.loads(line) for line in f if line.strip()]
+            detections.append((len(lines), sum(len(r["detections"]) for r in lines)))
+            continue
+        with open(path) as f:
+            r = json.load(f)
+        if r.get("tool") == "python-reference":
+            python.append(r)
+        elif "frames_out" in r:
+            vrseg.append(r)
+        else:
+            sys.exit(f"pipeline_table: {path} is neither vrseg run --stats nor python_pipeline.py --json")
+
+    print(f"{'run':<48} {'frames':>6} {'whole':>6} {'decode':>6} {'steady':>6} {'setup':>6} "
+          f"{'letterbox':>9} {'inference':>9} {'postproc':>9} {'det/eye':>7}")
+    print(f"{'':<48} {'':>6} {'fps':>6} {'fps':>6} {'fps':>6} {'s':>6} {'GPU ms per frame':>29}")
+    for i, r in enumerate(vrseg, 1):
+        n = r["frames_out"]
+        eyes = 1 if r.get("layout") == "mono" else 2
+        det = ""
+        if detections:
+            frames, boxes = detections[-1]
+            det = f"{boxes / max(frames * eyes, 1):.1f}"
+        print(f"{'vrseg run, run ' + str(i):<48} {n:>6} {r['fps']:>6.1f} {n / r['decode_s']:>6.1f} {'':>6} "
+              f"{r['wall_s'] - r['decode_s']:>6.2f} {1e3 * r['letterbox_gpu_s'] / n:>9.3f} "
+              f"{1e3 * r['inference_gpu_s'] / n:>9.3f} {1e3 * r['postprocess_gpu_s'] / n:>9.3f} {det:>7}")
+    for i, r in enumerate(python, 1):
+        label = f"python {r['decoder']} ({r['decoder_stream']} stream) {r['weights']}, run {i}"
+        g = r["gpu_ms_per_frame"]
+        steady = f"{r['median_steady_fps']:.1f}" if r.get("median_steady_fps") else ""
+        decode = 1e3 / r["decode_wait_ms_per_frame"] if r["decode_wait_ms_per_frame"] > 0 else float("inf")
+        print(f"{label:<48} {r['passes'][0]['frames']:>6} {r['median_fps']:>6.1f} {decode:>6.1f} {steady:>6} "
+              f"{r['setup_s']:>6.2f} {g['letterbox']:>9.3f} {g['inference']:>9.3f} {g['postprocess']:>9.3f} "
+              f"{r['detections_per_eye']:>7.1f}")
+    if vrseg:
+        r = vrseg[0]
+        print(f"vrseg: batch {r['batch_frames']} frames, VRAM pool {r['vram_pool_bytes'] / 2**30:.2f} GiB, "
+              f"{r['bitstream_bytes_per_frame'] / 1e3:.0f} kB host->device per frame")
+    if python:
+        r = python[0]
+        print(f"python: {r['versions']}, batch {r['batch_frames']} frames, {len(r['passes'])} passes per run "
+              f"(first pass {r['first_pass_fps']:.1f} fps), peak torch memory "
+              f"{r['passes'][-1]['peak_torch_allocated_bytes'] / 2**30:.2f} GiB")
+    plain = [r for r in python if r["decoder"] == "threaded" and r["weights"] == "plain"] or python
+    if vrseg and plain:
+        a = statistics.median(r["fps"] for r in vrseg)
+        b = statistics.median(r["frames_out"] / r["decode_s"] for r in vrseg)
+        c = statistics.median(r["median_fps"] for r in plain)
+        print(f"vrseg / python (medians): whole run {a:.1f} / {c:.1f} = {a / c:.2f}x; "
+              f"vrseg without set-up {b:.1f} / {c:.1f} = {b / c:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
