@@ -6,7 +6,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::gpu::Gpu;
-use crate::video::decode::{decode_file, DecodeError, HostCopy};
+use crate::video::decode::{decode_file_parallel, DecodeError, HostCopy};
+use crate::video::parallel::ParallelOptions;
 
 /// CPU time this process has used so far (all threads, user + system),
 /// including the NVIDIA driver's own threads.
@@ -48,6 +49,17 @@ pub struct DecodeBench {
     pub gpu: String,
     pub width: u32,
     pub height: u32,
+    /// NVDEC sessions that decoded each pass (1: the plain single-session path).
+    pub decoders: usize,
+    /// Why fewer sessions ran than were asked for, when so.
+    pub decoders_note: Option<String>,
+    /// Chunks between keyframes, reorder window places and the most frames
+    /// that waited there (parallel decode only; 0 otherwise).
+    pub chunks: usize,
+    pub window_slots: usize,
+    pub window_peak: usize,
+    /// NVDEC surfaces over all sessions, estimated.
+    pub surface_bytes: u64,
     pub passes: Vec<DecodePass>,
     pub best_fps: f64,
     pub median_fps: f64,
@@ -65,17 +77,28 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-/// Decodes `path` `passes` times with one NVDEC session per pass (as a
-/// pipeline does), frames into a two-slot VRAM pool and nowhere else.
-pub fn decode_throughput(gpu: &Gpu, path: &Path, passes: usize) -> Result<DecodeBench, DecodeError> {
+/// Decodes `path` `passes` times on `decoders` NVDEC sessions per pass
+/// (None: one per engine; 1: one session, as the single-session pipeline
+/// does, frames into a two-slot VRAM pool and nowhere else; more: split at
+/// keyframes, frames handed on in presentation order through a reorder
+/// window of `window` slots, None: the default).
+pub fn decode_throughput(
+    gpu: &Gpu,
+    path: &Path,
+    passes: usize,
+    decoders: Option<usize>,
+    window: Option<usize>,
+) -> Result<DecodeBench, DecodeError> {
     let mut results = Vec::with_capacity(passes);
     let mut size = (0, 0);
+    let mut last_summary = None;
     for _ in 0..passes.max(1) {
         let cpu0 = process_cpu_time();
         let t0 = Instant::now();
         let mut first: Option<Instant> = None;
         let mut last = t0;
-        let summary = decode_file(gpu, path, HostCopy::None, &mut |_, frame| {
+        let options = ParallelOptions { decoders, window, ..Default::default() };
+        let summary = decode_file_parallel(gpu, path, &options, HostCopy::None, &mut |_, frame| {
             // `deliver` has synchronised the copy into the slot by now.
             let now = Instant::now();
             first.get_or_insert(now);
@@ -95,7 +118,10 @@ pub fn decode_throughput(gpu: &Gpu, path: &Path, passes: usize) -> Result<Decode
             steady_fps: steady,
             cpu_cores: cpu / wall,
         });
+        last_summary = Some(summary);
     }
+    let summary = last_summary.expect("at least one pass ran");
+    let parallel = summary.parallel.as_ref();
     let fps: Vec<f64> = results.iter().map(|p| p.fps).collect();
     let steady: Vec<f64> = results.iter().map(|p| p.steady_fps).collect();
     Ok(DecodeBench {
@@ -105,6 +131,12 @@ pub fn decode_throughput(gpu: &Gpu, path: &Path, passes: usize) -> Result<Decode
         gpu: gpu.properties().name.clone(),
         width: size.0,
         height: size.1,
+        decoders: summary.decoders,
+        decoders_note: summary.decoders_note.clone(),
+        chunks: parallel.map_or(0, |p| p.sessions.chunks),
+        window_slots: parallel.map_or(0, |p| p.sessions.window_slots),
+        window_peak: parallel.map_or(0, |p| p.sessions.window_peak),
+        surface_bytes: parallel.map_or(0, |p| p.surface_bytes),
         best_fps: fps.iter().copied().fold(0.0, f64::max),
         median_fps: median(fps),
         best_steady_fps: steady.iter().copied().fold(0.0, f64::max),

@@ -47,6 +47,17 @@ ff $(src 288x144 30) -frames:v 8 "${x265[@]}" "${bitexact[@]}" -tag:v hvc1 hevc_
 ff $(src 288x144 30) -frames:v 8 "${x265[@]}" "${bitexact[@]}" -tag:v hev1 hevc_hev1.mp4
 ff $(src 318x158 30) -frames:v 8 "${x265[@]}" -pix_fmt yuv420p10le "${bitexact[@]}" -tag:v hvc1 hevc_10bit_318x158.mp4
 
+# Open GOPs over several GOPs, for parallel decode (src/video/parallel.rs): x265's default
+# open GOP gives a CRA every 16 frames followed in decode order by RASL pictures that
+# reference the previous GOP (the first keyframe is an IDR); x264's open-gop gives non-IDR
+# I frames (recovery point SEI) with leading B-frames. 100 frames each, 7 GOPs, no scenecut
+# so the GOPs are regular.
+ff $(src 288x144 30) -frames:v 100 -c:v libx265 -preset veryfast -crf 35 -g 16 \
+    -x265-params "log-level=error:pools=1:frame-threads=1:keyint=16:min-keyint=16:scenecut=0:open-gop=1:bframes=3" \
+    "${bitexact[@]}" -tag:v hvc1 hevc_opengop.mp4
+ff $(src 256x128 30) -frames:v 100 -c:v libx264 -preset veryfast -crf 35 -g 16 -threads 1 \
+    -x264-params "threads=1:open-gop=1:keyint=16:min-keyint=16:scenecut=0:bframes=3" "${bitexact[@]}" h264_opengop.mp4
+
 # VP9 profile 2 (10-bit) with an odd size: odd widths/heights exercise the rounded-up chroma
 # planes of NV12/P010 (x264/x265 need even sizes for 4:2:0, libvpx does not); at least
 # 128x128, NVDEC's VP9 minimum. lavfi sources round sizes to even, hence the scale (and setsar,

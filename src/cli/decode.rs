@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use vrseg::video::chunk::StreamInfo;
-use vrseg::video::decode::{decode_file, DecodeError, HostCopy};
+use vrseg::video::decode::{decode_file, decode_file_parallel, DecodeError, HostCopy};
 use vrseg::video::framemd5::{framemd5_header, framemd5_line, FrameMd5Stream};
 use vrseg::video::packed_frame::PackedFrame;
 use vrseg::video::y4m::{ChromaSiting, Y4mStream, Y4mWriter};
@@ -64,7 +64,14 @@ impl Sink {
     }
 }
 
-pub fn run(file: &Path, output: Option<&Path>, framemd5: bool, gpu: usize, quiet: bool) -> anyhow::Result<Code> {
+pub fn run(
+    file: &Path,
+    output: Option<&Path>,
+    framemd5: bool,
+    decoders: usize,
+    gpu: usize,
+    quiet: bool,
+) -> anyhow::Result<Code> {
     let device = vrseg::gpu::Gpu::open(gpu)?;
     let to_stdout = framemd5 || output == Some(Path::new("-"));
     // Write under a temporary name; rename only when every frame is out, so
@@ -148,7 +155,12 @@ pub fn run(file: &Path, output: Option<&Path>, framemd5: bool, gpu: usize, quiet
         })
     };
 
-    let outcome = decode_file(&device, file, HostCopy::Packed, &mut write_frame);
+    let outcome = if decoders == 1 {
+        decode_file(&device, file, HostCopy::Packed, &mut write_frame)
+    } else {
+        let options = vrseg::video::parallel::ParallelOptions::sessions(Some(decoders));
+        decode_file_parallel(&device, file, &options, HostCopy::Packed, &mut write_frame)
+    };
     let flushed = sink.finish();
     if pipe_closed.get() && to_stdout {
         // `vrseg decode x -o - | head -c 100`: the reader had enough.
@@ -176,14 +188,19 @@ pub fn run(file: &Path, output: Option<&Path>, framemd5: bool, gpu: usize, quiet
     let seconds = started.elapsed().as_secs_f64();
     if !quiet {
         print_err(&format!(
-            "decoded {} frames ({}x{}, {}-bit) in {:.2} s, {:.1} frames/s",
+            "decoded {} frames ({}x{}, {}-bit) in {:.2} s, {:.1} frames/s, {} NVDEC session{}",
             summary.frames,
             summary.layout.width,
             summary.layout.height,
             if summary.layout.bytes_per_sample == 2 { 10 } else { 8 },
             seconds,
-            summary.frames as f64 / seconds.max(1e-9)
+            summary.frames as f64 / seconds.max(1e-9),
+            summary.decoders,
+            if summary.decoders == 1 { "" } else { "s" }
         ));
+        if let Some(note) = &summary.decoders_note {
+            print_err(&format!("vrseg: note: {note}"));
+        }
     }
     if !summary.concealed.is_empty() {
         print_err(&format!("vrseg: warning: NVDEC concealed errors in frames {:?}", summary.concealed));

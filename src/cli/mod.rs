@@ -50,6 +50,10 @@ pub enum Command {
         /// Print one line per frame: index, pts, size, MD5 of the frame as NV12 (P010 for 10-bit).
         #[arg(long)]
         framemd5: bool,
+        /// NVDEC sessions decoding the file in parallel, split at keyframes;
+        /// frames come out in the same order either way (default 1).
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+        decoders: u32,
         #[arg(long, default_value_t = 0)]
         gpu: usize,
         /// No summary line on stderr.
@@ -105,13 +109,22 @@ pub enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Decode-only frames/s of FILE on one NVDEC session, frames into the VRAM
-    /// pool and nowhere else; also the CPU cores busy meanwhile.
+    /// Decode-only frames/s of FILE on one NVDEC session (or N with
+    /// --decoders), frames into the VRAM pool and nowhere else; also the CPU
+    /// cores busy meanwhile.
     Decode {
         file: std::path::PathBuf,
         /// Whole-file passes; the median and the best are reported.
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
         passes: u32,
+        /// NVDEC sessions decoding the file in parallel, split at keyframes
+        /// (frames still in presentation order); at most the GPU's NVDEC engines.
+        #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+        decoders: u32,
+        /// Frames that may wait in the parallel decoder's reorder window
+        /// (default: half a chunk plus 4 per session, within a quarter of the GPU's memory).
+        #[arg(long, value_name = "FRAMES", value_parser = clap::value_parser!(u32).range(1..=100000))]
+        window: Option<u32>,
         #[arg(long, default_value_t = 0)]
         gpu: usize,
         /// Print exactly one JSON object.
@@ -172,17 +185,42 @@ pub fn run(cli: Cli) -> anyhow::Result<exit::Code> {
             }
             Ok(exit::Code::Success)
         }
-        Command::Decode { file, output, framemd5, gpu, quiet } => {
-            decode::run(&file, output.as_deref(), framemd5, gpu, quiet)
+        Command::Decode { file, output, framemd5, decoders, gpu, quiet } => {
+            decode::run(&file, output.as_deref(), framemd5, decoders as usize, gpu, quiet)
         }
-        Command::Bench { what: BenchCommand::Decode { file, passes, gpu, json } } => {
+        Command::Bench { what: BenchCommand::Decode { file, passes, decoders, window, gpu, json } } => {
             let device = vrseg::gpu::Gpu::open(gpu)?;
-            let bench = vrseg::bench::decode_throughput(&device, &file, passes as usize)?;
+            let bench = vrseg::bench::decode_throughput(
+                &device,
+                &file,
+                passes as usize,
+                Some(decoders as usize),
+                window.map(|w| w as usize),
+            )?;
             if json {
                 print_out(&(serde_json::to_string(&bench)? + "\n"))?;
             } else {
-                let mut text =
-                    format!("vrseg decode bench: {} ({}x{}) on {}\n", bench.path, bench.width, bench.height, bench.gpu);
+                let mut text = format!(
+                    "vrseg decode bench: {} ({}x{}) on {}, {} NVDEC session{}\n",
+                    bench.path,
+                    bench.width,
+                    bench.height,
+                    bench.gpu,
+                    bench.decoders,
+                    if bench.decoders == 1 { "" } else { "s" }
+                );
+                if bench.decoders > 1 {
+                    text.push_str(&format!(
+                        "  {} chunks, reorder window {} frames (peak {}), NVDEC surfaces about {:.2} GiB\n",
+                        bench.chunks,
+                        bench.window_slots,
+                        bench.window_peak,
+                        bench.surface_bytes as f64 / (1u64 << 30) as f64
+                    ));
+                }
+                if let Some(note) = &bench.decoders_note {
+                    text.push_str(&format!("  note: {note}\n"));
+                }
                 for (i, p) in bench.passes.iter().enumerate() {
                     text.push_str(&format!(
                         "  pass {}: {} frames in {:.3} s = {:.1} fps (steady {:.1} fps, first frame {:.0} ms), {:.2} CPU cores\n",

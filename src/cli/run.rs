@@ -77,6 +77,10 @@ pub struct RunArgs {
     /// No progress and no summary line.
     #[arg(long)]
     pub quiet: bool,
+    /// NVDEC sessions decoding the input in parallel, split at keyframes
+    /// (default: one per NVDEC engine of the GPU; 1: a single session).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub decoders: Option<u32>,
 }
 
 fn parse_classes(text: &str) -> anyhow::Result<Vec<u32>> {
@@ -137,6 +141,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<exit::Code> {
         gpu: args.gpu,
         detections: args.detections.clone(),
         frames_ahead: 8,
+        decoders: args.decoders.map(|n| n as usize),
     };
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
@@ -172,7 +177,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<exit::Code> {
     if !args.quiet {
         print_err(&format!(
             "vrseg run: {} frames of {} ({}x{} {}) in {:.2} s = {:.1} fps ({:.1} fps after the first batch) on {}; GPU per \
-             frame: letterbox {:.3} ms, inference {:.3} ms, postprocess {:.3} ms (batch {} frames){}",
+             frame: letterbox {:.3} ms, inference {:.3} ms, postprocess {:.3} ms (batch {} frames); {} NVDEC session{}{}",
             stats.frames_out,
             stats.input,
             stats.width,
@@ -186,8 +191,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<exit::Code> {
             1e3 * stats.inference_gpu_s / stats.frames_out.max(1) as f64,
             1e3 * stats.postprocess_gpu_s / stats.frames_out.max(1) as f64,
             stats.batch_frames,
+            stats.decoders,
+            if stats.decoders == 1 { "" } else { "s" },
             if stats.interrupted { "; interrupted: the output's name says so" } else { "" }
         ));
+        if let Some(note) = &stats.decoders_note {
+            print_err(&format!("vrseg: note: {note}"));
+        }
     }
     Ok(if stats.interrupted { exit::Code::Interrupted } else { exit::Code::Success })
 }

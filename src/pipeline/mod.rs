@@ -6,7 +6,11 @@
 //!   stream). Each picture is copied into a slot of the frame ring in the
 //!   VRAM pool and handed on through a bounded channel; `SlotRing::acquire`
 //!   blocks when every slot is in flight, which is the pipeline's
-//!   backpressure.
+//!   backpressure. With several NVDEC engines (`RunOptions::decoders`, by
+//!   default all of them) the decode thread instead runs one session per
+//!   engine on chunks of the file between keyframes
+//!   ([`crate::video::parallel`]) and hands their frames on in presentation
+//!   order; the ring grows by the reorder window, `--stats` reports both.
 //! - The calling thread is the GPU worker. It gathers a batch of frames,
 //!   enqueues letterbox (both eyes of every frame in one launch), gives the
 //!   slots back (reusable once the letterbox has read them, on the GPU), the
@@ -46,6 +50,7 @@ use crate::ops::yolo_seg::{
 use crate::video::demux::{DemuxError, Demuxer};
 use crate::video::layout::{detect_layout, StereoLayout};
 use crate::video::nvdec::{FrameLayout, NvDecoder, NvdecError};
+use crate::video::parallel::{self, ParallelError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -59,6 +64,8 @@ pub enum PipelineError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Plan(#[from] PlanError),
+    #[error(transparent)]
+    Parallel(#[from] ParallelError),
     #[error("{0}")]
     Sink(String),
     #[error("{what}")]
@@ -85,6 +92,9 @@ pub struct RunOptions {
     pub detections: Option<PathBuf>,
     /// Frames the decoder may run ahead of the GPU worker (ring slots beyond one batch).
     pub frames_ahead: usize,
+    /// NVDEC sessions decoding the input in parallel (src/video/parallel.rs);
+    /// `None`: one per NVDEC engine; 1: the plain single-session path.
+    pub decoders: Option<usize>,
 }
 
 /// Per-stage times and counts, for the summary line and `--stats`.
@@ -124,6 +134,24 @@ pub struct RunStats {
     pub download_bytes_per_frame: f64,
     pub device_allocations_in_loop: u64,
     pub interrupted: bool,
+    /// NVDEC sessions that decoded the input (1: single-session).
+    pub decoders: usize,
+    /// Why fewer sessions ran than were asked for, when so.
+    pub decoders_note: Option<String>,
+    /// Chunks between keyframes the input was split into (0 when single-session).
+    pub decode_chunks: usize,
+    /// Places of the parallel decoder's reorder window (frame-ring slots beyond
+    /// the batch and `frames_ahead`), and the most frames that waited there.
+    pub decode_window_slots: usize,
+    pub decode_window_peak: usize,
+    /// Bytes of those slots (part of `vram_pool_bytes`).
+    pub decode_window_bytes: usize,
+    /// NVDEC's own surfaces over all sessions, estimated (outside the pool).
+    pub decode_surface_bytes: u64,
+    /// Pictures decoded and dropped by the parallel decoder (tails, leading pictures, outside --start/--frames).
+    pub decode_discarded: u64,
+    /// Frames no decoder session displayed (damaged stream): skipped.
+    pub decode_missing_frames: Vec<u64>,
 }
 
 /// Set by the Ctrl-C handler: stop decoding, drain, finish a partial output.
@@ -211,6 +239,15 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
     }
 
     let probe_decoder_layout = FrameLayout::new(info.width, info.height, info.bit_depth);
+    let start_pts = options.start_s.map(|s| (s * f64::from(info.timescale)).round() as i64);
+    let decode_setup = parallel::setup(
+        &demuxer,
+        &parallel::ParallelOptions::sessions(options.decoders),
+        parallel::nvdec_engines(&gpu, &info)?,
+        (start_pts, options.frames),
+        probe_decoder_layout.slot_bytes(),
+        parallel::default_window_budget(&gpu)?,
+    )?;
     let geometry = LetterboxGeometry::ultralytics(eyes[0].w, eyes[0].h, side as i32, side as i32);
     let colour = YuvToRgb::for_stream(&info.colour, info.width, info.height, info.bit_depth);
     let matte_pitch = (info.width as usize).div_ceil(256) * 256;
@@ -219,7 +256,8 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
 
     // One pool for everything, reserved before the first chunk.
     let mut pool_plan = PoolPlan::new();
-    let ring_slots = batch_frames + options.frames_ahead.max(1);
+    // Parallel decode adds its reorder window: frames that wait for their turn.
+    let ring_slots = batch_frames + options.frames_ahead.max(1) + decode_setup.window;
     let ring_id = pool_plan.slots("frames (decoded NV12/P016)", probe_decoder_layout.slot_bytes(), ring_slots);
     let engine_buffers = NativeEngine::reserve(&plan, &mut pool_plan);
     let input_id = pool_plan.buffer("engine input (letterboxed FP16)", images * 3 * side * side * 2);
@@ -276,6 +314,11 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
         height: info.height,
         batch_frames,
         vram_pool_bytes: pool.total_bytes(),
+        decoders: decode_setup.decoders,
+        decoders_note: decode_setup.note.clone(),
+        decode_chunks: decode_setup.plan.as_ref().map_or(0, |p| p.chunks.len()),
+        decode_window_slots: decode_setup.window,
+        decode_window_bytes: decode_setup.window * probe_decoder_layout.slot_bytes(),
         ..Default::default()
     };
     let timing = Some(sys::CUevent_flags::CU_EVENT_DEFAULT);
@@ -286,11 +329,11 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
         })
         .collect::<Result<_, _>>()?;
     let expected = options.frames.map(|n| n.min(info.frame_count)).unwrap_or(info.frame_count);
-    let start_pts = options.start_s.map(|s| (s * f64::from(info.timescale)).round() as i64);
     let frame_limit = options.frames.unwrap_or(u64::MAX);
     let label = options.input.display().to_string();
     let mut bitstream_bytes = 0u64;
     let mut decode_s = 0f64;
+    let mut parallel_report = None;
 
     // Stops the decoder early: set on Ctrl-C (through INTERRUPTED) or when
     // the worker fails. Per run, so one failed run cannot stop the next.
@@ -304,11 +347,35 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
         let stopped = &stopped;
         let info = &info;
         let label = &label;
-        let decode_thread = scope.spawn(move || -> (u64, f64, Vec<u64>, Vec<u64>) {
+        let decode_setup = &decode_setup;
+        // (bitstream bytes, seconds, concealed, failed, NVDEC surface bytes, the parallel report)
+        type DecodeOutcome = (u64, f64, Vec<u64>, Vec<u64>, u64, Option<parallel::NvdecParallelReport>);
+        let decode_thread = scope.spawn(move || -> DecodeOutcome {
             let t0 = Instant::now();
             let mut bytes = 0u64;
             let mut demuxer = demuxer;
-            let outcome = (|| -> Result<(Vec<u64>, Vec<u64>), PipelineError> {
+            if decode_setup.decoders > 1 {
+                // K sessions, frames handed on in presentation order (src/video/parallel.rs).
+                let outcome =
+                    parallel::decode_into_ring(gpu, &demuxer, decode_setup, ring, stopped, &mut |rank, frame| {
+                        let ready = Ready { slot: frame.slot, index: rank, pts: frame.pts };
+                        // A closed channel means the worker stopped; it reports why.
+                        let _ = tx.send(DecodeMsg::Frame(ready));
+                        Ok(())
+                    });
+                let report = match outcome {
+                    Ok(report) => report,
+                    Err(e) => {
+                        let _ = tx.send(DecodeMsg::Failed(e.into()));
+                        Default::default()
+                    }
+                };
+                drop(tx);
+                let (concealed, failed) = (report.sessions.concealed.clone(), report.sessions.failed.clone());
+                let (bytes, surfaces) = (report.bitstream_bytes, report.surface_bytes);
+                return (bytes, t0.elapsed().as_secs_f64(), concealed, failed, surfaces, Some(report));
+            }
+            let outcome = (|| -> Result<(Vec<u64>, Vec<u64>, u64), PipelineError> {
                 let stream = gpu.new_stream()?;
                 let mut decoder = NvDecoder::new(gpu, stream.clone(), info, label)?;
                 let sent = std::cell::Cell::new(0u64);
@@ -340,17 +407,17 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
                 }
                 decoder.flush(&mut deliver)?;
                 let report = decoder.report();
-                Ok((report.concealed.clone(), report.failed.clone()))
+                Ok((report.concealed.clone(), report.failed.clone(), decoder.surface_bytes_estimate()))
             })();
-            let (concealed, failed) = match outcome {
+            let (concealed, failed, surfaces) = match outcome {
                 Ok(r) => r,
                 Err(e) => {
                     let _ = tx.send(DecodeMsg::Failed(e));
-                    (Vec::new(), Vec::new())
+                    (Vec::new(), Vec::new(), 0)
                 }
             };
             drop(tx);
-            (bytes, t0.elapsed().as_secs_f64(), concealed, failed)
+            (bytes, t0.elapsed().as_secs_f64(), concealed, failed, surfaces, None)
         });
 
         let result = worker(
@@ -387,11 +454,14 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
             stop.store(true, Ordering::Relaxed);
             while rx.recv().is_ok() {}
         }
-        let (bytes, secs, concealed, failed) = decode_thread.join().expect("the decode thread panicked");
+        let (bytes, secs, concealed, failed, surfaces, report) =
+            decode_thread.join().expect("the decode thread panicked");
         bitstream_bytes = bytes;
+        stats.decode_surface_bytes = surfaces;
         decode_s = secs;
         stats.concealed_frames = concealed;
         stats.failed_frames = failed;
+        parallel_report = report;
         result
     });
     let interrupted = INTERRUPTED.load(Ordering::Relaxed);
@@ -403,6 +473,11 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
     collect_times(&mut event_sets, &mut stats)?;
     stats.interrupted = interrupted;
     stats.decode_s = decode_s;
+    if let Some(report) = parallel_report {
+        stats.decode_window_peak = report.sessions.window_peak;
+        stats.decode_discarded = report.sessions.discarded;
+        stats.decode_missing_frames = report.sessions.missing;
+    }
     let t = Instant::now();
     sink.finish(interrupted).map_err(PipelineError::Sink)?;
     if let Some(d) = detections_out {

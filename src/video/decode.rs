@@ -10,6 +10,7 @@ use cudarc::driver::CudaStream;
 use super::chunk::StreamInfo;
 use super::demux::{DemuxError, Demuxer};
 use super::nvdec::{FrameLayout, NvDecoder, NvdecError, PictureStatus};
+use super::parallel::{self, NvdecParallelReport, ParallelError, ParallelOptions, SlotFrame};
 use crate::gpu::copy::{copy_2d_async, Copy2dTarget};
 use crate::gpu::error::CheckDriver;
 use crate::gpu::nvtx::{self, Stage};
@@ -23,6 +24,8 @@ pub enum DecodeError {
     Nvdec(#[from] NvdecError),
     #[error(transparent)]
     Gpu(#[from] GpuError),
+    #[error(transparent)]
+    Parallel(#[from] ParallelError),
     #[error(
         "{path}: NVDEC returned {decoded} frames but the file has {expected} video samples; the stream is probably damaged"
     )]
@@ -55,6 +58,12 @@ pub struct DecodeSummary {
     pub concealed: Vec<u64>,
     pub failed: Vec<u64>,
     pub layout: FrameLayout,
+    /// NVDEC sessions that decoded the file (1: the plain single-session path).
+    pub decoders: usize,
+    /// Why fewer sessions ran than were asked for, when so.
+    pub decoders_note: Option<String>,
+    /// The parallel decode's report (chunks, window, surfaces), when `decoders > 1`.
+    pub parallel: Option<NvdecParallelReport>,
 }
 
 /// Copies a frame from its slot into `dst`, packed (no row padding).
@@ -178,5 +187,82 @@ pub fn decode_file(
             expected: info.frame_count,
         });
     }
-    Ok(DecodeSummary { frames: report.frames, concealed: report.concealed, failed: report.failed, layout })
+    Ok(DecodeSummary {
+        frames: report.frames,
+        concealed: report.concealed,
+        failed: report.failed,
+        layout,
+        decoders: 1,
+        decoders_note: None,
+        parallel: None,
+    })
+}
+
+/// [`decode_file`] on several NVDEC sessions ([`parallel`]): `options.decoders`
+/// sessions (None: one per NVDEC engine), a reorder window of `options.window`
+/// frames (None: the default within a quarter of the GPU's memory). The sink
+/// sees the same frames in the same order as with [`decode_file`]; a frame's
+/// `index` is its presentation rank. With one session, or a file that cannot
+/// be split, this is [`decode_file`] (the summary's note says why).
+pub fn decode_file_parallel(
+    gpu: &Gpu,
+    path: &Path,
+    options: &ParallelOptions,
+    host: HostCopy,
+    sink: &mut dyn FnMut(&StreamInfo, DecodedFrame) -> Result<(), String>,
+) -> Result<DecodeSummary, DecodeError> {
+    let label = path.display().to_string();
+    let demuxer = Demuxer::open(path)?;
+    let info = demuxer.info().clone();
+    let engines = parallel::nvdec_engines(gpu, &info)?;
+    let layout = FrameLayout::new(info.width, info.height, info.bit_depth);
+    let budget = parallel::default_window_budget(gpu)?;
+    let setup = parallel::setup(&demuxer, options, engines, (None, None), layout.slot_bytes(), budget)?;
+    if setup.decoders == 1 {
+        drop(demuxer);
+        let mut summary = decode_file(gpu, path, host, sink)?;
+        summary.decoders_note = setup.note;
+        return Ok(summary);
+    }
+
+    // The window's slots, plus one the consumer holds and one to spare.
+    let mut plan = PoolPlan::new();
+    let slots = plan.slots("decode.frames (reorder window)", layout.slot_bytes(), setup.window + 2);
+    let pool = VramPool::reserve(gpu, &plan)?;
+    let ring = pool.slot_ring(slots)?;
+    // The consumer's stream: downloads, and the release of each slot.
+    let stream = gpu.new_stream()?;
+    let mut host_frame = match host {
+        HostCopy::Packed => vec![0u8; layout.packed_bytes()],
+        HostCopy::None => Vec::new(),
+    };
+    let mut frames = 0u64;
+    let mut consume = |rank: u64, frame: SlotFrame| -> Result<(), ParallelError> {
+        let view = frame.slot.view();
+        let packed = match host {
+            HostCopy::Packed => {
+                download_packed(&stream, &view, &layout, &mut host_frame)?;
+                Some(&host_frame[..])
+            }
+            HostCopy::None => None,
+        };
+        let decoded = DecodedFrame { index: rank, pts: frame.pts, status: frame.status, layout, device: view, packed };
+        let sunk = sink(&info, decoded);
+        frame.slot.release(&stream)?;
+        frames += 1;
+        sunk.map_err(|reason| NvdecError::Output { label: label.clone(), frame: rank, reason }.into())
+    };
+    let report = parallel::decode_into_ring(gpu, &demuxer, &setup, &ring, &|| false, &mut consume)?;
+    if frames != info.frame_count {
+        return Err(DecodeError::FrameCountMismatch { path: label, decoded: frames, expected: info.frame_count });
+    }
+    Ok(DecodeSummary {
+        frames,
+        concealed: report.sessions.concealed.clone(),
+        failed: report.sessions.failed.clone(),
+        layout,
+        decoders: setup.decoders,
+        decoders_note: setup.note,
+        parallel: Some(report),
+    })
 }

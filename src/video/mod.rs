@@ -4,6 +4,8 @@
 //!   decode order, with [`chunk::StreamInfo`] describing the video track.
 //! - [`layout`] decides whether a frame holds two eyes side by side, top/bottom, or one view.
 //! - [`probe`] gathers the facts `vrseg probe` prints.
+//! - [`parallel`] splits a file at keyframes and decodes it on several NVDEC sessions, frames
+//!   still in presentation order.
 //! - [`mux`] writes encoded packets and the source's audio into MP4 or Matroska.
 
 pub mod chunk;
@@ -16,5 +18,6 @@ pub mod mux;
 pub mod nvdec;
 pub mod nvenc;
 pub mod packed_frame;
+pub mod parallel;
 pub mod probe;
 pub mod y4m;

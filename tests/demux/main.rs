@@ -269,6 +269,27 @@ mod golden {
     }
 
     #[test]
+    fn a_clone_reads_the_same_samples_from_its_own_position() {
+        let mut d = Demuxer::open(clip("hevc_opengop.mp4")).expect("open");
+        let keyframes = d.keyframe_indices();
+        assert!(keyframes.len() >= 6, "{keyframes:?}");
+        let mut other = d.try_clone().expect("clone");
+        // Move the original first: the clone's position is its own.
+        d.seek_to_index(keyframes[3]);
+        let from_original = d.next_chunk().expect("read").expect("a chunk");
+        let first = other.next_chunk().expect("read").expect("a chunk");
+        assert_eq!(first.index, 0);
+        other.seek_to_index(keyframes[3]);
+        let from_clone = other.next_chunk().expect("read").expect("a chunk");
+        assert_eq!(from_clone, from_original);
+        assert!(from_clone.is_keyframe);
+        assert_eq!(other.pts_list(), d.pts_list());
+        // Past the end: nothing, not an error.
+        other.seek_to_index(u64::MAX);
+        assert!(other.next_chunk().expect("read").is_none());
+    }
+
+    #[test]
     fn raw_streams_use_vui_timing() {
         let d = Demuxer::open(clip("h264_raw.h264")).expect("open");
         assert!((d.info().fps - 30.0).abs() < 1e-9, "fps {}", d.info().fps);

@@ -10,6 +10,7 @@ mod info;
 mod letterbox;
 mod memory_kernels;
 mod nvenc;
+mod parallel;
 mod pipeline;
 mod pool;
 mod registry;

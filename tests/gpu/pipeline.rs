@@ -53,6 +53,7 @@ fn options(clip: &str, engine: &Path, kind: OutputKind, output: Option<PathBuf>,
         gpu: 0,
         detections: Some(detections),
         frames_ahead: 3,
+        decoders: None,
     }
 }
 

@@ -204,6 +204,7 @@ pub(crate) enum Payload {
 }
 
 /// What a container parser hands back.
+#[derive(Clone)]
 pub(crate) struct Parsed {
     pub container: Container,
     pub info: StreamInfo,
@@ -365,6 +366,14 @@ impl Demuxer {
     /// Positions the demuxer at a decode-order sample index (clamped to the end).
     pub fn seek_to_index(&mut self, index: u64) {
         self.next = usize::try_from(index).unwrap_or(usize::MAX).min(self.parsed.samples.len());
+    }
+
+    /// A second demuxer over the same file with its own file handle and read position (at
+    /// the first sample), sharing nothing mutable with this one: parallel decode sessions
+    /// each read their own sample ranges. The sample index is copied, not re-parsed.
+    pub fn try_clone(&self) -> Result<Demuxer, DemuxError> {
+        let file = File::open(&self.path).map_err(|source| DemuxError::Io { path: self.path.clone(), source })?;
+        Ok(Demuxer { path: self.path.clone(), file, file_len: self.file_len, parsed: self.parsed.clone(), next: 0 })
     }
 
     /// The next sample in decode order, or `None` after the last one.

@@ -137,6 +137,10 @@ struct ParserState {
     /// The first error a callback met; the caller returns it after parsing.
     error: Option<NvdecError>,
     pictures_decoded: u64,
+    /// Decode surfaces of the current decoder (0 before the first sequence header).
+    surfaces: u32,
+    /// VRSEG_NVDEC_TRACE is set: report each decoded and displayed picture on stderr.
+    trace: bool,
 }
 
 // The trampolines: each converts the user-data pointer back into the state
@@ -182,6 +186,11 @@ unsafe extern "C" fn on_decode(user: *mut c_void, params: *mut CUVIDPICPARAMS) -
         return 0;
     }
     state.pictures_decoded += 1;
+    if state.trace {
+        // SAFETY: `params` is valid for the call (checked non-null by the parser's contract).
+        let p = unsafe { &*params };
+        eprintln!("nvdec decode: surface {} (intra {}, reference {})", p.CurrPicIdx, p.intra_pic_flag, p.ref_pic_flag);
+    }
     1
 }
 
@@ -191,7 +200,11 @@ unsafe extern "C" fn on_display(user: *mut c_void, info: *mut CUVIDPARSERDISPINF
     // A null info marks end of stream; nothing to queue.
     if !info.is_null() {
         // SAFETY: non-null and valid for the call; the struct is plain data.
-        state.displayed.push_back(unsafe { *info });
+        let info = unsafe { *info };
+        if state.trace {
+            eprintln!("nvdec display: surface {} pts {}", info.picture_index, info.timestamp);
+        }
+        state.displayed.push_back(info);
     }
     1
 }
@@ -289,6 +302,7 @@ impl ParserState {
         }
         self.decoder = decoder;
         self.format = Some(format);
+        self.surfaces = surfaces;
         Ok(surfaces)
     }
 }
@@ -336,6 +350,33 @@ fn check_fits(caps: &DecoderCaps, width: u32, height: u32, bit_depth: u8, label:
         });
     }
     Ok(())
+}
+
+/// Creates a parser whose callbacks reach `state` (boxed, so its address is stable).
+fn create_parser(state: &mut ParserState, codec: VideoCodec, timescale: u32) -> Result<CUvideoparser, NvdecError> {
+    // SAFETY: the params are plain data; zero is their neutral state.
+    let mut params: CUVIDPARSERPARAMS = unsafe { std::mem::zeroed() };
+    params.CodecType = nvdec_codec(codec);
+    // The sequence callback's return value replaces this with the real count.
+    params.ulMaxNumDecodeSurfaces = 1;
+    params.ulClockRate = timescale.max(1);
+    params.ulMaxDisplayDelay = DISPLAY_DELAY;
+    params.pUserData = state as *mut ParserState as *mut c_void;
+    params.pfnSequenceCallback = Some(on_sequence);
+    params.pfnDecodePicture = Some(on_decode);
+    params.pfnDisplayPicture = Some(on_display);
+    let mut parser: CUvideoparser = std::ptr::null_mut();
+    // SAFETY: `params` is initialised; the user-data pointer targets the
+    // boxed state, which the NvDecoder keeps as long as the parser lives.
+    let status = unsafe { (state.api.cuvidCreateVideoParser)(&mut parser, &mut params) };
+    if status != cudaError_enum::CUDA_SUCCESS {
+        return Err(NvdecError::Call {
+            call: "cuvidCreateVideoParser",
+            status,
+            context: format!(" ({})", state.path_label),
+        });
+    }
+    Ok(parser)
 }
 
 /// One decoded picture, still in the decoder's surface. Copy it out with
@@ -420,6 +461,8 @@ pub struct NvDecoder {
     state: Box<ParserState>,
     layout: FrameLayout,
     codec: VideoCodec,
+    /// The parser's clock rate (the container's timescale), for restarts.
+    timescale: u32,
     frames_out: u64,
     report: DecodeReport,
 }
@@ -461,27 +504,17 @@ impl NvDecoder {
             displayed: VecDeque::new(),
             error: None,
             pictures_decoded: 0,
+            surfaces: 0,
+            trace: std::env::var_os("VRSEG_NVDEC_TRACE").is_some(),
         });
-        // SAFETY: the params are plain data; zero is their neutral state.
-        let mut params: CUVIDPARSERPARAMS = unsafe { std::mem::zeroed() };
-        params.CodecType = nvdec_codec(info.codec);
-        // The sequence callback's return value replaces this with the real count.
-        params.ulMaxNumDecodeSurfaces = 1;
-        params.ulClockRate = info.timescale.max(1);
-        params.ulMaxDisplayDelay = DISPLAY_DELAY;
-        params.pUserData = &mut *state as *mut ParserState as *mut c_void;
-        params.pfnSequenceCallback = Some(on_sequence);
-        params.pfnDecodePicture = Some(on_decode);
-        params.pfnDisplayPicture = Some(on_display);
-        let mut parser: CUvideoparser = std::ptr::null_mut();
-        // SAFETY: `params` is initialised; the user-data pointer targets the
-        // boxed state, which lives in `self` as long as the parser does.
-        let status = unsafe { (api.cuvidCreateVideoParser)(&mut parser, &mut params) };
-        if status != cudaError_enum::CUDA_SUCCESS {
-            // SAFETY: the lock was created above and is not used by anything else.
-            unsafe { (api.cuvidCtxLockDestroy)(ctx_lock) };
-            return Err(NvdecError::Call { call: "cuvidCreateVideoParser", status, context: format!(" ({label})") });
-        }
+        let parser = match create_parser(&mut state, info.codec, info.timescale) {
+            Ok(parser) => parser,
+            Err(e) => {
+                // SAFETY: the lock was created above and is not used by anything else.
+                unsafe { (api.cuvidCtxLockDestroy)(ctx_lock) };
+                return Err(e);
+            }
+        };
         Ok(NvDecoder {
             gpu: gpu.clone(),
             stream,
@@ -489,9 +522,52 @@ impl NvDecoder {
             state,
             layout: FrameLayout::new(info.width, info.height, info.bit_depth),
             codec: info.codec,
+            timescale: info.timescale,
             frames_out: 0,
             report: DecodeReport::default(),
         })
+    }
+
+    /// Starts a new, unrelated stretch of the same stream (parallel decode's
+    /// next chunk) after [`Self::flush`]: replaces the parser with a fresh
+    /// one, so that the next chunk is parsed as if it began the stream (a
+    /// CRA's RASL pictures are handled as at a stream start; no picture order
+    /// count or reference carries over). Pictures still queued for display
+    /// are dropped. The decoder and its surfaces are kept: the new parser's
+    /// sequence header matches them, so nothing is allocated.
+    pub fn restart(&mut self) -> Result<(), NvdecError> {
+        self.gpu.bind_to_thread()?;
+        if !self.parser.is_null() {
+            // SAFETY: the parser is ours and idle (no parse call is running on
+            // this `&mut self`); its callbacks only reach the boxed state, which stays.
+            let status = unsafe { (self.state.api.cuvidDestroyVideoParser)(self.parser) };
+            self.parser = std::ptr::null_mut();
+            if status != cudaError_enum::CUDA_SUCCESS {
+                return Err(NvdecError::Call {
+                    call: "cuvidDestroyVideoParser",
+                    status,
+                    context: format!(" ({})", self.state.path_label),
+                });
+            }
+        }
+        self.state.displayed.clear();
+        self.state.error = None;
+        self.parser = create_parser(&mut self.state, self.codec, self.timescale)?;
+        Ok(())
+    }
+
+    /// Device memory NVDEC holds for this session's surfaces, estimated from
+    /// the decoder's creation parameters (decode surfaces at the coded size,
+    /// two output surfaces at the display size, NV12/P016); the driver's
+    /// own padding comes on top. 0 before the first sequence header.
+    pub fn surface_bytes_estimate(&self) -> u64 {
+        let Some(f) = self.state.format else { return 0 };
+        let bytes_per_sample = if f.bit_depth > 8 { 2 } else { 1 };
+        let frame = |w: u64, h: u64| w * (h + h.div_ceil(2)) * bytes_per_sample;
+        let (l, t, r, b) = f.display;
+        let decode = u64::from(self.state.surfaces) * frame(u64::from(f.coded_width), u64::from(f.coded_height));
+        let output = 2 * frame((r - l).max(0) as u64, (b - t).max(0) as u64);
+        decode + output
     }
 
     /// The layout every frame will have: plan pool slots from it.
@@ -504,6 +580,14 @@ impl NvDecoder {
     }
 
     fn parse(&mut self, data: &[u8], pts: i64, flags: u32) -> Result<(), NvdecError> {
+        if self.parser.is_null() {
+            // Only after a failed `restart`, which already returned its error.
+            return Err(NvdecError::Call {
+                call: "cuvidParseVideoData",
+                status: 0,
+                context: format!(" ({}: no parser after a failed restart)", self.state.path_label),
+            });
+        }
         self.gpu.bind_to_thread()?;
         let mut packet = CUVIDSOURCEDATAPACKET {
             flags: flags.into(),
@@ -635,7 +719,9 @@ impl Drop for NvDecoder {
         // SAFETY: each handle was created by this decoder, is destroyed once,
         // and no mapped picture outlives `self` (they borrow it).
         unsafe {
-            (api.cuvidDestroyVideoParser)(self.parser);
+            if !self.parser.is_null() {
+                (api.cuvidDestroyVideoParser)(self.parser);
+            }
             if !self.state.decoder.is_null() {
                 (api.cuvidDestroyDecoder)(self.state.decoder);
             }
