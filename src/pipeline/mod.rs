@@ -27,7 +27,7 @@
 
 mod sink;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::time::Instant;
@@ -421,7 +421,7 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
         });
 
         let result = worker(
-            &gpu_refs(gpu, &compute),
+            &GpuRefs { gpu, stream: &compute },
             &rx,
             &mut WorkerState {
                 engine: &mut engine,
@@ -500,10 +500,6 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
 struct GpuRefs<'a> {
     gpu: &'a Gpu,
     stream: &'a std::sync::Arc<cudarc::driver::CudaStream>,
-}
-
-fn gpu_refs<'a>(gpu: &'a Gpu, stream: &'a std::sync::Arc<cudarc::driver::CudaStream>) -> GpuRefs<'a> {
-    GpuRefs { gpu, stream }
 }
 
 struct WorkerState<'w, 'pool> {
@@ -662,9 +658,4 @@ fn worker(g: &GpuRefs, rx: &Receiver<DecodeMsg>, w: &mut WorkerState) -> Result<
         w.stats.device_allocations_in_loop = device_allocation_count() - n;
     }
     Ok(())
-}
-
-/// The default stats file name for `--stats` (kept here so the CLI and tests agree).
-pub fn stats_path_hint(output: &Path) -> PathBuf {
-    output.with_extension("stats.json")
 }
