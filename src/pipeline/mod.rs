@@ -467,6 +467,9 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
     let interrupted = INTERRUPTED.load(Ordering::Relaxed);
     if let Err(e) = worker_result {
         sink.abandon();
+        if let Some(d) = detections_out {
+            d.abandon();
+        }
         return Err(e);
     }
     compute.synchronize().check("cuStreamSynchronize")?;

@@ -319,6 +319,13 @@ impl LineWriter {
         writeln!(self.out, "{line}").map_err(|e| format!("{}: {e}", self.tmp.display()))
     }
 
+    /// After a failure: removes the temporary file.
+    pub fn abandon(self) {
+        let tmp = self.tmp.clone();
+        drop(self);
+        let _ = std::fs::remove_file(tmp);
+    }
+
     pub fn finish(mut self, interrupted: bool) -> Result<(), String> {
         self.out.flush().map_err(|e| format!("{}: {e}", self.tmp.display()))?;
         let target = if interrupted { interrupted_name(&self.path) } else { self.path.clone() };
