@@ -224,7 +224,9 @@ impl NativeEngine<'_> {
             }
             Op::MaxPool(m) => {
                 let out = self.tensor(node.outputs[0], key);
-                let input = self.tensor(node.inputs[0], key);
+                // The kernel steps through the input's rows and columns by
+                // their strides, so a size-1 dim must keep its dense stride.
+                let input = restride(restride(self.tensor(node.inputs[0], key), 2), 3);
                 let p = PoolParams {
                     out,
                     input,
@@ -235,12 +237,6 @@ impl NativeEngine<'_> {
                     pad_t: m.pads[0] as i32,
                     pad_l: m.pads[1] as i32,
                 };
-                // The kernel reads the input's strides for dims 2 and 3, so a
-                // size-1 input dim must still carry its dense stride.
-                let mut p = p;
-                let shape = &self.graph.values[node.inputs[0]].shape;
-                p.input.strides[2] = shape[3] as i64;
-                p.input.strides[3] = 1;
                 steps.push(Step {
                     node: i,
                     kernel: Kernel::MaxPool,
