@@ -24,30 +24,9 @@ use crate::engine::tensorrt::TensorRtError;
 use crate::gpu::error::CheckDriver;
 use crate::gpu::{BufferId, DeviceView, Gpu, GpuError, PoolPlan, VramPool};
 
-/// Element types the pipeline exchanges with an engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-pub enum DType {
-    F16,
-    F32,
-}
-
-impl DType {
-    pub fn bytes(self) -> usize {
-        match self {
-            DType::F16 => 2,
-            DType::F32 => 4,
-        }
-    }
-}
-
-impl fmt::Display for DType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            DType::F16 => "f16",
-            DType::F32 => "f32",
-        })
-    }
-}
+/// Element types the pipeline exchanges with an engine: the native plan's
+/// own element type, one definition for both engines.
+pub use crate::engine::build::memory::ElementType as DType;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 pub enum TensorRole {

@@ -54,6 +54,15 @@ impl ElementType {
     }
 }
 
+impl std::fmt::Display for ElementType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ElementType::F16 => "f16",
+            ElementType::F32 => "f32",
+        })
+    }
+}
+
 /// The storage type of every value. Activations are FP16 wherever they
 /// still feed a convolution (the tensor-core kernels read FP16, and FP16
 /// halves the memory traffic); values past the last convolution on every

@@ -402,10 +402,9 @@ pub fn node_flop(graph: &PlanGraph, i: usize) -> f64 {
     let n = &graph.nodes[i];
     let elements = |v: usize| graph.values[v].shape.iter().product::<usize>() as f64;
     match &n.op {
-        Op::Conv(c) => {
+        Op::Conv(_) => {
             let w = &graph.values[n.inputs[1]].shape;
             let per_output: usize = w[1..].iter().product();
-            let _ = c;
             2.0 * elements(n.outputs[0]) * per_output as f64
         }
         Op::ConvTranspose(_) => {

@@ -94,6 +94,9 @@ impl NativeEngine<'_> {
                 let (cout, oh, ow) = (y.shape[1], y.shape[2], y.shape[3]);
                 let activation = (c.activation == Activation::Silu) as i32;
                 if c.group != 1 {
+                    if c.group != cin || cout != cin {
+                        return Err(self.refuse(i, "grouped convolution other than depthwise"));
+                    }
                     let p = DepthwiseParams {
                         x: self.address(node.inputs[0], key),
                         weight: self.address(node.inputs[1], key),
@@ -122,9 +125,6 @@ impl NativeEngine<'_> {
                         residual_f32,
                         reserved: 0,
                     };
-                    if c.group != cin || cout != cin {
-                        return Err(self.refuse(i, "grouped convolution other than depthwise"));
-                    }
                     steps.push(Step {
                         node: i,
                         kernel: Kernel::ConvDepthwise,
