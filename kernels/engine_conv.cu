@@ -1,22 +1,38 @@
-// Native engine: the convolution family (src/engine/native/conv.rs launches).
+// Native engine: the convolution family (src/engine/native/steps.rs launches).
 //
-// conv_igemm_{32,64,128}: convolution as an implicit GEMM on tensor cores.
+// conv_igemm_{32,64,128}_{gather,vector,rows}: convolution as an implicit
+//   GEMM on tensor cores.
 //   GEMM M = output channels (rows of the packed weight matrix), N = output
 //   pixels of the whole batch, K = Cin*kh*kw in ONNX order (c, ky, kx). The
 //   weight matrix is packed by `vrseg build-engine` as FP16 [m_pad][k_pad],
 //   zero padded to multiples of 128 rows and 32 columns, so weight tiles load
-//   without bounds checks. The input tile (K x 128 pixels) is gathered from
-//   NCHW with padding checks; for 1x1/stride-1/unpadded convolutions over
-//   planes of a multiple of 8 pixels its rows are contiguous and load 16 bytes
-//   at a time with cp.async. Two shared-memory stages; mma.sync m16n8k16,
-//   FP16 in, FP32 accumulate.
+//   without bounds checks. Two shared-memory stages; mma.sync m16n8k16,
+//   FP16 in, FP32 accumulate. The input tile (K x 128 pixels) is loaded in
+//   one of three ways (`vector_b`, and the kernel name's suffix):
+//   0  gather: gathered element by element from NCHW with padding checks;
+//   1  vector: 1x1/stride-1/unpadded over planes of a multiple of 8 pixels: its rows
+//      are contiguous, 16-byte cp.async loads;
+//   2  rows: stride 1 or 2 along x, input rows of a multiple of 8 pixels,
+//      output rows of a multiple of 16: a thread's 16 output pixels, all in
+//      one output row, read one input row segment,
+//      as 3 (stride 1) or 5 (stride 2) aligned 16-byte loads whose halves are
+//      shifted or de-interleaved in registers; padding is whole 8-pixel
+//      chunks outside the row.
 //   Epilogue: + bias, SiLU, + residual, stored as FP16 or FP32 at the output's
 //   placement (a batch stride lets a conv write straight into its slice of a
 //   concatenation). `transposed_stride` s > 0 runs a ConvTranspose whose kernel
 //   equals its stride (no padding) as the same GEMM over input pixels, with
 //   rows (m, i, j) scattered to output pixel (s*y + i, s*x + j).
+//   Split-K (`k_split` > 0): block z of the grid runs K tiles
+//   [z * k_split, (z + 1) * k_split) and writes its raw FP32 sums to
+//   `partial[z][m][n]`; conv_splitk_reduce then adds the splits and applies
+//   the epilogue. The host splits GEMMs whose tiles cannot fill the GPU
+//   (small images at batch 1), where one block would otherwise walk all of K.
 //   Block: 256 threads (2 x 4 warps), tile BM x 128 x 32, warp tile
 //   (BM/2) x 32. BM is chosen by the host from the channel count.
+//
+// conv_splitk_reduce: sums the split-K partials, same epilogue (not for
+//   transposed convolutions, which the host never splits).
 //
 // conv_depthwise: groups == channels (one filter per channel), direct, one
 //   thread per output element, same epilogue.
@@ -33,6 +49,7 @@ struct ConvParams {
     const float* bias;
     const void* residual;
     void* y;
+    float* partial;  // split-K sums [splits][m_total][batch * oh * ow]
     int64_t x_batch_stride;
     int64_t residual_batch_stride;
     int64_t y_batch_stride;
@@ -44,6 +61,8 @@ struct ConvParams {
     int32_t y_f32, residual_f32;
     int32_t transposed_stride;
     int32_t vector_b;
+    int32_t k_split;  // K tiles per split (grid z); 0: no split
+    int32_t splits;   // grid z when split
     int32_t reserved;
 };
 
@@ -93,7 +112,13 @@ __device__ __forceinline__ void store_any(void* base, int64_t i, int32_t is_f32,
     }
 }
 
-template <int BM>
+// Input-tile loads (`ConvParams::vector_b`), a template argument so that
+// each kernel carries only its own load code and registers.
+constexpr int kGather = 0;
+constexpr int kVector = 1;
+constexpr int kRows = 2;
+
+template <int BM, int kLoad>
 __device__ __forceinline__ void conv_igemm(const ConvParams& p) {
     constexpr int kWarpM = BM / 2;
     constexpr int kMT = kWarpM / 16;
@@ -171,6 +196,60 @@ __device__ __forceinline__ void conv_igemm(const ConvParams& p) {
         const int kx = r - ky * p.kw;
         const int dy = ky * p.dh - p.pad_t;
         const int dx = kx * p.dw - p.pad_l;
+        if constexpr (kLoad == kRows) {
+            // The host picks this mode only for output rows of whole 16-pixel
+            // groups, so this thread's 16 pixels are all in one row of one
+            // image, or all past the end (b_valid == 0).
+#pragma unroll
+            for (int q = 0; q < 8; ++q) b_regs[q] = 0u;
+            const int iy = b_oy0 * p.sh + dy;
+            if (b_valid == 0 || k >= p.k_total || static_cast<unsigned>(iy) >= static_cast<unsigned>(p.h)) return;
+            const __half* row =
+                p.x + static_cast<int64_t>(b_img0) * p.x_batch_stride + static_cast<int64_t>(c) * plane + iy * p.w;
+            const int start = b_ox0 * p.sw + dx;
+            const int base = start & ~7;  // floor to a 16-byte chunk (two's complement: -1 -> -8)
+            const int shift = start - base;  // 0..7 halves
+            const bool odd = shift & 1;
+            const int s2 = shift >> 1;  // whole 32-bit words
+            uint32_t wv[20];
+            // Chunks are whole 8-pixel groups (w % 8 == 0): in the row or padding.
+            auto chunk = [&](int q) {
+                const int e0 = base + 8 * q;
+                uint4 v = make_uint4(0u, 0u, 0u, 0u);
+                if (e0 >= 0 && e0 + 8 <= p.w) v = __ldg(reinterpret_cast<const uint4*>(row + e0));
+                wv[4 * q] = v.x;
+                wv[4 * q + 1] = v.y;
+                wv[4 * q + 2] = v.z;
+                wv[4 * q + 3] = v.w;
+            };
+            if (p.sw == 1) {
+                // Halves shift .. shift + 15: words s2 .. s2 + 8.
+                chunk(0);
+                chunk(1);
+                chunk(2);
+                uint32_t t1[10];
+#pragma unroll
+                for (int q = 0; q < 10; ++q) t1[q] = (s2 & 2) ? wv[q + 2] : wv[q];
+                uint32_t t2[9];
+#pragma unroll
+                for (int q = 0; q < 9; ++q) t2[q] = (s2 & 1) ? t1[q + 1] : t1[q];
+#pragma unroll
+                for (int q = 0; q < 8; ++q) b_regs[q] = odd ? __funnelshift_r(t2[q], t2[q + 1], 16) : t2[q];
+            } else {
+                // Halves shift, shift + 2, .. shift + 30: words s2 .. s2 + 15.
+#pragma unroll
+                for (int q = 0; q < 5; ++q) chunk(q);
+                uint32_t t1[18];
+#pragma unroll
+                for (int q = 0; q < 18; ++q) t1[q] = (s2 & 2) ? wv[q + 2] : wv[q];
+                uint32_t t2[17];
+#pragma unroll
+                for (int q = 0; q < 17; ++q) t2[q] = (s2 & 1) ? t1[q + 1] : t1[q];
+#pragma unroll
+                for (int q = 0; q < 8; ++q) b_regs[q] = __byte_perm(t2[2 * q], t2[2 * q + 1], odd ? 0x7632 : 0x5410);
+            }
+            return;
+        }
         const int valid = k < p.k_total ? b_valid : 0;
         const unsigned short* src =
             reinterpret_cast<const unsigned short*>(p.x) + static_cast<int64_t>(b_img0) * p.x_batch_stride +
@@ -212,23 +291,28 @@ __device__ __forceinline__ void conv_igemm(const ConvParams& p) {
 #pragma unroll
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
 
-    load_a(0, 0);
-    if (p.vector_b) {
-        load_b_vector(0, 0);
+    // This block's K tiles (all of them unless split).
+    const int kt_begin = p.k_split > 0 ? static_cast<int>(blockIdx.z) * p.k_split : 0;
+    const int kt_end = p.k_split > 0 ? min(k_tiles, kt_begin + p.k_split) : k_tiles;
+    constexpr bool vector_b = kLoad == kVector;
+
+    load_a(kt_begin, 0);
+    if constexpr (vector_b) {
+        load_b_vector(kt_begin, 0);
     } else {
-        load_b_regs(0);
+        load_b_regs(kt_begin);
         store_b_regs(0);
     }
     cp_async_commit();
     cp_async_wait_all();
     __syncthreads();
 
-    for (int kt = 0; kt < k_tiles; ++kt) {
-        const int cur = kt & 1;
-        const bool more = kt + 1 < k_tiles;
+    for (int kt = kt_begin; kt < kt_end; ++kt) {
+        const int cur = (kt - kt_begin) & 1;
+        const bool more = kt + 1 < kt_end;
         if (more) {
             load_a(kt + 1, cur ^ 1);
-            if (p.vector_b) {
+            if constexpr (vector_b) {
                 load_b_vector(kt + 1, cur ^ 1);
             } else {
                 load_b_regs(kt + 1);
@@ -259,7 +343,7 @@ __device__ __forceinline__ void conv_igemm(const ConvParams& p) {
                 for (int nt = 0; nt < kNT; ++nt) mma_16816(acc[mt][nt], a[mt], b[nt]);
         }
         if (more) {
-            if (!p.vector_b) store_b_regs(cur ^ 1);
+            if constexpr (!vector_b) store_b_regs(cur ^ 1);
             cp_async_wait_all();
         }
         __syncthreads();
@@ -269,6 +353,26 @@ __device__ __forceinline__ void conv_igemm(const ConvParams& p) {
     const int g = lane >> 2;
     const int t = lane & 3;
     const int s = p.transposed_stride;
+
+    if (p.k_split > 0) {
+        // Raw sums of this split; conv_splitk_reduce applies the epilogue.
+        float* part = p.partial + static_cast<int64_t>(blockIdx.z) * p.m_total * n_total;
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+            for (int hi = 0; hi < 2; ++hi) {
+                const int m = m0 + wm * kWarpM + mt * 16 + g + hi * 8;
+                if (m >= p.m_total) continue;
+#pragma unroll
+                for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        const int64_t gn = n0 + wn * 32 + nt * 8 + 2 * t + e;
+                        if (gn < n_total) part[static_cast<int64_t>(m) * n_total + gn] = acc[mt][nt][hi * 2 + e];
+                    }
+            }
+        return;
+    }
 
     if (!p.y_f32 && (s == 0 || BM % s == 0)) {
         // FP16 output: stage act(acc + bias) for the whole tile in shared
@@ -454,9 +558,35 @@ struct DepthwiseParams {
 
 }  // namespace
 
-VRSEG_KERNEL void __launch_bounds__(kThreads, 2) conv_igemm_128(ConvParams p) { conv_igemm<128>(p); }
-VRSEG_KERNEL void __launch_bounds__(kThreads, 3) conv_igemm_64(ConvParams p) { conv_igemm<64>(p); }
-VRSEG_KERNEL void __launch_bounds__(kThreads, 4) conv_igemm_32(ConvParams p) { conv_igemm<32>(p); }
+#define VRSEG_CONV_IGEMM(BM, BLOCKS)                                                                     \
+    VRSEG_KERNEL void __launch_bounds__(kThreads, BLOCKS) conv_igemm_##BM##_gather(ConvParams p) {       \
+        conv_igemm<BM, kGather>(p);                                                                        \
+    }                                                                                                      \
+    VRSEG_KERNEL void __launch_bounds__(kThreads, BLOCKS) conv_igemm_##BM##_vector(ConvParams p) {       \
+        conv_igemm<BM, kVector>(p);                                                                        \
+    }                                                                                                      \
+    VRSEG_KERNEL void __launch_bounds__(kThreads, BLOCKS) conv_igemm_##BM##_rows(ConvParams p) { conv_igemm<BM, kRows>(p); }
+VRSEG_CONV_IGEMM(128, 2)
+VRSEG_CONV_IGEMM(64, 3)
+VRSEG_CONV_IGEMM(32, 4)
+
+VRSEG_KERNEL void conv_splitk_reduce(ConvParams p) {
+    const int pixels = p.oh * p.ow;
+    const int64_t n_total = static_cast<int64_t>(p.batch) * pixels;
+    const int64_t total = static_cast<int64_t>(p.m_total) * n_total;
+    for (int64_t i = vrseg::global_thread_index(); i < total; i += vrseg::global_thread_count()) {
+        const int m = static_cast<int>(i / n_total);
+        const int64_t gn = i - static_cast<int64_t>(m) * n_total;
+        float v = 0.0f;
+        for (int z = 0; z < p.splits; ++z) v += p.partial[z * total + i];
+        if (p.bias) v += p.bias[m];
+        if (p.activation == 1) v = silu(v);
+        const int img = static_cast<int>(gn / pixels);
+        const int64_t at = static_cast<int64_t>(m) * pixels + (gn - static_cast<int64_t>(img) * pixels);
+        if (p.residual) v += load_any(p.residual, img * p.residual_batch_stride + at, p.residual_f32);
+        store_any(p.y, img * p.y_batch_stride + at, p.y_f32, v);
+    }
+}
 
 VRSEG_KERNEL void conv_depthwise(DepthwiseParams p) {
     const int64_t per_image = static_cast<int64_t>(p.channels) * p.oh * p.ow;

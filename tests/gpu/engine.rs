@@ -134,6 +134,12 @@ fn run_both(gpu: &Gpu, graph: Graph, seed: u64, tag: &str) -> (Vec<Vec<f32>>, Ve
     (got, want)
 }
 
+thread_local! {
+    /// Kernel launches of the last forward `run_plan` ran (tests that mean
+    /// to reach a particular path check it was taken).
+    static LAST_LAUNCHES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Runs a plan once on `inputs` (eager and as a graph, which must agree
 /// bit for bit) and returns its outputs.
 fn run_plan(gpu: &Gpu, plan: &Plan, inputs: &[Vec<f32>]) -> Vec<Vec<f32>> {
@@ -174,6 +180,7 @@ fn run_plan(gpu: &Gpu, plan: &Plan, inputs: &[Vec<f32>]) -> Vec<Vec<f32>> {
     }
     let in_views: Vec<_> = in_ids.iter().map(|&id| pool.buffer(id)).collect();
     let out_views: Vec<_> = out_ids.iter().map(|&id| pool.buffer(id)).collect();
+    LAST_LAUNCHES.set(engine.launches_per_forward(&in_views, &out_views).unwrap());
     let arena = pool.buffer(buffers.arena);
     let poison = |stream: &Arc<CudaStream>| {
         fill(gpu, stream, &arena, arena.bytes() / 2, 0x7e00u16).unwrap(); // FP16 NaN
@@ -368,12 +375,68 @@ fn convolutions_match_the_reference() {
                 ..base
             },
         ),
-        // Many channels: K = 1152, 36 K tiles.
+        // Many channels: K = 1152, 36 K tiles; 2 output tiles, so split-K (9 ways).
         ("deep K", ConvCase { batch: 1, cin: 128, hw: [10, 10], cout: 131, kernel: [3, 3], pads: [1; 4], ..base }),
+        // Row-segment loads (output rows of whole 16-pixel groups; the
+        // stem's 24-pixel rows above take the gather), padding on all sides.
+        (
+            "3x3 s1 rows",
+            ConvCase { batch: 2, cin: 24, hw: [21, 48], cout: 40, kernel: [3, 3], pads: [1; 4], silu: true, ..base },
+        ),
+        (
+            "3x3 s2 rows",
+            ConvCase {
+                batch: 2,
+                cin: 16,
+                hw: [33, 64],
+                cout: 24,
+                kernel: [3, 3],
+                stride: [2, 2],
+                pads: [1; 4],
+                ..base
+            },
+        ),
+        // Offsets of -2 .. +2 pixels along the row (dilation 2).
+        (
+            "5x3 dilated rows",
+            ConvCase {
+                batch: 1,
+                cin: 7,
+                hw: [13, 48],
+                cout: 19,
+                kernel: [5, 3],
+                dilation: [1, 2],
+                pads: [2, 2, 2, 2],
+                ..base
+            },
+        ),
+        // Split-K (27 K tiles over 2 output tiles) with the residual epilogue.
+        (
+            "split-K residual",
+            ConvCase {
+                batch: 1,
+                cin: 96,
+                hw: [9, 11],
+                cout: 70,
+                kernel: [3, 3],
+                pads: [1; 4],
+                silu: true,
+                residual: true,
+                ..base
+            },
+        ),
+        // Split-K over row-segment loads.
+        (
+            "split-K rows",
+            ConvCase { batch: 1, cin: 64, hw: [16, 32], cout: 48, kernel: [3, 3], pads: [1; 4], silu: true, ..base },
+        ),
     ];
     for (i, (tag, case)) in cases.iter().enumerate() {
         let (got, want) = run_both(&gpu, conv_graph(case, seed + i as u64), seed + i as u64, &format!("conv-{i}"));
         check(tag, &got, &want, 2e-3);
+        // Split-K adds the reduce launch: the split cases must have split.
+        let split = tag.starts_with("split-K") || *tag == "deep K";
+        assert_eq!(LAST_LAUNCHES.get(), 1 + split as usize, "{tag}: launches per forward");
     }
 }
 

@@ -290,6 +290,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--bench", action="store_true", help="also time vrseg and PyTorch, batch 1 and 32")
     ap.add_argument("--no-parity", action="store_true")
+    ap.add_argument("--layers", default="32", help="batches to break down per layer: a comma list, 'all' or 'none'")
+    ap.add_argument("--batches", default="1,32", help="batches to time with --bench")
     args = ap.parse_args()
 
     import os
@@ -306,18 +308,24 @@ def main() -> int:
         work.mkdir(parents=True, exist_ok=True)
         model, onnx_path = export(size, work, args.seed)
         plans = {}
-        for batch in ([1, 32] if args.bench else [1]):
+        for batch in ([int(b) for b in args.batches.split(",")] if args.bench else [1]):
             plan = work / f"yolo11{size}-seg-b{batch}.plan"
             subprocess.run([args.vrseg, "build-engine", str(onnx_path), "-o", str(plan), "--batch", str(batch)],
                            check=True, capture_output=True)
             plans[batch] = plan
         if not args.no_parity:
+            if 1 not in plans:
+                plan = work / f"yolo11{size}-seg-b1.plan"
+                subprocess.run([args.vrseg, "build-engine", str(onnx_path), "-o", str(plan), "--batch", "1"],
+                               check=True, capture_output=True)
+                plans[1] = plan
             r = parity(args, size, onnx_path, plans[1], work)
             results.append(r)
             ok = ok and r["passed"]
         if args.bench:
             for batch, plan in plans.items():
-                layers = ["--layers"] if batch == 32 else []
+                wanted = args.layers.split(",")
+                layers = ["--layers"] if "all" in wanted or str(batch) in wanted else []
                 ours = json.loads(subprocess.run([args.vrseg, "bench", "engine", str(plan), "--json", *layers],
                                                  check=True, capture_output=True, text=True).stdout)
                 theirs = torch_bench(model, batch)
@@ -328,7 +336,10 @@ def main() -> int:
                       f"({ours['ms_per_batch']:.3f} ms, {ours['tflops']:.1f} TFLOP/s), PyTorch CUDA graph "
                       f"{theirs['images_per_s']:.0f} img/s ({theirs['ms_per_batch']:.3f} ms): {row['speedup']:.2f}x",
                       flush=True)
-                for layer in ours.get("layers", [])[:10]:
+                if ours.get("layers"):
+                    total = sum(layer["ms"] for layer in ours["layers"])
+                    print(f"    per-layer (eager, one event pair each): {len(ours['layers'])} nodes, sum {total:.3f} ms")
+                for layer in ours.get("layers", [])[:12]:
                     ms = layer["ms"]
                     print(f"    {ms:8.3f} ms {layer['flop'] / ms / 1e9:7.1f} TFLOP/s "
                           f"{layer['bytes'] / ms / 1e6:7.0f} GB/s  {layer['op']:<40} {layer['kernels']}")

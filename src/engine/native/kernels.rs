@@ -15,6 +15,8 @@ pub struct ConvParams {
     pub bias: u64,
     pub residual: u64,
     pub y: u64,
+    /// Split-K sums, `[splits][m_total][batch * oh * ow]` FP32.
+    pub partial: u64,
     pub x_batch_stride: i64,
     pub residual_batch_stride: i64,
     pub y_batch_stride: i64,
@@ -40,13 +42,26 @@ pub struct ConvParams {
     pub y_f32: i32,
     pub residual_f32: i32,
     pub transposed_stride: i32,
+    /// How the input tile loads: [`B_GATHER`], [`B_VECTOR`] or [`B_ROWS`].
     pub vector_b: i32,
+    /// K tiles per split (grid z); 0: not split.
+    pub k_split: i32,
+    /// Grid z of a split launch (read by `conv_splitk_reduce`).
+    pub splits: i32,
     pub reserved: i32,
 }
 // SAFETY: #[repr(C)] plain data whose layout matches the CUDA struct (8-byte
-// fields first, then 4-byte ones, 160 bytes, no implicit padding).
+// fields first, then 4-byte ones, 176 bytes, no implicit padding).
 unsafe impl DeviceRepr for ConvParams {}
-const _: () = assert!(std::mem::size_of::<ConvParams>() == 160);
+const _: () = assert!(std::mem::size_of::<ConvParams>() == 176);
+
+/// `ConvParams::vector_b`: element-by-element gather from NCHW.
+pub const B_GATHER: i32 = 0;
+/// 1x1, stride 1, unpadded, planes of a multiple of 8: 16-byte cp.async rows.
+pub const B_VECTOR: i32 = 1;
+/// Stride 1 or 2 along x over rows of a multiple of 8 pixels: one input-row
+/// segment per 16 output pixels, as aligned 16-byte loads.
+pub const B_ROWS: i32 = 2;
 
 /// Mirrors `DepthwiseParams` in kernels/engine_conv.cu.
 #[repr(C)]

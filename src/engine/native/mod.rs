@@ -50,7 +50,16 @@ pub enum EngineError {
 pub struct EngineBuffers {
     pub weights: BufferId,
     pub arena: BufferId,
+    /// Split-K partial sums (FP32), shared by every split convolution of a
+    /// forward in turn (they run in stream order).
+    pub partials: BufferId,
 }
+
+/// Bytes of split-K partial sums an engine keeps. Splitting pays where a
+/// GEMM's output tiles cannot fill the GPU, which means small outputs: at
+/// batch 1 YOLO11x-seg's largest split (768 channels at 40x40, 3 ways) needs
+/// 14.7 MB; a GEMM whose splits would not fit splits fewer ways.
+pub const SPLIT_K_BYTES: usize = 16 << 20;
 
 /// One model input or output as the caller binds it: dense row-major.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +107,7 @@ pub struct NativeEngine<'pool> {
     graph: PlanGraph,
     weights: DeviceView<'pool>,
     arena: DeviceView<'pool>,
+    partials: DeviceView<'pool>,
     /// Bytes from the weights buffer's start, per value (constants only).
     weight_offset: Vec<Option<u64>>,
     /// Graphs by bound pointers (inputs then outputs), most recent last.
@@ -112,7 +122,9 @@ impl<'pool> NativeEngine<'pool> {
         pool.align(weights, 256);
         let arena = pool.buffer(format!("engine activations ({name})"), (plan.header.arena_bytes as usize).max(256));
         pool.align(arena, 256);
-        EngineBuffers { weights, arena }
+        let partials = pool.buffer(format!("engine split-K partials ({name})"), SPLIT_K_BYTES);
+        pool.align(partials, 256);
+        EngineBuffers { weights, arena, partials }
     }
 
     /// Uploads the weights (one copy, blocking) and checks the plan against
@@ -129,6 +141,7 @@ impl<'pool> NativeEngine<'pool> {
         gpu.preload(&[Module::EngineConv, Module::EngineOps])?;
         let weights = pool.buffer(buffers.weights);
         let arena = pool.buffer(buffers.arena);
+        let partials = pool.buffer(buffers.partials);
         weights.upload_blocking(stream, plan.weights_section())?;
         let mut weight_offset = vec![None; plan.graph.values.len()];
         for w in &plan.graph.weights {
@@ -140,6 +153,7 @@ impl<'pool> NativeEngine<'pool> {
             graph: plan.graph.clone(),
             weights,
             arena,
+            partials,
             weight_offset,
             graphs: Vec::new(),
         })
@@ -288,7 +302,8 @@ impl<'pool> NativeEngine<'pool> {
         // `kernels`); every pointer in it was resolved by `compile` from the
         // plan's placements into the weights, the arena (sized by the plan's
         // memory check) or a bound buffer checked by `bind` to hold its whole
-        // tensor; the pool outlives `'pool`, and it synchronises before freeing.
+        // tensor, or is the split-K partials buffer, which `split_k` never
+        // lets a launch overrun; the pool outlives `'pool`, and it synchronises before freeing.
         unsafe { builder.launch(step.config) }.check_with("cuLaunchKernel", || {
             format!(
                 "{} for node {:?} of {}",

@@ -166,11 +166,10 @@ impl NativeEngine<'_> {
                     y_f32: (y.element == ElementType::F32) as i32,
                     residual_f32,
                     transposed_stride: 0,
-                    vector_b: 0,
-                    reserved: 0,
+                    ..Default::default()
                 };
                 let pointwise = c.kernel == [1, 1] && c.stride == [1, 1] && c.pads == [0; 4];
-                steps.push(self.conv_step(i, p, rows, cols, pointwise)?);
+                self.conv_steps(i, p, rows, cols, pointwise, steps)?;
             }
             Op::ConvTranspose(t) => {
                 let x = &self.graph.values[node.inputs[0]];
@@ -217,10 +216,9 @@ impl NativeEngine<'_> {
                     y_f32: (y.element == ElementType::F32) as i32,
                     residual_f32: 0,
                     transposed_stride: s as i32,
-                    vector_b: 0,
-                    reserved: 0,
+                    ..Default::default()
                 };
-                steps.push(self.conv_step(i, p, rows, cols, true)?);
+                self.conv_steps(i, p, rows, cols, true, steps)?;
             }
             Op::MaxPool(m) => {
                 let out = self.tensor(node.outputs[0], key);
@@ -418,15 +416,18 @@ impl NativeEngine<'_> {
         }
     }
 
-    /// Chooses the tile height and grid of an implicit-GEMM launch.
-    fn conv_step(
+    /// Chooses how an implicit-GEMM convolution runs: its input-tile loads,
+    /// tile height, grid, and whether K is split (then a second launch adds
+    /// the splits and applies the epilogue).
+    fn conv_steps(
         &self,
         node: usize,
         mut p: ConvParams,
         rows: usize,
         cols: usize,
         pointwise: bool,
-    ) -> Result<Step, EngineError> {
+        steps: &mut Vec<Step>,
+    ) -> Result<(), EngineError> {
         let m = p.m_total as usize;
         let k = p.k_total as usize;
         if rows < crate::engine::build::gemm_rows(m) || cols < k || cols % 32 != 0 {
@@ -436,7 +437,16 @@ impl NativeEngine<'_> {
         let columns = p.batch as usize * pixels;
         let n_tiles = columns.div_ceil(CONV_TILE_N);
         let plane = (p.h as usize) * (p.w as usize);
-        p.vector_b = (pointwise && plane % 8 == 0 && p.x % 16 == 0 && p.x_batch_stride % 8 == 0) as i32;
+        let aligned = p.x % 16 == 0 && p.x_batch_stride % 8 == 0;
+        p.vector_b = if pointwise && plane % 8 == 0 && aligned {
+            B_VECTOR
+        } else if p.transposed_stride == 0 && (p.sw == 1 || p.sw == 2) && p.w % 8 == 0 && p.ow % 16 == 0 && aligned {
+            // Output rows of whole 16-pixel groups: no group straddles two
+            // rows, so no thread of a warp falls back to the gather.
+            B_ROWS
+        } else {
+            B_GATHER
+        };
         let sms = self.gpu.properties().multiprocessors.max(1) as usize;
         let mut tile_m = if m <= 32 {
             32
@@ -449,26 +459,67 @@ impl NativeEngine<'_> {
         if tile_m == 128 && n_tiles * m.div_ceil(128) < 2 * sms {
             tile_m = 64;
         }
-        let kernel = match tile_m {
-            32 => Kernel::ConvIgemm32,
-            64 => Kernel::ConvIgemm64,
-            _ => Kernel::ConvIgemm128,
+        let kernel = match (tile_m, p.vector_b) {
+            (32, B_VECTOR) => Kernel::ConvIgemm32Vector,
+            (32, B_ROWS) => Kernel::ConvIgemm32Rows,
+            (32, _) => Kernel::ConvIgemm32Gather,
+            (64, B_VECTOR) => Kernel::ConvIgemm64Vector,
+            (64, B_ROWS) => Kernel::ConvIgemm64Rows,
+            (64, _) => Kernel::ConvIgemm64Gather,
+            (_, B_VECTOR) => Kernel::ConvIgemm128Vector,
+            (_, B_ROWS) => Kernel::ConvIgemm128Rows,
+            _ => Kernel::ConvIgemm128Gather,
         };
         let m_tiles = m.div_ceil(tile_m);
         if n_tiles > i32::MAX as usize || m_tiles > 65_535 {
             return Err(self.refuse(node, format!("a {m}x{columns} GEMM is beyond one launch's grid")));
         }
-        Ok(Step {
-            node,
-            kernel,
-            config: LaunchConfig {
-                grid_dim: (n_tiles as u32, m_tiles as u32, 1),
-                block_dim: (256, 1, 1),
-                shared_mem_bytes: 0,
-            },
-            params: Params::Conv(p),
-        })
+        let k_tiles = cols / 32;
+        // Blocks of this tile height one SM holds (the kernels' launch bounds).
+        let per_sm = match tile_m {
+            32 => 4,
+            64 => 3,
+            _ => 2,
+        };
+        let splits = if p.transposed_stride == 0 {
+            split_k(n_tiles * m_tiles, k_tiles, per_sm * sms, m * columns * 4, self.partials.bytes())
+        } else {
+            1
+        };
+        let mut config =
+            LaunchConfig { grid_dim: (n_tiles as u32, m_tiles as u32, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        if splits > 1 {
+            p.k_split = k_tiles.div_ceil(splits) as i32;
+            p.splits = k_tiles.div_ceil(p.k_split as usize) as i32;
+            p.partial = self.partials.ptr();
+            config.grid_dim.2 = p.splits as u32;
+            steps.push(Step { node, kernel, config, params: Params::Conv(p) });
+            steps.push(Step {
+                node,
+                kernel: Kernel::ConvSplitkReduce,
+                config: grid_stride(&self.gpu, (m * columns) as u64),
+                params: Params::Conv(p),
+            });
+        } else {
+            steps.push(Step { node, kernel, config, params: Params::Conv(p) });
+        }
+        Ok(())
     }
+}
+
+/// How many ways to split the K loop of a GEMM of `blocks` output tiles and
+/// `k_tiles` 32-deep steps, on a GPU that holds `slots` such blocks at once:
+/// enough to fill every slot (a block alone on an SM leaves its memory
+/// latency unhidden), each split keeping at least 4 K steps (its pipeline
+/// start-up and the reduce must stay small beside it), and the partial sums
+/// (`split_bytes` each) within the `workspace`. 1: no split.
+pub(super) fn split_k(blocks: usize, k_tiles: usize, slots: usize, split_bytes: usize, workspace: usize) -> usize {
+    if blocks >= slots || k_tiles < 8 {
+        return 1;
+    }
+    let want = slots.div_ceil(blocks);
+    let most = (k_tiles / 4).min(workspace / split_bytes.max(1));
+    want.min(most).max(1)
 }
 
 /// Gives dim `d` its dense stride back where `TensorRef::new` zeroed it for
@@ -480,4 +531,28 @@ fn restride(mut t: TensorRef, d: usize) -> TensorRef {
         t.strides[d] = t.dims[d + 1..].iter().map(|&x| x as i64).product();
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_k;
+
+    #[test]
+    fn k_is_split_only_where_tiles_cannot_fill_the_gpu() {
+        // YOLO11x-seg at batch 1, 768 channels at 20x20: 4 x 12 tiles of 64
+        // rows (3 a SM: 396 slots on 132 SMs), K = 6912 (216 steps).
+        assert_eq!(split_k(4 * 12, 216, 396, 768 * 400 * 4, 16 << 20), 9);
+        // 768 channels at 40x40: 156 tiles, split 3 ways (14.7 MB of sums).
+        assert_eq!(split_k(13 * 12, 216, 396, 768 * 1600 * 4, 16 << 20), 3);
+        // 8 tiles, deep K: as many splits as slots want.
+        assert_eq!(split_k(8, 216, 396, 96 * 400 * 4, 16 << 20), 50);
+        // Enough tiles already, or too little K to split.
+        assert_eq!(split_k(396, 216, 396, 1, 16 << 20), 1);
+        assert_eq!(split_k(2, 7, 396, 1, 16 << 20), 1);
+        // Each split keeps at least 4 K steps.
+        assert_eq!(split_k(2, 36, 396, 1, 16 << 20), 9);
+        // The partial sums must fit the workspace.
+        assert_eq!(split_k(2, 216, 396, 4 << 20, 16 << 20), 4);
+        assert_eq!(split_k(2, 216, 396, 32 << 20, 16 << 20), 1);
+    }
 }
