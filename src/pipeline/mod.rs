@@ -36,6 +36,7 @@ use cudarc::driver::{sys, CudaEvent};
 
 pub use sink::{OutputKind, Sink};
 
+use crate::engine::backend::{Backend, BackendError};
 use crate::engine::native::{EngineError, NativeEngine};
 use crate::engine::plan::{Plan, PlanError};
 use crate::gpu::error::CheckDriver;
@@ -62,6 +63,8 @@ pub enum PipelineError {
     Gpu(#[from] GpuError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
     #[error(transparent)]
     Plan(#[from] PlanError),
     #[error(transparent)]
