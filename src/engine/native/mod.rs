@@ -18,7 +18,7 @@
 //! the plan's own pool buffers (from `reserve`), so the engine asks the
 //! caller for no [`Backend::workspace_bytes`].
 
-mod kernels;
+pub(crate) mod kernels;
 mod steps;
 
 use std::path::PathBuf;
