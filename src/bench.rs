@@ -191,6 +191,7 @@ pub struct EngineBench {
 }
 
 pub fn engine_throughput(gpu: &Gpu, path: &Path, rounds: usize, layers: bool) -> anyhow::Result<EngineBench> {
+    use crate::engine::backend::Backend;
     use crate::engine::native::{plan_flop, NativeEngine, StandaloneBuffers};
     use crate::engine::plan::Plan;
     use crate::gpu::error::CheckDriver;

@@ -277,6 +277,7 @@ pub fn run(command: DevCommand) -> anyhow::Result<exit::Code> {
             Ok(exit::Code::Success)
         }
         DevCommand::Engine { plan, input, output_dir, gpu } => {
+            use vrseg::engine::backend::Backend;
             use vrseg::engine::native::{NativeEngine, StandaloneBuffers};
             let plan = vrseg::engine::plan::Plan::open(&plan)?;
             let device = Gpu::open(gpu)?;
@@ -284,7 +285,7 @@ pub fn run(command: DevCommand) -> anyhow::Result<exit::Code> {
             let pool = VramPool::reserve(&device, &buffers.pool)?;
             let stream = device.new_stream()?;
             let mut engine = NativeEngine::load(&device, &stream, &plan, &pool, buffers.engine)?;
-            let infos = engine.inputs();
+            let infos: Vec<_> = engine.inputs().into_iter().cloned().collect();
             if infos.len() != 1 {
                 bail!("{} has {} inputs; `vrseg dev engine` feeds models with one", plan.path().display(), infos.len());
             }

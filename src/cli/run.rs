@@ -38,9 +38,16 @@ pub struct RunArgs {
     /// Output file (a directory for --output masks); not needed for --output null.
     #[arg(short = 'o', long = "out", value_name = "OUTPUT")]
     pub output: Option<PathBuf>,
-    /// Native engine plan from `vrseg build-engine`.
+    /// The engine from `vrseg build-engine`: a native plan, or a TensorRT
+    /// engine (`--backend tensorrt`; told apart by the file's header).
     #[arg(long)]
     pub engine: PathBuf,
+    /// Frames per inference (both eyes of a stereo frame count as one). A
+    /// native plan's batch is fixed when it is built, so this must match it;
+    /// a TensorRT engine runs FRAMES × eyes images within its optimisation
+    /// profile. Default: the plan's batch, or the profile's optimum.
+    #[arg(long, value_name = "FRAMES", value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub batch: Option<u32>,
     #[arg(long, value_enum, default_value = "auto")]
     pub layout: LayoutChoice,
     /// What to write: an 8-bit alpha video (matte), the input keyed to green
@@ -122,6 +129,8 @@ pub fn run(args: &RunArgs) -> anyhow::Result<exit::Code> {
         input: args.input.clone(),
         output: args.output.clone(),
         engine: args.engine.clone(),
+        batch: args.batch.map(|n| n as usize),
+        tensorrt_search: vrseg::engine::tensorrt::LibrarySearch::from_env(),
         layout: match args.layout {
             LayoutChoice::Auto => None,
             LayoutChoice::Sbs => Some(StereoLayout::Sbs),
@@ -170,6 +179,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<exit::Code> {
         eprintln!();
     }
     let stats = stats?;
+    for warning in &stats.engine_warnings {
+        print_err(&format!("vrseg: warning: {warning}"));
+    }
     if let Some(path) = &args.stats {
         std::fs::write(path, serde_json::to_string_pretty(&stats)? + "\n")
             .with_context(|| format!("writing {}", path.display()))?;

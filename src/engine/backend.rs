@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use cudarc::driver::CudaStream;
 
+use crate::engine::native::EngineError;
 use crate::engine::tensorrt::TensorRtError;
 use crate::gpu::error::CheckDriver;
 use crate::gpu::{BufferId, DeviceView, Gpu, GpuError, PoolPlan, VramPool};
@@ -77,6 +78,9 @@ pub enum BackendError {
 
     #[error(transparent)]
     TensorRt(#[from] TensorRtError),
+
+    #[error(transparent)]
+    Native(#[from] EngineError),
 
     #[error("{backend}: {expected} {role} buffer(s) expected, in the order of its tensors; got {got}")]
     BufferCount { backend: String, role: TensorRole, expected: usize, got: usize },

@@ -316,6 +316,22 @@ impl Plan {
         &self.map[start..start + w.bytes as usize]
     }
 
+    /// The model's inputs, then its outputs, as an engine running this plan
+    /// binds them (dense row-major, at the plan's batch).
+    pub fn tensors(&self) -> Vec<crate::engine::backend::TensorDesc> {
+        use crate::engine::backend::{TensorDesc, TensorRole};
+        let g = &self.graph;
+        let inputs = g.inputs.iter().map(|&v| (v, TensorRole::Input));
+        let outputs = g.outputs.iter().map(|&v| (v, TensorRole::Output));
+        inputs
+            .chain(outputs)
+            .map(|(v, role)| {
+                let value = &g.values[v];
+                TensorDesc { name: value.name.clone(), role, dtype: value.element, shape: value.shape.clone() }
+            })
+            .collect()
+    }
+
     /// Refuses a plan tuned for another GPU.
     pub fn check_device(&self, sm: u32) -> Result<(), PlanError> {
         if self.header.sm != 0 && self.header.sm != sm {
@@ -408,6 +424,8 @@ mod tests {
         let err = plan.check_input(&[4, 3, 5, 7]).unwrap_err().to_string();
         assert!(err.contains("--batch 4"), "{err}");
         plan.check_device(90).unwrap();
+        let tensors: Vec<String> = plan.tensors().iter().map(ToString::to_string).collect();
+        assert_eq!(tensors, ["input `x` f16 [2, 3, 5, 7]", "output `y` f32 [2, 4, 5, 7]"]);
         assert!(!temp_name(&path).exists());
     }
 

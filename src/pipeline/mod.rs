@@ -14,17 +14,30 @@
 //! - The calling thread is the GPU worker. It gathers a batch of frames,
 //!   enqueues letterbox (both eyes of every frame in one launch), gives the
 //!   slots back (reusable once the letterbox has read them, on the GPU), the
-//!   engine's CUDA graph, and the postprocess (NMS + matte into the batch's
-//!   matte frames), all on one compute stream, then hands the batch to the
-//!   sink.
+//!   engine (its CUDA graph), and the postprocess (NMS + matte into the
+//!   batch's matte frames), all on one compute stream, then hands the batch
+//!   to the sink.
+//!
+//! The engine is a [`Backend`]: the native plan executor or a TensorRT
+//! engine, told apart by the file's header ([`engine_io::engine_kind`]), and
+//! held to one rule for YOLO-seg's inputs and outputs
+//! ([`engine_io::yolo_seg_io`]). The letterbox writes FP16 and the
+//! postprocess reads FP32; where the engine's types differ (TensorRT engines
+//! from an Ultralytics ONNX often take FP32, or give FP16 when exported with
+//! `half=True`), an FP16<->FP32 conversion ([`crate::ops::convert`]) runs on
+//! the compute stream between them, into pool buffers. A TensorRT engine is
+//! checked (its header, then TensorRT itself) before the GPU, the input or
+//! the output is touched, so "TensorRT not found" leaves nothing behind.
 //! - Sinks that write to the host (PNG masks, `--detections`, encoders
 //!   without NVENC) wait for their batch; `null` does not wait at all.
 //!
 //! Every device buffer is planned once in one [`VramPool`]: the frame ring,
-//! the engine's weights and arena, its input and outputs, the postprocess
-//! scratch and the matte frames. The frame loop allocates nothing on the
+//! the engine's weights and arena (native) or workspace (TensorRT), its
+//! input and outputs and their conversions, the postprocess scratch and the
+//! matte frames. The frame loop allocates nothing on the
 //! device (checked by the `pipeline` GPU test).
 
+pub mod engine_io;
 mod sink;
 
 use std::path::PathBuf;
@@ -34,23 +47,26 @@ use std::time::Instant;
 
 use cudarc::driver::{sys, CudaEvent};
 
-pub use sink::{OutputKind, Sink};
+pub use sink::{partial_name, OutputKind, Sink};
 
+use crate::engine::backend::{Backend, BackendError, DType, TensorDesc};
 use crate::engine::native::{EngineError, NativeEngine};
 use crate::engine::plan::{Plan, PlanError};
+use crate::engine::tensorrt::{self, LibrarySearch, LoadOptions, TensorRtBackend, TensorRtError};
 use crate::gpu::error::CheckDriver;
 use crate::gpu::nvtx::{self, Stage};
 use crate::gpu::pool::Slot;
-use crate::gpu::{device_allocation_count, Gpu, GpuError, PoolPlan, VramPool};
+use crate::gpu::{device_allocation_count, DeviceView, Gpu, GpuError, Module, PoolPlan, VramPool};
+use crate::ops::convert::{convert_elements, ConvertJob};
 use crate::ops::letterbox::{eye_rects, letterbox, LetterboxGeometry, LetterboxJob, YuvToRgb};
 use crate::ops::yolo_seg::{
     download_detections, yolo_seg_postprocess, Detection, MatteTarget, PostprocessConfig, YoloSegBuffers, YoloSegJob,
-    YoloSegShape,
 };
 use crate::video::demux::{DemuxError, Demuxer};
 use crate::video::layout::{detect_layout, StereoLayout};
 use crate::video::nvdec::{FrameLayout, NvDecoder, NvdecError};
 use crate::video::parallel::{self, ParallelError};
+use engine_io::{engine_kind, yolo_seg_io, EngineKind, YoloSegIo};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -62,6 +78,10 @@ pub enum PipelineError {
     Gpu(#[from] GpuError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error(transparent)]
+    TensorRt(#[from] TensorRtError),
     #[error(transparent)]
     Plan(#[from] PlanError),
     #[error(transparent)]
@@ -78,7 +98,16 @@ pub struct RunOptions {
     pub input: PathBuf,
     /// Output file (or directory for masks); `None` only for `OutputKind::Null`.
     pub output: Option<PathBuf>,
+    /// A native plan or a TensorRT engine (told apart by its header).
     pub engine: PathBuf,
+    /// Frames per inference. A native plan's batch is fixed when it is
+    /// built: this must match it. A TensorRT engine runs `batch × eyes`
+    /// images within its optimisation profile. `None`: the plan's batch, or
+    /// the profile's optimum.
+    pub batch: Option<usize>,
+    /// Where TensorRT's libraries are looked for (`LibrarySearch::from_env()`
+    /// for the CLI).
+    pub tensorrt_search: LibrarySearch,
     /// Forced stereo layout; `None` detects it (metadata, file name, aspect).
     pub layout: Option<StereoLayout>,
     pub kind: OutputKind,
@@ -101,7 +130,16 @@ pub struct RunOptions {
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct RunStats {
     pub input: String,
+    /// The backend's name: the plan's path, or "TensorRT X.Y.Z: path".
     pub engine: String,
+    /// "native" or "tensorrt".
+    pub backend: String,
+    /// FP16<->FP32 conversions inserted between the pipeline and the engine
+    /// (input ones count in `letterbox_gpu_s`, output ones in `postprocess_gpu_s`).
+    pub engine_conversions: Vec<String>,
+    /// What the backend had to say that is not an error (an engine built on
+    /// another GPU model; a CUDA graph TensorRT would not capture).
+    pub engine_warnings: Vec<String>,
     pub gpu: String,
     pub layout: String,
     pub width: u32,
@@ -177,23 +215,124 @@ struct BatchEvents {
     pending: bool,
 }
 
+/// An engine file opened as far as is possible before the VRAM pool exists.
+enum OpenedEngine {
+    /// A plan: its weights and arena go into the pool, then it loads.
+    Native(Plan),
+    /// Loaded: its I/O fixed at the run's batch, its workspace size known.
+    TensorRt(TensorRtBackend),
+}
+
+/// One FP16<->FP32 conversion between the pipeline's buffers and the engine's.
+struct Conversion<'pool> {
+    src: DeviceView<'pool>,
+    src_type: DType,
+    dst: DeviceView<'pool>,
+    dst_type: DType,
+    count: usize,
+}
+
+impl Conversion<'_> {
+    fn enqueue(&self, gpu: &Gpu, stream: &cudarc::driver::CudaStream) -> Result<(), GpuError> {
+        let job = ConvertJob {
+            src: &self.src,
+            src_type: self.src_type,
+            dst: &self.dst,
+            dst_type: self.dst_type,
+            count: self.count,
+        };
+        convert_elements(gpu, stream, &job)
+    }
+
+    fn describe(&self, what: &str) -> String {
+        format!("{what}: {} elements {} -> {}", self.count, self.src_type, self.dst_type)
+    }
+}
+
+/// The engine's buffers as the worker drives them.
+struct EngineBinding<'pool> {
+    /// Where the letterbox writes (FP16).
+    letterboxed: DeviceView<'pool>,
+    /// The engine's input and outputs, in the order of its `tensors()`.
+    inputs: Vec<DeviceView<'pool>>,
+    outputs: Vec<DeviceView<'pool>>,
+    /// What the postprocess reads (FP32).
+    heads: DeviceView<'pool>,
+    protos: DeviceView<'pool>,
+    /// Letterbox → engine input, when the engine takes FP32.
+    before: Vec<Conversion<'pool>>,
+    /// Engine outputs → postprocess, when the engine gives FP16.
+    after: Vec<Conversion<'pool>>,
+}
+
+impl EngineBinding<'_> {
+    /// Conversion in, inference, conversions out, on `stream`.
+    fn enqueue_all(
+        &self,
+        engine: &mut dyn Backend,
+        gpu: &Gpu,
+        stream: &std::sync::Arc<cudarc::driver::CudaStream>,
+    ) -> Result<(), PipelineError> {
+        for c in &self.before {
+            c.enqueue(gpu, stream)?;
+        }
+        engine.enqueue(stream, &self.inputs, &self.outputs)?;
+        for c in &self.after {
+            c.enqueue(gpu, stream)?;
+        }
+        Ok(())
+    }
+}
+
+/// Where the engine writes an output the postprocess reads as `f32_view`:
+/// that buffer itself, or the FP16 buffer `id`, converted after inference.
+fn engine_output<'pool>(
+    pool: &'pool VramPool,
+    id: Option<crate::gpu::BufferId>,
+    f32_view: DeviceView<'pool>,
+    count: usize,
+    after: &mut Vec<Conversion<'pool>>,
+) -> DeviceView<'pool> {
+    match id {
+        Some(id) => {
+            let src = pool.buffer(id);
+            after.push(Conversion { src, src_type: DType::F16, dst: f32_view, dst_type: DType::F32, count });
+            src
+        }
+        None => f32_view,
+    }
+}
+
+/// The backend's load error; for a batch TensorRT refuses, with the frames
+/// and eyes that made it.
+fn tensorrt_load_error(e: TensorRtError, asked_frames: Option<usize>, eyes: usize) -> PipelineError {
+    match (&e, asked_frames) {
+        (TensorRtError::UnsupportedTensor { .. }, Some(frames)) => PipelineError::Setup {
+            what: format!("{e} (--batch {frames} frames of {eyes} eye(s) is {} images)", frames * eyes),
+        },
+        _ => e.into(),
+    }
+}
+
 /// Runs the pipeline; `progress` is called after every batch with (frames done, frames expected).
 pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<RunStats, PipelineError> {
     let started = Instant::now();
-    // A TensorRT engine (build-engine --backend tensorrt) is not a plan: say
-    // so by name, before the GPU, the input or the output is touched.
-    if crate::engine::tensorrt::file::has_engine_magic(&options.engine) {
-        return Err(PipelineError::Setup {
-            what: format!(
-                "{} is a TensorRT engine, and `vrseg run` drives only the native engine so far (the TensorRT \
-                 backend is not wired into the pipeline yet); build a native plan with `vrseg build-engine \
-                 MODEL.onnx -o NAME.plan` and pass that to --engine",
-                options.engine.display()
-            ),
-        });
+    if options.batch == Some(0) {
+        return Err(PipelineError::Setup { what: "--batch is a number of frames, at least 1".into() });
+    }
+    let kind = engine_kind(&options.engine);
+    if kind == EngineKind::TensorRt {
+        // Before the GPU, the input or the output is touched: the engine
+        // file's header, then TensorRT itself ("TensorRT not found
+        // (searched: …)"), the checks `TensorRtBackend::load` starts with.
+        tensorrt::EngineFile::open(&options.engine)?;
+        tensorrt::load_library(&options.tensorrt_search)?;
     }
     let gpu = Gpu::open(options.gpu)?;
-    let plan = Plan::open(&options.engine)?;
+    let plan = match kind {
+        EngineKind::Native => Some(Plan::open(&options.engine)?),
+        EngineKind::TensorRt => None,
+    };
     let demuxer = Demuxer::open(&options.input)?;
     let info = demuxer.info().clone();
     let detected = detect_layout(demuxer.stereo_metadata(), &options.input, info.width, info.height);
@@ -204,39 +343,28 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
     }
     let eye_count = eyes.len();
 
-    // The plan fixes the batch in images; frames per batch follow.
-    let input = plan.graph.inputs.first().map(|&v| plan.graph.values[v].shape.clone()).unwrap_or_default();
-    if input.len() != 4 || input[1] != 3 || input[2] != input[3] {
-        return Err(PipelineError::Setup {
-            what: format!("{}: input {input:?} is not a square RGB image batch [N, 3, S, S]", options.engine.display()),
-        });
-    }
-    let (images, side) = (input[0], input[2]);
-    if images % eye_count != 0 {
-        return Err(PipelineError::Setup {
-            what: format!(
-                "{}: built for batch {images}, which does not hold whole {layout} frames of {eye_count} eyes; rebuild it with \
-                 `vrseg build-engine --batch {}`",
-                options.engine.display(),
-                (images / eye_count).max(1) * eye_count,
-                layout = layout.name()
-            ),
-        });
-    }
-    let batch_frames = images / eye_count;
-    let shape = YoloSegShape::yolo_seg(images, side);
-    let outputs: Vec<Vec<usize>> = plan.graph.outputs.iter().map(|&v| plan.graph.values[v].shape.clone()).collect();
-    let want0 = vec![images, 4 + shape.classes + shape.coefficients, shape.anchors];
-    let want1 = vec![images, shape.coefficients, shape.proto_h, shape.proto_w];
-    if outputs.len() != 2 || outputs[0] != want0 || outputs[1] != want1 {
-        return Err(PipelineError::Setup {
-            what: format!(
-                "{}: outputs {outputs:?} are not YOLO-seg's {want0:?} and {want1:?} (80 classes, 32 mask coefficients); \
-                 export the model with tools/export/export_yolo_seg.py",
-                options.engine.display()
-            ),
-        });
-    }
+    // The engine, loaded (a TensorRT engine at the run's batch) before the
+    // pool is planned and the output opened.
+    let opened = match plan {
+        Some(plan) => OpenedEngine::Native(plan),
+        None => {
+            let load = LoadOptions {
+                batch: options.batch.map(|frames| frames * eye_count),
+                search: options.tensorrt_search.clone(),
+                ..LoadOptions::default()
+            };
+            let backend = TensorRtBackend::load(&gpu, &options.engine, &load)
+                .map_err(|e| tensorrt_load_error(e, options.batch, eye_count))?;
+            OpenedEngine::TensorRt(backend)
+        }
+    };
+    let (tensors, workspace_bytes): (Vec<TensorDesc>, usize) = match &opened {
+        OpenedEngine::Native(plan) => (plan.tensors(), 0),
+        OpenedEngine::TensorRt(backend) => (backend.tensors().to_vec(), backend.workspace_bytes()),
+    };
+    let io: YoloSegIo = yolo_seg_io(&options.engine, kind, &tensors, eye_count, layout.name(), options.batch)
+        .map_err(|what| PipelineError::Setup { what })?;
+    let (images, side, batch_frames, shape) = (io.images, io.side, io.batch_frames, io.shape);
 
     let probe_decoder_layout = FrameLayout::new(info.width, info.height, info.bit_depth);
     let start_pts = options.start_s.map(|s| (s * f64::from(info.timescale)).round() as i64);
@@ -259,13 +387,27 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
     // Parallel decode adds its reorder window: frames that wait for their turn.
     let ring_slots = batch_frames + options.frames_ahead.max(1) + decode_setup.window;
     let ring_id = pool_plan.slots("frames (decoded NV12/P016)", probe_decoder_layout.slot_bytes(), ring_slots);
-    let engine_buffers = NativeEngine::reserve(&plan, &mut pool_plan);
-    let input_id = pool_plan.buffer("engine input (letterboxed FP16)", images * 3 * side * side * 2);
-    let out0_id = pool_plan.buffer("engine output0 (heads)", shape.output0_elements() * 4);
-    let out1_id = pool_plan.buffer("engine output1 (prototypes)", shape.protos_elements() * 4);
-    for id in [input_id, out0_id, out1_id] {
+    let native_buffers = match &opened {
+        OpenedEngine::Native(plan) => Some(NativeEngine::reserve(plan, &mut pool_plan)),
+        OpenedEngine::TensorRt(_) => None,
+    };
+    let input_elements = images * 3 * side * side;
+    let mut aligned = |name: &str, bytes: usize| {
+        let id = pool_plan.buffer(name, bytes);
         pool_plan.align(id, 256);
-    }
+        id
+    };
+    let letterboxed_id = aligned("engine input (letterboxed FP16)", input_elements * 2);
+    let engine_input_id =
+        (io.input == DType::F32).then(|| aligned("engine input (FP32, converted from FP16)", input_elements * 4));
+    let heads_id = aligned("engine output0 (heads, FP32)", shape.output0_elements() * 4);
+    let protos_id = aligned("engine output1 (prototypes, FP32)", shape.protos_elements() * 4);
+    let engine_heads_id = (io.heads_type == DType::F16)
+        .then(|| aligned("engine output0 (heads, FP16, converted to FP32)", shape.output0_elements() * 2));
+    let engine_protos_id = (io.protos_type == DType::F16)
+        .then(|| aligned("engine output1 (prototypes, FP16, converted to FP32)", shape.protos_elements() * 2));
+    let workspace_id =
+        (workspace_bytes > 0).then(|| aligned("engine workspace (TensorRT activations)", workspace_bytes));
     let post = YoloSegBuffers::plan(&mut pool_plan, shape, options.postprocess.max_det);
     let matte_id = pool_plan.buffer("mattes (8-bit, one batch)", batch_frames * matte_frame);
     let pool = {
@@ -273,15 +415,56 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
         VramPool::reserve(&gpu, &pool_plan)?
     };
     let compute = gpu.new_stream()?;
-    let mut engine = NativeEngine::load(&gpu, &compute, &plan, &pool, engine_buffers)?;
+    // Declared after the pool, so dropped before it on every path: nothing
+    // the engine enqueued may outlive the buffers it was given.
+    let mut engine: Box<dyn Backend + '_> = match (opened, native_buffers) {
+        (OpenedEngine::Native(plan), Some(buffers)) => {
+            Box::new(NativeEngine::load(&gpu, &compute, &plan, &pool, buffers)?)
+        }
+        (OpenedEngine::TensorRt(backend), _) => Box::new(backend),
+        (OpenedEngine::Native(_), None) => unreachable!("a plan's buffers are planned above"),
+    };
+    if let Some(id) = workspace_id {
+        // SAFETY: the pool outlives the engine (declared before it), and the
+        // workspace buffer is handed to nothing else.
+        unsafe { engine.bind_workspace(pool.buffer(id)) }?;
+    }
     let ring = pool.slot_ring(ring_id)?;
-    let (input_view, out0, out1, mattes) =
-        (pool.buffer(input_id), pool.buffer(out0_id), pool.buffer(out1_id), pool.buffer(matte_id));
+    let mattes = pool.buffer(matte_id);
+    let binding = {
+        let letterboxed = pool.buffer(letterboxed_id);
+        let (heads, protos) = (pool.buffer(heads_id), pool.buffer(protos_id));
+        let mut before = Vec::new();
+        let mut after = Vec::new();
+        let input = match engine_input_id {
+            Some(id) => {
+                let dst = pool.buffer(id);
+                before.push(Conversion {
+                    src: letterboxed,
+                    src_type: DType::F16,
+                    dst,
+                    dst_type: DType::F32,
+                    count: input_elements,
+                });
+                dst
+            }
+            None => letterboxed,
+        };
+        let engine_heads = engine_output(&pool, engine_heads_id, heads, shape.output0_elements(), &mut after);
+        let engine_protos = engine_output(&pool, engine_protos_id, protos, shape.protos_elements(), &mut after);
+        let mut outputs = vec![engine_heads; 2];
+        outputs[io.protos] = engine_protos;
+        EngineBinding { letterboxed, inputs: vec![input], outputs, heads, protos, before, after }
+    };
+    if !binding.before.is_empty() || !binding.after.is_empty() {
+        gpu.preload(&[Module::EngineOps])?;
+    }
 
-    // Capture the engine's CUDA graph now, before the decoder starts: a
-    // capture must not race NVDEC's own driver calls, and it is set-up work.
-    // (The input holds whatever the pool held; these outputs are overwritten.)
-    engine.enqueue(&compute, std::slice::from_ref(&input_view), &[out0, out1])?;
+    // Run the engine once now, before the decoder starts: its CUDA graph is
+    // captured here (a capture must not race NVDEC's own driver calls, and it
+    // is set-up work), and the conversions' kernels load. (The input holds
+    // whatever the pool held; these outputs are overwritten.)
+    binding.enqueue_all(engine.as_mut(), &gpu, &compute)?;
     compute.synchronize().check("cuStreamSynchronize")?;
     let mut sink = Sink::open(options, &info, layout, &demuxer, &gpu)?;
     if sink.wants_nv12() {
@@ -307,7 +490,12 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
 
     let mut stats = RunStats {
         input: options.input.display().to_string(),
-        engine: options.engine.display().to_string(),
+        engine: engine.name().to_string(),
+        backend: kind.name().to_string(),
+        engine_conversions: (binding.before.iter().map(|c| c.describe("input")))
+            .chain(binding.after.iter().map(|c| c.describe("output")))
+            .collect(),
+        engine_warnings: engine.warnings().to_vec(),
         gpu: format!("{} ({})", gpu.properties().name, gpu.properties().sm()),
         layout: layout.name().to_string(),
         width: info.width,
@@ -424,16 +612,14 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
             &GpuRefs { gpu, stream: &compute },
             &rx,
             &mut WorkerState {
-                engine: &mut engine,
+                engine: engine.as_mut(),
+                binding: &binding,
                 eyes: &eyes,
                 batch_frames,
                 geometry,
                 colour,
                 bit_depth: info.bit_depth,
                 layout: probe_decoder_layout,
-                input: &input_view,
-                out0: &out0,
-                out1: &out1,
                 mattes: &mattes,
                 matte_pitch,
                 matte_frame,
@@ -506,16 +692,14 @@ struct GpuRefs<'a> {
 }
 
 struct WorkerState<'w, 'pool> {
-    engine: &'w mut NativeEngine<'pool>,
+    engine: &'w mut (dyn Backend + 'pool),
+    binding: &'w EngineBinding<'pool>,
     eyes: &'w [crate::ops::letterbox::EyeRect],
     batch_frames: usize,
     geometry: LetterboxGeometry,
     colour: YuvToRgb,
     bit_depth: u8,
     layout: FrameLayout,
-    input: &'w crate::gpu::DeviceView<'pool>,
-    out0: &'w crate::gpu::DeviceView<'pool>,
-    out1: &'w crate::gpu::DeviceView<'pool>,
     mattes: &'w crate::gpu::DeviceView<'pool>,
     matte_pitch: usize,
     matte_frame: usize,
@@ -591,9 +775,12 @@ fn worker(g: &GpuRefs, rx: &Receiver<DecodeMsg>, w: &mut WorkerState) -> Result<
                 eyes: w.eyes,
                 colour: w.colour,
                 geometry: w.geometry,
-                out: w.input,
+                out: &w.binding.letterboxed,
             };
             letterbox(g.gpu, stream, &job)?;
+            for c in &w.binding.before {
+                c.enqueue(g.gpu, stream)?;
+            }
         }
         frame_meta.clear();
         for ready in batch.drain(..) {
@@ -603,14 +790,17 @@ fn worker(g: &GpuRefs, rx: &Receiver<DecodeMsg>, w: &mut WorkerState) -> Result<
         set.marks[1].record(stream).check("cuEventRecord")?;
         {
             let _range = nvtx::range(Stage::Inference);
-            w.engine.enqueue(stream, std::slice::from_ref(w.input), &[*w.out0, *w.out1])?;
+            w.engine.enqueue(stream, &w.binding.inputs, &w.binding.outputs)?;
         }
         set.marks[2].record(stream).check("cuEventRecord")?;
         {
             let _range = nvtx::range(Stage::Postprocess);
+            for c in &w.binding.after {
+                c.enqueue(g.gpu, stream)?;
+            }
             let job = YoloSegJob {
-                output0: w.out0,
-                protos: w.out1,
+                output0: &w.binding.heads,
+                protos: &w.binding.protos,
                 config: w.config,
                 geometry: w.geometry,
                 eyes: w.eyes,

@@ -445,6 +445,11 @@ fn build_engine_checks_its_arguments() {
 
 #[test]
 fn run_with_a_tensorrt_engine_stops_before_touching_the_output() {
+    let probe = vrseg::engine::tensorrt_probe::probe();
+    if probe.libraries[0].loaded_from.is_some() {
+        eprintln!("skipped: TensorRT is installed on this machine, so it cannot be shown missing");
+        return;
+    }
     // An engine file as `build-engine --backend tensorrt` writes it (header
     // and plan; the plan's bytes do not matter: nothing may read that far).
     use vrseg::engine::tensorrt::file::{encode_header, write_atomically, EngineMetadata};
@@ -464,22 +469,28 @@ fn run_with_a_tensorrt_engine_stops_before_touching_the_output() {
     let plan = b"a TensorRT plan";
     write_atomically(&engine, &[&encode_header(&metadata, plan), plan]).unwrap();
     let output = dir.join("matte.mp4");
-    let out = vrseg(&[
-        "run",
-        &clip("h264_faststart.mp4"),
-        "--engine",
-        engine.to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-    ]);
-    let stderr = one_line_error(&out);
-    assert!(
-        stderr.starts_with(&format!(
-            "vrseg: error: {} is a TensorRT engine, and `vrseg run` drives only the native engine so far",
-            engine.display()
-        )),
-        "{stderr}"
+    let root = dir.join("no-tensorrt-here");
+    let out = vrseg_with_env(
+        &[
+            "run",
+            &clip("h264_faststart.mp4"),
+            "--engine",
+            engine.to_str().unwrap(),
+            "-o",
+            output.to_str().unwrap(),
+            "--batch",
+            "2",
+        ],
+        &[("TENSORRT_ROOT", &root)],
     );
+    // Before the GPU is opened, so the same on machines with and without one.
+    let stderr = one_line_error(&out);
+    let expected = format!(
+        "vrseg: error: TensorRT not found (searched: TENSORRT_ROOT={} (lib/, lib64/, targets/x86_64-linux-gnu/lib/, ./) \
+         for libnvinfer.so.",
+        root.display()
+    );
+    assert!(stderr.starts_with(&expected), "{stderr}");
     let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(!output.exists(), "the output may not be touched; the directory holds {left:?}");
     assert_eq!(left.len(), 2, "only the model and the engine: {left:?}");

@@ -1,5 +1,6 @@
 //! The Backend contract on a real GPU: `smoke_test` with stand-in backends
-//! (pool buffers, workspace binding, NaN-poisoned outputs), and the TensorRT
+//! (pool buffers, workspace binding, NaN-poisoned outputs), the native
+//! engine driven through `&mut dyn Backend` as the pipeline drives it, and the TensorRT
 //! backend's loader where TensorRT is absent ("TensorRT not found
 //! (searched: …)") or replaced by the stand-in libraries of
 //! tests/data/tensorrt/fake_tensorrt.cpp (`vrseg::testing::tensorrt_fakes`:
@@ -12,9 +13,15 @@ use std::sync::{Arc, Mutex};
 
 use cudarc::driver::CudaStream;
 use vrseg::engine::backend::{smoke_test, Backend, BackendError, DType, TensorDesc, TensorRole};
+use vrseg::engine::build::build_plan;
+use vrseg::engine::build::import::{import_file, ImportOptions};
+use vrseg::engine::native::NativeEngine;
+use vrseg::engine::plan::Plan;
 use vrseg::engine::tensorrt::file::{encode_header, write_atomically, EngineMetadata, MetadataTensor};
 use vrseg::engine::tensorrt::{header_version, LibrarySearch, LoadOptions, TensorRtBackend, TrtVersion};
-use vrseg::gpu::DeviceView;
+use vrseg::gpu::{DeviceView, PoolPlan, VramPool};
+use vrseg::ops::memory::fill;
+use vrseg::testing::models_dir;
 
 use crate::gpu_or_skip;
 
@@ -100,6 +107,82 @@ fn smoke_test_catches_an_output_the_engine_never_wrote() {
     let (backend, _) = CopyBackend::new(true);
     let err = smoke_test(&gpu, backend, 1).unwrap_err().to_string();
     assert!(err.starts_with("copy: output `copy` element 0 is NaN after inference on zeros"), "{err}");
+}
+
+#[test]
+fn the_native_engine_runs_through_the_backend_trait() {
+    let gpu = gpu_or_skip!();
+    let dir = scratch("native");
+    let options = ImportOptions { batch: Some(2), allow_empty_initializers: true };
+    let mut graph = import_file(&models_dir().join("yolo11n-seg-320.structure.onnx"), &options).unwrap();
+    vrseg::engine::build::fill_stripped_weights(&mut graph, 11);
+    let path = dir.join("n320-b2.plan");
+    build_plan(graph, "yolo11n-seg-320", &path).unwrap();
+    let plan = Plan::open(&path).unwrap();
+
+    let mut pool_plan = PoolPlan::new();
+    let buffers = NativeEngine::reserve(&plan, &mut pool_plan);
+    let tensors = plan.tensors();
+    // Each output twice: once for the trait's graph, once for the eager reference.
+    let ids: Vec<_> = tensors
+        .iter()
+        .chain(tensors.iter().filter(|t| t.role == TensorRole::Output))
+        .map(|t| {
+            let id = pool_plan.buffer(format!("{} {}", t.role, t.name), t.bytes());
+            pool_plan.align(id, 256);
+            id
+        })
+        .collect();
+    let pool = VramPool::reserve(&gpu, &pool_plan).unwrap();
+    let stream = gpu.new_stream().unwrap();
+    let mut native = NativeEngine::load(&gpu, &stream, &plan, &pool, buffers).unwrap();
+    let views: Vec<DeviceView<'_>> = ids.iter().map(|&id| pool.buffer(id)).collect();
+    let (input, outputs, eager) = (&views[..1], &views[1..3], &views[3..5]);
+
+    let backend: &mut dyn Backend = &mut native;
+    assert_eq!(backend.name(), path.display().to_string());
+    assert_eq!((backend.batch_size(), backend.workspace_bytes()), (2, 0));
+    assert_eq!(backend.tensors(), &tensors[..]);
+    let shapes: Vec<String> = backend.tensors().iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shapes,
+        [
+            "input `images` f16 [2, 3, 320, 320]",
+            "output `output0` f32 [2, 116, 2100]",
+            "output `output1` f32 [2, 32, 80, 80]"
+        ]
+    );
+
+    let mut rng = vrseg::selftest::SplitMix64::new(crate::test_seed("native backend"));
+    let image: Vec<half::f16> =
+        (0..tensors[0].elements()).map(|_| half::f16::from_f32(rng.uniform_f32(0.0, 1.0))).collect();
+    input[0].upload_blocking(&stream, &image).unwrap();
+    for view in outputs.iter().chain(eager) {
+        fill(&gpu, &stream, view, view.bytes() / 4, 0x7fc0_0000u32).unwrap(); // FP32 NaN
+    }
+    backend.enqueue(&stream, input, outputs).unwrap(); // captures the graph
+    native.enqueue_eager(&stream, input, eager).unwrap();
+    for (o, (a, b)) in outputs.iter().zip(eager).enumerate() {
+        let (mut x, mut y) = (vec![0f32; a.bytes() / 4], vec![0f32; b.bytes() / 4]);
+        a.download_blocking(&stream, &mut x).unwrap();
+        b.download_blocking(&stream, &mut y).unwrap();
+        if let Some(i) = x.iter().position(|v| !v.is_finite()) {
+            panic!("output {o} element {i} is {} after enqueue through the trait", x[i]);
+        }
+        assert!(
+            x.iter().zip(&y).all(|(p, q)| p.to_bits() == q.to_bits()),
+            "output {o}: the trait's graph and the eager forward differ"
+        );
+    }
+
+    // The engine's own refusals come back as BackendError::Native.
+    let backend: &mut dyn Backend = &mut native;
+    let err = backend.enqueue(&stream, input, &outputs[..1]).unwrap_err();
+    assert!(matches!(err, BackendError::Native(_)), "{err:?}");
+    assert_eq!(err.to_string(), format!("{}: the model has 2 output(s), 1 buffer(s) were given", path.display()));
+    drop(native);
+    drop(pool);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn scratch(tag: &str) -> PathBuf {

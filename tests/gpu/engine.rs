@@ -13,6 +13,7 @@
 use std::sync::Arc;
 
 use cudarc::driver::CudaStream;
+use vrseg::engine::backend::Backend;
 use vrseg::engine::build::build_plan;
 use vrseg::engine::build::fuse::fuse_all;
 use vrseg::engine::build::import::{import_file, ImportOptions};

@@ -249,6 +249,8 @@ fn vrseg_run_gives_the_same_detections_on_one_and_all_sessions() {
             input: clip.clone(),
             output: None,
             engine: engine.clone(),
+            batch: None,
+            tensorrt_search: vrseg::engine::tensorrt::LibrarySearch::from_env(),
             layout: None,
             kind: OutputKind::Null,
             postprocess: PostprocessConfig { conf: 0.05, classes: vec![], ..Default::default() },

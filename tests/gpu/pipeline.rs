@@ -3,14 +3,18 @@
 //! batch 4) → postprocess → sink. Checks: every frame comes out once, with
 //! the input's pts in presentation order; PNG masks have the frame's size;
 //! the frame loop makes no device allocation; an existing output is refused;
-//! an interrupted run renames its output to say so.
+//! an interrupted run renames its output to say so; a `--batch` the plan was
+//! not built for is refused; a TensorRT engine where TensorRT is absent (the
+//! H100) stops with "TensorRT not found" and leaves no output behind.
 
 use std::path::{Path, PathBuf};
 
 use vrseg::engine::build::build_plan;
 use vrseg::engine::build::import::{import_file, ImportOptions};
+use vrseg::engine::tensorrt::file::{encode_header, write_atomically, EngineMetadata, MetadataTensor};
+use vrseg::engine::tensorrt::{LibrarySearch, TrtVersion};
 use vrseg::ops::yolo_seg::PostprocessConfig;
-use vrseg::pipeline::{run, OutputKind, RunOptions, INTERRUPTED};
+use vrseg::pipeline::{partial_name, run, OutputKind, RunOptions, INTERRUPTED};
 use vrseg::testing::{clips_dir, models_dir};
 
 use crate::gpu_or_skip;
@@ -45,6 +49,8 @@ fn options(clip: &str, engine: &Path, kind: OutputKind, output: Option<PathBuf>,
         input: clips_dir().join(clip),
         output,
         engine: engine.to_path_buf(),
+        batch: None,
+        tensorrt_search: vrseg::engine::tensorrt::LibrarySearch::from_env(),
         layout: None,
         kind,
         postprocess: PostprocessConfig { conf: 0.05, classes: vec![], ..Default::default() },
@@ -165,5 +171,94 @@ fn matte_video_without_any_encoder_says_what_to_use_instead() {
     assert!(err.contains("--output masks") && err.contains("--output null"), "{err}");
     let left: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert!(!out.exists(), "no output file after a failed start: {left:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The directory's entries, sorted.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_batch_the_plan_was_not_built_for_is_refused_before_the_output() {
+    let _gpu = gpu_or_skip!();
+    let dir = scratch("batch");
+    let engine = plan(&dir);
+    let out = dir.join("masks");
+    let mut asked = options("h264_1918x1078_3dh.mp4", &engine, OutputKind::Masks, Some(out), dir.join("d.jsonl"));
+    asked.batch = Some(3);
+    let err = run(&asked, &mut |_, _| {}).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "{}: runs 4 images per inference, but --batch 3 of sbs frames needs 6 (3 × 2 eyes); rebuild it with \
+             `vrseg build-engine MODEL.onnx --batch 6 -o NAME.plan`, or leave --batch out",
+            engine.display()
+        )
+    );
+    assert_eq!(listing(&dir), ["n320-b4.plan"], "nothing but the plan");
+    // The plan's own batch (4 images: 2 stereo frames) runs.
+    asked.batch = Some(2);
+    asked.frames = Some(5);
+    asked.output = Some(dir.join("masks-2"));
+    let stats = run(&asked, &mut |_, _| {}).unwrap();
+    assert_eq!((stats.batch_frames, stats.frames_out, stats.backend.as_str()), (2, 5, "native"));
+    assert!(stats.engine_conversions.is_empty(), "{:?}", stats.engine_conversions);
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn a_tensorrt_engine_without_tensorrt_stops_before_touching_the_output() {
+    let gpu = gpu_or_skip!();
+    let dir = scratch("tensorrt");
+    // An engine as `build-engine --backend tensorrt` writes it on this GPU
+    // (header, then a plan whose bytes nothing may read), and a bare plan
+    // as `trtexec --saveEngine` writes it.
+    let props = gpu.properties();
+    let metadata = EngineMetadata {
+        tensorrt: TrtVersion::new(10, 8, 0),
+        tensorrt_build: None,
+        gpu_name: props.name.clone(),
+        compute_capability: props.compute_capability,
+        vrseg_version: "test".into(),
+        source: "model.onnx".into(),
+        precision: "fp16".into(),
+        batch: None,
+        tensors: vec![MetadataTensor {
+            name: "images".into(),
+            role: "input".into(),
+            dtype: "f32".into(),
+            shape: vec![2, 3, 320, 320],
+        }],
+    };
+    let plan_bytes = b"a TensorRT plan that must not be read";
+    let with_header = dir.join("yolo.engine");
+    write_atomically(&with_header, &[&encode_header(&metadata, plan_bytes), plan_bytes]).unwrap();
+    let bare = dir.join("bare.trt");
+    std::fs::write(&bare, plan_bytes).unwrap();
+    let root = dir.join("no-tensorrt-here");
+    for (engine, kind, output) in [
+        (&with_header, OutputKind::Matte, "matte.mp4"),
+        (&bare, OutputKind::Masks, "masks"),
+        (&with_header, OutputKind::Null, ""),
+    ] {
+        let output = (!output.is_empty()).then(|| dir.join(output));
+        let detections = dir.join("detections.jsonl");
+        let mut asked = options("h264_1918x1078_3dh.mp4", engine, kind, output.clone(), detections.clone());
+        asked.batch = Some(2);
+        // Only TENSORRT_ROOT, so a TensorRT installed on the test machine cannot change the outcome.
+        asked.tensorrt_search = LibrarySearch { root: Some(root.clone()), system: false, ..LibrarySearch::from_env() };
+        let err = run(&asked, &mut |_, _| {}).unwrap_err().to_string();
+        let expected = format!("TensorRT not found (searched: TENSORRT_ROOT={} (lib/", root.display());
+        assert!(err.starts_with(&expected), "{}: {err}", engine.display());
+        assert!(err.contains("install TensorRT 10 or 11 and set TENSORRT_ROOT"), "{err}");
+        for path in output.iter().chain([&detections]) {
+            assert!(!path.exists() && !partial_name(path).exists(), "{} or its partial file exists", path.display());
+        }
+        assert_eq!(listing(&dir), ["bare.trt", "yolo.engine"], "only the engines: nothing written");
+    }
     std::fs::remove_dir_all(&dir).ok();
 }

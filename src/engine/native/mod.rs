@@ -6,16 +6,19 @@
 //!   the weights section (uploaded once, as one block, in the layout the
 //!   kernels read) and the activation arena the build planned by liveness.
 //! - [`NativeEngine::load`] uploads the weights.
-//! - [`NativeEngine::enqueue`] runs one forward on a stream for the given
-//!   input and output buffers. The first call for a set of buffers turns the
-//!   plan's nodes into launches (pointers resolved, tiles chosen) and
-//!   captures them as one CUDA graph; later calls with the same buffers
-//!   replay it, so a forward costs one `cuGraphLaunch` on the host.
+//! - The engine is a [`Backend`]: its `enqueue` runs one forward on a
+//!   stream for the given input and output buffers. The first call for a
+//!   set of buffers turns the plan's nodes into launches (pointers resolved,
+//!   tiles chosen) and captures them as one CUDA graph; later calls with the
+//!   same buffers replay it, so a forward costs one `cuGraphLaunch` on the
+//!   host.
 //!
 //! Nothing is allocated after `load`: every byte the forward touches is a
-//! pool buffer, the weights, or the caller's tensors.
+//! pool buffer, the weights, or the caller's tensors. The arena is one of
+//! the plan's own pool buffers (from `reserve`), so the engine asks the
+//! caller for no [`Backend::workspace_bytes`].
 
-mod kernels;
+pub(crate) mod kernels;
 mod steps;
 
 use std::path::PathBuf;
@@ -26,7 +29,7 @@ use cudarc::driver::{sys, CudaGraph, CudaStream, LaunchConfig, PushKernelArg};
 pub use kernels::TensorRef;
 use kernels::*;
 
-use crate::engine::build::memory::ElementType;
+use crate::engine::backend::{Backend, BackendError, TensorDesc, TensorRole};
 use crate::engine::plan::{Plan, PlanError, PlanGraph};
 use crate::gpu::error::CheckDriver;
 use crate::gpu::{BufferId, DeviceView, Gpu, GpuError, Kernel, Module, PoolPlan, VramPool};
@@ -61,20 +64,6 @@ pub struct EngineBuffers {
 /// 14.7 MB; a GEMM whose splits would not fit splits fewer ways.
 pub const SPLIT_K_BYTES: usize = 16 << 20;
 
-/// One model input or output as the caller binds it: dense row-major.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TensorInfo {
-    pub name: String,
-    pub shape: Vec<usize>,
-    pub element: ElementType,
-}
-
-impl TensorInfo {
-    pub fn bytes(&self) -> usize {
-        self.shape.iter().product::<usize>() * self.element.bytes()
-    }
-}
-
 /// Kernel parameters of one launch.
 #[derive(Debug, Clone, Copy)]
 enum Params {
@@ -104,6 +93,10 @@ const GRAPH_CACHE: usize = 8;
 pub struct NativeEngine<'pool> {
     gpu: Gpu,
     path: PathBuf,
+    /// The plan's path, for messages ([`Backend::name`]).
+    name: String,
+    /// The plan's inputs, then its outputs ([`Plan::tensors`]).
+    tensors: Vec<TensorDesc>,
     graph: PlanGraph,
     weights: DeviceView<'pool>,
     arena: DeviceView<'pool>,
@@ -150,6 +143,8 @@ impl<'pool> NativeEngine<'pool> {
         Ok(NativeEngine {
             gpu: gpu.clone(),
             path: plan.path().to_path_buf(),
+            name: plan.path().display().to_string(),
+            tensors: plan.tensors(),
             graph: plan.graph.clone(),
             weights,
             arena,
@@ -157,23 +152,6 @@ impl<'pool> NativeEngine<'pool> {
             weight_offset,
             graphs: Vec::new(),
         })
-    }
-
-    pub fn batch(&self) -> usize {
-        self.graph.batch
-    }
-
-    pub fn inputs(&self) -> Vec<TensorInfo> {
-        self.graph.inputs.iter().map(|&v| self.info(v)).collect()
-    }
-
-    pub fn outputs(&self) -> Vec<TensorInfo> {
-        self.graph.outputs.iter().map(|&v| self.info(v)).collect()
-    }
-
-    fn info(&self, v: usize) -> TensorInfo {
-        let value = &self.graph.values[v];
-        TensorInfo { name: value.name.clone(), shape: value.shape.clone(), element: value.element }
     }
 
     /// Kernel launches per forward (views and in-place concatenations cost none).
@@ -188,7 +166,8 @@ impl<'pool> NativeEngine<'pool> {
     /// Enqueues one forward on `stream` as a CUDA graph (captured on the
     /// first call with these buffers). Inputs must be written before, in
     /// stream order; outputs are complete when the stream reaches this point.
-    pub fn enqueue(
+    /// ([`Backend::enqueue`] is this, its error widened.)
+    fn enqueue_graph(
         &mut self,
         stream: &Arc<CudaStream>,
         inputs: &[DeviceView<'_>],
@@ -251,24 +230,24 @@ impl<'pool> NativeEngine<'pool> {
     /// Checks the caller's buffers and returns their pointers (inputs, then outputs).
     fn bind(&self, inputs: &[DeviceView<'_>], outputs: &[DeviceView<'_>]) -> Result<Vec<u64>, EngineError> {
         let mut key = Vec::with_capacity(inputs.len() + outputs.len());
-        for (role, ids, views) in [("input", &self.graph.inputs, inputs), ("output", &self.graph.outputs, outputs)] {
-            if ids.len() != views.len() {
+        for (role, views) in [(TensorRole::Input, inputs), (TensorRole::Output, outputs)] {
+            let wanted: Vec<&TensorDesc> = self.tensors.iter().filter(|t| t.role == role).collect();
+            if wanted.len() != views.len() {
                 return Err(EngineError::Binding {
                     plan: self.path.clone(),
-                    what: format!("the model has {} {role}(s), {} buffer(s) were given", ids.len(), views.len()),
+                    what: format!("the model has {} {role}(s), {} buffer(s) were given", wanted.len(), views.len()),
                 });
             }
-            for (&v, view) in ids.iter().zip(views) {
-                let info = self.info(v);
-                if view.bytes() < info.bytes() {
+            for (tensor, view) in wanted.into_iter().zip(views) {
+                if view.bytes() < tensor.bytes() {
                     return Err(EngineError::Binding {
                         plan: self.path.clone(),
                         what: format!(
                             "{role} `{}` {:?} ({:?}) needs {} bytes; buffer `{}` has {}",
-                            info.name,
-                            info.shape,
-                            info.element,
-                            info.bytes(),
+                            tensor.name,
+                            tensor.shape,
+                            tensor.dtype,
+                            tensor.bytes(),
                             view.name(),
                             view.bytes()
                         ),
@@ -313,6 +292,33 @@ impl<'pool> NativeEngine<'pool> {
             )
         })?;
         Ok(())
+    }
+}
+
+impl Backend for NativeEngine<'_> {
+    /// The plan's path.
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The batch the plan was built for (`build-engine --batch`).
+    fn batch_size(&self) -> usize {
+        self.graph.batch
+    }
+
+    fn tensors(&self) -> &[TensorDesc] {
+        &self.tensors
+    }
+
+    // No workspace: the arena is the plan's own pool buffer (`reserve`).
+
+    fn enqueue(
+        &mut self,
+        stream: &Arc<CudaStream>,
+        inputs: &[DeviceView<'_>],
+        outputs: &[DeviceView<'_>],
+    ) -> Result<(), BackendError> {
+        self.enqueue_graph(stream, inputs, outputs).map_err(BackendError::from)
     }
 }
 
