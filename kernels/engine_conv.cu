@@ -35,7 +35,8 @@
 //   transposed convolutions, which the host never splits).
 //
 // conv_depthwise: groups == channels (one filter per channel), direct, one
-//   thread per output element, same epilogue.
+//   thread per output element, same epilogue. conv_depthwise_3x3_row4: the
+//   same for 3x3/1 filters, 4 outputs of a row per thread.
 #include <cuda_fp16.h>
 
 #include "common.cuh"
@@ -408,9 +409,40 @@ __device__ __forceinline__ void conv_igemm(const ConvParams& p) {
         if (s > 0) {
             // Tile rows are (channel, i, j), j fastest; BM and m0 are
             // multiples of s, so row r + j (j < s) are the j phases of one
-            // (channel, i). Element v walks j, then pixel, then row group.
+            // (channel, i).
             const int ow = p.ow * s;
             const int64_t plane_out = static_cast<int64_t>(p.oh * s) * ow;
+            if (s == 2 && p.ow % 4 == 0 && p.y_batch_stride % 8 == 0 &&
+                (reinterpret_cast<uintptr_t>(p.y) & 15) == 0) {
+                // 16-byte stores: 4 input pixels of one row (rows of a
+                // multiple of 4 never split a quad) times the 2 phases j give
+                // 8 consecutive outputs of output row 2y + i.
+                for (int v = tid; v < (BM / 2) * (kBlockN / 4); v += kThreads) {
+                    const int r = (v / (kBlockN / 4)) * 2;
+                    const int c = (v % (kBlockN / 4)) * 4;
+                    const int m = m0 + r;
+                    const int64_t gn = n0 + c;
+                    if (m >= p.m_total || gn >= n_total) continue;
+                    const int img = static_cast<int>(gn / pixels);
+                    const int pix = static_cast<int>(gn - static_cast<int64_t>(img) * pixels);
+                    const int y = pix / p.ow;
+                    const int x = pix - y * p.ow;
+                    const int channel = m / 4;
+                    const int i = (m / 2) % 2;
+                    const __half2* j0 = reinterpret_cast<const __half2*>(&tile_c[r * kStrideC + c]);
+                    const __half2* j1 = reinterpret_cast<const __half2*>(&tile_c[(r + 1) * kStrideC + c]);
+                    uint4 packed;
+                    __half2* out = reinterpret_cast<__half2*>(&packed);
+                    out[0] = __lows2half2(j0[0], j1[0]);
+                    out[1] = __highs2half2(j0[0], j1[0]);
+                    out[2] = __lows2half2(j0[1], j1[1]);
+                    out[3] = __highs2half2(j0[1], j1[1]);
+                    *reinterpret_cast<uint4*>(static_cast<__half*>(p.y) + static_cast<int64_t>(img) * p.y_batch_stride +
+                                              channel * plane_out + (y * 2 + i) * ow + x * 2) = packed;
+                }
+                return;
+            }
+            // Any stride: element v walks j, then pixel, then row group.
             for (int v = tid; v < BM * kBlockN; v += kThreads) {
                 const int j = v % s;
                 const int c = (v / s) % kBlockN;
@@ -585,6 +617,54 @@ VRSEG_KERNEL void conv_splitk_reduce(ConvParams p) {
         const int64_t at = static_cast<int64_t>(m) * pixels + (gn - static_cast<int64_t>(img) * pixels);
         if (p.residual) v += load_any(p.residual, img * p.residual_batch_stride + at, p.residual_f32);
         store_any(p.y, img * p.y_batch_stride + at, p.y_f32, v);
+    }
+}
+
+// 3x3, stride 1, dilation 1 (YOLO11's DWConv), output rows of a multiple of
+// 4: each thread makes 4 neighbouring outputs of one row from a 3 x 6 input
+// window (18 loads for 36 multiply-adds, one index split for 4 outputs),
+// which the one-output kernel spends most of its time on.
+VRSEG_KERNEL void conv_depthwise_3x3_row4(DepthwiseParams p) {
+    const int quads_per_row = p.ow / 4;
+    const int64_t total = static_cast<int64_t>(p.batch) * p.channels * p.oh * quads_per_row;
+    for (int64_t i = vrseg::global_thread_index(); i < total; i += vrseg::global_thread_count()) {
+        int64_t q = i;
+        const int qx = static_cast<int>(q % quads_per_row);
+        q /= quads_per_row;
+        const int oy = static_cast<int>(q % p.oh);
+        q /= p.oh;
+        const int c = static_cast<int>(q % p.channels);
+        const int img = static_cast<int>(q / p.channels);
+        const int ox0 = qx * 4;
+        const __half* src = p.x + img * p.x_batch_stride + static_cast<int64_t>(c) * p.h * p.w;
+        const __half* wc = p.weight + c * 9;
+        float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+        for (int ky = 0; ky < 3; ++ky) {
+            const int iy = oy - p.pad_t + ky;
+            if (static_cast<unsigned>(iy) >= static_cast<unsigned>(p.h)) continue;
+            float win[6];
+#pragma unroll
+            for (int j = 0; j < 6; ++j) {
+                const int ix = ox0 - p.pad_l + j;
+                win[j] = static_cast<unsigned>(ix) < static_cast<unsigned>(p.w) ? __half2float(src[iy * p.w + ix]) : 0.0f;
+            }
+#pragma unroll
+            for (int kx = 0; kx < 3; ++kx) {
+                const float wv = __half2float(wc[ky * 3 + kx]);
+#pragma unroll
+                for (int r = 0; r < 4; ++r) acc[r] += win[r + kx] * wv;
+            }
+        }
+        const float bias = p.bias ? p.bias[c] : 0.0f;
+        const int64_t at = static_cast<int64_t>(c) * p.oh * p.ow + oy * p.ow + ox0;
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            float v = acc[r] + bias;
+            if (p.activation == 1) v = silu(v);
+            if (p.residual) v += load_any(p.residual, img * p.residual_batch_stride + at + r, p.residual_f32);
+            store_any(p.y, img * p.y_batch_stride + at + r, p.y_f32, v);
+        }
     }
 }
 

@@ -74,16 +74,16 @@ struct MapParams {
     TensorRef out;
     TensorRef in;
     int32_t div[4];
-    int32_t op;  // 0 copy, 1 sigmoid
-    int32_t reserved;
+    int32_t op;   // 0 copy, 1 sigmoid
+    int32_t run;  // elements per thread along dim 3 (kRun, where dims[3] % kRun == 0); <= 1: one
 };
 
 struct BinaryParams {
     TensorRef out;
     TensorRef a;
     TensorRef b;
-    int32_t op;  // 0 add, 1 sub, 2 mul, 3 div
-    int32_t reserved;
+    int32_t op;   // 0 add, 1 sub, 2 mul, 3 div
+    int32_t run;  // as MapParams::run
 };
 
 struct SoftmaxParams {
@@ -121,35 +121,56 @@ __device__ __forceinline__ int64_t row_offset(const TensorRef& t, int axis, int6
 
 }  // namespace
 
+// Elements per thread along the last dim when the host asks for runs: one
+// index split and one base offset serve kRun elements, which these
+// memory-bound kernels otherwise spend most of their instructions on.
+constexpr int kRun = 4;
+
 VRSEG_KERNEL void tensor_map(MapParams p) {
-    const int64_t total = element_count(p.out);
+    const int run = p.run > 1 ? kRun : 1;
+    const int64_t total = element_count(p.out) / run;
+    const bool same_x = p.div[3] == 1;
     for (int64_t i = vrseg::global_thread_index(); i < total; i += vrseg::global_thread_count()) {
         int idx[4];
-        unravel(p.out, i, idx);
-        int src[4];
+        unravel(p.out, i * run, idx);
+        const int64_t in0 = (idx[0] / p.div[0]) * p.in.strides[0] + (idx[1] / p.div[1]) * p.in.strides[1] +
+                            (idx[2] / p.div[2]) * p.in.strides[2];
+        const int64_t out0 = idx[0] * p.out.strides[0] + idx[1] * p.out.strides[1] + idx[2] * p.out.strides[2];
 #pragma unroll
-        for (int d = 0; d < 4; ++d) src[d] = idx[d] / p.div[d];
-        float v = load(p.in, offset_of(p.in, src));
-        if (p.op == 1) v = 1.0f / (1.0f + __expf(-v));
-        store(p.out, offset_of(p.out, idx), v);
+        for (int j = 0; j < kRun; ++j) {
+            if (j >= run) break;
+            const int x = idx[3] + j;
+            float v = load(p.in, in0 + (same_x ? x : x / p.div[3]) * p.in.strides[3]);
+            if (p.op == 1) v = 1.0f / (1.0f + __expf(-v));
+            store(p.out, out0 + x * p.out.strides[3], v);
+        }
     }
 }
 
 VRSEG_KERNEL void tensor_binary(BinaryParams p) {
-    const int64_t total = element_count(p.out);
+    const int run = p.run > 1 ? kRun : 1;
+    const int64_t total = element_count(p.out) / run;
     for (int64_t i = vrseg::global_thread_index(); i < total; i += vrseg::global_thread_count()) {
         int idx[4];
-        unravel(p.out, i, idx);
-        const float a = load(p.a, offset_of(p.a, idx));
-        const float b = load(p.b, offset_of(p.b, idx));
-        float v;
-        switch (p.op) {
-            case 0: v = a + b; break;
-            case 1: v = a - b; break;
-            case 2: v = a * b; break;
-            default: v = a / b; break;
+        unravel(p.out, i * run, idx);
+        const int64_t a0 = idx[0] * p.a.strides[0] + idx[1] * p.a.strides[1] + idx[2] * p.a.strides[2];
+        const int64_t b0 = idx[0] * p.b.strides[0] + idx[1] * p.b.strides[1] + idx[2] * p.b.strides[2];
+        const int64_t out0 = idx[0] * p.out.strides[0] + idx[1] * p.out.strides[1] + idx[2] * p.out.strides[2];
+#pragma unroll
+        for (int j = 0; j < kRun; ++j) {
+            if (j >= run) break;
+            const int x = idx[3] + j;
+            const float a = load(p.a, a0 + x * p.a.strides[3]);
+            const float b = load(p.b, b0 + x * p.b.strides[3]);
+            float v;
+            switch (p.op) {
+                case 0: v = a + b; break;
+                case 1: v = a - b; break;
+                case 2: v = a * b; break;
+                default: v = a / b; break;
+            }
+            store(p.out, out0 + x * p.out.strides[3], v);
         }
-        store(p.out, offset_of(p.out, idx), v);
     }
 }
 

@@ -80,7 +80,7 @@ pub fn convert_elements(gpu: &Gpu, stream: &CudaStream, job: &ConvertJob<'_, '_>
         input: TensorRef::new(job.src.ptr(), job.src_type, &flat, 1),
         div: [1; 4],
         op: MAP_COPY,
-        reserved: 0,
+        run: 1,
     };
     let kernel = Kernel::TensorMap;
     let function = gpu.kernels().function(gpu.context(), kernel)?;

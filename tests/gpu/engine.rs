@@ -346,6 +346,22 @@ fn convolutions_match_the_reference() {
                 ..base
             },
         ),
+        // Rows of a multiple of 4: four outputs a thread.
+        (
+            "depthwise row4 residual silu",
+            ConvCase {
+                batch: 2,
+                cin: 19,
+                hw: [9, 20],
+                cout: 19,
+                kernel: [3, 3],
+                pads: [1; 4],
+                depthwise: true,
+                residual: true,
+                silu: true,
+                ..base
+            },
+        ),
         (
             "depthwise s2 silu",
             ConvCase {
@@ -467,7 +483,11 @@ fn conv_transpose_matches_the_reference() {
     }
     // Feeding a convolution, the upsampled value is FP16 and takes the
     // staged, phase-interleaved store (YOLO's Proto: ConvTranspose -> Conv).
-    for (i, &(batch, cin, cout, h, w)) in [(2, 64, 64, 10, 12), (1, 40, 70, 9, 7)].iter().enumerate() {
+    // Rows of a multiple of 4 pixels take 16-byte stores (the first and
+    // third), others the element-wise store.
+    for (i, &(batch, cin, cout, h, w)) in
+        [(2, 64, 64, 10, 12), (1, 40, 70, 9, 7), (3, 24, 48, 13, 20)].iter().enumerate()
+    {
         let mut b = Builder::new(seed + 10 + i as u64);
         let x = b.input(&[batch, cin, h, w]);
         let wt = b.constant(&[cin, cout, 2, 2], (3.0 / cin as f32).sqrt());
@@ -515,7 +535,12 @@ fn pooling_resize_and_copies_match_the_reference() {
     let cat3 = b.node(Op::Concat { axis: 3 }, vec![y, y], &[&[2, 5, 13, 22]])[0];
     let parts = b.node(Op::Split { axis: 2, sizes: vec![4, 9] }, vec![y], &[&[2, 5, 4, 11], &[2, 5, 9, 11]]);
     let r = b.node(Op::Reshape { shape: vec![2, 7, 143] }, vec![t], &[&[2, 7, 143]])[0];
-    for v in [p5, p3, up, t, sl, cat1, cat3, parts[0], parts[1], r] {
+    // Last dims of a multiple of 4 run 4 elements a thread (resize by 2
+    // along it, concatenation along it).
+    let z = b.input(&[2, 3, 5, 12]);
+    let up4 = b.node(Op::ResizeNearest { scales: vec![1, 1, 2, 2] }, vec![z], &[&[2, 3, 10, 24]])[0];
+    let cat4 = b.node(Op::Concat { axis: 3 }, vec![z, z], &[&[2, 3, 5, 24]])[0];
+    for v in [p5, p3, up, t, sl, cat1, cat3, parts[0], parts[1], r, up4, cat4] {
         b.output(v);
     }
     let (got, want) = run_both(&gpu, b.graph, seed, "copies");
@@ -548,7 +573,12 @@ fn elementwise_softmax_and_matmul_match_the_reference() {
     let bc = b.input(&[2, 3, 5, 6]);
     let w = b.constant(&[6, 7], 1.0);
     let mm2 = b.node(Op::MatMul, vec![bc, w], &[&[2, 3, 5, 7]])[0];
-    for v in [add, mul, div, sub, sig, soft1, soft3, soft_long, mm, mm2] {
+    // Runs of 4 along a last dim of 8, one operand broadcast along it.
+    let x8 = b.input(&[2, 3, 8]);
+    let col8 = b.constant(&[3, 1], 1.0);
+    let add8 = b.node(Op::Add, vec![x8, col8], &[&[2, 3, 8]])[0];
+    let sig8 = b.node(Op::Sigmoid, vec![x8], &[&[2, 3, 8]])[0];
+    for v in [add, mul, div, sub, sig, soft1, soft3, soft_long, mm, mm2, add8, sig8] {
         b.output(v);
     }
     let (got, want) = run_both(&gpu, b.graph, seed, "elementwise");

@@ -178,10 +178,26 @@ pub struct MapParams {
     pub input: TensorRef,
     pub div: [i32; 4],
     pub op: i32,
-    pub reserved: i32,
+    /// Elements per thread along the last dim: [`RUN`] where the last dim
+    /// is a multiple of it (see [`run_for`]), else 1.
+    pub run: i32,
 }
 // SAFETY: #[repr(C)] plain data matching the CUDA struct (152 bytes).
 unsafe impl DeviceRepr for MapParams {}
+
+/// `kRun` in engine_ops.cu.
+pub const RUN: i32 = 4;
+
+/// The run length for an elementwise launch writing `out`, and the threads
+/// it needs.
+pub fn run_for(out: &TensorRef) -> (i32, u64) {
+    let elements = out.elements() as u64;
+    if out.dims[3] % RUN == 0 {
+        (RUN, elements / RUN as u64)
+    } else {
+        (1, elements)
+    }
+}
 
 pub const MAP_COPY: i32 = 0;
 pub const MAP_SIGMOID: i32 = 1;
@@ -194,7 +210,8 @@ pub struct BinaryParams {
     pub a: TensorRef,
     pub b: TensorRef,
     pub op: i32,
-    pub reserved: i32,
+    /// As [`MapParams::run`].
+    pub run: i32,
 }
 // SAFETY: #[repr(C)] plain data matching the CUDA struct (200 bytes).
 unsafe impl DeviceRepr for BinaryParams {}

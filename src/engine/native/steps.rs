@@ -51,11 +51,12 @@ impl NativeEngine<'_> {
     }
 
     fn map_step(&self, node: usize, out: TensorRef, input: TensorRef, div: [i32; 4], op: i32) -> Step {
+        let (run, threads) = run_for(&out);
         Step {
             node,
             kernel: Kernel::TensorMap,
-            config: grid_stride(&self.gpu, out.elements() as u64),
-            params: Params::Map(MapParams { out, input, div, op, reserved: 0 }),
+            config: grid_stride(&self.gpu, threads),
+            params: Params::Map(MapParams { out, input, div, op, run }),
         }
     }
 
@@ -125,10 +126,12 @@ impl NativeEngine<'_> {
                         residual_f32,
                         reserved: 0,
                     };
+                    let outputs = y.shape.iter().product::<usize>() as u64;
+                    let row4 = c.kernel == [3, 3] && c.stride == [1, 1] && c.dilation == [1, 1] && ow % 4 == 0;
                     steps.push(Step {
                         node: i,
-                        kernel: Kernel::ConvDepthwise,
-                        config: grid_stride(&self.gpu, y.shape.iter().product::<usize>() as u64),
+                        kernel: if row4 { Kernel::ConvDepthwise3x3Row4 } else { Kernel::ConvDepthwise },
+                        config: grid_stride(&self.gpu, if row4 { outputs / 4 } else { outputs }),
                         params: Params::Depthwise(p),
                     });
                     return Ok(());
@@ -347,11 +350,12 @@ impl NativeEngine<'_> {
                     Op::Mul => 2,
                     _ => 3,
                 };
+                let (run, threads) = run_for(&out);
                 steps.push(Step {
                     node: i,
                     kernel: Kernel::TensorBinary,
-                    config: grid_stride(&self.gpu, out.elements() as u64),
-                    params: Params::Binary(BinaryParams { out, a, b, op, reserved: 0 }),
+                    config: grid_stride(&self.gpu, threads),
+                    params: Params::Binary(BinaryParams { out, a, b, op, run }),
                 });
             }
             Op::Softmax { axis } => {
