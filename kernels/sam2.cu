@@ -1,6 +1,7 @@
 // The small kernels of SAM2's memory-attention stack (src/models/sam2):
 // LayerNorm of the FP32 residual stream into FP16, the stack's input
-// (curr + 0.1 · curr_pos) and the memory bank's key input (memory + pos).
+// (curr + 0.1 · curr_pos), the memory bank's key input (memory + pos) and
+// the bank's keys at their frames' current ages (temporal encoding).
 // The matrix work is in linear.cu and attention.cu.
 #include <cuda_fp16.h>
 
@@ -98,5 +99,62 @@ VRSEG_KERNEL void add_f16(const __half* __restrict__ a,
                           uint64_t count) {
     for (uint64_t i = vrseg::global_thread_index(); i < count; i += vrseg::global_thread_count()) {
         out[i] = __float2half_rn(__half2float(a[i]) + __half2float(b[i]));
+    }
+}
+
+// The memory bank's keys at the frames' current ages (src/models/sam2/bank.rs):
+//
+//   keys[l][s·T + p] = keys0[l][s·T + p] + RoPE_p(tkeys[l][age(s) - 1])
+//
+// for every layer l, valid slot s < valid and token p < T of a side x side
+// map. keys0 holds RoPE((memory + spatial pos) W_k + b_k) of each frame,
+// projected once at append; tkeys[l][a] = W_k · maskmem_tpos_enc[a] is the
+// key of the temporal encoding of age a + 1 (FP32, 256 wide). RoPE is
+// linear, so RoPE(x + t) = RoPE(x) + RoPE(t): the sum is the key SAM2 would
+// project from memory + spatial pos + temporal pos at the frame's age now.
+// age(s) = (newest - s) mod window + 1: the newest slot is 1 frame old.
+// The RoPE factors are the linear epilogue's (ops::linear::axial_rope_factors,
+// table[position · 64 + frequency] for a head of 256: pairs 0..63 turn with
+// the token's column, 64..127 with its row). One thread per 8 columns
+// (16-byte loads and stores); the FP32 sum is rounded to FP16 once.
+VRSEG_KERNEL void sam2_age_keys(const __half* __restrict__ keys0,
+                                __half* __restrict__ keys,
+                                const float* __restrict__ tkeys,
+                                const float2* __restrict__ rope,
+                                int32_t layers,
+                                int32_t valid,
+                                int32_t window,
+                                int32_t newest,
+                                int32_t side,
+                                int64_t keys0_layer_stride,
+                                int64_t keys_layer_stride) {
+    constexpr int kD = 256, kQuarter = kD / 4, kChunks = kD / 8;
+    const int tokens = side * side;
+    const int64_t rows = static_cast<int64_t>(valid) * tokens;
+    const uint64_t count = static_cast<uint64_t>(layers) * rows * kChunks;
+    for (uint64_t i = vrseg::global_thread_index(); i < count; i += vrseg::global_thread_count()) {
+        const int chunk = static_cast<int>(i % kChunks);
+        const int64_t row = static_cast<int64_t>((i / kChunks) % rows);
+        const int layer = static_cast<int>(i / (kChunks * rows));
+        const int slot = static_cast<int>(row / tokens);
+        const int token = static_cast<int>(row % tokens);
+        const int age = (newest - slot + window) % window + 1;
+        const float* t = tkeys + (static_cast<int64_t>(layer) * window + age - 1) * kD + chunk * 8;
+        const uint4 in = *reinterpret_cast<const uint4*>(keys0 + layer * keys0_layer_stride + row * kD + chunk * 8);
+        const __half2* k0 = reinterpret_cast<const __half2*>(&in);
+        uint4 result;
+        uint32_t* packed = reinterpret_cast<uint32_t*>(&result);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const int pair = chunk * 4 + e;
+            const int pos = pair < kQuarter ? token % side : token / side;
+            const int freq = pair < kQuarter ? pair : pair - kQuarter;
+            const float2 cs = __ldg(rope + pos * kQuarter + freq);
+            const float t0 = t[2 * e], t1 = t[2 * e + 1];
+            const float2 k = __half22float2(k0[e]);
+            const __half2 h = __floats2half2_rn(k.x + (t0 * cs.x - t1 * cs.y), k.y + (t0 * cs.y + t1 * cs.x));
+            packed[e] = *reinterpret_cast<const uint32_t*>(&h);
+        }
+        *reinterpret_cast<uint4*>(keys + layer * keys_layer_stride + row * kD + chunk * 8) = result;
     }
 }
