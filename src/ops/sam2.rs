@@ -136,7 +136,7 @@ pub struct AgeKeys<'pool> {
 pub fn age_keys(gpu: &Gpu, stream: &CudaStream, job: &AgeKeys) -> Result<(), GpuError> {
     let kernel = Kernel::Sam2AgeKeys;
     let invalid = |reason: String| GpuError::InvalidLaunch { kernel: kernel.symbol(), reason };
-    let (d, tokens) = (AGE_KEYS_WIDTH, job.side * job.side);
+    let (d, tokens) = (AGE_KEYS_WIDTH, job.side.saturating_mul(job.side));
     if job.layers == 0 || job.side == 0 || job.window == 0 || job.valid > job.window || job.newest >= job.window {
         return Err(invalid(format!(
             "{} layers, {} valid slots of a ring of {} (newest {}), {}x{} map",
@@ -157,25 +157,29 @@ pub fn age_keys(gpu: &Gpu, stream: &CudaStream, job: &AgeKeys) -> Result<(), Gpu
     job.keys.require::<f16>(elements(job.keys_layer_rows), kernel.symbol())?;
     job.tkeys.require::<f32>(job.layers * job.window * d, kernel.symbol())?;
     job.rope.require::<[f32; 2]>(job.side * d / 4, kernel.symbol())?;
-    for (view, what) in [(&job.keys0, "keys0"), (&job.keys, "keys")] {
+    for (view, what) in [(&job.keys0, "keys0"), (&job.keys, "keys"), (&job.tkeys, "tkeys")] {
         if view.ptr() % 16 != 0 {
             return Err(invalid(format!("{what} `{}` is not 16-byte aligned", view.name())));
         }
     }
-    let fits = |v: usize| i32::try_from(v).is_ok();
-    if !fits(job.valid * tokens) || !fits(job.window) || !fits(job.layers) {
-        return Err(invalid("sizes beyond 2^31".into()));
+    // Grid (token rows / 8, slots, layers): y and z are at most 65,535.
+    if i32::try_from(tokens).is_err() || job.valid > 65_535 || job.layers > 65_535 {
+        return Err(invalid(format!("{tokens} tokens, {} slots, {} layers exceed the grid", job.valid, job.layers)));
     }
     let function = gpu.kernels().function(gpu.context(), kernel)?;
-    let config = grid_stride(gpu, (job.layers * job.valid * tokens * d / 8) as u64);
+    let config = LaunchConfig {
+        grid_dim: (tokens.div_ceil(8) as u32, job.valid as u32, job.layers as u32),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
     let (k0, k, t, r) = (job.keys0.ptr(), job.keys.ptr(), job.tkeys.ptr(), job.rope.ptr());
-    let (layers, valid, window, newest, side) =
-        (job.layers as i32, job.valid as i32, job.window as i32, job.newest as i32, job.side as i32);
+    let (window, newest, side) = (job.window as i32, job.newest as i32, job.side as i32);
     let (k0_stride, k_stride) = ((job.keys0_layer_rows * d) as i64, (job.keys_layer_rows * d) as i64);
     // SAFETY: the arguments match `sam2_age_keys(const __half*, __half*,
-    // const float*, const float2*, int32_t x 5, int64_t, int64_t)`; `require`
-    // checked that keys0 and keys hold the valid rows of every layer (16-byte
-    // aligned), tkeys `layers x window` rows and the table `side` positions;
+    // const float*, const float2*, int32_t x 3, int64_t, int64_t)`; `require`
+    // checked that keys0 and keys hold the valid rows of every layer and
+    // tkeys `layers x window` rows (all 16-byte aligned), the table `side`
+    // positions; the grid covers exactly `valid` slots of `layers` layers;
     // the views live in pools that synchronise before they free.
     unsafe {
         stream
@@ -184,8 +188,6 @@ pub fn age_keys(gpu: &Gpu, stream: &CudaStream, job: &AgeKeys) -> Result<(), Gpu
             .arg(&k)
             .arg(&t)
             .arg(&r)
-            .arg(&layers)
-            .arg(&valid)
             .arg(&window)
             .arg(&newest)
             .arg(&side)

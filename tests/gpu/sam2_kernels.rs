@@ -404,8 +404,8 @@ struct AttentionCase<'a> {
     nq: usize,
     nk: usize,
     /// Row stride of Q and K (>= 256; 768 mimics the packed qkv buffer); V
-    /// rows are `ld` apart for 256-wide values, `ld / 4` for 64-wide ones
-    /// (still wider than the values).
+    /// rows are `ld` apart for 256-wide values, `ld / 4` rounded up to a
+    /// multiple of 8 for 64-wide ones (wider than the values unless ld = 256).
     ld: usize,
     splits: Splits,
     amplitude: f32,
@@ -418,7 +418,7 @@ fn run_attention(case: &AttentionCase) {
     let mut rng = SplitMix64::new(test_seed(case.label));
     let (nq, nk, d, ld) = (case.nq, case.nk, attention::HEAD_DIM, case.ld);
     let dv = case.kernel.dv();
-    let ldv = if dv == d { ld } else { ld / 4 };
+    let ldv = if dv == d { ld } else { (ld / 4).next_multiple_of(8) };
     let mut q = random(&mut rng, nq * d, case.amplitude);
     let mut k = random(&mut rng, nk * d, case.amplitude);
     if case.rising {
