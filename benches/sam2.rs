@@ -4,7 +4,11 @@
 //! like the real ones. Throughput is in FLOP (criterion prints it as
 //! "elem/s": Gelem/s = GFLOP/s). Each iteration is one eager forward (about
 //! 60 launches); the side-by-side with PyTorch, CUDA graphs on both sides,
-//! is tools/parity/sam2_parity.py --bench.
+//! is tools/parity/sam2_parity.py --bench. Beside it: the cross-attention
+//! alone at W = 7 with each kernel (the folded 64-wide values on 64- and
+//! 128-row blocks, and the 256-wide values of the unfolded projection), and
+//! one append to a full ring of 7 with and without the temporal encoding
+//! (the re-ageing of every slot's keys).
 //!
 //!     cargo bench --bench sam2
 
@@ -18,6 +22,7 @@ use vrseg::models::sam2::bank::{MemoryBank, MemoryBankPlan};
 use vrseg::models::sam2::stack::{MemoryAttention, MemoryAttentionPlan};
 use vrseg::models::sam2::weights::MemoryAttentionWeights;
 use vrseg::models::sam2::MemoryAttentionConfig;
+use vrseg::ops::attention::{self, AttentionJob, AttentionKernel, AttentionScratch, Splits};
 use vrseg::selftest::SplitMix64;
 
 const POINTER_TOKENS: usize = 64;
@@ -77,6 +82,80 @@ fn bench(c: &mut Criterion, gpu: &Gpu) {
         });
     }
     group.finish();
+
+    // One append to a full ring, plain and with the temporal encoding.
+    let mut group = c.benchmark_group("sam2 append to a full ring of 7");
+    for temporal in [false, true] {
+        let mut bank = MemoryBank::new(&pool, bank_plan);
+        if temporal {
+            let tpos: Vec<f32> = (0..RING * m).map(|i| ((i % 13) as f32 - 6.0) / 6.0).collect();
+            stack.set_temporal_encoding(&stream, &mut bank, &tpos, RING).expect("temporal encoding");
+        }
+        for _ in 0..RING {
+            stack.append(gpu, &stream, &mut bank, &frame, &frame).expect("append");
+        }
+        let label = if temporal { "temporal encoding (keys re-aged)" } else { "no temporal encoding" };
+        group.bench_function(label, |b| {
+            b.iter_custom(|iters| {
+                time_on_gpu(gpu, &stream, iters, || {
+                    stack.append(gpu, &stream, &mut bank, &frame, &frame).expect("append");
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+/// Cross-attention of one layer at W = 7 (28,736 keys) with each kernel, on
+/// the buffers of its own pool (values 256 wide for the unfolded kernel).
+fn bench_cross_attention(c: &mut Criterion, gpu: &Gpu) {
+    let (t, d, keys) = (4096usize, attention::HEAD_DIM, 7 * 4096 + POINTER_TOKENS);
+    let mut plan = PoolPlan::new();
+    let q_id = plan.buffer("bench.q", t * d * 2);
+    let k_id = plan.buffer("bench.k", keys * d * 2);
+    let v_id = plan.buffer("bench.v", keys * d * 2);
+    let o_id = plan.buffer("bench.out", t * d * 2);
+    let (po, pl) = AttentionScratch::bytes(t, 8);
+    let po_id = plan.buffer("bench.partial_out", po);
+    let pl_id = plan.buffer("bench.partial_lse", pl);
+    let pool = VramPool::reserve(gpu, &plan).expect("VRAM pool for the bench");
+    let stream = gpu.new_stream().expect("stream");
+    attention::prepare(gpu).expect("attention set-up");
+    let mut rng = SplitMix64::new(3);
+    for id in [q_id, k_id, v_id] {
+        let view = pool.buffer(id);
+        let data: Vec<f16> = (0..view.bytes() / 2).map(|_| f16::from_f32(rng.uniform_f32(-1.0, 1.0))).collect();
+        view.upload_blocking(&stream, &data).expect("upload");
+    }
+    let scratch = AttentionScratch { partial_out: pool.buffer(po_id), partial_lse: pool.buffer(pl_id), max_splits: 8 };
+    let mut group = c.benchmark_group("sam2 cross-attention, one layer at W = 7");
+    for kernel in [AttentionKernel::V64Rows128, AttentionKernel::V64Rows64, AttentionKernel::D256] {
+        let dv = kernel.dv();
+        let job = AttentionJob {
+            kernel,
+            q: pool.buffer(q_id),
+            ldq: d,
+            k: pool.buffer(k_id),
+            ldk: d,
+            v: pool.buffer(v_id),
+            ldv: dv,
+            nq: t,
+            nk: keys,
+            out: pool.buffer(o_id),
+            ldo: dv,
+            scale: 1.0 / 16.0,
+        };
+        let flops = 2.0 * t as f64 * keys as f64 * (d + dv) as f64;
+        group.throughput(Throughput::Elements(flops as u64));
+        group.bench_function(format!("{kernel:?}"), |b| {
+            b.iter_custom(|iters| {
+                time_on_gpu(gpu, &stream, iters, || {
+                    attention::attention(gpu, &stream, &job, &scratch, Splits::Auto).expect("attention")
+                })
+            })
+        });
+    }
+    group.finish();
 }
 
 fn main() {
@@ -88,5 +167,6 @@ fn main() {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2));
     bench(&mut c, &gpu);
+    bench_cross_attention(&mut c, &gpu);
     c.final_summary();
 }

@@ -58,7 +58,7 @@ struct AttentionParams {
     const __half* k;
     const __half* v;
     __half* out;           // [nq, ldo] FP16, written when splits == 1
-    __half* partial_out;   // [splits, nq, 256] FP16, normalised per split
+    __half* partial_out;   // [splits, nq, dv] FP16, normalised per split (dv = 256 or 64)
     float* partial_lse;    // [splits, nq]: log2 of the split's denominator, in scaled-log2 units
     int32_t nq, nk;
     int32_t ldq, ldk, ldv, ldo;  // row strides in elements
@@ -273,11 +273,16 @@ VRSEG_KERNEL void __launch_bounds__(128, 2) attention_f16_d256(const AttentionPa
 #endif
 }
 
-// Merges the splits of attention_f16_d256: out[row] = Σ_s w_s O_s / Σ_s w_s
-// with w_s = exp2(lse_s - max_s lse_s). One warp per row, 8 columns a lane.
-VRSEG_KERNEL void __launch_bounds__(256) attention_combine_f16_d256(const AttentionParams p) {
-    const int row = blockIdx.x * 8 + (threadIdx.x >> 5);
+// Merges the splits of an attention kernel: out[row] = Σ_s w_s O_s / Σ_s w_s
+// with w_s = exp2(lse_s - max_s lse_s). DV / 8 lanes per row, 8 columns a
+// lane (one 16-byte load per split): one row a warp at DV = 256, four at 64.
+template <int DV>
+__device__ __forceinline__ void combine_body(const AttentionParams& p) {
+    constexpr int kLanesPerRow = DV / 8;
+    constexpr int kRowsPerWarp = 32 / kLanesPerRow;
     const int lane = threadIdx.x & 31;
+    const int row = (blockIdx.x * 8 + (threadIdx.x >> 5)) * kRowsPerWarp + lane / kLanesPerRow;
+    const int col = (lane % kLanesPerRow) * 8;
     if (row >= p.nq) return;
     float top = -INFINITY;
     for (int s = 0; s < p.splits; ++s) top = fmaxf(top, p.partial_lse[static_cast<int64_t>(s) * p.nq + row]);
@@ -288,7 +293,7 @@ VRSEG_KERNEL void __launch_bounds__(256) attention_combine_f16_d256(const Attent
         const float w = lse == -INFINITY ? 0.f : exp2f(lse - top);
         total += w;
         const uint4 packed_in =
-            *reinterpret_cast<const uint4*>(p.partial_out + (static_cast<int64_t>(s) * p.nq + row) * kD + lane * 8);
+            *reinterpret_cast<const uint4*>(p.partial_out + (static_cast<int64_t>(s) * p.nq + row) * DV + col);
         const __half2* x = reinterpret_cast<const __half2*>(&packed_in);
 #pragma unroll
         for (int i = 0; i < 4; ++i) {
@@ -303,5 +308,259 @@ VRSEG_KERNEL void __launch_bounds__(256) attention_combine_f16_d256(const Attent
     packed.y = vrseg::mma::pack_half2(acc[2] * inv, acc[3] * inv);
     packed.z = vrseg::mma::pack_half2(acc[4] * inv, acc[5] * inv);
     packed.w = vrseg::mma::pack_half2(acc[6] * inv, acc[7] * inv);
-    *reinterpret_cast<uint4*>(p.out + static_cast<int64_t>(row) * p.ldo + lane * 8) = packed;
+    *reinterpret_cast<uint4*>(p.out + static_cast<int64_t>(row) * p.ldo + col) = packed;
+}
+
+VRSEG_KERNEL void __launch_bounds__(256) attention_combine_f16_d256(const AttentionParams p) {
+    combine_body<256>(p);
+}
+
+VRSEG_KERNEL void __launch_bounds__(256) attention_combine_f16_v64(const AttentionParams p) {
+    combine_body<64>(p);
+}
+
+// ---------------------------------------------------------------------------
+// Cross-attention with the value projection folded out (SAM2's memory bank):
+//
+//   out = softmax(scale · Q Kᵀ) V      Q, K [·, 256], V [nk, 64], out [nq, 64]
+//
+// SAM2's values are v_proj(memory) = M W_vᵀ + b_v with 64-wide memory tokens
+// M. Softmax rows sum to 1, so softmax(S)(M W_vᵀ + 1 b_vᵀ) = (softmax(S) M) W_vᵀ
+// + b_v: the kernel takes the raw tokens as V, and the caller folds W_v and
+// b_v into the output projection. P·V costs a quarter of the d = 256 kernel's
+// and V traffic a quarter of its bytes.
+//
+// Same FlashAttention-2 structure as attention_f16_d256 (V of tile j loads
+// during S = Q Kᵀ, K of tile j+1 during softmax and P·V; lazy max; split-KV
+// with FP16 partials), but each warp owns MT x 16 query rows: with MT = 2
+// every K fragment read from shared memory feeds 2 mma instead of 1 (the
+// d = 256 kernel is bound by that ldmatrix traffic) and a block of 128 rows
+// reads every K tile from L2 once for twice the rows. The accumulators fit
+// because O is only 64 wide. Shared memory: Q (MT x 64 rows x 512 bytes), K
+// (64 x 512) and V (64 x 128, chunk c of row r at c ^ (r & 7)).
+namespace {
+
+constexpr int kDv = 64;
+
+__device__ __forceinline__ uint32_t swizzle128(int row, int chunk) {
+    return static_cast<uint32_t>(row * 128 + ((chunk ^ (row & 7)) << 4));
+}
+
+// Rows [row0, row0 + 64) of a [rows, ld] FP16 matrix of 64 columns into a V
+// tile; rows at or past `rows` become zeros.
+__device__ __forceinline__ void load_v64_tile(uint32_t tile, const __half* base, int row0, int rows, int ld) {
+    const int tid = threadIdx.x;
+#pragma unroll
+    for (int i = 0; i < (kBc * 8) / 128; ++i) {
+        const int idx = tid + i * 128;
+        const int row = idx >> 3, chunk = idx & 7;
+        const int r = row0 + row;
+        const bool valid = r < rows;
+        const __half* src = valid ? base + static_cast<int64_t>(r) * ld + chunk * 8 : base;
+        cp_async_16(tile + swizzle128(row, chunk), src, valid);
+    }
+}
+
+template <int MT>
+__device__ __forceinline__ void attention_v64_body(const AttentionParams& p) {
+#ifndef VRSEG_NO_TENSOR_CORES
+    constexpr int kBr = 64 * MT;  // 4 warps of MT x 16 rows
+    extern __shared__ __align__(128) uint8_t smem[];
+    const uint32_t sq = smem_addr(smem);
+    const uint32_t sk = sq + kBr * 512;
+    const uint32_t sv = sk + kBc * 512;
+
+    const int lane = threadIdx.x & 31;
+    const int warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int q0 = blockIdx.x * kBr;
+    const int split = blockIdx.y;
+    const int tiles_total = (p.nk + kBc - 1) / kBc;
+    const int tile_begin = split * p.tiles_per_split;
+    const int tile_end = min(tile_begin + p.tiles_per_split, tiles_total);
+
+    load_tile<kBr>(sq, p.q, q0, p.nq, p.ldq);
+    load_tile<kBc>(sk, p.k, tile_begin * kBc, p.nk, p.ldk);
+    cp_async_commit();
+
+    float acc_o[MT][kDv / 8][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int j = 0; j < kDv / 8; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc_o[mt][j][e] = 0.f;
+    // Per m-tile: rows g and g + 8 of its 16.
+    float row_max[MT][2], row_sum[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+        row_max[mt][0] = row_max[mt][1] = -INFINITY;
+        row_sum[mt][0] = row_sum[mt][1] = 0.f;
+    }
+
+    for (int tile = tile_begin; tile < tile_end; ++tile) {
+        cp_async_wait<0>();
+        __syncthreads();  // K(tile) visible; every warp is past P·V of the last tile
+        load_v64_tile(sv, p.v, tile * kBc, p.nk, p.ldv);
+        cp_async_commit();
+
+        float acc_s[MT][kBc / 8][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int j = 0; j < kBc / 8; ++j)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) acc_s[mt][j][e] = 0.f;
+#pragma unroll
+        for (int ks = 0; ks < kD / 16; ++ks) {
+            uint32_t a[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                ldmatrix_x4(a[mt], sq + swizzle512(warp * 16 * MT + mt * 16 + (lane & 15), ks * 2 + (lane >> 4)));
+            }
+#pragma unroll
+            for (int jp = 0; jp < kBc / 16; ++jp) {
+                uint32_t b[4];
+                ldmatrix_x4(b, sk + swizzle512(jp * 16 + (lane & 7) + ((lane >> 4) << 3), ks * 2 + ((lane >> 3) & 1)));
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    mma_16816(acc_s[mt][2 * jp], a[mt], b[0], b[1]);
+                    mma_16816(acc_s[mt][2 * jp + 1], a[mt], b[2], b[3]);
+                }
+            }
+        }
+
+        cp_async_wait<0>();
+        __syncthreads();  // V(tile) visible; every warp is done with K(tile)
+        if (tile + 1 < tile_end) {
+            load_tile<kBc>(sk, p.k, (tile + 1) * kBc, p.nk, p.ldk);
+        }
+        cp_async_commit();
+
+        const int key0 = tile * kBc;
+        if (key0 + kBc > p.nk) {
+#pragma unroll
+            for (int j = 0; j < kBc / 8; ++j) {
+                const int key = key0 + j * 8 + 2 * t;
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    if (key >= p.nk) {
+                        acc_s[mt][j][0] = -INFINITY;
+                        acc_s[mt][j][2] = -INFINITY;
+                    }
+                    if (key + 1 >= p.nk) {
+                        acc_s[mt][j][1] = -INFINITY;
+                        acc_s[mt][j][3] = -INFINITY;
+                    }
+                }
+            }
+        }
+
+        // Online softmax with the lazy max (see attention_f16_d256).
+        float rescale[MT][2];
+        bool moved = false;
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+            float tile_max[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+            for (int j = 0; j < kBc / 8; ++j) {
+                tile_max[0] = fmaxf(tile_max[0], fmaxf(acc_s[mt][j][0], acc_s[mt][j][1]));
+                tile_max[1] = fmaxf(tile_max[1], fmaxf(acc_s[mt][j][2], acc_s[mt][j][3]));
+            }
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 1));
+                tile_max[h] = fmaxf(tile_max[h], __shfl_xor_sync(0xffffffffu, tile_max[h], 2));
+                rescale[mt][h] = 1.f;
+                if (tile_max[h] != -INFINITY &&
+                    (row_max[mt][h] == -INFINITY || (tile_max[h] - row_max[mt][h]) * p.scale_log2 > kLazyRescale)) {
+                    rescale[mt][h] = exp2f((row_max[mt][h] - tile_max[h]) * p.scale_log2);
+                    row_max[mt][h] = tile_max[h];
+                    moved = true;
+                }
+                const float base = row_max[mt][h] == -INFINITY ? 0.f : row_max[mt][h] * p.scale_log2;
+                row_sum[mt][h] *= rescale[mt][h];
+#pragma unroll
+                for (int j = 0; j < kBc / 8; ++j) {
+                    acc_s[mt][j][2 * h] = exp2f(acc_s[mt][j][2 * h] * p.scale_log2 - base);
+                    acc_s[mt][j][2 * h + 1] = exp2f(acc_s[mt][j][2 * h + 1] * p.scale_log2 - base);
+                    row_sum[mt][h] += acc_s[mt][j][2 * h] + acc_s[mt][j][2 * h + 1];
+                }
+            }
+        }
+        if (__any_sync(0xffffffffu, moved)) {
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                for (int j = 0; j < kDv / 8; ++j) {
+                    acc_o[mt][j][0] *= rescale[mt][0];
+                    acc_o[mt][j][1] *= rescale[mt][0];
+                    acc_o[mt][j][2] *= rescale[mt][1];
+                    acc_o[mt][j][3] *= rescale[mt][1];
+                }
+        }
+
+        // O += P V over the tile's 64 keys, 16 at a time.
+#pragma unroll
+        for (int kk = 0; kk < kBc / 16; ++kk) {
+            uint32_t a[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                a[mt][0] = pack_half2(acc_s[mt][2 * kk][0], acc_s[mt][2 * kk][1]);
+                a[mt][1] = pack_half2(acc_s[mt][2 * kk][2], acc_s[mt][2 * kk][3]);
+                a[mt][2] = pack_half2(acc_s[mt][2 * kk + 1][0], acc_s[mt][2 * kk + 1][1]);
+                a[mt][3] = pack_half2(acc_s[mt][2 * kk + 1][2], acc_s[mt][2 * kk + 1][3]);
+            }
+#pragma unroll
+            for (int dp = 0; dp < kDv / 16; ++dp) {
+                uint32_t b[4];
+                ldmatrix_x4_trans(b, sv + swizzle128(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, dp * 2 + (lane >> 4)));
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    mma_16816(acc_o[mt][2 * dp], a[mt], b[0], b[1]);
+                    mma_16816(acc_o[mt][2 * dp + 1], a[mt], b[2], b[3]);
+                }
+            }
+        }
+    }
+    cp_async_wait<0>();
+
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            float sum = row_sum[mt][h];
+            sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+            sum += __shfl_xor_sync(0xffffffffu, sum, 2);
+            const float inv = sum > 0.f ? 1.f / sum : 0.f;
+            const int row = q0 + warp * 16 * MT + mt * 16 + g + h * 8;
+            if (row >= p.nq) continue;
+            __half* dst = p.splits == 1 ? p.out + static_cast<int64_t>(row) * p.ldo
+                                        : p.partial_out + (static_cast<int64_t>(split) * p.nq + row) * kDv;
+#pragma unroll
+            for (int j = 0; j < kDv / 8; ++j) {
+                *reinterpret_cast<__half2*>(dst + j * 8 + 2 * t) =
+                    __floats2half2_rn(acc_o[mt][j][2 * h] * inv, acc_o[mt][j][2 * h + 1] * inv);
+            }
+            if (p.splits > 1 && t == 0) {
+                p.partial_lse[static_cast<int64_t>(split) * p.nq + row] =
+                    sum > 0.f ? row_max[mt][h] * p.scale_log2 + log2f(sum) : -INFINITY;
+            }
+        }
+    }
+#else
+    __trap();
+#endif
+}
+
+}  // namespace
+
+// 64 query rows a block (one m-tile a warp), three blocks an SM (72 KiB each).
+VRSEG_KERNEL void __launch_bounds__(128, 3) attention_f16_qk256_v64_r64(const AttentionParams p) {
+    attention_v64_body<1>(p);
+}
+
+// 128 query rows a block (two m-tiles a warp), two blocks an SM (104 KiB each).
+VRSEG_KERNEL void __launch_bounds__(128, 2) attention_f16_qk256_v64_r128(const AttentionParams p) {
+    attention_v64_body<2>(p);
 }

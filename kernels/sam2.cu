@@ -1,6 +1,7 @@
 // The small kernels of SAM2's memory-attention stack (src/models/sam2):
 // LayerNorm of the FP32 residual stream into FP16, the stack's input
-// (curr + 0.1 · curr_pos) and the memory bank's key input (memory + pos).
+// (curr + 0.1 · curr_pos), the memory bank's key input (memory + pos) and
+// the bank's keys at their frames' current ages (temporal encoding).
 // The matrix work is in linear.cu and attention.cu.
 #include <cuda_fp16.h>
 
@@ -99,4 +100,60 @@ VRSEG_KERNEL void add_f16(const __half* __restrict__ a,
     for (uint64_t i = vrseg::global_thread_index(); i < count; i += vrseg::global_thread_count()) {
         out[i] = __float2half_rn(__half2float(a[i]) + __half2float(b[i]));
     }
+}
+
+// The memory bank's keys at the frames' current ages (src/models/sam2/bank.rs):
+//
+//   keys[l][s·T + p] = keys0[l][s·T + p] + RoPE_p(tkeys[l][age(s) - 1])
+//
+// for every layer l, valid slot s < valid and token p < T of a side x side
+// map. keys0 holds RoPE((memory + spatial pos) W_k + b_k) of each frame,
+// projected once at append; tkeys[l][a] = W_k · maskmem_tpos_enc[a] is the
+// key of the temporal encoding of age a + 1 (FP32, 256 wide). RoPE is
+// linear, so RoPE(x + t) = RoPE(x) + RoPE(t): the sum is the key SAM2 would
+// project from memory + spatial pos + temporal pos at the frame's age now.
+// age(s) = (newest - s) mod window + 1: the newest slot is 1 frame old.
+// The RoPE factors are the linear epilogue's (ops::linear::axial_rope_factors,
+// table[position · 64 + frequency] for a head of 256: pairs 0..63 turn with
+// the token's column, 64..127 with its row). Grid (ceil(T / 8), valid,
+// layers) of 256 threads: a warp per token row, 8 columns a lane (16-byte
+// loads and stores); the FP32 sum is rounded to FP16 once.
+VRSEG_KERNEL void __launch_bounds__(256) sam2_age_keys(const __half* __restrict__ keys0,
+                                                       __half* __restrict__ keys,
+                                                       const float* __restrict__ tkeys,
+                                                       const float2* __restrict__ rope,
+                                                       int32_t window,
+                                                       int32_t newest,
+                                                       int32_t side,
+                                                       int64_t keys0_layer_stride,
+                                                       int64_t keys_layer_stride) {
+    constexpr int kD = 256, kQuarter = kD / 4;
+    const int tokens = side * side;
+    const int token = blockIdx.x * 8 + (threadIdx.x >> 5);
+    if (token >= tokens) return;
+    const int chunk = threadIdx.x & 31;
+    const int slot = blockIdx.y;
+    const int layer = blockIdx.z;
+    const int age = (newest - slot + window) % window + 1;
+    const int64_t row = static_cast<int64_t>(slot) * tokens + token;
+    const float4* t4 = reinterpret_cast<const float4*>(tkeys + (static_cast<int64_t>(layer) * window + age - 1) * kD) +
+                       chunk * 2;
+    const float4 ta = t4[0], tb = t4[1];
+    const float t[8] = {ta.x, ta.y, ta.z, ta.w, tb.x, tb.y, tb.z, tb.w};
+    const uint4 in = *reinterpret_cast<const uint4*>(keys0 + layer * keys0_layer_stride + row * kD + chunk * 8);
+    const __half2* k0 = reinterpret_cast<const __half2*>(&in);
+    // Pairs chunk·4 .. chunk·4 + 3 all turn with the same coordinate.
+    const int pos = chunk * 4 < kQuarter ? token % side : token / side;
+    const float2* cs_row = rope + pos * kQuarter + (chunk * 4) % kQuarter;
+    uint4 result;
+    uint32_t* packed = reinterpret_cast<uint32_t*>(&result);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+        const float2 cs = __ldg(cs_row + e);
+        const float2 k = __half22float2(k0[e]);
+        const float t0 = t[2 * e], t1 = t[2 * e + 1];
+        const __half2 h = __floats2half2_rn(k.x + (t0 * cs.x - t1 * cs.y), k.y + (t0 * cs.y + t1 * cs.x));
+        packed[e] = *reinterpret_cast<const uint32_t*>(&h);
+    }
+    *reinterpret_cast<uint4*>(keys + layer * keys_layer_stride + row * kD + chunk * 8) = result;
 }

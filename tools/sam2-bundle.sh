@@ -59,7 +59,7 @@ python3 "$here/parity/sam2_parity.py" --vrseg "$here/bin/vrseg" --sam2 "$here/pa
     --out "$out" --cpu-check "${extra[@]}" || status=1
 if [ "${1:-}" = bench ]; then
     echo "== criterion (eager forward)"
-    "$here/bin/sam2-bench" --bench 2>&1 | grep -E 'W = |time:|thrpt:' > "$out/sam2-criterion.txt"
+    "$here/bin/sam2-bench" --bench 2>&1 | grep -E 'sam2 |W = |time:|thrpt:' > "$out/sam2-criterion.txt"
     cat "$out/sam2-criterion.txt"
     if command -v ncu >/dev/null && [ -f "$work/inputs_w7.safetensors" ]; then
         echo "== ncu: one forward at W = 7 (real clocks), per kernel"

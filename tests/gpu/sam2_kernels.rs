@@ -2,18 +2,21 @@
 //! random inputs of awkward sizes: kernels/linear.cu (every epilogue, both
 //! block tiles, two-source A, k and n tails, strided rows), kernels/
 //! attention.cu (single key, tails, splits, strided Q/K/V, selective and
-//! flat softmax) and kernels/sam2.cu (LayerNorm, the input and key-input
-//! adds). Outputs are poisoned first; what lies between and after the rows
-//! must stay poison. Each CPU reference reads the same FP16-rounded inputs.
+//! flat softmax; values 256 and 64 wide, 64- and 128-row blocks) and
+//! kernels/sam2.cu (LayerNorm, the input and key-input adds, the memory
+//! bank's keys re-aged with the temporal encoding). Outputs are poisoned
+//! first; what lies between and after the rows must stay poison. Each CPU reference reads the same FP16-rounded inputs.
 
 use half::f16;
 use vrseg::gpu::{DeviceView, PoolPlan, VramPool};
-use vrseg::ops::attention::{self, attention, attention_reference, AttentionJob, AttentionScratch, Splits};
+use vrseg::ops::attention::{
+    self, attention, attention_reference, AttentionJob, AttentionKernel, AttentionScratch, Splits,
+};
 use vrseg::ops::linear::{
     axial_rope_factors, axial_rope_table, linear, linear_batch, linear_reference, Epilogue, LinearJob, LinearReference,
     RopeReference,
 };
-use vrseg::ops::sam2::{add_f16, layernorm, layernorm_reference, scaled_add};
+use vrseg::ops::sam2::{add_f16, age_keys, age_keys_reference, layernorm, layernorm_reference, scaled_add, AgeKeys};
 use vrseg::selftest::SplitMix64;
 
 use crate::{gpu_or_skip, test_seed};
@@ -395,11 +398,14 @@ fn linear_refuses_bad_shapes_with_a_sentence() {
     assert!(err.contains("test.any") && err.contains("needs"), "{err}");
 }
 
-struct AttentionCase {
-    label: &'static str,
+struct AttentionCase<'a> {
+    label: &'a str,
+    kernel: AttentionKernel,
     nq: usize,
     nk: usize,
-    /// Row stride of Q, K and V (>= 256; 768 mimics the packed qkv buffer).
+    /// Row stride of Q and K (>= 256; 768 mimics the packed qkv buffer); V
+    /// rows are `ld` apart for 256-wide values, `ld / 4` rounded up to a
+    /// multiple of 8 for 64-wide ones (wider than the values unless ld = 256).
     ld: usize,
     splits: Splits,
     amplitude: f32,
@@ -411,6 +417,8 @@ fn run_attention(case: &AttentionCase) {
     let gpu = gpu_or_skip!();
     let mut rng = SplitMix64::new(test_seed(case.label));
     let (nq, nk, d, ld) = (case.nq, case.nk, attention::HEAD_DIM, case.ld);
+    let dv = case.kernel.dv();
+    let ldv = if dv == d { ld } else { (ld / 4).next_multiple_of(8) };
     let mut q = random(&mut rng, nq * d, case.amplitude);
     let mut k = random(&mut rng, nk * d, case.amplitude);
     if case.rising {
@@ -421,34 +429,35 @@ fn run_attention(case: &AttentionCase) {
             row.iter_mut().for_each(|x| *x = 2.0 * j as f32 / nk as f32 + 0.1 * *x);
         }
     }
-    let v = random(&mut rng, nk * d, 1.0);
+    let v = random(&mut rng, nk * dv, 1.0);
     let (q_r, _) = rounded(&q);
     let (k_r, _) = rounded(&k);
     let (v_r, _) = rounded(&v);
-    let image = |x: &[f32], rows: usize| {
+    // NaN between rows: a kernel reading past a row's width poisons its output.
+    let image = |x: &[f32], rows: usize, width: usize, ld: usize| {
         let mut img = vec![f16::from_f32(f32::NAN); rows * ld];
         for r in 0..rows {
-            for c in 0..d {
-                img[r * ld + c] = f16::from_f32(x[r * d + c]);
+            for c in 0..width {
+                img[r * ld + c] = f16::from_f32(x[r * width + c]);
             }
         }
         img
     };
-    let ldo = d + 8;
+    let ldo = dv + 8;
     let out_bytes = nq * ldo * 2;
-    let (po, pl) = AttentionScratch::bytes(nq, 8);
+    let (po, pl) = AttentionScratch::bytes_for(nq, 8, dv);
     let mut plan = PoolPlan::new();
     let q_id = plan.buffer("test.q", nq * ld * 2);
     let k_id = plan.buffer("test.k", nk * ld * 2);
-    let v_id = plan.buffer("test.v", nk * ld * 2);
+    let v_id = plan.buffer("test.v", nk * ldv * 2);
     let o_id = plan.buffer("test.out", out_bytes + GUARD);
     let po_id = plan.buffer("test.partial_out", po);
     let pl_id = plan.buffer("test.partial_lse", pl);
     let pool = VramPool::reserve(&gpu, &plan).unwrap();
     let stream = gpu.new_stream().unwrap();
-    pool.buffer(q_id).upload_blocking(&stream, &image(&q, nq)).unwrap();
-    pool.buffer(k_id).upload_blocking(&stream, &image(&k, nk)).unwrap();
-    pool.buffer(v_id).upload_blocking(&stream, &image(&v, nk)).unwrap();
+    pool.buffer(q_id).upload_blocking(&stream, &image(&q, nq, d, ld)).unwrap();
+    pool.buffer(k_id).upload_blocking(&stream, &image(&k, nk, d, ld)).unwrap();
+    pool.buffer(v_id).upload_blocking(&stream, &image(&v, nk, dv, ldv)).unwrap();
     let poison = poison_bytes(&mut rng, out_bytes + GUARD);
     let out = pool.buffer(o_id);
     out.upload_blocking(&stream, &poison).unwrap();
@@ -458,12 +467,13 @@ fn run_attention(case: &AttentionCase) {
 
     attention::prepare(&gpu).unwrap();
     let job = AttentionJob {
+        kernel: case.kernel,
         q: pool.buffer(q_id),
         ldq: ld,
         k: pool.buffer(k_id),
         ldk: ld,
         v: pool.buffer(v_id),
-        ldv: ld,
+        ldv,
         nq,
         nk,
         out,
@@ -474,14 +484,14 @@ fn run_attention(case: &AttentionCase) {
     attention(&gpu, &stream, &job, &scratch, case.splits).unwrap();
     let mut got = vec![0u8; out_bytes + GUARD];
     out.download_blocking(&stream, &mut got).unwrap();
-    let want = attention_reference(&q_r, &k_r, &v_r, nq, nk, d, 1.0 / 16.0);
-    let mut values = Vec::with_capacity(nq * d);
+    let want = attention_reference(&q_r, &k_r, &v_r, nq, nk, d, dv, 1.0 / 16.0);
+    let mut values = Vec::with_capacity(nq * dv);
     for r in 0..nq {
-        for c in 0..d {
+        for c in 0..dv {
             let o = (r * ldo + c) * 2;
             values.push(f16::from_le_bytes([got[o], got[o + 1]]).to_f32());
         }
-        let gap = (r * ldo + d) * 2..(r + 1) * ldo * 2;
+        let gap = (r * ldo + dv) * 2..(r + 1) * ldo * 2;
         assert_eq!(&got[gap.clone()], &poison[gap], "{}: wrote past row {r}", case.label);
     }
     assert_eq!(&got[out_bytes..], &poison[out_bytes..], "{}: wrote past the output", case.label);
@@ -489,15 +499,24 @@ fn run_attention(case: &AttentionCase) {
     // output: within 2e-3 for values in [-1, 1].
     let (e, i) = worst(&values, &want, 2e-3, 0.0);
     let sms = gpu.properties().multiprocessors as usize;
-    let plan = attention::split_plan(nq, nk, sms, case.splits, 8);
-    eprintln!("{}: splits {plan:?}, worst error {:.2e} at ({}, {})", case.label, e * 2e-3, i / d, i % d);
-    assert!(e <= 1.0, "{}: ({}, {}) is {} on the GPU and {} on the CPU", case.label, i / d, i % d, values[i], want[i]);
+    let plan = attention::split_plan(case.kernel, nq, nk, sms, case.splits, 8);
+    eprintln!("{}: splits {plan:?}, worst error {:.2e} at ({}, {})", case.label, e * 2e-3, i / dv, i % dv);
+    assert!(
+        e <= 1.0,
+        "{}: ({}, {}) is {} on the GPU and {} on the CPU",
+        case.label,
+        i / dv,
+        i % dv,
+        values[i],
+        want[i]
+    );
 }
 
 #[test]
 fn attention_one_key() {
     run_attention(&AttentionCase {
         label: "attention 37x1",
+        kernel: AttentionKernel::D256,
         nq: 37,
         nk: 1,
         ld: 256,
@@ -511,6 +530,7 @@ fn attention_one_key() {
 fn attention_partial_tile_without_splits() {
     run_attention(&AttentionCase {
         label: "attention 200x63 unsplit",
+        kernel: AttentionKernel::D256,
         nq: 200,
         nk: 63,
         ld: 256,
@@ -525,6 +545,7 @@ fn attention_auto_splits_selective_softmax() {
     // Scores with a standard deviation near 5: the running max moves often.
     run_attention(&AttentionCase {
         label: "attention 130x1001 auto",
+        kernel: AttentionKernel::D256,
         nq: 130,
         nk: 1001,
         ld: 256,
@@ -538,6 +559,7 @@ fn attention_auto_splits_selective_softmax() {
 fn attention_strided_qkv_three_splits() {
     run_attention(&AttentionCase {
         label: "attention 65x4097 ld 768 3 splits",
+        kernel: AttentionKernel::D256,
         nq: 65,
         nk: 4097,
         ld: 768,
@@ -551,6 +573,7 @@ fn attention_strided_qkv_three_splits() {
 fn attention_many_query_blocks_seven_splits() {
     run_attention(&AttentionCase {
         label: "attention 1031x700 7 splits",
+        kernel: AttentionKernel::D256,
         nq: 1031,
         nk: 700,
         ld: 264,
@@ -564,6 +587,7 @@ fn attention_many_query_blocks_seven_splits() {
 fn attention_rising_scores() {
     run_attention(&AttentionCase {
         label: "attention 97x2000 rising",
+        kernel: AttentionKernel::D256,
         nq: 97,
         nk: 2000,
         ld: 256,
@@ -571,6 +595,27 @@ fn attention_rising_scores() {
         amplitude: 1.0,
         rising: true,
     });
+}
+
+/// The 64-wide-value kernels on the same awkward shapes: both block heights,
+/// single key, tails, every split path, strided rows, rising scores.
+#[test]
+fn attention_v64_kernels() {
+    for kernel in [AttentionKernel::V64Rows64, AttentionKernel::V64Rows128] {
+        let cases = [
+            ("v64 37x1", 37, 1, 256, Splits::Auto, 1.0, false),
+            ("v64 200x63 unsplit", 200, 63, 256, Splits::AtMost(1), 2.0, false),
+            ("v64 130x1001 auto", 130, 1001, 256, Splits::Auto, 3.0, false),
+            ("v64 65x4097 ld 768 3 splits", 65, 4097, 768, Splits::AtMost(3), 1.0, false),
+            ("v64 1031x700 7 splits", 1031, 700, 264, Splits::AtMost(7), 2.0, false),
+            ("v64 97x2000 rising", 97, 2000, 256, Splits::AtMost(2), 1.0, true),
+            ("v64 257x129 8 splits", 257, 129, 256, Splits::AtMost(8), 2.0, false),
+        ];
+        for (label, nq, nk, ld, splits, amplitude, rising) in cases {
+            let label = format!("attention {label} {kernel:?}");
+            run_attention(&AttentionCase { label: &label, kernel, nq, nk, ld, splits, amplitude, rising });
+        }
+    }
 }
 
 fn run_layernorm(rows: usize, cols: usize) {
@@ -650,6 +695,105 @@ fn input_and_key_adds() {
         let want = a_r[i] + 0.1 * b_r[i];
         assert!((v - want).abs() <= 1e-6 * (1.0 + want.abs()), "curr + 0.1 pos at {i}: {v} vs {want}");
     }
+}
+
+/// The bank's keys at their ages: a 7x7 map (49 tokens, not a multiple of
+/// any tile), 3 layers, a ring of 5 that is not full (3 slots, newest 2) and
+/// one that is full with its newest slot in the middle (newest 1); layers
+/// padded with pointer rows that must stay poison, as must slots past
+/// `valid`. Tolerance: one FP16 rounding of the FP32 sum (atol 1e-3 + rtol
+/// 1e-3 for values of order 4).
+#[test]
+fn age_keys_matches_the_cpu_reference() {
+    let gpu = gpu_or_skip!();
+    let mut rng = SplitMix64::new(test_seed("sam2 age keys"));
+    let (side, layers, window, pointer_rows, d) = (7, 3, 5, 11, 256);
+    let tokens = side * side;
+    let keys0_rows = window * tokens;
+    let keys_rows = window * tokens + pointer_rows;
+    let (keys0_r, keys0_h) = rounded(&random(&mut rng, layers * keys0_rows * d, 3.0));
+    let tkeys = random(&mut rng, layers * window * d, 1.5);
+    let factors = axial_rope_factors(side, d, 10000.0);
+    let table = axial_rope_table(side, d, 10000.0);
+    let mut plan = PoolPlan::new();
+    let k0_id = plan.buffer("test.keys0", keys0_h.len() * 2);
+    let k_id = plan.buffer("test.keys", layers * keys_rows * d * 2 + GUARD);
+    let t_id = plan.buffer("test.tkeys", tkeys.len() * 4);
+    let r_id = plan.buffer("test.rope", factors.len() * 8);
+    let pool = VramPool::reserve(&gpu, &plan).unwrap();
+    let stream = gpu.new_stream().unwrap();
+    pool.buffer(k0_id).upload_blocking(&stream, &keys0_h).unwrap();
+    pool.buffer(t_id).upload_blocking(&stream, &tkeys).unwrap();
+    pool.buffer(r_id).upload_blocking(&stream, &factors).unwrap();
+    for (valid, newest) in [(3, 2), (5, 1), (5, 4), (1, 0)] {
+        let label = format!("age keys {valid} valid of {window}, newest {newest}");
+        // Poison: finite halves (so the reference can carry them) that no
+        // correct result equals by chance.
+        let poison_h: Vec<f16> =
+            (0..layers * keys_rows * d + GUARD / 2).map(|_| f16::from_f32(rng.uniform_f32(100.0, 200.0))).collect();
+        let poison_r: Vec<f32> = poison_h.iter().map(|v| v.to_f32()).collect();
+        let keys = pool.buffer(k_id);
+        keys.upload_blocking(&stream, &poison_h).unwrap();
+        let job = AgeKeys {
+            keys0: pool.buffer(k0_id),
+            keys0_layer_rows: keys0_rows,
+            keys,
+            keys_layer_rows: keys_rows,
+            tkeys: pool.buffer(t_id),
+            rope: pool.buffer(r_id),
+            layers,
+            valid,
+            window,
+            newest,
+            side,
+        };
+        age_keys(&gpu, &stream, &job).unwrap();
+        let mut got = vec![f16::ZERO; poison_h.len()];
+        keys.download_blocking(&stream, &mut got).unwrap();
+        let got: Vec<f32> = got.iter().map(|v| v.to_f32()).collect();
+        let n = layers * keys_rows * d;
+        let want = age_keys_reference(
+            &keys0_r,
+            keys0_rows,
+            &poison_r[..n],
+            keys_rows,
+            &tkeys,
+            &table,
+            layers,
+            valid,
+            window,
+            newest,
+            side,
+        );
+        assert_eq!(&got[n..], &poison_r[n..], "{label}: wrote past the keys");
+        for i in 0..n {
+            let row = (i / d) % keys_rows;
+            if row >= valid * tokens {
+                assert_eq!(got[i].to_bits(), poison_r[i].to_bits(), "{label}: touched row {row} past the valid slots");
+            }
+        }
+        let (e, i) = worst(&got[..n], &want, 1e-3, 1e-3);
+        assert!(e <= 1.0, "{label}: element {i} is {} on the GPU and {} on the CPU", got[i], want[i]);
+        // And the temporal term is really there: keys differ from keys0.
+        let moved = (0..tokens * d).filter(|&i| (got[i] - keys0_r[i]).abs() > 1e-2).count();
+        assert!(moved > tokens * d / 2, "{label}: keys barely differ from keys0 ({moved} moved)");
+    }
+    // A slot count past the ring is refused with a sentence.
+    let bad = AgeKeys {
+        keys0: pool.buffer(k0_id),
+        keys0_layer_rows: keys0_rows,
+        keys: pool.buffer(k_id),
+        keys_layer_rows: keys_rows,
+        tkeys: pool.buffer(t_id),
+        rope: pool.buffer(r_id),
+        layers,
+        valid: 6,
+        window,
+        newest: 0,
+        side,
+    };
+    let err = age_keys(&gpu, &stream, &bad).unwrap_err().to_string();
+    assert!(err.contains("6 valid slots of a ring of 5"), "{err}");
 }
 
 #[test]

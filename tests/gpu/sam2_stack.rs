@@ -211,6 +211,119 @@ fn empty_bank_and_too_many_pointers_are_refused() {
     assert!(err.contains("4 object-pointer tokens") && err.contains("at most 3"), "{err}");
 }
 
+/// The CPU reference over `kept` frames whose memory_pos is the spatial
+/// encoding plus `tpos[age - 1]`, as SAM2's `_prepare_memory_conditioned_features`
+/// builds it (`maskmem_tpos_enc[num_maskmem - t_pos - 1]`, t_rel = age).
+fn reference_at_ages(
+    weights: &MemoryAttentionWeights,
+    frames: &Frames,
+    kept: &[(usize, usize)],
+    tpos: &[f32],
+) -> Vec<f32> {
+    let m = weights.config.mem_dim;
+    let mut memory: Vec<f32> = kept.iter().flat_map(|&(f, _)| frames.memory[f].iter().copied()).collect();
+    let mut pos: Vec<f32> = kept
+        .iter()
+        .flat_map(|&(f, age)| {
+            frames.memory_pos[f]
+                .chunks(m)
+                .flat_map(move |row| row.iter().zip(&tpos[(age - 1) * m..age * m]).map(|(p, t)| p + t))
+        })
+        .collect();
+    memory.extend_from_slice(&frames.pointers);
+    pos.extend_from_slice(&frames.pointer_pos);
+    memory_attention_reference(
+        weights,
+        &MemoryAttentionInputs {
+            curr: &frames.curr,
+            curr_pos: &frames.curr_pos,
+            memory: &memory,
+            memory_pos: &pos,
+            spatial_keys: kept.len() * weights.config.tokens(),
+        },
+    )
+}
+
+/// The ring under ageing: with SAM2's temporal encoding set, frames appended
+/// one per step through a ring of 3 (two wraps), a forward after every
+/// append matches the CPU reference computed with each frame's true age at
+/// that step; a ring that froze each frame's keys at its age on append
+/// (what projecting once would give) is far from it after the first step.
+#[test]
+fn ring_keys_age_with_their_frames() {
+    let gpu = gpu_or_skip!();
+    let seed = test_seed("sam2 ring ageing");
+    let (side, window, pointers, total) = (9, 3, 4, 7);
+    let config = MemoryAttentionConfig::sam2_1_hiera_t().with_side(side);
+    let (t, d, m) = (config.tokens(), config.d_model, config.mem_dim);
+    let weights = MemoryAttentionWeights::random(config, seed);
+    let mut rng = SplitMix64::new(seed ^ 6);
+    let frames = Frames::random(&mut rng, &config, total, pointers);
+    // One row more than the ring needs (SAM2 has num_maskmem = 7 rows): the
+    // extra row must not be used. Magnitude like the spatial encodings, so
+    // that a wrong age shows.
+    let tpos_rows = window + 1;
+    let tpos = rounded(&normal_ish(&mut rng, tpos_rows * m));
+
+    let mut plan = PoolPlan::new();
+    let bank_plan = MemoryBankPlan::new(&mut plan, &config, window, pointers).unwrap();
+    let stack_plan = MemoryAttentionPlan::new(&mut plan, config).unwrap();
+    let curr_id = plan.buffer("test.curr", t * d * 2);
+    let pos_id = plan.buffer("test.curr_pos", t * d * 2);
+    let out_id = plan.buffer("test.out", t * d * 2);
+    let mem_ids: Vec<_> = (0..total)
+        .map(|i| (plan.buffer(format!("test.memory{i}"), t * m * 2), plan.buffer(format!("test.pos{i}"), t * m * 2)))
+        .collect();
+    let ptr_id = plan.buffer("test.pointers", pointers * m * 2);
+    let ptr_pos_id = plan.buffer("test.pointer_pos", pointers * m * 2);
+    let pool = VramPool::reserve(&gpu, &plan).unwrap();
+    let stream = gpu.new_stream().unwrap();
+    let stack = MemoryAttention::new(&gpu, &stream, &pool, stack_plan, &weights).unwrap();
+    let mut bank = MemoryBank::new(&pool, bank_plan);
+    pool.buffer(curr_id).upload_blocking(&stream, &halves(&frames.curr)).unwrap();
+    pool.buffer(pos_id).upload_blocking(&stream, &halves(&frames.curr_pos)).unwrap();
+    pool.buffer(ptr_id).upload_blocking(&stream, &halves(&frames.pointers)).unwrap();
+    pool.buffer(ptr_pos_id).upload_blocking(&stream, &halves(&frames.pointer_pos)).unwrap();
+    for (i, (mid, pid)) in mem_ids.iter().enumerate() {
+        pool.buffer(*mid).upload_blocking(&stream, &halves(&frames.memory[i])).unwrap();
+        pool.buffer(*pid).upload_blocking(&stream, &halves(&frames.memory_pos[i])).unwrap();
+    }
+    // Too few rows for the ring is refused.
+    let err = stack.set_temporal_encoding(&stream, &mut bank, &tpos[..(window - 1) * m], window - 1).unwrap_err();
+    assert!(err.to_string().contains("needs at least 3 rows"), "{err}");
+    stack.set_temporal_encoding(&stream, &mut bank, &tpos, tpos_rows).unwrap();
+
+    let out = pool.buffer(out_id);
+    for (step, &(mid, pid)) in mem_ids.iter().enumerate() {
+        stack.append(&gpu, &stream, &mut bank, &pool.buffer(mid), &pool.buffer(pid)).unwrap();
+        bank.set_object_pointers(&gpu, &stream, &pool.buffer(ptr_id), &pool.buffer(ptr_pos_id), pointers).unwrap();
+        out.upload_blocking(&stream, &vec![f16::NAN; t * d]).unwrap();
+        stack.forward(&gpu, &stream, &bank, &pool.buffer(curr_id), &pool.buffer(pos_id), &out).unwrap();
+        let mut got = vec![f16::ZERO; t * d];
+        out.download_blocking(&stream, &mut got).unwrap();
+        let got: Vec<f32> = got.iter().map(|v| v.to_f32()).collect();
+        // Frames step + 1 - kept ..= step, the newest 1 frame old.
+        let kept = (step + 1).min(window);
+        let true_ages: Vec<(usize, usize)> = (step + 1 - kept..=step).map(|f| (f, step + 1 - f)).collect();
+        let want = reference_at_ages(&weights, &frames, &true_ages, &tpos);
+        check(&format!("ageing step {step}: {kept} frame(s) of a ring of {window}"), &got, &want);
+        if kept > 1 {
+            let frozen: Vec<(usize, usize)> = true_ages.iter().map(|&(f, _)| (f, 1)).collect();
+            let stale = reference_at_ages(&weights, &frames, &frozen, &tpos);
+            let (e_true, e_stale) = (rel_l2(&got, &want), rel_l2(&got, &stale));
+            assert!(
+                e_stale > 10.0 * e_true,
+                "step {step}: ages frozen at append fit as well ({e_stale:.2e} vs {e_true:.2e})"
+            );
+        }
+    }
+    // Setting it once frames are in is refused; after a reset it is allowed.
+    let err = stack.set_temporal_encoding(&stream, &mut bank, &tpos, tpos_rows).unwrap_err();
+    assert!(err.to_string().contains("before the first append"), "{err}");
+    bank.reset();
+    stack.set_temporal_encoding(&stream, &mut bank, &tpos, tpos_rows).unwrap();
+}
+
 /// Full size: 10,000 frames through a ring of 7 at 64x64 make no device
 /// allocation and do not move the driver's free memory; the forward after
 /// them equals, bit for bit, a fresh bank holding the same last 7 frames in

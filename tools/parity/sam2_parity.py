@@ -15,7 +15,12 @@ as a bare namespace instead of being run.
    default init gives near-uniform attention over 28,000 keys, where any
    kernel that averages would pass). The state dict goes to a safetensors file.
 2. Inputs (seeded normal): curr and curr_pos [4096, 256], W memory frames
-   and their pos [W, 4096, 64], P object-pointer tokens and their pos [P, 64].
+   and their spatial pos [W, 4096, 64], P object-pointer tokens and their pos
+   [P, 64], and a temporal encoding maskmem_tpos_enc [7, 64]. The module gets
+   memory_pos = spatial pos + maskmem_tpos_enc[age - 1] per frame, the last
+   frame 1 frame old, as SAM2Base._prepare_memory_conditioned_features builds
+   it (index num_maskmem - t_pos - 1 = t_rel - 1); vrseg gets the spatial
+   pos and the table, and ages its ring's keys itself.
 3. The module runs in FP32 (TF32 off) and in FP16 (SDPA flash) on the GPU;
    `vrseg dev sam2-attention` runs our stack on the same files with a ring
    of 7 frames (so W < 7 also checks the masking of a ring not yet full).
@@ -116,13 +121,18 @@ def make_inputs(side: int, frames: int, pointers: int, seed: int):
         "memory_pos": torch.randn(frames, t, 64, generator=g),
         "obj_ptrs": torch.randn(pointers, 64, generator=g),
         "obj_ptr_pos": torch.randn(pointers, 64, generator=g),
+        "maskmem_tpos_enc": torch.randn(RING, 64, generator=g),
     }
 
 
 def module_args(inputs: dict, device: str, dtype):
-    """The module's calling convention: sequence-first [L, B=1, C] tensors."""
+    """The module's calling convention: sequence-first [L, B=1, C] tensors;
+    frame i of F is F - i frames old and its pos gains maskmem_tpos_enc[age - 1]."""
+    frames = inputs["memory"].shape[0]
+    ages = torch.arange(frames, 0, -1)
+    frame_pos = inputs["memory_pos"] + inputs["maskmem_tpos_enc"][ages - 1].unsqueeze(1)
     mem = torch.cat([inputs["memory"].flatten(0, 1), inputs["obj_ptrs"]])
-    mem_pos = torch.cat([inputs["memory_pos"].flatten(0, 1), inputs["obj_ptr_pos"]])
+    mem_pos = torch.cat([frame_pos.flatten(0, 1), inputs["obj_ptr_pos"]])
     to = lambda x: x.unsqueeze(1).to(device=device, dtype=dtype).contiguous()  # noqa: E731
     return dict(
         curr=to(inputs["curr"]),

@@ -24,7 +24,10 @@ pub struct Sam2AttentionArgs {
     weights: PathBuf,
     /// Inputs as safetensors: curr and curr_pos [T, 256] (T = side², token
     /// major), memory and memory_pos [F, T, 64] (F frames, appended in
-    /// order), obj_ptrs and obj_ptr_pos [P, 64] (optional).
+    /// order), obj_ptrs and obj_ptr_pos [P, 64] (optional), maskmem_tpos_enc
+    /// [A, 64] (optional: SAM2's temporal encoding, row age - 1 added to a
+    /// frame's memory_pos at its age, the last frame 1 frame old; A >= the
+    /// window).
     #[arg(long)]
     inputs: PathBuf,
     /// Frames the ring holds; frames beyond it push the oldest out.
@@ -90,6 +93,13 @@ pub fn run(args: Sam2AttentionArgs) -> anyhow::Result<exit::Code> {
     if args.window == 0 {
         bail!("--window must be at least 1");
     }
+    let tpos = match inputs.get("maskmem_tpos_enc") {
+        None => None,
+        Some(tp) => match tp.shape[..] {
+            [rows, m] if m == config.mem_dim && rows >= args.window => Some((tp, rows)),
+            _ => bail!("maskmem_tpos_enc has shape {:?}; [ages >= window, {}] expected", tp.shape, config.mem_dim),
+        },
+    };
     let weights = MemoryAttentionWeights::load(config, &args.weights)?;
     let frame_elems = t * config.mem_dim;
     if args.output.is_none() && args.cpu_reference.is_none() {
@@ -101,6 +111,15 @@ pub fn run(args: Sam2AttentionArgs) -> anyhow::Result<exit::Code> {
         let first = frames.saturating_sub(args.window);
         let mut mem: Vec<f32> = memory.data[first * frame_elems..].to_vec();
         let mut pos: Vec<f32> = memory_pos.data[first * frame_elems..].to_vec();
+        if let Some((tp, _)) = tpos {
+            // Frame f is frames - f frames old: memory_pos + tpos[age - 1].
+            let m = config.mem_dim;
+            for (i, frame_pos) in pos.chunks_mut(frame_elems).enumerate() {
+                let age = frames - (first + i);
+                let row = &tp.data[(age - 1) * m..age * m];
+                frame_pos.chunks_mut(m).for_each(|p| p.iter_mut().zip(row).for_each(|(a, b)| *a += b));
+            }
+        }
         mem.extend_from_slice(&ptrs.data);
         pos.extend_from_slice(&ptr_pos.data);
         let reference = memory_attention_reference(
@@ -135,6 +154,9 @@ pub fn run(args: Sam2AttentionArgs) -> anyhow::Result<exit::Code> {
     let stream = device.new_stream()?;
     let stack = MemoryAttention::new(&device, &stream, &pool, stack_plan, &weights)?;
     let mut bank = MemoryBank::new(&pool, bank_plan);
+    if let Some((tp, rows)) = tpos {
+        stack.set_temporal_encoding(&stream, &mut bank, &tp.data, rows)?;
+    }
 
     pool.buffer(curr_id).upload_blocking(&stream, &halves(&curr.data))?;
     pool.buffer(pos_id).upload_blocking(&stream, &halves(&curr_pos.data))?;
@@ -159,8 +181,10 @@ pub fn run(args: Sam2AttentionArgs) -> anyhow::Result<exit::Code> {
     write_safetensors(output, &[("out", &[t, d], &out)])?;
     let kept = bank.valid_frames();
     crate::cli::print_err(&format!(
-        "sam2-attention: {frames} frame(s) appended to a ring of {}, {kept} attended, {pointers} pointer token(s); wrote {}",
+        "sam2-attention: {frames} frame(s) appended to a ring of {}, {kept} attended, {pointers} pointer token(s), \
+         temporal encoding {}; wrote {}",
         args.window,
+        if tpos.is_some() { "by age" } else { "none" },
         output.display()
     ));
 

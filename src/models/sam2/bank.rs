@@ -1,15 +1,41 @@
 //! The memory bank: a fixed ring of the last `window` frames' memories in
 //! the VRAM pool, plus the object-pointer tokens of the current frame.
 //!
-//! A frame's memory enters the bank already projected: for every layer, the
-//! cross-attention's keys `RoPE((memory + memory_pos) Wk + bk)` and values
-//! `memory Wv + bv` (`[tokens, 256]` FP16 each), which depend on nothing but
-//! the frame. [`super::stack::MemoryAttention::append`] computes them once, in
-//! one launch, when the frame arrives, so a forward reads them instead of
-//! projecting W frames again every frame; appending is O(1) in the frames
-//! seen, and nothing is allocated after set-up. (Meta's module projects its
-//! whole memory on every call; the result is the same, since the projections
-//! are row-wise.)
+//! Values. SAM2's cross-attention values are `v_proj(memory)`, and nothing
+//! lies between v_proj and the softmax product (RoPEAttention.forward: no
+//! RoPE on v). Softmax rows sum to 1, so `softmax(S) (M W_vᵀ + 1 b_vᵀ) =
+//! (softmax(S) M) W_vᵀ + b_v`: the bank keeps the raw 64-wide memory tokens
+//! as the values of every layer (`[window · tokens + pointers, 64]` FP16),
+//! the attention kernel multiplies P by them, and the stack folds W_v and b_v
+//! into the output projection.
+//!
+//! Keys. A frame's keys enter the bank projected once, when it is appended:
+//! for every layer `RoPE((memory + memory_pos) W_k + b_k)` (`[tokens, 256]`
+//! FP16). In SAM2's video predictor (`SAM2Base._prepare_memory_conditioned_features`)
+//! memory_pos = the frame's spatial encoding (`maskmem_pos_enc`) + a temporal
+//! encoding `maskmem_tpos_enc[age - 1]` that depends on how many frames ago
+//! the memory was made, so a frame's keys change as it ages. With a temporal
+//! encoding set ([`super::stack::MemoryAttention::set_temporal_encoding`]),
+//! append projects the frame with its spatial encoding alone into `keys0`,
+//! and after every append a kernel rewrites every valid slot's keys as
+//! `keys0 + RoPE(W_k · tpos[age - 1])` (exact: RoPE is linear, and the
+//! temporal term is one 256-vector per layer and age; see
+//! [`crate::ops::sam2::age_keys`]). Without one, keys are projected straight
+//! into `keys` and never change (the caller's memory_pos is all there is).
+//!
+//! What the ring assumes:
+//! - every frame in it is a non-conditioning memory whose age is the number
+//!   of appends since it (the newest is 1 frame old, as SAM2's `t_rel`), and
+//!   age `a` takes row `a - 1` of the table (SAM2's index `num_maskmem -
+//!   t_pos - 1 = t_rel - 1`); the table needs `window` rows. SAM2 itself
+//!   keeps conditioning frames apart (`t_pos = 0`, row `num_maskmem - 1`,
+//!   whatever their age) and takes only `num_maskmem - 1` recent frames; a
+//!   ring of 7 gives its oldest frame row 6, the conditioning row. A pinned
+//!   conditioning slot is not modelled.
+//! - one append per frame, in order (`memory_temporal_stride_for_eval` = 1),
+//!   forward-in-time tracking.
+//! - the object pointers' encodings (their own temporal term included) come
+//!   with them every frame ([`MemoryBank::set_object_pointers`]).
 //!
 //! Frame `f` goes to slot `f % window`. Until the ring is full, slots
 //! `0..appended` are the valid ones, and once it is full every slot is: the
@@ -18,11 +44,12 @@
 //! pointer tokens' rows, and never sees an empty slot (that is the mask).
 //! Attention does not depend on the order of its keys (each frame's RoPE
 //! positions are its own token positions, `rope_k_repeat`), so the slot order
-//! does not matter.
+//! does not matter. Appending is O(1) in the frames seen, and nothing is
+//! allocated after set-up.
 //!
 //! The object-pointer tokens change every frame; the bank keeps them raw
-//! (tokens and tokens + pos) and the forward projects them into the rows
-//! after the valid frames.
+//! (tokens and tokens + pos) and the forward projects their keys and copies
+//! their values into the rows after the valid frames.
 
 use cudarc::driver::CudaStream;
 
@@ -41,7 +68,9 @@ pub struct MemoryBankPlan {
     pub layers: usize,
     pub max_pointer_tokens: usize,
     keys: BufferId,
+    keys0: BufferId,
     values: BufferId,
+    temporal_keys: BufferId,
     key_input: BufferId,
     pointer_memory: BufferId,
     pointer_key_input: BufferId,
@@ -50,7 +79,9 @@ pub struct MemoryBankPlan {
 impl MemoryBankPlan {
     /// Declares the ring for `window` frames of `config`'s map and room for
     /// `max_pointer_tokens` object-pointer tokens: per layer
-    /// `(window * tokens + max_pointer_tokens) x d_model` keys and values.
+    /// `(window * tokens + max_pointer_tokens) x d_model` keys and
+    /// `window * tokens x d_model` keys without the temporal term, and
+    /// `(window * tokens + max_pointer_tokens) x mem_dim` values for all layers.
     pub fn new(
         plan: &mut PoolPlan,
         config: &MemoryAttentionConfig,
@@ -73,7 +104,9 @@ impl MemoryBankPlan {
             layers,
             max_pointer_tokens,
             keys: plan.buffer("sam2.bank.keys", layers * rows * d * 2),
-            values: plan.buffer("sam2.bank.values", layers * rows * d * 2),
+            keys0: plan.buffer("sam2.bank.keys0", layers * window * t * d * 2),
+            values: plan.buffer("sam2.bank.values", rows * m * 2),
+            temporal_keys: plan.buffer("sam2.bank.temporal_keys", layers * window * d * 4),
             key_input: plan.buffer("sam2.bank.key_input", t * m * 2),
             pointer_memory: plan.buffer("sam2.bank.pointer_memory", pointer_bytes),
             pointer_key_input: plan.buffer("sam2.bank.pointer_key_input", pointer_bytes),
@@ -93,11 +126,26 @@ pub struct MemoryBank<'pool> {
     pool: &'pool VramPool,
     appended: u64,
     pointer_tokens: usize,
+    temporal: bool,
 }
 
 impl<'pool> MemoryBank<'pool> {
     pub fn new(pool: &'pool VramPool, plan: MemoryBankPlan) -> Self {
-        MemoryBank { plan, pool, appended: 0, pointer_tokens: 0 }
+        MemoryBank { plan, pool, appended: 0, pointer_tokens: 0, temporal: false }
+    }
+
+    /// Whether keys carry a temporal encoding by age (see the module docs).
+    pub fn has_temporal_encoding(&self) -> bool {
+        self.temporal
+    }
+
+    pub(crate) fn mark_temporal(&mut self) {
+        self.temporal = true;
+    }
+
+    /// The slot of the newest frame, if any.
+    pub fn newest_slot(&self) -> Option<usize> {
+        self.appended.checked_sub(1).map(|f| (f % self.plan.window as u64) as usize)
     }
 
     pub fn plan(&self) -> &MemoryBankPlan {
@@ -123,26 +171,44 @@ impl<'pool> MemoryBank<'pool> {
         self.pointer_tokens
     }
 
-    /// Forgets every frame and pointer (a new video); nothing is cleared on the GPU.
+    /// Forgets every frame and pointer (a new video); nothing is cleared on
+    /// the GPU. A temporal encoding stays set.
     pub fn reset(&mut self) {
         self.appended = 0;
         self.pointer_tokens = 0;
     }
 
-    fn layer_view(&self, id: BufferId, layer: usize) -> Result<DeviceView<'pool>, Sam2Error> {
-        let bytes = self.plan.rows_per_layer() * self.plan.d_model * 2;
-        Ok(self.pool.buffer(id).sub(layer * bytes, bytes)?)
-    }
-
     /// Layer `layer`'s key rows: slot `s` at rows `s * tokens..`, the pointer
     /// tokens after the valid frames.
     pub fn keys(&self, layer: usize) -> Result<DeviceView<'pool>, Sam2Error> {
-        self.layer_view(self.plan.keys, layer)
+        let bytes = self.plan.rows_per_layer() * self.plan.d_model * 2;
+        Ok(self.pool.buffer(self.plan.keys).sub(layer * bytes, bytes)?)
     }
 
-    /// Layer `layer`'s value rows, laid out as [`MemoryBank::keys`].
-    pub fn values(&self, layer: usize) -> Result<DeviceView<'pool>, Sam2Error> {
-        self.layer_view(self.plan.values, layer)
+    /// Every layer's keys (`rows_per_layer()` rows a layer).
+    pub(crate) fn all_keys(&self) -> DeviceView<'pool> {
+        self.pool.buffer(self.plan.keys)
+    }
+
+    /// Layer `layer`'s keys without the temporal term (ring rows only).
+    pub(crate) fn keys0(&self, layer: usize) -> Result<DeviceView<'pool>, Sam2Error> {
+        let bytes = self.plan.window * self.plan.tokens * self.plan.d_model * 2;
+        Ok(self.pool.buffer(self.plan.keys0).sub(layer * bytes, bytes)?)
+    }
+
+    pub(crate) fn all_keys0(&self) -> DeviceView<'pool> {
+        self.pool.buffer(self.plan.keys0)
+    }
+
+    /// FP32 `[layers, window, d_model]`: W_k · tpos[age - 1] per layer and age.
+    pub(crate) fn temporal_keys(&self) -> DeviceView<'pool> {
+        self.pool.buffer(self.plan.temporal_keys)
+    }
+
+    /// The value rows of every layer: the raw memory tokens (`mem_dim` wide),
+    /// laid out as [`MemoryBank::keys`].
+    pub fn values(&self) -> DeviceView<'pool> {
+        self.pool.buffer(self.plan.values)
     }
 
     /// Scratch for the appended frame's memory + pos.
@@ -190,15 +256,35 @@ impl<'pool> MemoryBank<'pool> {
                 return Err(view.too_small(bytes, "object pointers").into());
             }
         }
-        let dst = self.pointer_memory();
-        gpu.bind_to_thread()?;
-        // SAFETY: `bytes` fit the source (checked above) and the pointer
-        // buffer (planned for max_pointer_tokens >= count rows); both live in
-        // pools that synchronise before they free.
-        unsafe { cudarc::driver::result::memcpy_dtod_async(dst.ptr(), pointers.ptr(), bytes, stream.cu_stream()) }
-            .check_with("cuMemcpyDtoDAsync", || "object pointers into the memory bank".to_string())?;
+        copy_device(gpu, stream, &self.pointer_memory(), pointers, bytes, "object pointers into the memory bank")?;
         add_f16(gpu, stream, pointers, pointer_pos, &self.pointer_key_input(), count * self.plan.mem_dim)?;
         self.pointer_tokens = count;
         Ok(())
     }
+}
+
+/// Enqueues a copy of `bytes` from `src` to `dst` (both checked to hold them).
+pub(crate) fn copy_device(
+    gpu: &Gpu,
+    stream: &CudaStream,
+    dst: &DeviceView,
+    src: &DeviceView,
+    bytes: usize,
+    what: &str,
+) -> Result<(), Sam2Error> {
+    if src.bytes() < bytes {
+        return Err(src.too_small(bytes, "device copy").into());
+    }
+    if dst.bytes() < bytes {
+        return Err(dst.too_small(bytes, "device copy").into());
+    }
+    if bytes == 0 {
+        return Ok(());
+    }
+    gpu.bind_to_thread()?;
+    // SAFETY: both views hold `bytes` (checked above) and live in pools that
+    // synchronise before they free.
+    unsafe { cudarc::driver::result::memcpy_dtod_async(dst.ptr(), src.ptr(), bytes, stream.cu_stream()) }
+        .check_with("cuMemcpyDtoDAsync", || what.to_string())?;
+    Ok(())
 }

@@ -67,7 +67,7 @@ pub fn memory_attention_reference(weights: &MemoryAttentionWeights, inputs: &Mem
         let q = linear(&h, t, "self_attn.q_proj", l, t);
         let k = linear(&h, t, "self_attn.k_proj", l, t);
         let v = linear(&h, t, "self_attn.v_proj", l, 0);
-        let o = attention_reference(&q, &k, &v, t, t, d, scale);
+        let o = attention_reference(&q, &k, &v, t, t, d, d, scale);
         add(&mut x, &linear(&o, t, "self_attn.out_proj", l, 0));
         // _forward_ca: q = norm2(x) (no pos), RoPE on q and the spatial keys.
         let (w, b) = ln(2);
@@ -75,7 +75,7 @@ pub fn memory_attention_reference(weights: &MemoryAttentionWeights, inputs: &Mem
         let q = linear(&h, t, "cross_attn_image.q_proj", l, t);
         let k = linear(&key_input, keys, "cross_attn_image.k_proj", l, inputs.spatial_keys);
         let v = linear(inputs.memory, keys, "cross_attn_image.v_proj", l, 0);
-        let o = attention_reference(&q, &k, &v, t, keys, d, scale);
+        let o = attention_reference(&q, &k, &v, t, keys, d, d, scale);
         add(&mut x, &linear(&o, t, "cross_attn_image.out_proj", l, 0));
         // MLP: linear2(relu(linear1(norm3(x)))).
         let (w, b) = ln(3);
