@@ -3,6 +3,7 @@
 //! synchronises. The CPU reference of each op sits beside its launcher.
 
 pub mod attention;
+pub mod compose;
 pub mod letterbox;
 pub mod linear;
 pub mod memory;
