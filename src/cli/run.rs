@@ -213,7 +213,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<exit::Code> {
             1e3 * stats.letterbox_gpu_s / stats.frames_out.max(1) as f64,
             1e3 * stats.inference_gpu_s / stats.frames_out.max(1) as f64,
             1e3 * stats.postprocess_gpu_s / stats.frames_out.max(1) as f64,
-            if stats.compose_gpu_s > 0.0 {
+            if matches!(kind, OutputKind::Green | OutputKind::Overlay) {
                 format!(", compose {:.3} ms", 1e3 * stats.compose_gpu_s / stats.frames_out.max(1) as f64)
             } else {
                 String::new()
