@@ -137,6 +137,17 @@ pub enum DevCommand {
     /// SAM2.1's memory-attention stack (weights and inputs as safetensors,
     /// see tools/parity/sam2_parity.py) → its output, optionally timed.
     Sam2Attention(sam2::Sam2AttentionArgs),
+    /// INPUT's packets (H.264/HEVC, and its audio) written N times back to
+    /// back into a new MP4, pts/dts shifted by the clip's duration each time,
+    /// keyframes kept (src/video/loop_clip.rs): a long many-GOP clip on a
+    /// machine without ffmpeg.
+    LoopClip {
+        input: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        times: u32,
+    },
 }
 
 fn read_exact_len(path: &Path, bytes: usize, what: &str) -> anyhow::Result<Vec<u8>> {
@@ -150,6 +161,26 @@ fn read_exact_len(path: &Path, bytes: usize, what: &str) -> anyhow::Result<Vec<u
 pub fn run(command: DevCommand) -> anyhow::Result<exit::Code> {
     match command {
         DevCommand::Sam2Attention(args) => sam2::run(args),
+        DevCommand::LoopClip { input, output, times } => {
+            let summary = vrseg::video::loop_clip::loop_clip(&input, &output, times)?;
+            eprintln!(
+                "vrseg dev loop-clip: {} x {} frames = {} frames, pts {}..{} (shift {} ticks of 1/{} s), {} audio packets, {} bytes → {}",
+                times,
+                summary.source_frames,
+                summary.mux.video_frames,
+                summary.mux.first_pts,
+                summary.mux.last_pts,
+                summary.shift,
+                summary.timescale,
+                summary.mux.audio_packets.iter().map(|p| p.1).sum::<u64>(),
+                summary.mux.bytes,
+                summary.mux.path.display()
+            );
+            for warning in &summary.mux.warnings {
+                eprintln!("vrseg dev loop-clip: warning: {warning}");
+            }
+            Ok(exit::Code::Success)
+        }
         DevCommand::Letterbox {
             frame,
             geometry: FrameArgs { size, layout, input },

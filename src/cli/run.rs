@@ -51,10 +51,16 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub layout: LayoutChoice,
     /// What to write: an 8-bit alpha video (matte), the input keyed to green
-    /// outside people (green), a tinted preview (overlay), one PNG per frame
-    /// (masks), or nothing (null: everything computed, for benchmarks).
+    /// outside people (green), a tinted preview with detection boxes
+    /// (overlay), one PNG per frame (masks), or nothing (null: everything
+    /// computed, for benchmarks). Video outputs named `*.y4m` are written
+    /// uncompressed (YUV4MPEG2), needing no encoder.
     #[arg(long = "output", value_enum, default_value = "matte")]
     pub kind: OutputChoice,
+    /// --output green: the key colour as 8-bit R,G,B (default 0,255,0),
+    /// converted to the output's colour space.
+    #[arg(long = "key-colour", alias = "key-color", value_name = "R,G,B", value_parser = parse_rgb)]
+    pub key_colour: Option<[u8; 3]>,
     /// Minimum class score (Ultralytics' conf).
     #[arg(long, default_value_t = 0.25)]
     pub conf: f32,
@@ -90,6 +96,19 @@ pub struct RunArgs {
     pub decoders: Option<u32>,
 }
 
+fn parse_rgb(text: &str) -> Result<[u8; 3], String> {
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    let bad = || format!("`{text}` is not three numbers 0-255 separated by commas, such as 0,255,0");
+    if parts.len() != 3 {
+        return Err(bad());
+    }
+    let mut rgb = [0u8; 3];
+    for (c, p) in rgb.iter_mut().zip(&parts) {
+        *c = p.parse().map_err(|_| bad())?;
+    }
+    Ok(rgb)
+}
+
 fn parse_classes(text: &str) -> anyhow::Result<Vec<u32>> {
     match text {
         "person" => Ok(vec![0]),
@@ -122,6 +141,9 @@ pub fn run(args: &RunArgs) -> anyhow::Result<exit::Code> {
     if kind != OutputKind::Null && args.output.is_none() {
         anyhow::bail!("-o OUTPUT is needed for --output {} (only null writes nothing)", kind.name());
     }
+    if args.key_colour.is_some() && !matches!(kind, OutputKind::Green) {
+        anyhow::bail!("--key-colour applies to --output green only");
+    }
     if !(0.0..=1.0).contains(&args.conf) || !(0.0..=1.0).contains(&args.iou) {
         anyhow::bail!("--conf and --iou are between 0 and 1");
     }
@@ -151,6 +173,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<exit::Code> {
         detections: args.detections.clone(),
         frames_ahead: 8,
         decoders: args.decoders.map(|n| n as usize),
+        key_colour: args.key_colour,
     };
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
@@ -189,7 +212,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<exit::Code> {
     if !args.quiet {
         print_err(&format!(
             "vrseg run: {} frames of {} ({}x{} {}) in {:.2} s = {:.1} fps ({:.1} fps after the first batch) on {}; GPU per \
-             frame: letterbox {:.3} ms, inference {:.3} ms, postprocess {:.3} ms (batch {} frames); {} NVDEC session{}{}",
+             frame: letterbox {:.3} ms, inference {:.3} ms, postprocess {:.3} ms{} (batch {} frames); {} NVDEC session{}{}",
             stats.frames_out,
             stats.input,
             stats.width,
@@ -202,6 +225,11 @@ pub fn run(args: &RunArgs) -> anyhow::Result<exit::Code> {
             1e3 * stats.letterbox_gpu_s / stats.frames_out.max(1) as f64,
             1e3 * stats.inference_gpu_s / stats.frames_out.max(1) as f64,
             1e3 * stats.postprocess_gpu_s / stats.frames_out.max(1) as f64,
+            if matches!(kind, OutputKind::Green | OutputKind::Overlay) {
+                format!(", compose {:.3} ms", 1e3 * stats.compose_gpu_s / stats.frames_out.max(1) as f64)
+            } else {
+                String::new()
+            },
             stats.batch_frames,
             stats.decoders,
             if stats.decoders == 1 { "" } else { "s" },
@@ -212,4 +240,18 @@ pub fn run(args: &RunArgs) -> anyhow::Result<exit::Code> {
         }
     }
     Ok(if stats.interrupted { exit::Code::Interrupted } else { exit::Code::Success })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_rgb;
+
+    #[test]
+    fn key_colours_are_three_bytes() {
+        assert_eq!(parse_rgb("0,255,0"), Ok([0, 255, 0]));
+        assert_eq!(parse_rgb(" 12, 34 ,56"), Ok([12, 34, 56]));
+        for bad in ["0,255", "0,256,0", "a,b,c", "1,2,3,4", ""] {
+            assert!(parse_rgb(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -105,7 +105,7 @@ impl YuvMatrix {
     }
 
     /// (Kr, Kb).
-    fn constants(self) -> (f64, f64) {
+    pub(crate) fn kr_kb(self) -> (f64, f64) {
         match self {
             YuvMatrix::Bt601 => (0.299, 0.114),
             YuvMatrix::Bt709 => (0.2126, 0.0722),
@@ -131,7 +131,7 @@ pub struct YuvToRgb {
 
 impl YuvToRgb {
     pub fn new(matrix: YuvMatrix, full_range: bool, bit_depth: u8) -> YuvToRgb {
-        let (kr, kb) = matrix.constants();
+        let (kr, kb) = matrix.kr_kb();
         let kg = 1.0 - kr - kb;
         let unit = f64::from(1u32 << (bit_depth - 8));
         let (y_offset, y_scale, c_scale) = if full_range {

@@ -5,6 +5,7 @@
 //! checked use of the native engine's `tensor_map` from `engine_ops.cu`.)
 
 pub mod attention;
+pub mod compose;
 pub mod convert;
 pub mod letterbox;
 pub mod linear;

@@ -16,7 +16,10 @@
 //!   slots back (reusable once the letterbox has read them, on the GPU), the
 //!   engine (its CUDA graph), and the postprocess (NMS + matte into the
 //!   batch's matte frames), all on one compute stream, then hands the batch
-//!   to the sink.
+//!   to the sink. `--output green|overlay` keeps the batch's slots until the
+//!   compose kernel (src/ops/compose.rs) has read them with the mattes (and,
+//!   for overlay, the detections still on the GPU) into the batch's NV12
+//!   frames.
 //!
 //! The engine is a [`Backend`]: the native plan executor or a TensorRT
 //! engine, told apart by the file's header ([`engine_io::engine_kind`]), and
@@ -33,8 +36,9 @@
 //!
 //! Every device buffer is planned once in one [`VramPool`]: the frame ring,
 //! the engine's weights and arena (native) or workspace (TensorRT), its
-//! input and outputs and their conversions, the postprocess scratch and the
-//! matte frames. The frame loop allocates nothing on the
+//! input and outputs and their conversions, the postprocess scratch, the
+//! matte frames and (green, overlay) the composed frames. The frame loop
+//! allocates nothing on the
 //! device (checked by the `pipeline` GPU test).
 
 pub mod engine_io;
@@ -57,8 +61,12 @@ use crate::gpu::error::CheckDriver;
 use crate::gpu::nvtx::{self, Stage};
 use crate::gpu::pool::Slot;
 use crate::gpu::{device_allocation_count, DeviceView, Gpu, GpuError, Module, PoolPlan, VramPool};
+use crate::ops::compose::{
+    compose, outline_thickness, BoxSource, ComposeJob, ComposeMode, FrameBatch, Ycbcr8, DEFAULT_KEY_RGB,
+    OVERLAY_TINT_RGB, PALETTE_RGB,
+};
 use crate::ops::convert::{convert_elements, ConvertJob};
-use crate::ops::letterbox::{eye_rects, letterbox, LetterboxGeometry, LetterboxJob, YuvToRgb};
+use crate::ops::letterbox::{eye_rects, letterbox, LetterboxGeometry, LetterboxJob, YuvMatrix, YuvToRgb};
 use crate::ops::yolo_seg::{
     download_detections, yolo_seg_postprocess, Detection, MatteTarget, PostprocessConfig, YoloSegBuffers, YoloSegJob,
 };
@@ -124,6 +132,9 @@ pub struct RunOptions {
     /// NVDEC sessions decoding the input in parallel (src/video/parallel.rs);
     /// `None`: one per NVDEC engine; 1: the plain single-session path.
     pub decoders: Option<usize>,
+    /// `--output green`'s key colour, 8-bit R'G'B' (converted to the
+    /// output's matrix and range); `None`: pure green.
+    pub key_colour: Option<[u8; 3]>,
 }
 
 /// Per-stage times and counts, for the summary line and `--stats`.
@@ -160,6 +171,8 @@ pub struct RunStats {
     pub letterbox_gpu_s: f64,
     pub inference_gpu_s: f64,
     pub postprocess_gpu_s: f64,
+    /// Compose kernel (green, overlay), seconds, summed over batches.
+    pub compose_gpu_s: f64,
     /// Host time in the sink (PNG encoding, encoders, detection downloads), seconds.
     pub sink_s: f64,
     pub concealed_frames: Vec<u64>,
@@ -211,7 +224,7 @@ enum DecodeMsg<'ring, 'pool> {
 /// GPU timing events of one batch (reused round-robin, so nothing is
 /// created in the frame loop).
 struct BatchEvents {
-    marks: [CudaEvent; 4],
+    marks: [CudaEvent; 5],
     pending: bool,
 }
 
@@ -410,6 +423,10 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
         (workspace_bytes > 0).then(|| aligned("engine workspace (TensorRT activations)", workspace_bytes));
     let post = YoloSegBuffers::plan(&mut pool_plan, shape, options.postprocess.max_det);
     let matte_id = pool_plan.buffer("mattes (8-bit, one batch)", batch_frames * matte_frame);
+    let composing = matches!(options.kind, OutputKind::Green | OutputKind::Overlay);
+    // Same geometry as the mattes: NV12 at `matte_pitch`, chroma after the luma.
+    let composed_id =
+        composing.then(|| pool_plan.buffer("composed frames (NV12, one batch)", batch_frames * matte_frame));
     let pool = {
         let _range = nvtx::range(Stage::PoolReserve);
         VramPool::reserve(&gpu, &pool_plan)?
@@ -459,6 +476,23 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
     if !binding.before.is_empty() || !binding.after.is_empty() {
         gpu.preload(&[Module::EngineOps])?;
     }
+    let composed = composed_id.map(|id| pool.buffer(id));
+    let (detection_view, count_view) = (post.detections(&pool), post.detection_counts(&pool));
+    // The output keeps the source's matrix and range (8-bit): the key, tint
+    // and box colours are converted into them once.
+    let out_matrix = YuvMatrix::for_stream(&info.colour, info.width, info.height, info.bit_depth);
+    let out_full_range = info.colour.full_range.unwrap_or(false);
+    let to_ycbcr = |rgb: [u8; 3]| Ycbcr8::from_rgb(rgb, out_matrix, out_full_range);
+    let compose_mode = match options.kind {
+        OutputKind::Green => Some(ComposeMode::Green { key: to_ycbcr(options.key_colour.unwrap_or(DEFAULT_KEY_RGB)) }),
+        OutputKind::Overlay => Some(ComposeMode::Overlay {
+            tint: to_ycbcr(OVERLAY_TINT_RGB),
+            palette: PALETTE_RGB.map(to_ycbcr),
+            thickness: outline_thickness(eyes[0]),
+            boxes: BoxSource { detections: &detection_view, counts: &count_view, max_det: options.postprocess.max_det },
+        }),
+        _ => None,
+    };
 
     // Run the engine once now, before the decoder starts: its CUDA graph is
     // captured here (a capture must not race NVDEC's own driver calls, and it
@@ -513,7 +547,7 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
     let mut event_sets: Vec<BatchEvents> = (0..4)
         .map(|_| -> Result<BatchEvents, GpuError> {
             let e = || gpu.context().new_event(timing).check("cuEventCreate");
-            Ok(BatchEvents { marks: [e()?, e()?, e()?, e()?], pending: false })
+            Ok(BatchEvents { marks: [e()?, e()?, e()?, e()?, e()?], pending: false })
         })
         .collect::<Result<_, _>>()?;
     let expected = options.frames.map(|n| n.min(info.frame_count)).unwrap_or(info.frame_count);
@@ -621,6 +655,7 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
                 bit_depth: info.bit_depth,
                 layout: probe_decoder_layout,
                 mattes: &mattes,
+                composed: composed.as_ref().zip(compose_mode),
                 matte_pitch,
                 matte_frame,
                 pool: &pool,
@@ -701,6 +736,9 @@ struct WorkerState<'w, 'pool> {
     bit_depth: u8,
     layout: FrameLayout,
     mattes: &'w crate::gpu::DeviceView<'pool>,
+    /// Green/overlay: the batch's NV12 output frames (the mattes' pitch and
+    /// stride) and what to compose into them.
+    composed: Option<(&'w crate::gpu::DeviceView<'pool>, ComposeMode<'w, 'pool>)>,
     matte_pitch: usize,
     matte_frame: usize,
     pool: &'pool VramPool,
@@ -725,13 +763,14 @@ fn collect_times(events: &mut [BatchEvents], stats: &mut RunStats) -> Result<(),
 }
 
 fn read_times(set: &mut BatchEvents, stats: &mut RunStats) -> Result<(), GpuError> {
-    set.marks[3].synchronize().check("cuEventSynchronize")?;
+    set.marks[4].synchronize().check("cuEventSynchronize")?;
     let ms = |a: usize, b: usize| -> Result<f64, GpuError> {
         Ok(set.marks[a].elapsed_ms(&set.marks[b]).check("cuEventElapsedTime")? as f64 / 1e3)
     };
     stats.letterbox_gpu_s += ms(0, 1)?;
     stats.inference_gpu_s += ms(1, 2)?;
     stats.postprocess_gpu_s += ms(2, 3)?;
+    stats.compose_gpu_s += ms(3, 4)?;
     set.pending = false;
     Ok(())
 }
@@ -783,9 +822,12 @@ fn worker(g: &GpuRefs, rx: &Receiver<DecodeMsg>, w: &mut WorkerState) -> Result<
             }
         }
         frame_meta.clear();
-        for ready in batch.drain(..) {
-            frame_meta.push((ready.index, ready.pts));
-            ready.slot.release(stream)?;
+        frame_meta.extend(batch.iter().map(|ready| (ready.index, ready.pts)));
+        if w.composed.is_none() {
+            // Only the letterbox reads the frames: the decoder may reuse the slots.
+            for ready in batch.drain(..) {
+                ready.slot.release(stream)?;
+            }
         }
         set.marks[1].record(stream).check("cuEventRecord")?;
         {
@@ -815,6 +857,23 @@ fn worker(g: &GpuRefs, rx: &Receiver<DecodeMsg>, w: &mut WorkerState) -> Result<
             yolo_seg_postprocess(g.gpu, stream, w.pool, w.post, &job)?;
         }
         set.marks[3].record(stream).check("cuEventRecord")?;
+        if let Some((out, mode)) = w.composed {
+            let _range = nvtx::range(Stage::Compose);
+            // `views` still holds this batch's slots, which are released only below.
+            let job = ComposeJob {
+                frames: &views,
+                layout: w.layout,
+                eyes: w.eyes,
+                mattes: FrameBatch { view: w.mattes, pitch: w.matte_pitch, frame_stride: w.matte_frame },
+                out: FrameBatch { view: out, pitch: w.matte_pitch, frame_stride: w.matte_frame },
+                mode,
+            };
+            compose(g.gpu, stream, &job)?;
+            for ready in batch.drain(..) {
+                ready.slot.release(stream)?;
+            }
+        }
+        set.marks[4].record(stream).check("cuEventRecord")?;
         set.pending = true;
         // The graph was captured before the loop: from here on nothing may
         // touch the device allocator.
@@ -834,7 +893,8 @@ fn worker(g: &GpuRefs, rx: &Receiver<DecodeMsg>, w: &mut WorkerState) -> Result<
                     out.frame(index, pts, &per_eye).map_err(PipelineError::Sink)?;
                 }
             }
-            w.sink.batch(stream, w.mattes, w.matte_pitch, w.matte_frame, &frame_meta).map_err(PipelineError::Sink)?;
+            let frames = w.composed.map_or(w.mattes, |(out, _)| out);
+            w.sink.batch(stream, frames, w.matte_pitch, w.matte_frame, &frame_meta).map_err(PipelineError::Sink)?;
         }
         w.stats.sink_s += t.elapsed().as_secs_f64();
         w.stats.batches += 1;

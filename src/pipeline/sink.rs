@@ -13,11 +13,15 @@ use crate::gpu::{DeviceView, Gpu};
 use crate::ops::yolo_seg::Detection;
 use crate::video::chunk::StreamInfo;
 use crate::video::demux::Demuxer;
+use crate::video::encode::host::HostFrame;
 use crate::video::encode::{
     open_encoder, track_config, EncoderPreference, EncoderSettings, FrameData, FrameEncoder, InputFrame, PixelFormat,
 };
 use crate::video::layout::StereoLayout;
+use crate::video::mux::output::{partial_path, OutputFile};
 use crate::video::mux::{AudioCopy, AudioSpan, EncodedPacket, Muxer};
+use crate::video::packed_frame::PackedFrame;
+use crate::video::y4m::{packed_to_i420, ChromaSiting, Y4mStream};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputKind {
@@ -64,17 +68,36 @@ pub enum Sink {
     Null,
     Masks(MasksSink),
     Video(Box<VideoSink>),
+    Y4m(Box<Y4mSink>),
 }
 
-/// `--output matte`: the mattes as NV12 frames (luma = alpha, neutral
-/// chroma) through NVENC, or ffmpeg when no NVENC session opens, into our
-/// muxer with the source's pts, audio and stereo metadata.
+/// `--output matte|green|overlay`: NV12 frames (matte: luma = alpha,
+/// neutral chroma; green/overlay: the composed picture) through NVENC, or
+/// ffmpeg when no NVENC session opens, into our muxer with the source's pts,
+/// audio and stereo metadata.
 pub struct VideoSink {
+    /// The frames are mattes (their chroma is set to neutral once, at start-up).
+    matte: bool,
     encoder: Box<dyn FrameEncoder>,
     muxer: Option<Muxer>,
     packets: Vec<EncodedPacket>,
     /// Bytes per frame the encoder copies to the host (the ffmpeg fallback).
     host_bytes_per_frame: u64,
+    downloaded: u64,
+}
+
+/// `-o NAME.y4m` for the video outputs: the NV12 frames uncompressed as
+/// YUV4MPEG2 (8-bit 4:2:0), for tools that take raw video and for machines
+/// with no encoder. Every frame crosses to the host (what --stats reports).
+/// Y4M has a nominal frame rate and no timestamps or audio: frames are
+/// written in presentation order, one per input frame.
+pub struct Y4mSink {
+    matte: bool,
+    file: Option<OutputFile>,
+    host: HostFrame,
+    planar: Vec<u8>,
+    width: u32,
+    height: u32,
     downloaded: u64,
 }
 
@@ -130,13 +153,52 @@ impl Sink {
                     downloaded: 0,
                 }))
             }
-            OutputKind::Matte => {
+            OutputKind::Matte | OutputKind::Green | OutputKind::Overlay => {
                 let path = output()?;
+                let matte = options.kind == OutputKind::Matte;
                 let frame_duration =
                     if info.fps > 0.0 { (f64::from(info.timescale) / info.fps).round().max(1.0) as u32 } else { 1 };
+                // Alpha uses all 256 codes; a composed picture keeps the source's range.
+                let full_range = matte || info.colour.full_range.unwrap_or(false);
+                if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("y4m")) {
+                    let gcd = |mut a: u32, mut b: u32| {
+                        while b != 0 {
+                            (a, b) = (b, a % b);
+                        }
+                        a.max(1)
+                    };
+                    let g = gcd(info.timescale, frame_duration);
+                    let stream = Y4mStream {
+                        width: info.width,
+                        height: info.height,
+                        bit_depth: 8,
+                        fps_num: info.timescale.max(1) / g,
+                        fps_den: frame_duration / g,
+                        sample_aspect: None,
+                        chroma_siting: ChromaSiting::ffmpeg_decoder_default(info.codec),
+                        full_range: Some(full_range),
+                    };
+                    let mut file = OutputFile::create(&path).map_err(|e| PipelineError::Setup {
+                        what: format!(
+                            "cannot create {}: {e}",
+                            crate::video::mux::output::temporary_path(&path).display()
+                        ),
+                    })?;
+                    file.write_all(stream.header_line().as_bytes())
+                        .map_err(|e| PipelineError::Setup { what: format!("{}: {e}", file.temp_path().display()) })?;
+                    return Ok(Sink::Y4m(Box::new(Y4mSink {
+                        matte,
+                        file: Some(file),
+                        host: HostFrame::new(info.width, info.height, PixelFormat::Nv12),
+                        planar: Vec::new(),
+                        width: info.width,
+                        height: info.height,
+                        downloaded: 0,
+                    })));
+                }
                 let mut settings =
                     EncoderSettings::new(info.width, info.height, PixelFormat::Nv12, (info.timescale, frame_duration));
-                settings.full_range = true; // alpha uses all 256 codes
+                settings.full_range = full_range;
                 let encoder =
                     open_encoder(Some(gpu), &settings, EncoderPreference::Auto).map_err(|e| PipelineError::Setup {
                         what: format!(
@@ -160,6 +222,7 @@ impl Sink {
                     PixelFormat::Nv12.packed_bytes(info.width, info.height) as u64
                 };
                 Ok(Sink::Video(Box::new(VideoSink {
+                    matte,
                     encoder,
                     muxer: Some(muxer),
                     packets: Vec::new(),
@@ -167,23 +230,22 @@ impl Sink {
                     downloaded: 0,
                 })))
             }
-            kind => Err(PipelineError::Setup {
-                what: format!(
-                    "--output {} (compositing the input) is not built yet; use --output matte (alpha video), masks \
-                     (one PNG per frame) or null",
-                    kind.name()
-                ),
-            }),
         }
     }
 
-    /// Whether the sink reads the mattes as NV12 frames (neutral chroma after the luma).
+    /// Whether the sink reads the mattes as NV12 frames (neutral chroma after
+    /// the luma, set once by the pipeline).
     pub fn wants_nv12(&self) -> bool {
-        matches!(self, Sink::Video(_))
+        match self {
+            Sink::Video(v) => v.matte,
+            Sink::Y4m(y) => y.matte,
+            Sink::Null | Sink::Masks(_) => false,
+        }
     }
 
-    /// Takes one batch's mattes (`frames.len()` frames of `frame_stride`
-    /// bytes, rows `pitch` apart), enqueued on `stream`.
+    /// Takes one batch's frames (mattes, or NV12 frames for green/overlay:
+    /// `frames.len()` frames of `frame_stride` bytes, rows `pitch` apart),
+    /// enqueued on `stream`.
     pub fn batch(
         &mut self,
         stream: &CudaStream,
@@ -223,6 +285,24 @@ impl Sink {
                 }
                 Ok(())
             }
+            Sink::Y4m(y) => {
+                let file = y.file.as_mut().expect("the file lives until finish");
+                for (f, &(index, pts)) in frames.iter().enumerate() {
+                    let frame = InputFrame {
+                        data: FrameData::Device { ptr: mattes.ptr() + (f * frame_stride) as u64, pitch, stream },
+                        pts,
+                    };
+                    let packed = y.host.fill(&frame, index).map_err(|e| e.to_string())?;
+                    let packed =
+                        PackedFrame::new(y.width, y.height, 8, pts, index, packed).map_err(|e| e.to_string())?;
+                    packed_to_i420(&packed, &mut y.planar);
+                    file.write_all(b"FRAME\n")
+                        .and_then(|()| file.write_all(&y.planar))
+                        .map_err(|e| format!("{}: {e}", file.temp_path().display()))?;
+                }
+                y.downloaded = y.host.bytes_from_device();
+                Ok(())
+            }
         }
     }
 
@@ -245,6 +325,15 @@ impl Sink {
                 let summary = if interrupted { muxer.finish_partial() } else { muxer.finish() };
                 summary.map(|_| ()).map_err(|e| e.to_string())
             }
+            Sink::Y4m(y) => {
+                let file = y.file.take().expect("finish is called once");
+                let target =
+                    if interrupted { partial_path(file.final_path()) } else { file.final_path().to_path_buf() };
+                let temp = file.temp_path().to_path_buf();
+                file.commit(&target)
+                    .map(|_| ())
+                    .map_err(|e| format!("cannot finish {} as {}: {e}", temp.display(), target.display()))
+            }
         }
     }
 
@@ -256,6 +345,8 @@ impl Sink {
             }
             // Dropping an unfinished muxer deletes its temporary file.
             Sink::Video(v) => drop(v.muxer.take()),
+            // Dropping an uncommitted output file deletes it.
+            Sink::Y4m(y) => drop(y.file.take()),
             Sink::Null => {}
         }
     }
@@ -266,6 +357,7 @@ impl Sink {
             Sink::Null => 0,
             Sink::Masks(m) => m.downloaded,
             Sink::Video(v) => v.downloaded,
+            Sink::Y4m(y) => y.downloaded,
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod demux;
 pub mod encode;
 pub mod framemd5;
 pub mod layout;
+pub mod loop_clip;
 pub mod mux;
 pub mod nvdec;
 pub mod nvenc;

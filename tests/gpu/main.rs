@@ -4,6 +4,7 @@
 //! instead when VRSEG_REQUIRE_GPU=1 (as the GPU bundle sets it).
 
 mod backend;
+mod compose;
 mod convert;
 mod decode;
 mod engine;

@@ -260,6 +260,7 @@ fn vrseg_run_gives_the_same_detections_on_one_and_all_sessions() {
             detections: Some(detections.clone()),
             frames_ahead: 3,
             decoders,
+            key_colour: None,
         };
         // Another test of this binary may raise the global Ctrl-C flag for a moment.
         let mut stats: RunStats = run(&options, &mut |_, _| {}).unwrap();

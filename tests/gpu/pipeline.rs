@@ -5,7 +5,9 @@
 //! the frame loop makes no device allocation; an existing output is refused;
 //! an interrupted run renames its output to say so; a `--batch` the plan was
 //! not built for is refused; a TensorRT engine where TensorRT is absent (the
-//! H100) stops with "TensorRT not found" and leaves no output behind.
+//! H100) stops with "TensorRT not found" and leaves no output behind; green
+//! and overlay frames equal the compose reference on the decoded input and
+//! the run's mattes.
 
 use std::path::{Path, PathBuf};
 
@@ -13,9 +15,16 @@ use vrseg::engine::build::build_plan;
 use vrseg::engine::build::import::{import_file, ImportOptions};
 use vrseg::engine::tensorrt::file::{encode_header, write_atomically, EngineMetadata, MetadataTensor};
 use vrseg::engine::tensorrt::{LibrarySearch, TrtVersion};
-use vrseg::ops::yolo_seg::PostprocessConfig;
+use vrseg::ops::compose::{
+    compose_reference, outline_thickness, ReferenceMode, Ycbcr8, DEFAULT_KEY_RGB, OVERLAY_TINT_RGB, PALETTE_RGB,
+};
+use vrseg::ops::letterbox::{eye_rects, YuvMatrix};
+use vrseg::ops::yolo_seg::{Detection, PostprocessConfig};
 use vrseg::pipeline::{partial_name, run, OutputKind, RunOptions, INTERRUPTED};
 use vrseg::testing::{clips_dir, models_dir};
+use vrseg::video::decode::HostCopy;
+use vrseg::video::layout::StereoLayout;
+use vrseg::video::nvdec::FrameLayout;
 
 use crate::gpu_or_skip;
 
@@ -60,6 +69,7 @@ fn options(clip: &str, engine: &Path, kind: OutputKind, output: Option<PathBuf>,
         detections: Some(detections),
         frames_ahead: 3,
         decoders: None,
+        key_colour: None,
     }
 }
 
@@ -259,6 +269,179 @@ fn a_tensorrt_engine_without_tensorrt_stops_before_touching_the_output() {
             assert!(!path.exists() && !partial_name(path).exists(), "{} or its partial file exists", path.display());
         }
         assert_eq!(listing(&dir), ["bare.trt", "yolo.engine"], "only the engines: nothing written");
+    }
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// The decoded frames of `clip` in the pool-slot layout the pipeline's
+/// kernels read (NVDEC, bit-exact with ffmpeg per tests/gpu/decode.rs).
+fn decoded_frames(gpu: &vrseg::gpu::Gpu, clip: &str) -> (FrameLayout, Vec<Vec<u8>>) {
+    let mut frames = Vec::new();
+    let mut slot_layout = None;
+    vrseg::video::decode::decode_file(gpu, &clips_dir().join(clip), HostCopy::Packed, &mut |_, frame| {
+        let l = frame.layout;
+        let packed = frame.packed.expect("packed copy requested");
+        let mut slot = vec![0u8; l.slot_bytes()];
+        let (luma, chroma) = (l.luma_row_bytes(), l.chroma_row_bytes());
+        for y in 0..l.height as usize {
+            slot[y * l.pitch..y * l.pitch + luma].copy_from_slice(&packed[y * luma..(y + 1) * luma]);
+        }
+        let luma_bytes = luma * l.height as usize;
+        for y in 0..l.chroma_height() as usize {
+            let at = l.chroma_offset + y * l.pitch;
+            slot[at..at + chroma].copy_from_slice(&packed[luma_bytes + y * chroma..luma_bytes + (y + 1) * chroma]);
+        }
+        frames.push(slot);
+        slot_layout = Some(l);
+        Ok(())
+    })
+    .unwrap();
+    (slot_layout.expect("the clip has frames"), frames)
+}
+
+/// The frames of an 8-bit 4:2:0 y4m file as packed NV12 (Y rows, then interleaved U/V rows).
+fn read_y4m_as_nv12(path: &Path, width: usize, height: usize) -> Vec<Vec<u8>> {
+    let bytes = std::fs::read(path).unwrap();
+    let header_end = bytes.iter().position(|&b| b == b'\n').unwrap();
+    let header = std::str::from_utf8(&bytes[..header_end]).unwrap();
+    assert!(header.starts_with(&format!("YUV4MPEG2 W{width} H{height} ")), "{header}");
+    let (cw, ch) = (width.div_ceil(2), height.div_ceil(2));
+    let frame_bytes = width * height + 2 * cw * ch;
+    let mut frames = Vec::new();
+    let mut at = header_end + 1;
+    while at < bytes.len() {
+        assert_eq!(&bytes[at..at + 6], b"FRAME\n", "{}: frame {} header", path.display(), frames.len());
+        let planar = &bytes[at + 6..at + 6 + frame_bytes];
+        let mut nv12 = planar[..width * height].to_vec();
+        let (u, v) = planar[width * height..].split_at(cw * ch);
+        for i in 0..cw * ch {
+            nv12.extend_from_slice(&[u[i], v[i]]);
+        }
+        frames.push(nv12);
+        at += 6 + frame_bytes;
+    }
+    frames
+}
+
+fn read_gray_png(path: &Path) -> (usize, Vec<u8>) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0u8; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!(info.color_type, png::ColorType::Grayscale);
+    buf.truncate(info.buffer_size());
+    (info.line_size, buf)
+}
+
+/// Detections of every frame from a `--detections` file: per frame, per eye.
+fn read_detections(path: &Path, eyes: usize) -> Vec<Vec<Vec<Detection>>> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let mut per_eye = vec![Vec::new(); eyes];
+            for d in v["detections"].as_array().unwrap() {
+                let b: Vec<f32> = d["box"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect();
+                per_eye[d["eye"].as_u64().unwrap() as usize].push(Detection {
+                    sx1: b[0],
+                    sy1: b[1],
+                    sx2: b[2],
+                    sy2: b[3],
+                    score: d["score"].as_f64().unwrap() as f32,
+                    class: d["class"].as_i64().unwrap() as i32,
+                    ..Default::default()
+                });
+            }
+            per_eye
+        })
+        .collect()
+}
+
+/// `--output green` and `--output overlay` end to end on the H100, which has
+/// neither NVENC nor ffmpeg: the composed frames are written uncompressed
+/// (`-o NAME.y4m`) and compared byte for byte with the CPU reference
+/// (`compose_reference`) applied to the NVDEC-decoded input, the mattes of an
+/// `--output masks` run of the same input and engine, and (overlay) the boxes
+/// of its `--detections`. Also: one output frame per input frame, no device
+/// allocation in the loop, the same detections in all three runs (the masks
+/// run's mattes are the compose runs' mattes only if the pipeline is
+/// deterministic, which this checks as far as the detections show it).
+/// Not covered here: the encoders (NVENC, ffmpeg), which green/overlay share
+/// with --output matte.
+#[test]
+fn green_and_overlay_compose_the_decoded_input_with_its_mattes() {
+    let gpu = gpu_or_skip!();
+    let dir = scratch("compose");
+    let engine = plan(&dir);
+    // (clip, forced layout, key colour): 8-bit SBS; 10-bit VP9 with odd
+    // sizes split top/bottom (row 73 is in neither eye).
+    for (clip, layout, key) in [
+        ("h264_1918x1078_3dh.mp4", StereoLayout::Sbs, None),
+        ("vp9_10bit_259x147.webm", StereoLayout::Tb, Some([255u8, 0, 255])),
+    ] {
+        let (slot_layout, frames) = decoded_frames(&gpu, clip);
+        let (w, h) = (slot_layout.width as usize, slot_layout.height as usize);
+        let eyes = eye_rects(layout, slot_layout.width, slot_layout.height);
+        let run_kind = |kind: OutputKind, out: PathBuf, tag: &str| {
+            let det = dir.join(format!("{clip}.{tag}.jsonl"));
+            let mut o = options(clip, &engine, kind, Some(out), det.clone());
+            o.layout = Some(layout);
+            o.key_colour = key;
+            o.decoders = Some(1);
+            let stats = run(&o, &mut |_, _| {}).unwrap();
+            assert_eq!(stats.frames_out, frames.len() as u64, "{clip} {tag}: frames out");
+            assert_eq!(stats.device_allocations_in_loop, 0, "{clip} {tag}: the frame loop allocated");
+            (stats, read_detections(&det, eyes.len()))
+        };
+        let masks_dir = dir.join(format!("{clip}.masks"));
+        let (_, det_masks) = run_kind(OutputKind::Masks, masks_dir.clone(), "masks");
+        let green_path = dir.join(format!("{clip}.green.y4m"));
+        let (green_stats, det_green) = run_kind(OutputKind::Green, green_path.clone(), "green");
+        let overlay_path = dir.join(format!("{clip}.overlay.y4m"));
+        let (overlay_stats, det_overlay) = run_kind(OutputKind::Overlay, overlay_path.clone(), "overlay");
+        assert_eq!(det_masks, det_green, "{clip}: detections differ between the masks and green runs");
+        assert_eq!(det_masks, det_overlay, "{clip}: detections differ between the masks and overlay runs");
+        assert!(green_stats.compose_gpu_s > 0.0 && overlay_stats.compose_gpu_s > 0.0);
+        let packed_nv12 = w * h + 2 * w.div_ceil(2) * h.div_ceil(2);
+        assert_eq!(
+            green_stats.download_bytes_per_frame, packed_nv12 as f64,
+            "{clip}: y4m downloads one frame per frame"
+        );
+
+        let mut pngs: Vec<_> = std::fs::read_dir(&masks_dir).unwrap().map(|e| e.unwrap().path()).collect();
+        pngs.sort();
+        assert_eq!(pngs.len(), frames.len());
+        let green = read_y4m_as_nv12(&green_path, w, h);
+        let overlay = read_y4m_as_nv12(&overlay_path, w, h);
+        assert_eq!((green.len(), overlay.len()), (frames.len(), frames.len()), "{clip}: y4m frame counts");
+
+        let info = vrseg::video::demux::Demuxer::open(clips_dir().join(clip)).unwrap().info().clone();
+        let matrix = YuvMatrix::for_stream(&info.colour, info.width, info.height, info.bit_depth);
+        let full = info.colour.full_range.unwrap_or(false);
+        let key8 = Ycbcr8::from_rgb(key.unwrap_or(DEFAULT_KEY_RGB), matrix, full);
+        let tint = Ycbcr8::from_rgb(OVERLAY_TINT_RGB, matrix, full);
+        let palette = PALETTE_RGB.map(|c| Ycbcr8::from_rgb(c, matrix, full));
+        let thickness = outline_thickness(eyes[0]);
+        let (mut keyed, mut boxes) = (0usize, 0usize);
+        for (f, frame) in frames.iter().enumerate() {
+            let (matte_pitch, matte) = read_gray_png(&pngs[f]);
+            keyed += matte.iter().filter(|&&a| a < 255).count();
+            let want_green =
+                compose_reference(frame, &slot_layout, &eyes, &matte, matte_pitch, &ReferenceMode::Green { key: key8 });
+            let differing = want_green.iter().zip(&green[f]).filter(|(a, b)| a != b).count();
+            assert_eq!(differing, 0, "{clip}: green frame {f}: {differing} bytes differ from the reference");
+            let per_eye: Vec<&[Detection]> = det_overlay[f].iter().map(|d| &d[..]).collect();
+            boxes += per_eye.iter().map(|d| d.len()).sum::<usize>();
+            let mode = ReferenceMode::Overlay { tint, palette, thickness, detections: &per_eye };
+            let want_overlay = compose_reference(frame, &slot_layout, &eyes, &matte, matte_pitch, &mode);
+            let differing = want_overlay.iter().zip(&overlay[f]).filter(|(a, b)| a != b).count();
+            assert_eq!(differing, 0, "{clip}: overlay frame {f}: {differing} bytes differ from the reference");
+        }
+        eprintln!(
+            "{clip}: green and overlay exact on {} frames ({keyed} pixels not fully opaque, {boxes} boxes drawn)",
+            frames.len()
+        );
     }
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -9,6 +9,7 @@
 
 mod encode;
 mod failures;
+mod loop_clip;
 mod masks;
 mod remux;
 mod tools;

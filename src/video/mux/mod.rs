@@ -212,6 +212,7 @@ pub struct Muxer {
     frames: u64,
     first_pts: i64,
     last_pts: i64,
+    last_dts: i64,
     /// The sample being built (reused: no allocation per frame once grown).
     sample: Vec<u8>,
     audio_buf: Vec<u8>,
@@ -304,6 +305,7 @@ impl Muxer {
             frames: 0,
             first_pts: 0,
             last_pts: 0,
+            last_dts: 0,
             sample: Vec::new(),
             audio_buf: Vec::new(),
             audio_end: None,
@@ -328,10 +330,46 @@ impl Muxer {
     /// Adds one frame; see the module docs for the rules.
     pub fn write(&mut self, packet: &EncodedPacket) -> Result<(), MuxError> {
         let index = self.frames;
-        let path = self.file.final_path().to_path_buf();
         if index > 0 && packet.pts <= self.last_pts {
+            let path = self.file.final_path().to_path_buf();
             return Err(MuxError::PtsOrder { path, index, pts: packet.pts, previous: self.last_pts });
         }
+        self.write_sample(packet, packet.pts, false)
+    }
+
+    /// Adds one frame of a stream with reordering (B-frames), in decode order: `dts`
+    /// strictly increasing, `dts <= packet.pts`. For copying packets as a source stores them
+    /// (`vrseg dev loop-clip`); MP4 only (a `ctts` holds pts - dts). The packet's keyframe
+    /// flag is the sample's sync flag as given (a source may mark H.264 recovery-point
+    /// I-frames, which are not IDR), except that the first frame must be an IDR/IRAP.
+    pub fn write_reordered(&mut self, packet: &EncodedPacket, dts: i64) -> Result<(), MuxError> {
+        let index = self.frames;
+        let path = self.file.final_path().to_path_buf();
+        if self.kind != ContainerKind::Mp4 && packet.pts != dts {
+            return Err(MuxError::Unsupported {
+                path,
+                reason: "frames out of presentation order (B-frames) are written to MP4 only; name the output .mp4"
+                    .into(),
+            });
+        }
+        if index > 0 && dts <= self.last_dts {
+            return Err(MuxError::Bitstream {
+                path,
+                index,
+                reason: format!("dts {dts} is not after the previous frame's {}", self.last_dts),
+            });
+        }
+        if dts > packet.pts {
+            return Err(MuxError::Bitstream { path, index, reason: format!("dts {dts} is after pts {}", packet.pts) });
+        }
+        self.write_sample(packet, dts, true)
+    }
+
+    /// `copied_flags`: the packet's keyframe flag is the sync flag (a packet copy); else the
+    /// sync flag is whether the access unit is IDR/IRAP, and a keyframe flag must agree.
+    fn write_sample(&mut self, packet: &EncodedPacket, dts: i64, copied_flags: bool) -> Result<(), MuxError> {
+        let index = self.frames;
+        let path = self.file.final_path().to_path_buf();
         let codec = self.config.codec;
         let nals = split_nals(&packet.data, self.config.nal_format).map_err(|reason| MuxError::Bitstream {
             path: path.clone(),
@@ -342,7 +380,8 @@ impl Muxer {
             return Err(MuxError::Bitstream { path, index, reason: "the packet holds no NAL unit".into() });
         }
         let random_access = bitstream::is_random_access_au(codec, &nals);
-        if packet.keyframe && !random_access {
+        let sync = if copied_flags { packet.keyframe || (index == 0 && random_access) } else { random_access };
+        if packet.keyframe && !random_access && !copied_flags {
             return Err(MuxError::Bitstream {
                 path,
                 index,
@@ -383,14 +422,14 @@ impl Muxer {
             self.sample.extend_from_slice(nal);
         }
 
-        self.write_audio_before(Some((packet.pts, u64::from(self.config.timescale))))?;
+        self.write_audio_before(Some((dts, u64::from(self.config.timescale))))?;
         let sample = std::mem::take(&mut self.sample);
         let result = match &mut self.writer {
-            Writer::Mp4(w) => w.write_video(&mut self.file, &sample, packet.pts, random_access),
+            Writer::Mp4(w) => w.write_video(&mut self.file, &sample, packet.pts, dts, sync),
             Writer::Matroska(w) => {
                 let ts =
                     audio::rescale(packet.pts, u64::from(self.config.timescale), 1_000_000_000 / w.timestamp_scale());
-                w.write_block(&mut self.file, 1, ts, random_access, &sample, 0)
+                w.write_block(&mut self.file, 1, ts, sync, &sample, 0)
             }
             Writer::MatroskaPending => Err(std::io::Error::other("the Matroska header was not written")),
         };
@@ -398,8 +437,12 @@ impl Muxer {
         result.map_err(self.io())?;
         if index == 0 {
             self.first_pts = packet.pts;
+            self.last_pts = packet.pts;
         }
-        self.last_pts = packet.pts;
+        // With reordering the latest presentation time is the largest so far.
+        self.first_pts = self.first_pts.min(packet.pts);
+        self.last_pts = self.last_pts.max(packet.pts);
+        self.last_dts = dts;
         self.frames += 1;
         Ok(())
     }

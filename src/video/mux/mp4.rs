@@ -1,11 +1,14 @@
 //! ISO-BMFF (MP4) writer: `ftyp`, one `mdat` with a 64-bit size written as samples arrive,
 //! and `moov` at the end (ISO/IEC 14496-12; the sample entries of 14496-15 for HEVC/H.264).
 //!
-//! Timing decisions (the output has no B-frames, so decode order is presentation order):
+//! Timing decisions (encoder output has no B-frames, so decode order is presentation order;
+//! a packet copy such as `vrseg dev loop-clip` may have them):
 //! - The video track's timescale is the source's; sample durations (`stts`) are the
-//!   differences of consecutive source pts, the last one the nominal frame duration. There is
-//!   no `ctts`: every sample's composition offset is 0.
-//! - The first frame's pts is reproduced by an edit list, and only when it is not 0: an empty
+//!   differences of consecutive decode times (the pts when there is no reordering), the last
+//!   one the nominal frame duration. A `ctts` (version 0) holds pts - dts only when some
+//!   sample has a nonzero offset; encoder output never does.
+//! - The first frame's decode time (its pts without reordering) is reproduced by an edit
+//!   list, and only when it is not 0: an empty
 //!   edit of that length when it is positive, a `media_time` when it is negative. The movie
 //!   timescale equals the video's, so the edit is exact and a reader that applies edit lists
 //!   (ffmpeg, our demuxer) sees every source pts exactly.
@@ -68,8 +71,10 @@ struct TrackSamples {
     sync: Vec<u32>,
     /// (file offset, samples) per chunk.
     chunks: Vec<(u64, u32)>,
-    /// Presentation time of the first sample, in the track's timescale.
+    /// Time of the first sample (video: its decode time), in the track's timescale.
     first_time: Option<i64>,
+    /// Video: pts - dts per sample (all 0 without reordering: no `ctts`).
+    composition_offsets: Vec<u32>,
 }
 
 impl TrackSamples {
@@ -128,7 +133,11 @@ pub(crate) struct Mp4Audio<'a> {
 pub(crate) struct Mp4Writer {
     mdat_header_at: u64,
     video: TrackSamples,
-    video_pts: Vec<i64>,
+    video_dts: Vec<i64>,
+    /// The latest presentation time written (the last pts without reordering).
+    video_max_pts: Option<i64>,
+    /// Media time where the presentation ends (set at finish).
+    video_presented_end: Option<u64>,
     audio: Vec<TrackSamples>,
     last: Option<TrackRef>,
 }
@@ -155,31 +164,40 @@ impl Mp4Writer {
         Ok(Mp4Writer {
             mdat_header_at,
             video: TrackSamples::default(),
-            video_pts: Vec::new(),
+            video_dts: Vec::new(),
+            video_max_pts: None,
+            video_presented_end: None,
             audio: (0..audio_tracks).map(|_| TrackSamples::default()).collect(),
             last: None,
         })
     }
 
-    /// Appends one video sample (length-prefixed NAL units) with its presentation time.
+    /// Appends one video sample (length-prefixed NAL units) with its presentation and
+    /// decode times (equal without reordering; `dts <= pts`).
     pub(crate) fn write_video(
         &mut self,
         file: &mut OutputFile,
         data: &[u8],
         pts: i64,
+        dts: i64,
         sync: bool,
     ) -> std::io::Result<()> {
         let size = sample_size(data)?;
+        let offset_ticks = u32::try_from(pts - dts).map_err(|_| {
+            std::io::Error::other(format!("pts {pts} before dts {dts} (or too far after) does not fit a ctts table"))
+        })?;
         let offset = file.position();
         file.write_all(data)?;
         let new_chunk = self.last != Some(TrackRef::Video);
         self.last = Some(TrackRef::Video);
         if self.video.first_time.is_none() {
-            self.video.first_time = Some(pts);
+            self.video.first_time = Some(dts);
         }
-        // Durations are filled from the pts differences at the end.
+        // Durations are filled from the dts differences at the end.
         self.video.add(offset, size, 0, sync, new_chunk);
-        self.video_pts.push(pts);
+        self.video.composition_offsets.push(offset_ticks);
+        self.video_dts.push(dts);
+        self.video_max_pts = Some(self.video_max_pts.map_or(pts, |m| m.max(pts)));
         Ok(())
     }
 
@@ -222,17 +240,23 @@ impl Mp4Writer {
         let mdat_size = file.position() - self.mdat_header_at;
         file.patch(self.mdat_header_at + 8, &mdat_size.to_be_bytes())?;
 
-        // Video durations from consecutive pts.
-        let mut durations = Vec::with_capacity(self.video_pts.len());
-        for w in self.video_pts.windows(2) {
+        // Video durations from consecutive decode times.
+        let mut durations = Vec::with_capacity(self.video_dts.len());
+        for w in self.video_dts.windows(2) {
             let d = u32::try_from(w[1] - w[0]).map_err(|_| {
                 std::io::Error::other(format!("a frame gap of {} ticks does not fit an MP4 table", w[1] - w[0]))
             })?;
             durations.push(d);
         }
         let fallback = durations.last().copied().unwrap_or(1);
-        durations.push(u32::try_from(last_duration).ok().filter(|&d| d > 0).unwrap_or(fallback));
+        let last = u32::try_from(last_duration).ok().filter(|&d| d > 0).unwrap_or(fallback);
+        durations.push(last);
         self.video.durations = durations;
+        // With reordering the presentation ends after the latest pts, which can lie past the
+        // last decode time: the edit list shows media time up to there.
+        let first_dts = self.video.first_time.unwrap_or(0);
+        self.video_presented_end =
+            self.video_max_pts.map(|m| u64::try_from(m + i64::from(last) - first_dts).unwrap_or(0));
 
         let movie_timescale = video.timescale;
         let mut traks = Vec::new();
@@ -259,7 +283,8 @@ impl Mp4Writer {
     fn video_trak(&self, v: &Mp4Video, movie_timescale: u32) -> std::io::Result<(Vec<u8>, u64)> {
         let t = &self.video;
         let media_duration = t.media_duration();
-        let (edts, presented) = edit_list(t.first_time.unwrap_or(0), media_duration, v.timescale, movie_timescale);
+        let shown_until = self.video_presented_end.unwrap_or(media_duration).max(media_duration);
+        let (edts, presented) = edit_list(t.first_time.unwrap_or(0), shown_until, v.timescale, movie_timescale);
         let tkhd = tkhd(1, presented, false, v.width, v.height);
         let entry = visual_sample_entry(v)?;
         let stbl = sample_tables(t, &entry);
@@ -533,6 +558,22 @@ fn sample_tables(t: &TrackSamples, sample_entry_box: &[u8]) -> Vec<u8> {
 
     let mut out = full_box(b"stsd", 0, 0, &stsd);
     out.extend(full_box(b"stts", 0, 0, &stts));
+    if t.composition_offsets.iter().any(|&o| o != 0) {
+        let mut offset_runs: Vec<(u32, u32)> = Vec::new();
+        for &o in &t.composition_offsets {
+            match offset_runs.last_mut() {
+                Some((n, off)) if *off == o => *n += 1,
+                _ => offset_runs.push((1, o)),
+            }
+        }
+        let mut ctts = Vec::new();
+        put_u32(&mut ctts, offset_runs.len() as u32);
+        for (n, o) in offset_runs {
+            put_u32(&mut ctts, n);
+            put_u32(&mut ctts, o);
+        }
+        out.extend(full_box(b"ctts", 0, 0, &ctts));
+    }
     if t.sync.len() != t.sizes.len() {
         let mut stss = Vec::new();
         put_u32(&mut stss, t.sync.len() as u32);
