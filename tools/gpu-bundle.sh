@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds every test and bench binary and the vrseg binary in release mode,
-# gathers them (packed in bundle/binaries.tar.gz, which run.sh unpacks) with
+# gathers them (packed in bundle/binaries.tar.xz, which run.sh unpacks) with
 # their test data into bundle/ (git-ignored, < 63 MiB), and
 # prints the command that runs them all on a GPU machine. There,
 # `bash bundle/run.sh` runs each test binary with VRSEG_REQUIRE_GPU=1 (a
@@ -125,8 +125,10 @@ cat > bundle/run.sh <<'RUN'
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # The binaries travel packed (see tools/gpu-bundle.sh); unpack them once.
-if [ -f "$here/binaries.tar.gz" ] && ! [ "$here/bin/vrseg" -nt "$here/binaries.tar.gz" ]; then
-    tar -C "$here" -xzmf "$here/binaries.tar.gz" || { echo "cannot unpack $here/binaries.tar.gz" >&2; exit 1; }
+if [ -f "$here/binaries.tar.xz" ] && ! [ "$here/bin/vrseg" -nt "$here/binaries.tar.xz" ]; then
+    python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
+        "$here/binaries.tar.xz" "$here" && touch "$here/bin/vrseg" \
+        || { echo "cannot unpack $here/binaries.tar.xz" >&2; exit 1; }
 fi
 export VRSEG_REQUIRE_GPU=1 VRSEG_BIN="$here/bin/vrseg" VRSEG_TEST_DATA="$here/data"
 # The TensorRT shim's tests: its archive and the prebuilt stand-in TensorRT
@@ -151,22 +153,54 @@ if [ "${1:-}" = bench-decode ]; then
 fi
 
 if [ "${1:-}" = bench-pipeline ]; then
-    # `vrseg run --output null` (YOLO11n-seg fixture plan, batch 16 = 8 stereo frames) and the
-    # Python reference (tools/bench/python_pipeline.py: PyNvVideoCodec RGBP, torch FP16
-    # YOLO11n-seg, Ultralytics NMS + retina masks) on the 8K clip, alternating, twice each;
-    # then vrseg once more with --detections (counts). Six files under $OUT.
+    # Issue #6's benchmark on a long many-GOP clip: the 8K SBS clip looped
+    # VRSEG_LOOP_TIMES times (default 20: 1200 frames, 40 GOPs) by `vrseg dev
+    # loop-clip`, then side by side in this one run: `vrseg run --output null`
+    # with YOLO11n-seg (the fixture plan, batch 16 = 8 stereo frames) on 1 NVDEC
+    # session and on all of them, the Python reference
+    # (tools/bench/python_pipeline.py: PyNvVideoCodec RGBP, torch FP16,
+    # Ultralytics NMS + retina masks) with YOLO11n-seg; then YOLO11x-seg (random
+    # weights, exported here, batch 16) with vrseg on all sessions and the
+    # Python reference. One table at the end; every file under $OUT.
     clip=${2:-$(ls "$here"/extra/*.mp4 | head -1)}
     out=${OUT:-/tmp}
-    plan=/tmp/vrseg-bench-pipeline-n.plan
-    "$here/bin/vrseg" build-engine "$here/data/models/yolo11n-seg-640.structure.onnx" -o "$plan" --batch 16 \
-        --fill-stripped-weights 1 >>"$log" 2>&1 || { echo "vrseg build-engine failed: see $log"; exit 1; }
-    for round in 1 2; do
-        "$here/bin/vrseg" run "$clip" --engine "$plan" --output null --stats "$out/vrseg-run-$round.json" 2>&1 | tee -a "$log"
-        python3 "$here/extra/python_pipeline.py" "$clip" --wheels "$here/extra" --wheels "$here/parity/wheels" --json \
-            > "$out/python-$round.json" 2> >(tee -a "$log" >&2)
+    long=/tmp/vrseg-bench-long.mp4
+    rm -f "$long"
+    "$here/bin/vrseg" dev loop-clip "$clip" -o "$long" --times "${VRSEG_LOOP_TIMES:-20}" 2>&1 | tee -a "$log" \
+        || { echo "loop-clip failed: see $log"; exit 1; }
+    plan_n=/tmp/vrseg-bench-pipeline-n.plan
+    "$here/bin/vrseg" build-engine "$here/data/models/yolo11n-seg-640.structure.onnx" -o "$plan_n" --batch 16 \
+        --fill-stripped-weights 1 >>"$log" 2>&1 || { echo "vrseg build-engine (n) failed: see $log"; exit 1; }
+    work=/tmp/vrseg-bench-x
+    mkdir -p "$work"
+    YOLO_OFFLINE=1 YOLO_CONFIG_DIR="$work/config" python3 - "$here/parity" "$work" >>"$log" 2>&1 <<'PY' \
+        || { echo "YOLO11x-seg export failed: see $log"; exit 1; }
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+import engine_parity as e
+e.install_wheels(Path(sys.argv[1]) / "wheels", Path(sys.argv[2]) / "site")
+import os
+os.chdir(sys.argv[2])
+e.export("x", Path(sys.argv[2]), 1)
+PY
+    plan_x=/tmp/vrseg-bench-pipeline-x.plan
+    "$here/bin/vrseg" build-engine "$work/yolo11x-seg.onnx" -o "$plan_x" --batch 16 >>"$log" 2>&1 \
+        || { echo "vrseg build-engine (x) failed: see $log"; exit 1; }
+    pyref() {  # pyref NAME ARGS...: one whole pass of the Python reference on the long clip
+        python3 "$here/extra/python_pipeline.py" "$long" --wheels "$here/extra" --wheels "$here/parity/wheels" \
+            --json --passes 1 "${@:2}" > "$out/$1.json" 2> >(tee -a "$log" >&2)
+    }
+    "$here/bin/vrseg" run "$long" --engine "$plan_n" --output null --decoders 1 --quiet --stats "$out/vrseg-n-1dec.json"
+    "$here/bin/vrseg" run "$long" --engine "$plan_n" --output null --quiet --stats "$out/vrseg-n-all.json"
+    pyref python-n
+    "$here/bin/vrseg" run "$long" --engine "$plan_x" --output null --quiet --stats "$out/vrseg-x-all.json"
+    pyref python-x --model yolo11x-seg.yaml
+    for f in "$out"/vrseg-*.json; do
+        python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(sys.argv[1].split("/")[-1], "frames", r["frames_out"], "decoders", r["decoders"], "steady_fps %.1f" % r.get("steady_fps", 0), "wall_s %.2f" % r.get("wall_s", 0))' "$f"
     done
-    "$here/bin/vrseg" run "$clip" --engine "$plan" --output null --quiet --detections "$out/vrseg-detections.jsonl"
-    python3 "$here/extra/pipeline_table.py" "$out"/vrseg-run-*.json "$out"/python-*.json "$out/vrseg-detections.jsonl"
+    python3 "$here/extra/pipeline_table.py" "$out"/vrseg-n-1dec.json "$out"/vrseg-n-all.json "$out"/python-n.json \
+        "$out"/vrseg-x-all.json "$out"/python-x.json
     exit $?
 fi
 
@@ -266,10 +300,11 @@ RUN
 chmod +x bundle/run.sh
 
 # Every binary embeds all kernel fatbins (SASS for four architectures and
-# PTX: about 9 MiB each with the native engine's kernels), so the binaries
-# together pass 100 MiB; they compress about fourfold. They travel as one
-# gzip'ed tar that run.sh unpacks on first use.
-tar -C bundle -czf bundle/binaries.tar.gz bin tests benches
+# PTX: about 18 MiB each), so the binaries together pass 190 MiB. The
+# fatbins are the same bytes in every binary: xz with a dictionary larger
+# than the whole tar stores them once. They travel as one .tar.xz that
+# run.sh unpacks on first use (with Python's lzma, so no xz is needed there).
+tar -C bundle -cf - bin tests benches | xz -T2 -6 --lzma2=preset=6,dict=256MiB > bundle/binaries.tar.xz
 rm -rf bundle/bin bundle/tests bundle/benches
 size=$(du -sm bundle | cut -f1)
 echo "bundle/: ${size} MiB"

@@ -21,6 +21,7 @@ Columns:
   each stage).
 """
 import json
+import re
 import statistics
 import sys
 
@@ -52,11 +53,13 @@ def main():
         if detections:
             frames, boxes = detections[-1]
             det = f"{boxes / max(frames * eyes, 1):.1f}"
-        print(f"{'vrseg run, run ' + str(i):<48} {n:>6} {r['fps']:>6.1f} {n / r['decode_s']:>6.1f} {'':>6} "
+        label = f"vrseg {r['engine'].split('/')[-1]}, {r.get('decoders', 1)} NVDEC"
+        steady = f"{r['steady_fps']:.1f}" if r.get("steady_fps") else ""
+        print(f"{label:<48} {n:>6} {r['fps']:>6.1f} {n / r['decode_s']:>6.1f} {steady:>6} "
               f"{r['wall_s'] - r['decode_s']:>6.2f} {1e3 * r['letterbox_gpu_s'] / n:>9.3f} "
               f"{1e3 * r['inference_gpu_s'] / n:>9.3f} {1e3 * r['postprocess_gpu_s'] / n:>9.3f} {det:>7}")
     for i, r in enumerate(python, 1):
-        label = f"python {r['decoder']} ({r['decoder_stream']} stream) {r['weights']}, run {i}"
+        label = f"python {r.get('model', '')} {r['decoder']} {r['weights']}"
         g = r["gpu_ms_per_frame"]
         steady = f"{r['median_steady_fps']:.1f}" if r.get("median_steady_fps") else ""
         decode = 1e3 / r["decode_wait_ms_per_frame"] if r["decode_wait_ms_per_frame"] > 0 else float("inf")
@@ -72,13 +75,19 @@ def main():
         print(f"python: {r['versions']}, batch {r['batch_frames']} frames, {len(r['passes'])} passes per run "
               f"(first pass {r['first_pass_fps']:.1f} fps), peak torch memory "
               f"{r['passes'][-1]['peak_torch_allocated_bytes'] / 2**30:.2f} GiB")
-    plain = [r for r in python if r["decoder"] == "threaded" and r["weights"] == "plain"] or python
-    if vrseg and plain:
-        a = statistics.median(r["fps"] for r in vrseg)
-        b = statistics.median(r["frames_out"] / r["decode_s"] for r in vrseg)
-        c = statistics.median(r["median_fps"] for r in plain)
-        print(f"vrseg / python (medians): whole run {a:.1f} / {c:.1f} = {a / c:.2f}x; "
-              f"vrseg without set-up {b:.1f} / {c:.1f} = {b / c:.2f}x")
+    # Ratios per model size (the letter in the plan's file name or the yaml).
+    def size(name):
+        m = re.search(r"yolo11([nsmlx])|-([nsmlx])[.-]", name)
+        return (m.group(1) or m.group(2)) if m else ""
+
+    for r in vrseg:
+        mine = size(r["engine"].split("/")[-1])
+        theirs = [p for p in python if size(p.get("model", "")) == mine]
+        if not theirs:
+            continue
+        c = statistics.median(p["median_fps"] for p in theirs)
+        print(f"vrseg ({r['engine'].split('/')[-1]}, {r.get('decoders', 1)} NVDEC) / python (yolo11{mine}): "
+              f"whole run {r['fps']:.1f} / {c:.1f} = {r['fps'] / c:.2f}x")
 
 
 if __name__ == "__main__":
