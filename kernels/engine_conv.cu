@@ -113,6 +113,17 @@ __device__ __forceinline__ void store_any(void* base, int64_t i, int32_t is_f32,
     }
 }
 
+// out[q] = in[q + s] for s in 0..3, as two rounds of selects: a register
+// array indexed by a run-time value would go to local memory.
+template <int N>
+__device__ __forceinline__ void shift_words(const uint32_t* in, int s, uint32_t (&out)[N]) {
+    uint32_t by2[N + 1];
+#pragma unroll
+    for (int q = 0; q < N + 1; ++q) by2[q] = (s & 2) ? in[q + 2] : in[q];
+#pragma unroll
+    for (int q = 0; q < N; ++q) out[q] = (s & 1) ? by2[q + 1] : by2[q];
+}
+
 // Input-tile loads (`ConvParams::vector_b`), a template argument so that
 // each kernel carries only its own load code and registers.
 constexpr int kGather = 0;
@@ -228,26 +239,18 @@ __device__ __forceinline__ void conv_igemm(const ConvParams& p) {
                 chunk(0);
                 chunk(1);
                 chunk(2);
-                uint32_t t1[10];
+                uint32_t w[9];
+                shift_words(wv, s2, w);
 #pragma unroll
-                for (int q = 0; q < 10; ++q) t1[q] = (s2 & 2) ? wv[q + 2] : wv[q];
-                uint32_t t2[9];
-#pragma unroll
-                for (int q = 0; q < 9; ++q) t2[q] = (s2 & 1) ? t1[q + 1] : t1[q];
-#pragma unroll
-                for (int q = 0; q < 8; ++q) b_regs[q] = odd ? __funnelshift_r(t2[q], t2[q + 1], 16) : t2[q];
+                for (int q = 0; q < 8; ++q) b_regs[q] = odd ? __funnelshift_r(w[q], w[q + 1], 16) : w[q];
             } else {
                 // Halves shift, shift + 2, .. shift + 30: words s2 .. s2 + 15.
 #pragma unroll
                 for (int q = 0; q < 5; ++q) chunk(q);
-                uint32_t t1[18];
+                uint32_t w[17];
+                shift_words(wv, s2, w);
 #pragma unroll
-                for (int q = 0; q < 18; ++q) t1[q] = (s2 & 2) ? wv[q + 2] : wv[q];
-                uint32_t t2[17];
-#pragma unroll
-                for (int q = 0; q < 17; ++q) t2[q] = (s2 & 1) ? t1[q + 1] : t1[q];
-#pragma unroll
-                for (int q = 0; q < 8; ++q) b_regs[q] = __byte_perm(t2[2 * q], t2[2 * q + 1], odd ? 0x7632 : 0x5410);
+                for (int q = 0; q < 8; ++q) b_regs[q] = __byte_perm(w[2 * q], w[2 * q + 1], odd ? 0x7632 : 0x5410);
             }
             return;
         }
