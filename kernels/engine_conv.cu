@@ -1,7 +1,7 @@
 // Native engine: the convolution family (src/engine/native/steps.rs launches).
 //
-// conv_igemm_{32,64,128}_{gather,vector,rows}: convolution as an implicit
-//   GEMM on tensor cores.
+// conv_igemm_{32,64,128}_{gather,vector,rows,rows2}: convolution as an
+//   implicit GEMM on tensor cores.
 //   GEMM M = output channels (rows of the packed weight matrix), N = output
 //   pixels of the whole batch, K = Cin*kh*kw in ONNX order (c, ky, kx). The
 //   weight matrix is packed by `vrseg build-engine` as FP16 [m_pad][k_pad],
@@ -9,15 +9,16 @@
 //   without bounds checks. Two shared-memory stages; mma.sync m16n8k16,
 //   FP16 in, FP32 accumulate. The input tile (K x 128 pixels) is loaded in
 //   one of three ways (`vector_b`, and the kernel name's suffix):
-//   0  gather: gathered element by element from NCHW with padding checks;
-//   1  vector: 1x1/stride-1/unpadded over planes of a multiple of 8 pixels: its rows
-//      are contiguous, 16-byte cp.async loads;
-//   2  rows: stride 1 or 2 along x, input rows of a multiple of 8 pixels,
-//      output rows of a multiple of 16: a thread's 16 output pixels, all in
-//      one output row, read one input row segment,
-//      as 3 (stride 1) or 5 (stride 2) aligned 16-byte loads whose halves are
-//      shifted or de-interleaved in registers; padding is whole 8-pixel
-//      chunks outside the row.
+//   0  gather: element by element from NCHW with padding checks;
+//   1  vector: 1x1/stride-1/unpadded over planes of a multiple of 8 pixels:
+//      its rows are contiguous, 16-byte cp.async loads;
+//   2  rows (stride 1 along x), rows2 (stride 2): input rows of a multiple of
+//      8 pixels, output rows of a multiple of 16: a thread's 16 output pixels,
+//      all in one output row, read one input-row segment as 3 or 5 aligned
+//      16-byte loads whose halves are shifted or de-interleaved in registers;
+//      padding is whole 8-pixel chunks outside the row.
+//   Rows keep the next tile's loads raw in registers during this tile's mma
+//   and arrange them only afterwards (see `b_raw`).
 //   Epilogue: + bias, SiLU, + residual, stored as FP16 or FP32 at the output's
 //   placement (a batch stride lets a conv write straight into its slice of a
 //   concatenation). `transposed_stride` s > 0 runs a ConvTranspose whose kernel
@@ -128,7 +129,8 @@ __device__ __forceinline__ void shift_words(const uint32_t* in, int s, uint32_t 
 // each kernel carries only its own load code and registers.
 constexpr int kGather = 0;
 constexpr int kVector = 1;
-constexpr int kRows = 2;
+constexpr int kRows = 2;   // row segments, stride 1
+constexpr int kRows2 = 3;  // row segments, stride 2
 
 template <int BM, int kLoad>
 __device__ __forceinline__ void conv_igemm(const ConvParams& p) {
@@ -172,7 +174,15 @@ __device__ __forceinline__ void conv_igemm(const ConvParams& p) {
     const int b_ox0 = b_pix0 - b_oy0 * p.ow;
     // Columns of this thread's 16 that exist (the last tile is ragged).
     const int b_valid = b_any ? static_cast<int>(n_total - b_gn0 < 16 ? n_total - b_gn0 : 16) : 0;
-    uint32_t b_regs[8];
+    // The next K tile's input. Row segments stay raw words until after this
+    // tile's mma (store_b_regs), so that no warp waits for its loads before
+    // its tensor-core work (shifting them at once stalls it for the whole
+    // global-memory latency); the gather packs its halves as they come (16
+    // raw halves across the mma cost more in registers than they save: 4.83
+    // against 5.25 ms on YOLO11x-seg's 768-channel stride-2 conv, H100).
+    constexpr int kRawWords = kLoad == kRows2 ? 20 : kLoad == kRows ? 12 : kLoad == kGather ? 8 : 1;
+    uint32_t b_raw[kRawWords];
+    int b_shift = 0;  // row segments: halves before the first wanted one (0..7)
 
     auto load_a = [&](int kt, int buf) {
         for (int i = tid; i < BM * 4; i += kThreads) {
@@ -208,80 +218,77 @@ __device__ __forceinline__ void conv_igemm(const ConvParams& p) {
         const int kx = r - ky * p.kw;
         const int dy = ky * p.dh - p.pad_t;
         const int dx = kx * p.dw - p.pad_l;
-        if constexpr (kLoad == kRows) {
-            // The host picks this mode only for output rows of whole 16-pixel
-            // groups, so this thread's 16 pixels are all in one row of one
-            // image, or all past the end (b_valid == 0).
-#pragma unroll
-            for (int q = 0; q < 8; ++q) b_regs[q] = 0u;
+        if constexpr (kLoad == kRows || kLoad == kRows2) {
+            // The host picks these modes only for output rows of whole
+            // 16-pixel groups, so this thread's 16 pixels are all in one row
+            // of one image, or all past the end (b_valid == 0). Stride 1
+            // needs halves shift .. shift + 15 (3 chunks), stride 2 halves
+            // shift, shift + 2, .. shift + 30 (5 chunks).
             const int iy = b_oy0 * p.sh + dy;
-            if (b_valid == 0 || k >= p.k_total || static_cast<unsigned>(iy) >= static_cast<unsigned>(p.h)) return;
+            const bool row_ok = b_valid != 0 && k < p.k_total && static_cast<unsigned>(iy) < static_cast<unsigned>(p.h);
             const __half* row =
                 p.x + static_cast<int64_t>(b_img0) * p.x_batch_stride + static_cast<int64_t>(c) * plane + iy * p.w;
-            const int start = b_ox0 * p.sw + dx;
+            const int start = b_ox0 * (kLoad == kRows ? 1 : 2) + dx;
             const int base = start & ~7;  // floor to a 16-byte chunk (two's complement: -1 -> -8)
-            const int shift = start - base;  // 0..7 halves
-            const bool odd = shift & 1;
-            const int s2 = shift >> 1;  // whole 32-bit words
-            uint32_t wv[20];
+            b_shift = start - base;
             // Chunks are whole 8-pixel groups (w % 8 == 0): in the row or padding.
-            auto chunk = [&](int q) {
+#pragma unroll
+            for (int q = 0; q < kRawWords / 4; ++q) {
                 const int e0 = base + 8 * q;
                 uint4 v = make_uint4(0u, 0u, 0u, 0u);
-                if (e0 >= 0 && e0 + 8 <= p.w) v = __ldg(reinterpret_cast<const uint4*>(row + e0));
-                wv[4 * q] = v.x;
-                wv[4 * q + 1] = v.y;
-                wv[4 * q + 2] = v.z;
-                wv[4 * q + 3] = v.w;
-            };
-            if (p.sw == 1) {
-                // Halves shift .. shift + 15: words s2 .. s2 + 8.
-                chunk(0);
-                chunk(1);
-                chunk(2);
-                uint32_t w[9];
-                shift_words(wv, s2, w);
-#pragma unroll
-                for (int q = 0; q < 8; ++q) b_regs[q] = odd ? __funnelshift_r(w[q], w[q + 1], 16) : w[q];
-            } else {
-                // Halves shift, shift + 2, .. shift + 30: words s2 .. s2 + 15.
-#pragma unroll
-                for (int q = 0; q < 5; ++q) chunk(q);
-                uint32_t w[17];
-                shift_words(wv, s2, w);
-#pragma unroll
-                for (int q = 0; q < 8; ++q) b_regs[q] = __byte_perm(w[2 * q], w[2 * q + 1], odd ? 0x7632 : 0x5410);
+                if (row_ok && e0 >= 0 && e0 + 8 <= p.w) v = __ldg(reinterpret_cast<const uint4*>(row + e0));
+                b_raw[4 * q] = v.x;
+                b_raw[4 * q + 1] = v.y;
+                b_raw[4 * q + 2] = v.z;
+                b_raw[4 * q + 3] = v.w;
             }
             return;
         }
-        const int valid = k < p.k_total ? b_valid : 0;
-        const unsigned short* src =
-            reinterpret_cast<const unsigned short*>(p.x) + static_cast<int64_t>(b_img0) * p.x_batch_stride +
-            static_cast<int64_t>(c) * plane;
-        int oy = b_oy0;
-        int ox = b_ox0;
+        if constexpr (kLoad == kGather) {
+            const int valid = k < p.k_total ? b_valid : 0;
+            const unsigned short* src =
+                reinterpret_cast<const unsigned short*>(p.x) + static_cast<int64_t>(b_img0) * p.x_batch_stride +
+                static_cast<int64_t>(c) * plane;
+            int oy = b_oy0;
+            int ox = b_ox0;
 #pragma unroll
-        for (int j = 0; j < 16; ++j) {
-            const int iy = oy * p.sh + dy;
-            const int ix = ox * p.sw + dx;
-            const bool ok = j < valid && static_cast<unsigned>(iy) < static_cast<unsigned>(p.h) &&
-                            static_cast<unsigned>(ix) < static_cast<unsigned>(p.w);
-            const uint32_t v = ok ? __ldg(src + iy * p.w + ix) : 0u;
-            if (j & 1) {
-                b_regs[j >> 1] |= v << 16;
-            } else {
-                b_regs[j >> 1] = v;
-            }
-            if (++ox == p.ow) {
-                ox = 0;
-                if (++oy == p.oh) {
-                    oy = 0;
-                    src += p.x_batch_stride;
+            for (int j = 0; j < 16; ++j) {
+                const int iy = oy * p.sh + dy;
+                const int ix = ox * p.sw + dx;
+                const bool ok = j < valid && static_cast<unsigned>(iy) < static_cast<unsigned>(p.h) &&
+                                static_cast<unsigned>(ix) < static_cast<unsigned>(p.w);
+                const uint32_t v = ok ? __ldg(src + iy * p.w + ix) : 0u;
+                if (j & 1) {
+                    b_raw[j >> 1] |= v << 16;
+                } else {
+                    b_raw[j >> 1] = v;
+                }
+                if (++ox == p.ow) {
+                    ox = 0;
+                    if (++oy == p.oh) {
+                        oy = 0;
+                        src += p.x_batch_stride;
+                    }
                 }
             }
         }
     };
     auto store_b_regs = [&](int buf) {
+        uint32_t b_regs[8];
+        if constexpr (kLoad == kRows) {
+            uint32_t w[9];
+            shift_words(b_raw, b_shift >> 1, w);
+#pragma unroll
+            for (int q = 0; q < 8; ++q) b_regs[q] = (b_shift & 1) ? __funnelshift_r(w[q], w[q + 1], 16) : w[q];
+        } else if constexpr (kLoad == kRows2) {
+            uint32_t w[17];
+            shift_words(b_raw, b_shift >> 1, w);
+#pragma unroll
+            for (int q = 0; q < 8; ++q) b_regs[q] = __byte_perm(w[2 * q], w[2 * q + 1], (b_shift & 1) ? 0x7632 : 0x5410);
+        } else {
+#pragma unroll
+            for (int q = 0; q < 8; ++q) b_regs[q] = b_raw[q];
+        }
         uint4* dst = reinterpret_cast<uint4*>(&tile_b[buf][b_kr][b_seg]);
         dst[0] = make_uint4(b_regs[0], b_regs[1], b_regs[2], b_regs[3]);
         dst[1] = make_uint4(b_regs[4], b_regs[5], b_regs[6], b_regs[7]);
@@ -600,7 +607,10 @@ struct DepthwiseParams {
     VRSEG_KERNEL void __launch_bounds__(kThreads, BLOCKS) conv_igemm_##BM##_vector(ConvParams p) {       \
         conv_igemm<BM, kVector>(p);                                                                        \
     }                                                                                                      \
-    VRSEG_KERNEL void __launch_bounds__(kThreads, BLOCKS) conv_igemm_##BM##_rows(ConvParams p) { conv_igemm<BM, kRows>(p); }
+    VRSEG_KERNEL void __launch_bounds__(kThreads, BLOCKS) conv_igemm_##BM##_rows(ConvParams p) {         \
+        conv_igemm<BM, kRows>(p);                                                                          \
+    }                                                                                                      \
+    VRSEG_KERNEL void __launch_bounds__(kThreads, BLOCKS) conv_igemm_##BM##_rows2(ConvParams p) { conv_igemm<BM, kRows2>(p); }
 VRSEG_CONV_IGEMM(128, 2)
 VRSEG_CONV_IGEMM(64, 3)
 VRSEG_CONV_IGEMM(32, 4)

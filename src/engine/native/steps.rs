@@ -463,14 +463,20 @@ impl NativeEngine<'_> {
         if tile_m == 128 && n_tiles * m.div_ceil(128) < 2 * sms {
             tile_m = 64;
         }
+        // Row-segment kernels come per stride along x (1 or 2), which fixes
+        // how many chunks a thread keeps in registers across the mma.
+        let rows2 = p.sw == 2;
         let kernel = match (tile_m, p.vector_b) {
             (32, B_VECTOR) => Kernel::ConvIgemm32Vector,
+            (32, B_ROWS) if rows2 => Kernel::ConvIgemm32Rows2,
             (32, B_ROWS) => Kernel::ConvIgemm32Rows,
             (32, _) => Kernel::ConvIgemm32Gather,
             (64, B_VECTOR) => Kernel::ConvIgemm64Vector,
+            (64, B_ROWS) if rows2 => Kernel::ConvIgemm64Rows2,
             (64, B_ROWS) => Kernel::ConvIgemm64Rows,
             (64, _) => Kernel::ConvIgemm64Gather,
             (_, B_VECTOR) => Kernel::ConvIgemm128Vector,
+            (_, B_ROWS) if rows2 => Kernel::ConvIgemm128Rows2,
             (_, B_ROWS) => Kernel::ConvIgemm128Rows,
             _ => Kernel::ConvIgemm128Gather,
         };
