@@ -96,6 +96,41 @@ pub struct DepthwiseParams {
 }
 // SAFETY: as ConvParams (136 bytes, no implicit padding).
 unsafe impl DeviceRepr for DepthwiseParams {}
+
+impl DepthwiseParams {
+    /// A depthwise convolution (channels = cin = cout) with `p`'s geometry
+    /// and epilogue.
+    pub fn from_conv(p: &ConvParams) -> DepthwiseParams {
+        DepthwiseParams {
+            x: p.x,
+            weight: p.weight,
+            bias: p.bias,
+            residual: p.residual,
+            y: p.y,
+            x_batch_stride: p.x_batch_stride,
+            residual_batch_stride: p.residual_batch_stride,
+            y_batch_stride: p.y_batch_stride,
+            batch: p.batch,
+            channels: p.cin,
+            h: p.h,
+            w: p.w,
+            oh: p.oh,
+            ow: p.ow,
+            kh: p.kh,
+            kw: p.kw,
+            sh: p.sh,
+            sw: p.sw,
+            dh: p.dh,
+            dw: p.dw,
+            pad_t: p.pad_t,
+            pad_l: p.pad_l,
+            activation: p.activation,
+            y_f32: p.y_f32,
+            residual_f32: p.residual_f32,
+            reserved: 0,
+        }
+    }
+}
 const _: () = assert!(std::mem::size_of::<DepthwiseParams>() == 136);
 
 /// Mirrors `TensorRef` in kernels/engine_ops.cu: a strided view of up to 4
@@ -279,5 +314,68 @@ mod tests {
         assert!(TensorRef::new(0, ElementType::F32, &[3], 1).broadcast_to([1, 1, 1, 4]).is_none());
         let n = t.narrow(2, 2, 3);
         assert_eq!((n.ptr, n.dims[2]), (0x1000 + 2 * 7 * 2, 3));
+    }
+
+    #[test]
+    fn depthwise_params_keep_the_convs_geometry_and_epilogue() {
+        let p = ConvParams {
+            x: 1,
+            weight: 2,
+            bias: 3,
+            residual: 4,
+            y: 5,
+            x_batch_stride: 6,
+            residual_batch_stride: 7,
+            y_batch_stride: 8,
+            batch: 9,
+            cin: 10,
+            h: 11,
+            w: 12,
+            cout: 10,
+            oh: 13,
+            ow: 14,
+            kh: 15,
+            kw: 16,
+            sh: 17,
+            sw: 18,
+            dh: 19,
+            dw: 20,
+            pad_t: 21,
+            pad_l: 22,
+            activation: 1,
+            y_f32: 1,
+            residual_f32: 1,
+            ..Default::default()
+        };
+        let d = DepthwiseParams::from_conv(&p);
+        let want = DepthwiseParams {
+            x: 1,
+            weight: 2,
+            bias: 3,
+            residual: 4,
+            y: 5,
+            x_batch_stride: 6,
+            residual_batch_stride: 7,
+            y_batch_stride: 8,
+            batch: 9,
+            channels: 10,
+            h: 11,
+            w: 12,
+            oh: 13,
+            ow: 14,
+            kh: 15,
+            kw: 16,
+            sh: 17,
+            sw: 18,
+            dh: 19,
+            dw: 20,
+            pad_t: 21,
+            pad_l: 22,
+            activation: 1,
+            y_f32: 1,
+            residual_f32: 1,
+            reserved: 0,
+        };
+        assert_eq!(d, want);
     }
 }

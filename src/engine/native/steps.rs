@@ -94,51 +94,9 @@ impl NativeEngine<'_> {
                 let (n, cin, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
                 let (cout, oh, ow) = (y.shape[1], y.shape[2], y.shape[3]);
                 let activation = (c.activation == Activation::Silu) as i32;
-                if c.group != 1 {
-                    if c.group != cin || cout != cin {
-                        return Err(self.refuse(i, "grouped convolution other than depthwise"));
-                    }
-                    let p = DepthwiseParams {
-                        x: self.address(node.inputs[0], key),
-                        weight: self.address(node.inputs[1], key),
-                        bias,
-                        residual,
-                        y: self.address(node.outputs[0], key),
-                        x_batch_stride: x.placement.batch_stride as i64,
-                        residual_batch_stride: residual_stride,
-                        y_batch_stride: y.placement.batch_stride as i64,
-                        batch: n as i32,
-                        channels: cin as i32,
-                        h: h as i32,
-                        w: w as i32,
-                        oh: oh as i32,
-                        ow: ow as i32,
-                        kh: c.kernel[0] as i32,
-                        kw: c.kernel[1] as i32,
-                        sh: c.stride[0] as i32,
-                        sw: c.stride[1] as i32,
-                        dh: c.dilation[0] as i32,
-                        dw: c.dilation[1] as i32,
-                        pad_t: c.pads[0] as i32,
-                        pad_l: c.pads[1] as i32,
-                        activation,
-                        y_f32: (y.element == ElementType::F32) as i32,
-                        residual_f32,
-                        reserved: 0,
-                    };
-                    let outputs = y.shape.iter().product::<usize>() as u64;
-                    let row4 = c.kernel == [3, 3] && c.stride == [1, 1] && c.dilation == [1, 1] && ow % 4 == 0;
-                    steps.push(Step {
-                        node: i,
-                        kernel: if row4 { Kernel::ConvDepthwise3x3Row4 } else { Kernel::ConvDepthwise },
-                        config: grid_stride(&self.gpu, if row4 { outputs / 4 } else { outputs }),
-                        params: Params::Depthwise(p),
-                    });
-                    return Ok(());
-                }
-                let k_total = cin * c.kernel[0] * c.kernel[1];
-                let (rows, cols) = self.gemm_shape(i, node.inputs[1])?;
-                let p = ConvParams {
+                // Geometry and epilogue, shared by the depthwise kernel; the
+                // GEMM's K and M follow below for the implicit-GEMM kernels.
+                let mut p = ConvParams {
                     x: self.address(node.inputs[0], key),
                     weight: self.address(node.inputs[1], key),
                     bias,
@@ -162,15 +120,29 @@ impl NativeEngine<'_> {
                     dw: c.dilation[1] as i32,
                     pad_t: c.pads[0] as i32,
                     pad_l: c.pads[1] as i32,
-                    k_total: k_total as i32,
-                    k_pad: cols as i32,
-                    m_total: cout as i32,
                     activation,
                     y_f32: (y.element == ElementType::F32) as i32,
                     residual_f32,
-                    transposed_stride: 0,
                     ..Default::default()
                 };
+                if c.group != 1 {
+                    if c.group != cin || cout != cin {
+                        return Err(self.refuse(i, "grouped convolution other than depthwise"));
+                    }
+                    let outputs = y.shape.iter().product::<usize>() as u64;
+                    let row4 = c.kernel == [3, 3] && c.stride == [1, 1] && c.dilation == [1, 1] && ow % 4 == 0;
+                    steps.push(Step {
+                        node: i,
+                        kernel: if row4 { Kernel::ConvDepthwise3x3Row4 } else { Kernel::ConvDepthwise },
+                        config: grid_stride(&self.gpu, if row4 { outputs / 4 } else { outputs }),
+                        params: Params::Depthwise(DepthwiseParams::from_conv(&p)),
+                    });
+                    return Ok(());
+                }
+                let (rows, cols) = self.gemm_shape(i, node.inputs[1])?;
+                p.k_total = (cin * c.kernel[0] * c.kernel[1]) as i32;
+                p.k_pad = cols as i32;
+                p.m_total = cout as i32;
                 let pointwise = c.kernel == [1, 1] && c.stride == [1, 1] && c.pads == [0; 4];
                 self.conv_steps(i, p, rows, cols, pointwise, steps)?;
             }
