@@ -139,15 +139,7 @@ pub fn decode_file(
 
     let mut deliver = |picture: &super::nvdec::MappedPicture| -> Result<(), NvdecError> {
         let _range = nvtx::range(Stage::Decode);
-        if picture.layout != layout {
-            return Err(NvdecError::Unsupported {
-                what: format!(
-                    "{label}: the picture size changed mid-stream at frame {} ({}x{} to {}x{})",
-                    picture.index, layout.width, layout.height, picture.layout.width, picture.layout.height
-                ),
-                way_out: "split the file where the size changes, or transcode it to one size".into(),
-            });
-        }
+        picture.expect_layout(&layout, &label)?;
         let slot = ring.acquire(&stream)?;
         let view = slot.view();
         picture.copy_to(&view)?;

@@ -870,15 +870,7 @@ impl<'ring, 'pool> ChunkDecoder for NvdecSession<'ring, 'pool> {
                     });
                 }
             };
-            if picture.layout != layout {
-                return Err(NvdecError::Unsupported {
-                    what: format!(
-                        "{label}: the picture size changed mid-stream at pts {} ({}x{} to {}x{})",
-                        picture.pts, layout.width, layout.height, picture.layout.width, picture.layout.height
-                    ),
-                    way_out: "split the file where the size changes, or transcode it to one size".into(),
-                });
-            }
+            picture.expect_layout(&layout, label)?;
             let slot = ring.acquire(&stream)?;
             picture.copy_to(&slot.view())?;
             out.borrow_mut().keep(rank, SlotFrame { slot, pts: picture.pts, status: picture.status }, picture.status);

@@ -394,6 +394,21 @@ pub struct MappedPicture<'d> {
 }
 
 impl MappedPicture<'_> {
+    /// Refuses a picture whose size differs from `layout` (the frame pool's
+    /// slots are sized once, from the first sequence header).
+    pub fn expect_layout(&self, layout: &FrameLayout, label: &str) -> Result<(), NvdecError> {
+        if self.layout == *layout {
+            return Ok(());
+        }
+        Err(NvdecError::Unsupported {
+            what: format!(
+                "{label}: the picture size changed mid-stream at pts {} (picture {} of this decoder session; {}x{} to {}x{})",
+                self.pts, self.index, layout.width, layout.height, self.layout.width, self.layout.height
+            ),
+            way_out: "split the file where the size changes, or transcode it to one size".into(),
+        })
+    }
+
     /// Copies the picture into `dst` laid out as `self.layout` (NV12/P016 with
     /// the layout's pitch), enqueued on the decoder's stream, and waits for
     /// it, since the surface is unmapped right after.
