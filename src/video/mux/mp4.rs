@@ -355,20 +355,27 @@ fn edit_list(first_time: i64, media_duration: u64, timescale: u32, movie_timesca
     (mp4_box(b"edts", &full_box(b"elst", u8::from(wide), 0, &p)), presented)
 }
 
+/// Creation and modification times (0), `timescale` and `duration`, as
+/// mvhd and mdhd begin: 32-bit fields in version 0, 64-bit in version 1
+/// (`wide`, which a duration past 32 bits needs).
+fn put_times(p: &mut Vec<u8>, wide: bool, timescale: u32, duration: u64) {
+    if wide {
+        put_u64(p, 0);
+        put_u64(p, 0);
+        put_u32(p, timescale);
+        put_u64(p, duration);
+    } else {
+        put_u32(p, 0);
+        put_u32(p, 0);
+        put_u32(p, timescale);
+        put_u32(p, duration as u32);
+    }
+}
+
 fn mvhd(timescale: u32, duration: u64, next_track_id: u32) -> Vec<u8> {
     let wide = duration > u64::from(u32::MAX);
     let mut p = Vec::new();
-    if wide {
-        put_u64(&mut p, 0);
-        put_u64(&mut p, 0);
-        put_u32(&mut p, timescale);
-        put_u64(&mut p, duration);
-    } else {
-        put_u32(&mut p, 0);
-        put_u32(&mut p, 0);
-        put_u32(&mut p, timescale);
-        put_u32(&mut p, duration as u32);
-    }
+    put_times(&mut p, wide, timescale, duration);
     put_u32(&mut p, 0x0001_0000); // rate
     put_u16(&mut p, 0x0100); // volume
     p.extend_from_slice(&[0u8; 10]);
@@ -413,17 +420,7 @@ fn tkhd(track_id: u32, duration: u64, audio: bool, width: u32, height: u32) -> V
 fn mdhd(timescale: u32, duration: u64, language: Option<&str>) -> Vec<u8> {
     let wide = duration > u64::from(u32::MAX);
     let mut p = Vec::new();
-    if wide {
-        put_u64(&mut p, 0);
-        put_u64(&mut p, 0);
-        put_u32(&mut p, timescale);
-        put_u64(&mut p, duration);
-    } else {
-        put_u32(&mut p, 0);
-        put_u32(&mut p, 0);
-        put_u32(&mut p, timescale);
-        put_u32(&mut p, duration as u32);
-    }
+    put_times(&mut p, wide, timescale, duration);
     put_u16(&mut p, packed_language(language.unwrap_or("und")));
     put_u16(&mut p, 0);
     full_box(b"mdhd", u8::from(wide), 0, &p)
