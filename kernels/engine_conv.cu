@@ -32,12 +32,18 @@
 //   Block: 256 threads (2 x 4 warps), tile BM x 128 x 32, warp tile
 //   (BM/2) x 32. BM is chosen by the host from the channel count.
 //
+// conv_igemm_{32,64,128}_nhwc: the same GEMM over an NHWC input: both tiles
+//   by 16-byte cp.async (8 channels of a pixel per chunk) through a
+//   kNhwcStages-deep pipeline; any geometry. Dynamic shared memory.
+//   Every igemm kernel writes NHWC (y_pixel_stride > 0) or NCHW outputs.
+//
 // conv_splitk_reduce: sums the split-K partials, same epilogue (not for
 //   transposed convolutions, which the host never splits).
 //
 // conv_depthwise: groups == channels (one filter per channel), direct, one
 //   thread per output element, same epilogue. conv_depthwise_3x3_row4: the
 //   same for 3x3/1 filters, 4 outputs of a row per thread.
+//   conv_depthwise_nhwc: NHWC values, 8 channels of a pixel per thread.
 #include <cuda_fp16.h>
 
 #include "common.cuh"
@@ -65,7 +71,10 @@ struct ConvParams {
     int32_t vector_b;
     int32_t k_split;  // K tiles per split (grid z); 0: no split
     int32_t splits;   // grid z when split
-    int32_t reserved;
+    // NHWC operands (FP16 only): elements from one pixel to the next; 0: NCHW.
+    int32_t x_pixel_stride;
+    int32_t y_pixel_stride;
+    int32_t residual_pixel_stride;
 };
 
 constexpr int kBlockN = 128;
@@ -82,6 +91,10 @@ __device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, int sr
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::); }
+template <int kPending>
+__device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
+}
 
 __device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void* smem) {
     const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
@@ -123,6 +136,334 @@ __device__ __forceinline__ void shift_words(const uint32_t* in, int s, uint32_t 
     for (int q = 0; q < N + 1; ++q) by2[q] = (s & 2) ? in[q + 2] : in[q];
 #pragma unroll
     for (int q = 0; q < N; ++q) out[q] = (s & 1) ? by2[q + 1] : by2[q];
+}
+
+// The epilogue of every implicit-GEMM kernel: this block's BM x 128 tile of
+// FP32 sums (`acc`, mma accumulator layout) becomes the output. `smem` (at
+// least kSmemBytes, free now) stages FP16 tiles so that global stores are
+// 16-byte vectors. Outputs: split-K partial sums; NHWC FP16 (8 channels of
+// a pixel per store); NCHW FP16 (8 pixels of a channel per store); FP32 or
+// unaligned NCHW element by element.
+// Warps: 2 along M times kWarpsN along the 128 columns.
+template <int BM, int kSmemBytes, int kWarpsN = 4>
+__device__ __forceinline__ void conv_epilogue(const ConvParams& p,
+                                              const float (&acc)[BM / 32][kBlockN / kWarpsN / 8][4],
+                                              unsigned char* smem, int m0, int64_t n0) {
+    constexpr int kThreads = 64 * kWarpsN;
+    constexpr int kWarpM = BM / 2;
+    constexpr int kWarpN = kBlockN / kWarpsN;
+    constexpr int kMT = kWarpM / 16;
+    constexpr int kNT = kWarpN / 8;
+    const int tid = threadIdx.x;
+    const int lane = tid & 31;
+    const int warp = tid >> 5;
+    const int wm = warp / kWarpsN;
+    const int wn = warp % kWarpsN;
+    const int pixels = p.oh * p.ow;
+    const int64_t n_total = static_cast<int64_t>(p.batch) * pixels;
+    // Epilogue. Accumulator (mt, nt, e): row g (+8 for e >= 2), column 2t + (e & 1).
+    const int g = lane >> 2;
+    const int t = lane & 3;
+    const int s = p.transposed_stride;
+
+    if (p.k_split > 0) {
+        // Raw sums of this split; conv_splitk_reduce applies the epilogue.
+        float* part = p.partial + static_cast<int64_t>(blockIdx.z) * p.m_total * n_total;
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+            for (int hi = 0; hi < 2; ++hi) {
+                const int m = m0 + wm * kWarpM + mt * 16 + g + hi * 8;
+                if (m >= p.m_total) continue;
+#pragma unroll
+                for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        const int64_t gn = n0 + wn * kWarpN + nt * 8 + 2 * t + e;
+                        if (gn < n_total) part[static_cast<int64_t>(m) * n_total + gn] = acc[mt][nt][hi * 2 + e];
+                    }
+            }
+        return;
+    }
+
+    if (p.y_pixel_stride > 0) {
+        // NHWC FP16 output: stage act(acc + bias) transposed, a pixel's BM
+        // channels contiguous (rows of BM + 8 halves: conflict-free), then
+        // write each pixel's channels as 16-byte vectors, adding the
+        // residual (NHWC like the output) there. A transposed convolution's
+        // rows are (i, j, channel) here (tap-major packing), so 8
+        // consecutive rows are 8 channels of one output pixel.
+        constexpr int kStrideT = BM + 8;
+        static_assert(kBlockN * kStrideT * 2 <= kSmemBytes, "the transposed C tile fits the stage buffers");
+        __half* tile_t = reinterpret_cast<__half*>(smem);
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+            for (int hi = 0; hi < 2; ++hi) {
+                const int r = wm * kWarpM + mt * 16 + g + hi * 8;
+                const int m = m0 + r;
+                const int channel = s > 0 ? m % p.cout : m;
+                const float bias = (p.bias && m < p.m_total) ? p.bias[channel] : 0.0f;
+#pragma unroll
+                for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        float v = acc[mt][nt][hi * 2 + e] + bias;
+                        if (p.activation == 1) v = silu(v);
+                        tile_t[(wn * kWarpN + nt * 8 + 2 * t + e) * kStrideT + r] = __float2half_rn(v);
+                    }
+            }
+        __syncthreads();
+        const int ow_out = s > 0 ? p.ow * s : p.ow;
+        // Element offset of output row m at GEMM column gn.
+        auto out_at = [&](int m, int img, int pix) -> int64_t {
+            if (s == 0) return static_cast<int64_t>(img) * p.y_batch_stride + static_cast<int64_t>(pix) * p.y_pixel_stride + m;
+            const int ij = m / p.cout;
+            const int i = ij / s;
+            const int j = ij - i * s;
+            const int y = pix / p.ow;
+            const int x = pix - y * p.ow;
+            return static_cast<int64_t>(img) * p.y_batch_stride +
+                   static_cast<int64_t>((y * s + i) * ow_out + x * s + j) * p.y_pixel_stride + (m - ij * p.cout);
+        };
+        const bool vec = p.cout % 8 == 0 && p.y_pixel_stride % 8 == 0 && p.y_batch_stride % 8 == 0 &&
+                         (reinterpret_cast<uintptr_t>(p.y) & 15) == 0 &&
+                         (p.residual == nullptr ||
+                          (!p.residual_f32 && p.residual_pixel_stride % 8 == 0 && p.residual_batch_stride % 8 == 0 &&
+                           (reinterpret_cast<uintptr_t>(p.residual) & 15) == 0));
+        for (int v = tid; v < kBlockN * (BM / 8); v += kThreads) {
+            const int c = v / (BM / 8);
+            const int r8 = (v % (BM / 8)) * 8;
+            const int m = m0 + r8;
+            const int64_t gn = n0 + c;
+            if (m >= p.m_total || gn >= n_total) continue;
+            const int img = static_cast<int>(gn / pixels);
+            const int pix = static_cast<int>(gn - static_cast<int64_t>(img) * pixels);
+            if (vec) {
+                uint4 packed = *reinterpret_cast<const uint4*>(&tile_t[c * kStrideT + r8]);
+                if (p.residual) {
+                    const uint4 res = *reinterpret_cast<const uint4*>(
+                        static_cast<const __half*>(p.residual) + static_cast<int64_t>(img) * p.residual_batch_stride +
+                        static_cast<int64_t>(pix) * p.residual_pixel_stride + m);
+                    __half2* a = reinterpret_cast<__half2*>(&packed);
+                    const __half2* b = reinterpret_cast<const __half2*>(&res);
+#pragma unroll
+                    for (int q = 0; q < 4; ++q) {
+                        const float2 fa = __half22float2(a[q]);
+                        const float2 fb = __half22float2(b[q]);
+                        a[q] = __floats2half2_rn(fa.x + fb.x, fa.y + fb.y);
+                    }
+                }
+                *reinterpret_cast<uint4*>(static_cast<__half*>(p.y) + out_at(m, img, pix)) = packed;
+            } else {
+                for (int q = 0; q < 8 && m + q < p.m_total; ++q) {
+                    float out = __half2float(tile_t[c * kStrideT + r8 + q]);
+                    if (p.residual) {
+                        out += load_any(p.residual,
+                                        static_cast<int64_t>(img) * p.residual_batch_stride +
+                                            static_cast<int64_t>(pix) * p.residual_pixel_stride + m + q,
+                                        p.residual_f32);
+                    }
+                    static_cast<__half*>(p.y)[out_at(m + q, img, pix)] = __float2half_rn(out);
+                }
+            }
+        }
+        return;
+    }
+
+    if (!p.y_f32 && (s == 0 || BM % s == 0)) {
+        // FP16 output: stage act(acc + bias) for the whole tile in shared
+        // memory (the pipeline buffers are free now), then write each
+        // channel's 128 pixels as 16-byte vectors, adding the residual there
+        // (or, for a transposed convolution, interleave the s row phases of
+        // each pixel so that consecutive threads write consecutive outputs).
+        // Rows of 136 halves keep the fragment stores conflict-free.
+        constexpr int kStrideC = kBlockN + 8;
+        static_assert(BM * kStrideC * 2 <= kSmemBytes, "the C tile fits the stage buffers");
+        __half* tile_c = reinterpret_cast<__half*>(smem);
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+            for (int hi = 0; hi < 2; ++hi) {
+                const int r = wm * kWarpM + mt * 16 + g + hi * 8;
+                const int m = m0 + r;
+                const int channel = s > 0 ? m / (s * s) : m;
+                const float bias = (p.bias && m < p.m_total) ? p.bias[channel] : 0.0f;
+#pragma unroll
+                for (int nt = 0; nt < kNT; ++nt) {
+                    float v0 = acc[mt][nt][hi * 2] + bias;
+                    float v1 = acc[mt][nt][hi * 2 + 1] + bias;
+                    if (p.activation == 1) {
+                        v0 = silu(v0);
+                        v1 = silu(v1);
+                    }
+                    *reinterpret_cast<__half2*>(&tile_c[r * kStrideC + wn * kWarpN + nt * 8 + 2 * t]) =
+                        __floats2half2_rn(v0, v1);
+                }
+            }
+        __syncthreads();
+        if (s > 0) {
+            // Tile rows are (channel, i, j), j fastest; BM and m0 are
+            // multiples of s, so row r + j (j < s) are the j phases of one
+            // (channel, i).
+            const int ow = p.ow * s;
+            const int64_t plane_out = static_cast<int64_t>(p.oh * s) * ow;
+            if (s == 2 && p.ow % 4 == 0 && p.y_batch_stride % 8 == 0 &&
+                (reinterpret_cast<uintptr_t>(p.y) & 15) == 0) {
+                // 16-byte stores: 4 input pixels of one row (rows of a
+                // multiple of 4 never split a quad) times the 2 phases j give
+                // 8 consecutive outputs of output row 2y + i.
+                for (int v = tid; v < (BM / 2) * (kBlockN / 4); v += kThreads) {
+                    const int r = (v / (kBlockN / 4)) * 2;
+                    const int c = (v % (kBlockN / 4)) * 4;
+                    const int m = m0 + r;
+                    const int64_t gn = n0 + c;
+                    if (m >= p.m_total || gn >= n_total) continue;
+                    const int img = static_cast<int>(gn / pixels);
+                    const int pix = static_cast<int>(gn - static_cast<int64_t>(img) * pixels);
+                    const int y = pix / p.ow;
+                    const int x = pix - y * p.ow;
+                    const int channel = m / 4;
+                    const int i = (m / 2) % 2;
+                    const __half2* j0 = reinterpret_cast<const __half2*>(&tile_c[r * kStrideC + c]);
+                    const __half2* j1 = reinterpret_cast<const __half2*>(&tile_c[(r + 1) * kStrideC + c]);
+                    uint4 packed;
+                    __half2* out = reinterpret_cast<__half2*>(&packed);
+                    out[0] = __lows2half2(j0[0], j1[0]);
+                    out[1] = __highs2half2(j0[0], j1[0]);
+                    out[2] = __lows2half2(j0[1], j1[1]);
+                    out[3] = __highs2half2(j0[1], j1[1]);
+                    *reinterpret_cast<uint4*>(static_cast<__half*>(p.y) + static_cast<int64_t>(img) * p.y_batch_stride +
+                                              channel * plane_out + (y * 2 + i) * ow + x * 2) = packed;
+                }
+                return;
+            }
+            // Any stride: element v walks j, then pixel, then row group.
+            for (int v = tid; v < BM * kBlockN; v += kThreads) {
+                const int j = v % s;
+                const int c = (v / s) % kBlockN;
+                const int r = (v / (s * kBlockN)) * s + j;
+                const int m = m0 + r;
+                const int64_t gn = n0 + c;
+                if (m >= p.m_total || gn >= n_total) continue;
+                const int img = static_cast<int>(gn / pixels);
+                const int pix = static_cast<int>(gn - static_cast<int64_t>(img) * pixels);
+                const int y = pix / p.ow;
+                const int x = pix - y * p.ow;
+                const int channel = m / (s * s);
+                const int i = (m / s) % s;
+                static_cast<__half*>(p.y)[static_cast<int64_t>(img) * p.y_batch_stride + channel * plane_out +
+                                          (y * s + i) * ow + x * s + j] = tile_c[r * kStrideC + c];
+            }
+            return;
+        }
+        // 16-byte vectors need 8-pixel groups that never straddle images and
+        // aligned bases; otherwise write element by element (still coalesced).
+        const bool vec_out = (pixels % 8 == 0) && (p.y_batch_stride % 8 == 0) &&
+                             ((reinterpret_cast<uintptr_t>(p.y) & 15) == 0);
+        const bool vec_res = p.residual == nullptr ||
+                             (!p.residual_f32 && (p.residual_batch_stride % 8 == 0) &&
+                              ((reinterpret_cast<uintptr_t>(p.residual) & 15) == 0));
+        if (vec_out && vec_res) {
+            for (int v = tid; v < BM * (kBlockN / 8); v += kThreads) {
+                const int r = v / (kBlockN / 8);
+                const int c8 = (v % (kBlockN / 8)) * 8;
+                const int m = m0 + r;
+                const int64_t gn = n0 + c8;
+                if (m >= p.m_total || gn >= n_total) continue;
+                const int img = static_cast<int>(gn / pixels);
+                const int pix = static_cast<int>(gn - static_cast<int64_t>(img) * pixels);
+                const int64_t at = static_cast<int64_t>(m) * pixels + pix;
+                uint4 packed = *reinterpret_cast<const uint4*>(&tile_c[r * kStrideC + c8]);
+                if (p.residual) {
+                    const uint4 res = *reinterpret_cast<const uint4*>(
+                        static_cast<const __half*>(p.residual) + static_cast<int64_t>(img) * p.residual_batch_stride + at);
+                    __half2* a = reinterpret_cast<__half2*>(&packed);
+                    const __half2* b = reinterpret_cast<const __half2*>(&res);
+#pragma unroll
+                    for (int q = 0; q < 4; ++q) {
+                        const float2 fa = __half22float2(a[q]);
+                        const float2 fb = __half22float2(b[q]);
+                        a[q] = __floats2half2_rn(fa.x + fb.x, fa.y + fb.y);
+                    }
+                }
+                *reinterpret_cast<uint4*>(static_cast<__half*>(p.y) + static_cast<int64_t>(img) * p.y_batch_stride + at) =
+                    packed;
+            }
+        } else {
+            for (int v = tid; v < BM * kBlockN; v += kThreads) {
+                const int r = v / kBlockN;
+                const int c = v % kBlockN;
+                const int m = m0 + r;
+                const int64_t gn = n0 + c;
+                if (m >= p.m_total || gn >= n_total) continue;
+                const int img = static_cast<int>(gn / pixels);
+                const int pix = static_cast<int>(gn - static_cast<int64_t>(img) * pixels);
+                const int64_t at = static_cast<int64_t>(m) * pixels + pix;
+                float out = __half2float(tile_c[r * kStrideC + c]);
+                if (p.residual) {
+                    out += load_any(p.residual, static_cast<int64_t>(img) * p.residual_batch_stride + at, p.residual_f32);
+                }
+                static_cast<__half*>(p.y)[static_cast<int64_t>(img) * p.y_batch_stride + at] = __float2half_rn(out);
+            }
+        }
+        return;
+    }
+
+    int col_img[kNT][2];
+    int col_pix[kNT][2];
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            const int64_t gn = n0 + wn * kWarpN + nt * 8 + 2 * t + e;
+            if (gn < n_total) {
+                col_img[nt][e] = static_cast<int>(gn / pixels);
+                col_pix[nt][e] = static_cast<int>(gn - static_cast<int64_t>(col_img[nt][e]) * pixels);
+            } else {
+                col_img[nt][e] = -1;
+                col_pix[nt][e] = 0;
+            }
+        }
+    const int ss = s * s;
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int hi = 0; hi < 2; ++hi) {
+            const int m = m0 + wm * kWarpM + mt * 16 + g + hi * 8;
+            if (m >= p.m_total) continue;
+            const int channel = s > 0 ? m / ss : m;
+            const float bias = p.bias ? p.bias[channel] : 0.0f;
+#pragma unroll
+            for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const int img = col_img[nt][e];
+                    if (img < 0) continue;
+                    const int pix = col_pix[nt][e];
+                    float v = acc[mt][nt][hi * 2 + e] + bias;
+                    if (p.activation == 1) v = silu(v);
+                    int64_t out;
+                    if (s > 0) {
+                        const int i = (m / s) % s;
+                        const int j = m % s;
+                        const int y = pix / p.ow;
+                        const int x = pix - y * p.ow;
+                        const int ow = p.ow * s;
+                        out = static_cast<int64_t>(img) * p.y_batch_stride +
+                              static_cast<int64_t>(channel) * (p.oh * s) * ow + (y * s + i) * ow + x * s + j;
+                    } else {
+                        out = static_cast<int64_t>(img) * p.y_batch_stride + static_cast<int64_t>(m) * pixels + pix;
+                        if (p.residual) {
+                            v += load_any(p.residual,
+                                          static_cast<int64_t>(img) * p.residual_batch_stride +
+                                              static_cast<int64_t>(m) * pixels + pix,
+                                          p.residual_f32);
+                        }
+                    }
+                    store_any(p.y, out, p.y_f32, v);
+                }
+        }
 }
 
 // Input-tile loads (`ConvParams::vector_b`), a template argument so that
@@ -360,224 +701,171 @@ __device__ __forceinline__ void conv_igemm(const ConvParams& p) {
         __syncthreads();
     }
 
-    // Epilogue. Accumulator (mt, nt, e): row g (+8 for e >= 2), column 2t + (e & 1).
-    const int g = lane >> 2;
-    const int t = lane & 3;
-    const int s = p.transposed_stride;
+    conv_epilogue<BM, kBytesA + kBytesB>(p, acc, smem, m0, n0);
+}
 
-    if (p.k_split > 0) {
-        // Raw sums of this split; conv_splitk_reduce applies the epilogue.
-        float* part = p.partial + static_cast<int64_t>(blockIdx.z) * p.m_total * n_total;
+
+// Dynamic shared memory of the NHWC kernels (their stages exceed the 48 KiB
+// a static array may take).
+extern __shared__ uint4 conv_nhwc_smem[];
+
+// Stages of the NHWC kernels' cp.async pipeline: deep enough that a tile's
+// loads are issued three tiles of mma ahead of their use.
+constexpr int kNhwcStages = 4;
+
+template <int BM>
+__host__ __device__ constexpr int nhwc_smem_bytes() {
+    return kNhwcStages * (BM + kBlockN) * (kBlockK + kPadA) * 2;
+}
+
+// Implicit GEMM over an NHWC input (`x_pixel_stride` > 0, channels a
+// multiple of 8, weights packed tap-major: K = (ky, kx, c)). Both operand
+// tiles are stored [rows][32 K + 8 pad] and loaded by 16-byte cp.async, a
+// chunk being 8 weights of a row or 8 channels of one input pixel (zero-
+// filled for padding and past K), so any kernel size, stride, dilation or
+// padding takes the same path, and tiles go kNhwcStages - 1 ahead of the
+// mma. Both fragments come from ldmatrix without transposing. The thread's
+// pixels (B tile rows tid / 4 + j * threads / 4) are fixed for the whole K
+// loop; its chunk's (ky, kx, c) advances 32 channels a tile.
+template <int BM, int kWarpsN>
+__device__ __forceinline__ void conv_igemm_nhwc(const ConvParams& p) {
+    constexpr int kThreads = 64 * kWarpsN;
+    constexpr int kWarpM = BM / 2;
+    constexpr int kWarpN = kBlockN / kWarpsN;
+    constexpr int kMT = kWarpM / 16;
+    constexpr int kNT = kWarpN / 8;
+    // Pixel rows of the B tile per thread (each loads one 8-channel chunk of each).
+    constexpr int kPixelsPerThread = kBlockN * 4 / kThreads;
+    constexpr int kPixelStep = kThreads / 4;
+    constexpr int kStride = kBlockK + kPadA;
+    constexpr int kStageHalves = (BM + kBlockN) * kStride;
+    __half* const stages = reinterpret_cast<__half*>(conv_nhwc_smem);
+
+    const int tid = threadIdx.x;
+    const int lane = tid & 31;
+    const int warp = tid >> 5;
+    const int wm = warp / kWarpsN;
+    const int wn = warp % kWarpsN;
+    const int m0 = blockIdx.y * BM;
+    const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kBlockN;
+    const int pixels = p.oh * p.ow;
+    const int64_t n_total = static_cast<int64_t>(p.batch) * pixels;
+    const int k_tiles = p.k_pad / kBlockK;
+    const int kt_begin = p.k_split > 0 ? static_cast<int>(blockIdx.z) * p.k_split : 0;
+    const int kt_end = p.k_split > 0 ? min(k_tiles, kt_begin + p.k_split) : k_tiles;
+    const int tiles = kt_end - kt_begin;
+
+    const int kc = (tid & 3) * 8;  // this thread's chunk of a K tile
+    int64_t b_image[kPixelsPerThread];      // element offset of its pixels' images
+    int b_iy0[kPixelsPerThread], b_ix0[kPixelsPerThread];  // input position of tap (0, 0)
+    bool b_pixel[kPixelsPerThread];
 #pragma unroll
-        for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-            for (int hi = 0; hi < 2; ++hi) {
-                const int m = m0 + wm * kWarpM + mt * 16 + g + hi * 8;
-                if (m >= p.m_total) continue;
-#pragma unroll
-                for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-                    for (int e = 0; e < 2; ++e) {
-                        const int64_t gn = n0 + wn * 32 + nt * 8 + 2 * t + e;
-                        if (gn < n_total) part[static_cast<int64_t>(m) * n_total + gn] = acc[mt][nt][hi * 2 + e];
-                    }
-            }
-        return;
+    for (int j = 0; j < kPixelsPerThread; ++j) {
+        const int64_t gn = n0 + (tid >> 2) + kPixelStep * j;
+        b_pixel[j] = gn < n_total;
+        const int img = b_pixel[j] ? static_cast<int>(gn / pixels) : 0;
+        const int pix = b_pixel[j] ? static_cast<int>(gn - static_cast<int64_t>(img) * pixels) : 0;
+        const int oy = pix / p.ow;
+        const int ox = pix - oy * p.ow;
+        b_image[j] = static_cast<int64_t>(img) * p.x_batch_stride;
+        b_iy0[j] = oy * p.sh - p.pad_t;
+        b_ix0[j] = ox * p.sw - p.pad_l;
+    }
+    // (ky, kx, c) of the chunk of the next tile to load.
+    int next_k = kt_begin * kBlockK + kc;
+    int k_c, k_ky, k_kx;
+    {
+        const int tap = next_k / p.cin;
+        k_c = next_k - tap * p.cin;
+        k_ky = tap / p.kw;
+        k_kx = tap - k_ky * p.kw;
     }
 
-    if (!p.y_f32 && (s == 0 || BM % s == 0)) {
-        // FP16 output: stage act(acc + bias) for the whole tile in shared
-        // memory (the pipeline buffers are free now), then write each
-        // channel's 128 pixels as 16-byte vectors, adding the residual there
-        // (or, for a transposed convolution, interleave the s row phases of
-        // each pixel so that consecutive threads write consecutive outputs).
-        // Rows of 136 halves keep the fragment stores conflict-free.
-        constexpr int kStrideC = kBlockN + 8;
-        static_assert(BM * kStrideC * 2 <= kBytesA + kBytesB, "the C tile fits the stage buffers");
-        __half* tile_c = reinterpret_cast<__half*>(smem);
+    auto load_stage = [&](int stage) {
+        __half* tile_a = stages + stage * kStageHalves;
+        __half* tile_b = tile_a + BM * kStride;
+        const int k0 = next_k - kc;  // the tile's first column
+        for (int i = tid; i < BM * 4; i += kThreads) {
+            const int r = i >> 2;
+            const int cv = (i & 3) * 8;
+            cp_async_16(tile_a + r * kStride + cv, p.weight + static_cast<int64_t>(m0 + r) * p.k_pad + k0 + cv, 16);
+        }
+        const bool k_ok = next_k < p.k_total;
+        const int dy = k_ky * p.dh;
+        const int dx = k_kx * p.dw;
 #pragma unroll
-        for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-            for (int hi = 0; hi < 2; ++hi) {
-                const int r = wm * kWarpM + mt * 16 + g + hi * 8;
-                const int m = m0 + r;
-                const int channel = s > 0 ? m / (s * s) : m;
-                const float bias = (p.bias && m < p.m_total) ? p.bias[channel] : 0.0f;
-#pragma unroll
-                for (int nt = 0; nt < kNT; ++nt) {
-                    float v0 = acc[mt][nt][hi * 2] + bias;
-                    float v1 = acc[mt][nt][hi * 2 + 1] + bias;
-                    if (p.activation == 1) {
-                        v0 = silu(v0);
-                        v1 = silu(v1);
-                    }
-                    *reinterpret_cast<__half2*>(&tile_c[r * kStrideC + wn * 32 + nt * 8 + 2 * t]) =
-                        __floats2half2_rn(v0, v1);
-                }
+        for (int j = 0; j < kPixelsPerThread; ++j) {
+            const int iy = b_iy0[j] + dy;
+            const int ix = b_ix0[j] + dx;
+            const bool ok = b_pixel[j] && k_ok && static_cast<unsigned>(iy) < static_cast<unsigned>(p.h) &&
+                            static_cast<unsigned>(ix) < static_cast<unsigned>(p.w);
+            const __half* src =
+                ok ? p.x + b_image[j] + (static_cast<int64_t>(iy) * p.w + ix) * p.x_pixel_stride + k_c : p.x;
+            cp_async_16(tile_b + ((tid >> 2) + kPixelStep * j) * kStride + kc, src, ok ? 16 : 0);
+        }
+        next_k += kBlockK;
+        k_c += kBlockK;
+        while (k_c >= p.cin) {
+            k_c -= p.cin;
+            if (++k_kx == p.kw) {
+                k_kx = 0;
+                ++k_ky;
             }
+        }
+    };
+
+    float acc[kMT][kNT][4];
+#pragma unroll
+    for (int i = 0; i < kMT; ++i)
+#pragma unroll
+        for (int j = 0; j < kNT; ++j)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
+
+    // One commit group per tile (empty past the end), so that waiting for
+    // all but kNhwcStages - 2 groups means tile t has landed.
+#pragma unroll
+    for (int st = 0; st < kNhwcStages - 1; ++st) {
+        if (st < tiles) load_stage(st);
+        cp_async_commit();
+    }
+    for (int t = 0; t < tiles; ++t) {
+        cp_async_wait<kNhwcStages - 2>();
+        // Every warp is past tile t - 1, whose stage the next load reuses.
         __syncthreads();
-        if (s > 0) {
-            // Tile rows are (channel, i, j), j fastest; BM and m0 are
-            // multiples of s, so row r + j (j < s) are the j phases of one
-            // (channel, i).
-            const int ow = p.ow * s;
-            const int64_t plane_out = static_cast<int64_t>(p.oh * s) * ow;
-            if (s == 2 && p.ow % 4 == 0 && p.y_batch_stride % 8 == 0 &&
-                (reinterpret_cast<uintptr_t>(p.y) & 15) == 0) {
-                // 16-byte stores: 4 input pixels of one row (rows of a
-                // multiple of 4 never split a quad) times the 2 phases j give
-                // 8 consecutive outputs of output row 2y + i.
-                for (int v = tid; v < (BM / 2) * (kBlockN / 4); v += kThreads) {
-                    const int r = (v / (kBlockN / 4)) * 2;
-                    const int c = (v % (kBlockN / 4)) * 4;
-                    const int m = m0 + r;
-                    const int64_t gn = n0 + c;
-                    if (m >= p.m_total || gn >= n_total) continue;
-                    const int img = static_cast<int>(gn / pixels);
-                    const int pix = static_cast<int>(gn - static_cast<int64_t>(img) * pixels);
-                    const int y = pix / p.ow;
-                    const int x = pix - y * p.ow;
-                    const int channel = m / 4;
-                    const int i = (m / 2) % 2;
-                    const __half2* j0 = reinterpret_cast<const __half2*>(&tile_c[r * kStrideC + c]);
-                    const __half2* j1 = reinterpret_cast<const __half2*>(&tile_c[(r + 1) * kStrideC + c]);
-                    uint4 packed;
-                    __half2* out = reinterpret_cast<__half2*>(&packed);
-                    out[0] = __lows2half2(j0[0], j1[0]);
-                    out[1] = __highs2half2(j0[0], j1[0]);
-                    out[2] = __lows2half2(j0[1], j1[1]);
-                    out[3] = __highs2half2(j0[1], j1[1]);
-                    *reinterpret_cast<uint4*>(static_cast<__half*>(p.y) + static_cast<int64_t>(img) * p.y_batch_stride +
-                                              channel * plane_out + (y * 2 + i) * ow + x * 2) = packed;
-                }
-                return;
-            }
-            // Any stride: element v walks j, then pixel, then row group.
-            for (int v = tid; v < BM * kBlockN; v += kThreads) {
-                const int j = v % s;
-                const int c = (v / s) % kBlockN;
-                const int r = (v / (s * kBlockN)) * s + j;
-                const int m = m0 + r;
-                const int64_t gn = n0 + c;
-                if (m >= p.m_total || gn >= n_total) continue;
-                const int img = static_cast<int>(gn / pixels);
-                const int pix = static_cast<int>(gn - static_cast<int64_t>(img) * pixels);
-                const int y = pix / p.ow;
-                const int x = pix - y * p.ow;
-                const int channel = m / (s * s);
-                const int i = (m / s) % s;
-                static_cast<__half*>(p.y)[static_cast<int64_t>(img) * p.y_batch_stride + channel * plane_out +
-                                          (y * s + i) * ow + x * s + j] = tile_c[r * kStrideC + c];
-            }
-            return;
-        }
-        // 16-byte vectors need 8-pixel groups that never straddle images and
-        // aligned bases; otherwise write element by element (still coalesced).
-        const bool vec_out = (pixels % 8 == 0) && (p.y_batch_stride % 8 == 0) &&
-                             ((reinterpret_cast<uintptr_t>(p.y) & 15) == 0);
-        const bool vec_res = p.residual == nullptr ||
-                             (!p.residual_f32 && (p.residual_batch_stride % 8 == 0) &&
-                              ((reinterpret_cast<uintptr_t>(p.residual) & 15) == 0));
-        if (vec_out && vec_res) {
-            for (int v = tid; v < BM * (kBlockN / 8); v += kThreads) {
-                const int r = v / (kBlockN / 8);
-                const int c8 = (v % (kBlockN / 8)) * 8;
-                const int m = m0 + r;
-                const int64_t gn = n0 + c8;
-                if (m >= p.m_total || gn >= n_total) continue;
-                const int img = static_cast<int>(gn / pixels);
-                const int pix = static_cast<int>(gn - static_cast<int64_t>(img) * pixels);
-                const int64_t at = static_cast<int64_t>(m) * pixels + pix;
-                uint4 packed = *reinterpret_cast<const uint4*>(&tile_c[r * kStrideC + c8]);
-                if (p.residual) {
-                    const uint4 res = *reinterpret_cast<const uint4*>(
-                        static_cast<const __half*>(p.residual) + static_cast<int64_t>(img) * p.residual_batch_stride + at);
-                    __half2* a = reinterpret_cast<__half2*>(&packed);
-                    const __half2* b = reinterpret_cast<const __half2*>(&res);
+        if (t + kNhwcStages - 1 < tiles) load_stage((t + kNhwcStages - 1) % kNhwcStages);
+        cp_async_commit();
+        const __half* tile_a = stages + (t % kNhwcStages) * kStageHalves;
+        const __half* tile_b = tile_a + BM * kStride;
 #pragma unroll
-                    for (int q = 0; q < 4; ++q) {
-                        const float2 fa = __half22float2(a[q]);
-                        const float2 fb = __half22float2(b[q]);
-                        a[q] = __floats2half2_rn(fa.x + fb.x, fa.y + fb.y);
-                    }
-                }
-                *reinterpret_cast<uint4*>(static_cast<__half*>(p.y) + static_cast<int64_t>(img) * p.y_batch_stride + at) =
-                    packed;
+        for (int kk = 0; kk < kBlockK; kk += 16) {
+            uint32_t a[kMT][4];
+            uint32_t b[kNT][2];
+#pragma unroll
+            for (int mt = 0; mt < kMT; ++mt) {
+                ldmatrix_x4(a[mt], tile_a + (wm * kWarpM + mt * 16 + (lane & 15)) * kStride + kk + (lane >> 4) * 8);
             }
-        } else {
-            for (int v = tid; v < BM * kBlockN; v += kThreads) {
-                const int r = v / kBlockN;
-                const int c = v % kBlockN;
-                const int m = m0 + r;
-                const int64_t gn = n0 + c;
-                if (m >= p.m_total || gn >= n_total) continue;
-                const int img = static_cast<int>(gn / pixels);
-                const int pix = static_cast<int>(gn - static_cast<int64_t>(img) * pixels);
-                const int64_t at = static_cast<int64_t>(m) * pixels + pix;
-                float out = __half2float(tile_c[r * kStrideC + c]);
-                if (p.residual) {
-                    out += load_any(p.residual, static_cast<int64_t>(img) * p.residual_batch_stride + at, p.residual_f32);
-                }
-                static_cast<__half*>(p.y)[static_cast<int64_t>(img) * p.y_batch_stride + at] = __float2half_rn(out);
+#pragma unroll
+            for (int pair = 0; pair < kNT / 2; ++pair) {
+                // Matrices (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7),
+                // (n 8-15, k 8-15) of this pair of 8-column fragments.
+                uint32_t r[4];
+                ldmatrix_x4(r, tile_b + (wn * kWarpN + pair * 16 + (lane >> 4) * 8 + (lane & 7)) * kStride + kk +
+                                   ((lane >> 3) & 1) * 8);
+                b[2 * pair][0] = r[0];
+                b[2 * pair][1] = r[1];
+                b[2 * pair + 1][0] = r[2];
+                b[2 * pair + 1][1] = r[3];
             }
+#pragma unroll
+            for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+                for (int nt = 0; nt < kNT; ++nt) mma_16816(acc[mt][nt], a[mt], b[nt]);
         }
-        return;
     }
-
-    int col_img[kNT][2];
-    int col_pix[kNT][2];
-#pragma unroll
-    for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-            const int64_t gn = n0 + wn * 32 + nt * 8 + 2 * t + e;
-            if (gn < n_total) {
-                col_img[nt][e] = static_cast<int>(gn / pixels);
-                col_pix[nt][e] = static_cast<int>(gn - static_cast<int64_t>(col_img[nt][e]) * pixels);
-            } else {
-                col_img[nt][e] = -1;
-                col_pix[nt][e] = 0;
-            }
-        }
-    const int ss = s * s;
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-        for (int hi = 0; hi < 2; ++hi) {
-            const int m = m0 + wm * kWarpM + mt * 16 + g + hi * 8;
-            if (m >= p.m_total) continue;
-            const int channel = s > 0 ? m / ss : m;
-            const float bias = p.bias ? p.bias[channel] : 0.0f;
-#pragma unroll
-            for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-                for (int e = 0; e < 2; ++e) {
-                    const int img = col_img[nt][e];
-                    if (img < 0) continue;
-                    const int pix = col_pix[nt][e];
-                    float v = acc[mt][nt][hi * 2 + e] + bias;
-                    if (p.activation == 1) v = silu(v);
-                    int64_t out;
-                    if (s > 0) {
-                        const int i = (m / s) % s;
-                        const int j = m % s;
-                        const int y = pix / p.ow;
-                        const int x = pix - y * p.ow;
-                        const int ow = p.ow * s;
-                        out = static_cast<int64_t>(img) * p.y_batch_stride +
-                              static_cast<int64_t>(channel) * (p.oh * s) * ow + (y * s + i) * ow + x * s + j;
-                    } else {
-                        out = static_cast<int64_t>(img) * p.y_batch_stride + static_cast<int64_t>(m) * pixels + pix;
-                        if (p.residual) {
-                            v += load_any(p.residual,
-                                          static_cast<int64_t>(img) * p.residual_batch_stride +
-                                              static_cast<int64_t>(m) * pixels + pix,
-                                          p.residual_f32);
-                        }
-                    }
-                    store_any(p.y, out, p.y_f32, v);
-                }
-        }
+    cp_async_wait_all();
+    __syncthreads();
+    conv_epilogue<BM, nhwc_smem_bytes<BM>(), kWarpsN>(p, acc, reinterpret_cast<unsigned char*>(conv_nhwc_smem), m0, n0);
 }
 
 // Mirrors `engine::native::conv::DepthwiseParams`.
@@ -595,7 +883,10 @@ struct DepthwiseParams {
     int32_t kh, kw, sh, sw, dh, dw, pad_t, pad_l;
     int32_t activation;
     int32_t y_f32, residual_f32;
-    int32_t reserved;
+    // NHWC (conv_depthwise_nhwc): elements from one pixel to the next.
+    int32_t x_pixel_stride;
+    int32_t y_pixel_stride;
+    int32_t residual_pixel_stride;
 };
 
 }  // namespace
@@ -610,10 +901,16 @@ struct DepthwiseParams {
     VRSEG_KERNEL void __launch_bounds__(kThreads, BLOCKS) conv_igemm_##BM##_rows(ConvParams p) {         \
         conv_igemm<BM, kRows>(p);                                                                          \
     }                                                                                                      \
-    VRSEG_KERNEL void __launch_bounds__(kThreads, BLOCKS) conv_igemm_##BM##_rows2(ConvParams p) { conv_igemm<BM, kRows2>(p); }
+    VRSEG_KERNEL void __launch_bounds__(kThreads, BLOCKS) conv_igemm_##BM##_rows2(ConvParams p) {        \
+        conv_igemm<BM, kRows2>(p);                                                                         \
+    }                                                                                                      \
+    VRSEG_KERNEL void __launch_bounds__(kThreads, BLOCKS) conv_igemm_##BM##_nhwc(ConvParams p) {         \
+        conv_igemm_nhwc<BM, 4>(p);                                                                         \
+    }
 VRSEG_CONV_IGEMM(128, 2)
 VRSEG_CONV_IGEMM(64, 3)
 VRSEG_CONV_IGEMM(32, 4)
+
 
 VRSEG_KERNEL void conv_splitk_reduce(ConvParams p) {
     const int pixels = p.oh * p.ow;
@@ -627,7 +924,16 @@ VRSEG_KERNEL void conv_splitk_reduce(ConvParams p) {
         if (p.bias) v += p.bias[m];
         if (p.activation == 1) v = silu(v);
         const int img = static_cast<int>(gn / pixels);
-        const int64_t at = static_cast<int64_t>(m) * pixels + (gn - static_cast<int64_t>(img) * pixels);
+        const int64_t pix = gn - static_cast<int64_t>(img) * pixels;
+        if (p.y_pixel_stride > 0) {
+            // NHWC (FP16, the residual in the output's layout).
+            if (p.residual) {
+                v += load_any(p.residual, img * p.residual_batch_stride + pix * p.residual_pixel_stride + m, p.residual_f32);
+            }
+            store_any(p.y, img * p.y_batch_stride + pix * p.y_pixel_stride + m, 0, v);
+            continue;
+        }
+        const int64_t at = static_cast<int64_t>(m) * pixels + pix;
         if (p.residual) v += load_any(p.residual, img * p.residual_batch_stride + at, p.residual_f32);
         store_any(p.y, img * p.y_batch_stride + at, p.y_f32, v);
     }
@@ -723,5 +1029,67 @@ VRSEG_KERNEL void conv_depthwise(DepthwiseParams p) {
         const int64_t at = static_cast<int64_t>(c) * p.oh * p.ow + pix;
         if (p.residual) v += load_any(p.residual, img * p.residual_batch_stride + at, p.residual_f32);
         store_any(p.y, img * p.y_batch_stride + at, p.y_f32, v);
+    }
+}
+
+// Depthwise over NHWC values (channels a multiple of 8, FP16 throughout,
+// weights tap-major [kh * kw][channels]): a thread makes 8 channels of one
+// output pixel from 16-byte loads of 8 channels per tap, its warp covering
+// consecutive channel groups and pixels (coalesced).
+VRSEG_KERNEL void conv_depthwise_nhwc(DepthwiseParams p) {
+    const int groups = p.channels / 8;
+    const int64_t total = static_cast<int64_t>(p.batch) * p.oh * p.ow * groups;
+    for (int64_t i = vrseg::global_thread_index(); i < total; i += vrseg::global_thread_count()) {
+        int64_t q = i;
+        const int c = static_cast<int>(q % groups) * 8;
+        q /= groups;
+        const int pix = static_cast<int>(q % (static_cast<int64_t>(p.oh) * p.ow));
+        const int img = static_cast<int>(q / (static_cast<int64_t>(p.oh) * p.ow));
+        const int oy = pix / p.ow;
+        const int ox = pix - oy * p.ow;
+        const __half* src = p.x + img * p.x_batch_stride + c;
+        float acc[8];
+#pragma unroll
+        for (int r = 0; r < 8; ++r) acc[r] = 0.0f;
+        for (int ky = 0; ky < p.kh; ++ky) {
+            const int iy = oy * p.sh - p.pad_t + ky * p.dh;
+            if (static_cast<unsigned>(iy) >= static_cast<unsigned>(p.h)) continue;
+            for (int kx = 0; kx < p.kw; ++kx) {
+                const int ix = ox * p.sw - p.pad_l + kx * p.dw;
+                if (static_cast<unsigned>(ix) >= static_cast<unsigned>(p.w)) continue;
+                const uint4 xv = *reinterpret_cast<const uint4*>(src + (static_cast<int64_t>(iy) * p.w + ix) * p.x_pixel_stride);
+                const uint4 wv = *reinterpret_cast<const uint4*>(p.weight + (ky * p.kw + kx) * p.channels + c);
+                const __half2* xh = reinterpret_cast<const __half2*>(&xv);
+                const __half2* wh = reinterpret_cast<const __half2*>(&wv);
+#pragma unroll
+                for (int r = 0; r < 4; ++r) {
+                    const float2 xf = __half22float2(xh[r]);
+                    const float2 wf = __half22float2(wh[r]);
+                    acc[2 * r] += xf.x * wf.x;
+                    acc[2 * r + 1] += xf.y * wf.y;
+                }
+            }
+        }
+        uint4 res = make_uint4(0u, 0u, 0u, 0u);
+        if (p.residual) {
+            res = *reinterpret_cast<const uint4*>(static_cast<const __half*>(p.residual) + img * p.residual_batch_stride +
+                                                  static_cast<int64_t>(pix) * p.residual_pixel_stride + c);
+        }
+        const __half2* rh = reinterpret_cast<const __half2*>(&res);
+        uint4 packed;
+        __half2* out = reinterpret_cast<__half2*>(&packed);
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            float v0 = acc[2 * r] + (p.bias ? p.bias[c + 2 * r] : 0.0f);
+            float v1 = acc[2 * r + 1] + (p.bias ? p.bias[c + 2 * r + 1] : 0.0f);
+            if (p.activation == 1) {
+                v0 = silu(v0);
+                v1 = silu(v1);
+            }
+            const float2 rf = __half22float2(rh[r]);
+            out[r] = __floats2half2_rn(v0 + rf.x, v1 + rf.y);
+        }
+        *reinterpret_cast<uint4*>(static_cast<__half*>(p.y) + img * p.y_batch_stride +
+                                  static_cast<int64_t>(pix) * p.y_pixel_stride + c) = packed;
     }
 }

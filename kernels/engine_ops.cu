@@ -15,6 +15,8 @@
 // softmax_thread  softmax along one axis, one thread per row (short axes).
 // softmax_warp    the same, one warp per row (long axes).
 // max_pool        2-D max pooling over dims 2 and 3, padding never wins.
+// max_pool_nhwc   the same, walking outputs channel-fastest (for NHWC values,
+//                 whose channels are the contiguous dim: coalesced).
 // matmul          batched matrix product over dims 0 and 1, 16x16 tiles.
 #include <cuda_fp16.h>
 
@@ -219,6 +221,33 @@ VRSEG_KERNEL void max_pool(PoolParams p) {
     for (int64_t i = vrseg::global_thread_index(); i < total; i += vrseg::global_thread_count()) {
         int idx[4];
         unravel(p.out, i, idx);
+        const int64_t base = idx[0] * p.in.strides[0] + idx[1] * p.in.strides[1];
+        float mx = -INFINITY;
+        for (int ky = 0; ky < p.kh; ++ky) {
+            const int iy = idx[2] * p.sh - p.pad_t + ky;
+            if (static_cast<unsigned>(iy) >= static_cast<unsigned>(p.in.dims[2])) continue;
+            for (int kx = 0; kx < p.kw; ++kx) {
+                const int ix = idx[3] * p.sw - p.pad_l + kx;
+                if (static_cast<unsigned>(ix) >= static_cast<unsigned>(p.in.dims[3])) continue;
+                mx = fmaxf(mx, load(p.in, base + iy * p.in.strides[2] + ix * p.in.strides[3]));
+            }
+        }
+        store(p.out, offset_of(p.out, idx), mx);
+    }
+}
+
+VRSEG_KERNEL void max_pool_nhwc(PoolParams p) {
+    const int64_t total = element_count(p.out);
+    for (int64_t i = vrseg::global_thread_index(); i < total; i += vrseg::global_thread_count()) {
+        // (n, y, x, c), c fastest.
+        int idx[4];
+        uint64_t j = static_cast<uint64_t>(i);
+        idx[1] = static_cast<int>(j % p.out.dims[1]);
+        j /= p.out.dims[1];
+        idx[3] = static_cast<int>(j % p.out.dims[3]);
+        j /= p.out.dims[3];
+        idx[2] = static_cast<int>(j % p.out.dims[2]);
+        idx[0] = static_cast<int>(j / p.out.dims[2]);
         const int64_t base = idx[0] * p.in.strides[0] + idx[1] * p.in.strides[1];
         float mx = -INFINITY;
         for (int ky = 0; ky < p.kh; ++ky) {

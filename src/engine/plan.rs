@@ -27,7 +27,7 @@ pub const PLAN_MAGIC: [u8; 8] = *b"VRSEGPLN";
 /// meaning; a plan of another version is refused, not guessed at.
 /// Version 2: per-value element types, byte placements, GEMM-packed
 /// convolution weights.
-pub const PLAN_VERSION: u32 = 2;
+pub const PLAN_VERSION: u32 = 3;
 pub const PLAN_HEADER_BYTES: usize = 256;
 pub const PLAN_ALIGN: usize = 256;
 
@@ -68,6 +68,15 @@ pub enum WeightFormat {
     /// `build::gemm_rows` of the GEMM's M and `cols` a multiple of 32, so
     /// the kernel's tiles never run off it.
     F16Gemm { rows: usize, cols: usize },
+    /// As `F16Gemm`, in the order the NHWC kernels read. Conv (input NHWC):
+    /// row m holds the weight's (ky, kx, c), channels fastest, so that a
+    /// 16-byte chunk of K is 8 channels of one input pixel. ConvTranspose
+    /// (output NHWC): row ((i * s + j) * M + m) holds w[c, m, i, j] over c,
+    /// so that 8 consecutive rows are 8 channels of one output pixel.
+    F16GemmTapMajor { rows: usize, cols: usize },
+    /// FP16 depthwise filters [kH * kW][C]: a tap's channels contiguous (the
+    /// NHWC depthwise kernel reads 8 channels as one 16-byte load).
+    F16TapMajor,
 }
 
 impl WeightFormat {
@@ -75,9 +84,9 @@ impl WeightFormat {
     /// included for the GEMM layout).
     pub fn blob_bytes(self, elements: usize) -> usize {
         match self {
-            WeightFormat::F16 => elements * 2,
+            WeightFormat::F16 | WeightFormat::F16TapMajor => elements * 2,
             WeightFormat::F32 => elements * 4,
-            WeightFormat::F16Gemm { rows, cols } => rows * cols * 2,
+            WeightFormat::F16Gemm { rows, cols } | WeightFormat::F16GemmTapMajor { rows, cols } => rows * cols * 2,
         }
     }
 }

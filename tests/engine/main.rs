@@ -6,7 +6,9 @@
 //!   graph after every pass as on the imported graph (relative L2 ≤ 1e-5:
 //!   a fused epilogue sums in the same order, so only f32 rounding of the
 //!   SiLU and residual can differ).
-//! - Memory plan: no two values live at once share arena bytes.
+//! - Memory plan: no two values live at once share arena bytes; the layout
+//!   rule stores the convolution region NHWC and keeps NCHW wherever an op
+//!   needs it.
 //! - Plan: written, reopened, same graph.
 
 use std::path::PathBuf;
@@ -106,6 +108,58 @@ fn the_memory_plan_of_yolo_never_overlaps_live_values() {
         assert!(plan.arena_bytes * 2 < plan.unshared_bytes, "liveness saved less than half");
         assert!(plan.concats_in_place >= 10, "{} concats in place", plan.concats_in_place);
     }
+}
+
+#[test]
+fn the_layout_rule_stores_convolutions_nhwc_and_keeps_nchw_where_needed() {
+    use memory::Layout;
+    let mut graph = yolo(640, 2, 3);
+    vrseg::engine::build::fuse::fuse_all(&mut graph);
+    let plan = memory::plan(&graph);
+    memory::check(&graph, &plan).unwrap();
+    let nhwc = |v: usize| matches!(plan.placements[v].layout, Layout::Nhwc { .. });
+    let external = |v: usize| graph.inputs.contains(&v) || graph.outputs.contains(&v);
+    let (mut conv_outputs, mut conv_outputs_nhwc) = (0, 0);
+    for node in &graph.nodes {
+        let touched: Vec<usize> = node.inputs.iter().chain(&node.outputs).copied().collect();
+        match &node.op {
+            // Ops that work on NCHW memory never see an NHWC value.
+            Op::Reshape { .. } | Op::Transpose { .. } | Op::Softmax { .. } | Op::MatMul | Op::Slice { .. } => {
+                for &v in &touched {
+                    assert!(!nhwc(v), "{}: {:?} touches NHWC value {v}", node.name, node.op.onnx_type());
+                }
+            }
+            // A channel concat or split keeps one layout across its members.
+            Op::Concat { axis: 1 } | Op::Split { axis: 1, .. } => {
+                let first = nhwc(touched[0]);
+                assert!(touched.iter().all(|&v| nhwc(v) == first), "{}: members in mixed layouts", node.name);
+            }
+            Op::Conv(_) => {
+                conv_outputs += 1;
+                conv_outputs_nhwc += nhwc(node.outputs[0]) as usize;
+            }
+            _ => {}
+        }
+        for &v in &touched {
+            let value = &graph.values[v];
+            if nhwc(v) {
+                // NHWC only for 4-D FP16 activations of whole 8-channel groups.
+                assert!(!external(v) && value.constant.is_none() && value.shape.len() == 4 && value.shape[1] % 8 == 0);
+                assert_eq!(plan.element_types[v], memory::ElementType::F16);
+                let Layout::Nhwc { pixel_stride } = plan.placements[v].layout else { unreachable!() };
+                assert_eq!(
+                    pixel_stride, graph.values[plan.placements[v].root].shape[1],
+                    "value {v}: the root's channels"
+                );
+            }
+        }
+    }
+    // The model input and outputs are NCHW; most convolutions write NHWC.
+    for &v in graph.inputs.iter().chain(&graph.outputs) {
+        assert!(!nhwc(v));
+    }
+    eprintln!("{conv_outputs_nhwc} of {conv_outputs} conv outputs NHWC, {} values NHWC", plan.nhwc_values);
+    assert!(conv_outputs_nhwc * 10 >= conv_outputs * 8, "only {conv_outputs_nhwc} of {conv_outputs} conv outputs NHWC");
 }
 
 #[test]

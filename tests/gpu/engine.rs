@@ -615,6 +615,153 @@ fn an_in_place_concat_chain_matches_the_reference() {
     check("C2f-shaped chain (FP16 intermediates)", &got, &want, 1e-2);
 }
 
+/// Asserts that the plan of `graph` stores each of `values` NHWC (so that a
+/// test of the NHWC kernels cannot silently fall back to NCHW ones).
+fn assert_nhwc(graph: &Graph, values: &[usize], tag: &str) {
+    use vrseg::engine::build::memory::{plan, Layout};
+    let memory = plan(graph);
+    for &v in values {
+        assert!(
+            matches!(memory.placements[v].layout, Layout::Nhwc { .. }),
+            "{tag}: value {v} {:?} should be NHWC",
+            graph.values[v].shape
+        );
+    }
+}
+
+#[test]
+fn nhwc_chains_match_the_reference() {
+    let gpu = gpu_or_skip!();
+    let seed = test_seed("nhwc_chains_match_the_reference");
+    let conv = |k: usize, s: usize, p: usize, silu: bool, residual: bool| {
+        conv_op([k, k], [s, s], [1, 1], [p; 4], 1, silu, residual)
+    };
+    let weight = |b: &mut Builder, cout: usize, cin: usize, k: [usize; 2]| {
+        b.constant(&[cout, cin, k[0], k[1]], (3.0 / (cin * k[0] * k[1]) as f32).sqrt())
+    };
+
+    // 1. NCHW input -> NHWC through every op family -> NCHW FP32 output, at
+    //    odd and prime sizes; channel counts of 24, 40 and 56 make K tiles
+    //    straddle taps, 136 output channels two 128-row tiles.
+    {
+        let mut b = Builder::new(seed);
+        let x = b.input(&[2, 3, 37, 29]);
+        let w = weight(&mut b, 24, 3, [3, 3]);
+        let bias = b.constant(&[24], 0.5);
+        let stem = b.node(conv(3, 2, 1, true, false), vec![x, w, bias], &[&[2, 24, 19, 15]])[0];
+        let w = weight(&mut b, 40, 24, [3, 3]);
+        let c1 = b.node(conv(3, 1, 1, true, false), vec![stem, w], &[&[2, 40, 19, 15]])[0];
+        let wd = b.constant(&[40, 1, 3, 3], 0.5);
+        let bd = b.constant(&[40], 0.5);
+        let dw =
+            b.node(conv_op([3, 3], [1, 1], [1, 1], [1; 4], 40, true, true), vec![c1, wd, bd, c1], &[&[2, 40, 19, 15]])
+                [0];
+        let w = weight(&mut b, 56, 40, [5, 3]);
+        let dil =
+            b.node(conv_op([5, 3], [1, 1], [1, 2], [2, 2, 2, 2], 1, false, false), vec![dw, w], &[&[2, 56, 19, 15]])[0];
+        let w = weight(&mut b, 136, 56, [1, 1]);
+        let wide = b.node(conv(1, 1, 0, true, false), vec![dil, w], &[&[2, 136, 19, 15]])[0];
+        let pool = b.node(
+            Op::MaxPool(MaxPool { kernel: [5, 5], stride: [1, 1], pads: [2; 4] }),
+            vec![wide],
+            &[&[2, 136, 19, 15]],
+        )[0];
+        let up = b.node(Op::ResizeNearest { scales: vec![1, 1, 2, 2] }, vec![pool], &[&[2, 136, 38, 30]])[0];
+        let w = weight(&mut b, 16, 136, [3, 3]);
+        let down = b.node(conv(3, 2, 1, true, false), vec![up, w], &[&[2, 16, 19, 15]])[0];
+        // Same-shape arithmetic on NHWC values (walked channels-last).
+        let sum = b.node(Op::Add, vec![down, down], &[&[2, 16, 19, 15]])[0];
+        let sig = b.node(Op::Sigmoid, vec![sum], &[&[2, 16, 19, 15]])[0];
+        let w = weight(&mut b, 5, 16, [1, 1]);
+        let out = b.node(conv(1, 1, 0, false, false), vec![sig, w], &[&[2, 5, 19, 15]])[0];
+        b.output(out);
+        assert_nhwc(&b.graph, &[stem, c1, dw, dil, wide, pool, up, down, sum, sig], "chain");
+        let (got, want) = run_both(&gpu, b.graph, seed, "nhwc-chain");
+        check(
+            "NHWC chain: stem, 3x3, depthwise, dilated 5x3, 1x1 M=136, maxpool, resize, 3x3/2, add, sigmoid",
+            &got,
+            &want,
+            1e-2,
+        );
+    }
+
+    // 2. Split-K over an NHWC input into an NHWC output with an NHWC
+    //    residual (batch 1, 99 pixels: one tile; K = 864).
+    {
+        let mut b = Builder::new(seed + 1);
+        let x = b.input(&[1, 64, 9, 11]);
+        let w = weight(&mut b, 96, 64, [1, 1]);
+        let a = b.node(conv(1, 1, 0, true, false), vec![x, w], &[&[1, 96, 9, 11]])[0];
+        let w = weight(&mut b, 104, 64, [1, 1]);
+        let r = b.node(conv(1, 1, 0, false, false), vec![x, w], &[&[1, 104, 9, 11]])[0];
+        let w = weight(&mut b, 104, 96, [3, 3]);
+        let bias = b.constant(&[104], 0.5);
+        let deep = b.node(conv(3, 1, 1, true, true), vec![a, w, bias, r], &[&[1, 104, 9, 11]])[0];
+        let w = weight(&mut b, 7, 104, [1, 1]);
+        let out = b.node(conv(1, 1, 0, false, false), vec![deep, w], &[&[1, 7, 9, 11]])[0];
+        b.output(out);
+        assert_nhwc(&b.graph, &[a, r, deep], "split-K");
+        let (got, want) = run_both(&gpu, b.graph, seed + 1, "nhwc-splitk");
+        check("NHWC split-K 3x3 96->104 with residual", &got, &want, 1e-2);
+        // Three convs, the split one and its reduce, and the output conv.
+        assert_eq!(LAST_LAUNCHES.get(), 5, "the deep conv must have split K");
+    }
+
+    // 3. ConvTranspose (kernel = stride 2) from NHWC into NHWC (rows in
+    //    pixel-phase order) and into NCHW (20 channels: not a multiple of 8).
+    {
+        let mut b = Builder::new(seed + 2);
+        let x = b.input(&[2, 24, 7, 9]);
+        let w = weight(&mut b, 32, 24, [1, 1]);
+        let a = b.node(conv(1, 1, 0, true, false), vec![x, w], &[&[2, 32, 7, 9]])[0];
+        let ct = || {
+            Op::ConvTranspose(ConvTranspose {
+                kernel: [2, 2],
+                stride: [2, 2],
+                dilation: [1, 1],
+                pads: [0; 4],
+                output_padding: [0, 0],
+                group: 1,
+            })
+        };
+        let wt = b.constant(&[32, 48, 2, 2], (3.0f32 / 32.0).sqrt());
+        let bt = b.constant(&[48], 0.5);
+        let up = b.node(ct(), vec![a, wt, bt], &[&[2, 48, 14, 18]])[0];
+        let wt2 = b.constant(&[32, 20, 2, 2], (3.0f32 / 32.0).sqrt());
+        let up2 = b.node(ct(), vec![a, wt2], &[&[2, 20, 14, 18]])[0];
+        let w = weight(&mut b, 5, 48, [3, 3]);
+        let out = b.node(conv(3, 1, 1, false, false), vec![up, w], &[&[2, 5, 14, 18]])[0];
+        let w = weight(&mut b, 3, 20, [1, 1]);
+        let out2 = b.node(conv(1, 1, 0, false, false), vec![up2, w], &[&[2, 3, 14, 18]])[0];
+        b.output(out);
+        b.output(out2);
+        assert_nhwc(&b.graph, &[a, up], "transposed");
+        let (got, want) = run_both(&gpu, b.graph, seed + 2, "nhwc-convt");
+        check("NHWC ConvTranspose into NHWC and NCHW", &got, &want, 1e-2);
+    }
+
+    // 4. Enough 128-row tiles to fill the GPU twice (2 x 135 on 132 SMs), so
+    //    the 128-row kernel runs (smaller GEMMs take 64-row tiles): 3x3
+    //    32 -> 256 over 2 x 97 x 89 pixels, with an NHWC residual.
+    {
+        let mut b = Builder::new(seed + 3);
+        let x = b.input(&[2, 3, 97, 89]);
+        let w = weight(&mut b, 32, 3, [3, 3]);
+        let a = b.node(conv(3, 1, 1, true, false), vec![x, w], &[&[2, 32, 97, 89]])[0];
+        let w = weight(&mut b, 256, 32, [1, 1]);
+        let r = b.node(conv(1, 1, 0, false, false), vec![a, w], &[&[2, 256, 97, 89]])[0];
+        let w = weight(&mut b, 256, 32, [3, 3]);
+        let bias = b.constant(&[256], 0.5);
+        let big = b.node(conv(3, 1, 1, true, true), vec![a, w, bias, r], &[&[2, 256, 97, 89]])[0];
+        let w = weight(&mut b, 5, 256, [1, 1]);
+        let out = b.node(conv(1, 1, 0, false, false), vec![big, w], &[&[2, 5, 97, 89]])[0];
+        b.output(out);
+        assert_nhwc(&b.graph, &[a, r, big], "128-row tiles");
+        let (got, want) = run_both(&gpu, b.graph, seed + 3, "nhwc-128");
+        check("NHWC 3x3 32->256 in 128-row tiles with residual", &got, &want, 1e-2);
+    }
+}
+
 #[test]
 fn yolo11n_seg_matches_the_reference() {
     let gpu = gpu_or_skip!();

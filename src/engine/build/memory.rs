@@ -17,6 +17,17 @@
 //! stride: kernels address element (n, i) of a value as
 //! `root + offset + n * batch_stride + i`.
 //!
+//! Layouts ([`layouts`]): activations between convolutions are stored NHWC
+//! (a pixel's channels contiguous), because the tensor-core convolution then
+//! loads 8 channels of one pixel as one aligned 16-byte copy for any kernel
+//! size, stride or padding, which NCHW allows only for special shapes. Values
+//! read or written by ops that work on NCHW memory (reshapes, the attention's
+//! matmuls and softmax, the model's inputs and outputs) stay NCHW; a conv
+//! converts between the two in its loads and its epilogue, so no transpose
+//! is ever added. An NHWC channel slice at channel c0 of its root is at
+//! `root + c0` and steps `pixel_stride` (the root's channel count) from pixel
+//! to pixel.
+//!
 //! Roots (values that own storage) get arena offsets by liveness: a root is
 //! live from the first node writing it or any of its views to the last node
 //! reading any of them; roots whose intervals overlap never share bytes.
@@ -61,6 +72,18 @@ impl std::fmt::Display for ElementType {
             ElementType::F32 => "f32",
         })
     }
+}
+
+/// How a 4-D activation's elements are ordered within one image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Layout {
+    /// ONNX's order (channel planes, rows, pixels), and every non-4-D value.
+    Nchw,
+    /// Pixels (rows, columns), each holding its channels contiguously;
+    /// `pixel_stride` elements from one pixel to the next (the root's
+    /// channel count: more than the value's own for a concatenation member
+    /// or a split output).
+    Nhwc { pixel_stride: usize },
 }
 
 /// The storage type of every value. Activations are FP16 wherever they
@@ -118,6 +141,7 @@ pub struct Placement {
     pub offset: usize,
     /// Elements between consecutive images of the batch (dim 0).
     pub batch_stride: usize,
+    pub layout: Layout,
 }
 
 /// The memory plan of a graph: a placement per value and the arena size.
@@ -126,6 +150,8 @@ pub struct MemoryPlan {
     pub placements: Vec<Placement>,
     /// Each value's storage type (see [`element_types`]).
     pub element_types: Vec<ElementType>,
+    /// Values stored NHWC (see [`layouts`]).
+    pub nhwc_values: usize,
     /// Arena size in bytes.
     pub arena_bytes: usize,
     /// What the arena would be without reuse (sum of all roots), for reports.
@@ -137,6 +163,84 @@ pub struct MemoryPlan {
 
 /// Alignment of arena roots, in bytes.
 pub const ARENA_ALIGN_BYTES: usize = 256;
+
+/// Which values are stored NHWC. A value may be when it is a 4-D FP16
+/// activation (not a constant, model input or output) with a multiple of 8
+/// channels (whole 16-byte chunks per pixel), and every node touching it
+/// handles NHWC:
+/// - a conv reads and writes either layout, but its residual is read in its
+///   output's layout, and a depthwise conv's input, output and residual
+///   share one (its kernel walks them together);
+/// - max-pooling, sigmoid and same-shape binary ops keep one layout across
+///   their operands (their kernels stay coalesced), as do a channel
+///   concatenation's or split's members (they are slices of one root);
+/// - a nearest resize reads and writes any layout (a strided copy);
+/// - every other op (reshape, transpose, slice, softmax, matmul, broadcasting
+///   arithmetic) needs NCHW.
+///
+/// The constraints are applied until nothing changes (a group with one NCHW
+/// member is all NCHW).
+pub fn layouts(graph: &Graph, types: &[ElementType]) -> Vec<bool> {
+    let n = graph.values.len();
+    let external = |v: ValueId| graph.inputs.contains(&v) || graph.outputs.contains(&v);
+    let mut nhwc: Vec<bool> = (0..n)
+        .map(|v| {
+            let value = &graph.values[v];
+            value.shape.len() == 4
+                && value.shape[1] % 8 == 0
+                && value.constant.is_none()
+                && !external(v)
+                && types[v] == ElementType::F16
+        })
+        .collect();
+    // (values that must share a layout, values that must be NCHW) per node.
+    let mut groups: Vec<Vec<ValueId>> = Vec::new();
+    let mut forced: Vec<ValueId> = Vec::new();
+    for node in &graph.nodes {
+        let x = node.inputs[0];
+        let same_shape = node.inputs.iter().all(|&i| graph.values[i].shape == graph.values[node.outputs[0]].shape);
+        match &node.op {
+            Op::Conv(c) if c.group > 1 => {
+                let mut g = vec![x, node.outputs[0]];
+                if c.residual {
+                    g.push(*node.inputs.last().unwrap());
+                }
+                groups.push(g);
+            }
+            Op::Conv(c) => {
+                if c.residual {
+                    groups.push(vec![node.outputs[0], *node.inputs.last().unwrap()]);
+                }
+            }
+            Op::ConvTranspose(_) | Op::ResizeNearest { .. } => {}
+            Op::MaxPool(_) | Op::Sigmoid => groups.push(vec![x, node.outputs[0]]),
+            Op::Add | Op::Sub | Op::Mul | Op::Div if same_shape => {
+                groups.push(node.inputs.iter().chain(&node.outputs).copied().collect());
+            }
+            Op::Concat { axis: 1 } | Op::Split { axis: 1, .. } => {
+                groups.push(node.inputs.iter().chain(&node.outputs).copied().collect());
+            }
+            _ => forced.extend(node.inputs.iter().chain(&node.outputs).copied()),
+        }
+    }
+    for v in forced {
+        nhwc[v] = false;
+    }
+    loop {
+        let mut changed = false;
+        for g in &groups {
+            if g.iter().any(|&v| !nhwc[v]) && g.iter().any(|&v| nhwc[v]) {
+                for &v in g {
+                    nhwc[v] = false;
+                }
+                changed = true;
+            }
+        }
+        if !changed {
+            return nhwc;
+        }
+    }
+}
 
 /// Where a view's elements are in its parent's image: `offset` elements
 /// from the start (the batch stride is the root's image size). A view has
@@ -159,6 +263,10 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
     let producers = graph.producers();
     let external = |v: ValueId| graph.inputs.contains(&v) || graph.outputs.contains(&v);
     let types = element_types(graph);
+    let nhwc = layouts(graph, &types);
+    // Elements from one channel to the next within an image: a plane for
+    // NCHW, 1 for NHWC (members of a split or concatenation share a layout).
+    let channel_step = |v: ValueId| if nhwc[v] { 1 } else { graph.values[v].shape.iter().skip(2).product::<usize>() };
     let mut alias: Vec<Option<Alias>> = vec![None; n_values];
     let (mut concats, mut splits) = (0, 0);
 
@@ -174,10 +282,10 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
             }
             Op::Split { axis: 1, sizes } => {
                 let x = node.inputs[0];
-                let plane = graph.values[x].shape.iter().skip(2).product::<usize>();
+                let plane = channel_step(x);
                 let mut c0 = 0;
                 for (&y, &n) in node.outputs.iter().zip(sizes) {
-                    if !external(y) && types[x] == types[y] {
+                    if !external(y) && types[x] == types[y] && nhwc[x] == nhwc[y] {
                         alias[y] = Some(Alias { parent: x, offset: c0 * plane });
                     }
                     c0 += n;
@@ -189,7 +297,7 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
                 if external(y) {
                     continue;
                 }
-                let plane = graph.values[y].shape.iter().skip(2).product::<usize>();
+                let plane = channel_step(y);
                 // The members to place: each input, except that consecutive
                 // inputs which are all of one channel split's outputs, in
                 // order, stand for the split's input (YOLO's C2f/C3k2 concat
@@ -222,7 +330,7 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
                         !matches!(graph.nodes[p].op, Op::Reshape { .. } | Op::Split { .. } | Op::Concat { .. })
                     });
                     let no_reshape = consumers[x].iter().all(|&c| !matches!(graph.nodes[c].op, Op::Reshape { .. }));
-                    once && free && kernel_output && no_reshape && types[x] == types[y]
+                    once && free && kernel_output && no_reshape && types[x] == types[y] && nhwc[x] == nhwc[y]
                 });
                 if eligible {
                     let mut c0 = 0;
@@ -315,10 +423,12 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
             root: r,
             offset: base + offset[v] * types[v].bytes(),
             batch_stride: stride[v],
+            layout: if nhwc[v] { Layout::Nhwc { pixel_stride: graph.values[r].shape[1] } } else { Layout::Nchw },
         });
     }
     MemoryPlan {
         placements,
+        nhwc_values: nhwc.iter().filter(|&&b| b).count(),
         element_types: types,
         arena_bytes: arena,
         unshared_bytes: unshared,
@@ -349,7 +459,11 @@ pub fn check(graph: &Graph, plan: &MemoryPlan) -> Result<(), String> {
         let size = plan.element_types[v].bytes();
         let shape = &graph.values[v].shape;
         let batch = shape.first().copied().unwrap_or(1).max(1);
-        let per = shape.iter().skip(1).product::<usize>().max(1);
+        let per = match p.layout {
+            Layout::Nchw => shape.iter().skip(1).product::<usize>().max(1),
+            // The last pixel's channels end the image.
+            Layout::Nhwc { pixel_stride } => (shape[2] * shape[3] - 1) * pixel_stride + shape[1],
+        };
         (p.offset, p.offset + ((batch - 1) * p.batch_stride + per) * size)
     };
     let arena: Vec<usize> = (0..n)

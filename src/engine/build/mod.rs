@@ -53,14 +53,30 @@ use memory::{MemoryPlan, Storage};
 /// and precision-sensitive). Constants that no node reads are dropped.
 pub fn lower(graph: &Graph, memory: &MemoryPlan, source: &str) -> Result<(PlanGraph, Vec<Vec<u8>>), BuildError> {
     check_native_support(graph, memory)?;
+    // A conv's weight is packed for the layout its kernel reads: K in tap
+    // order for an NHWC input, output rows in pixel-phase order for an NHWC
+    // transposed conv's output, taps first for an NHWC depthwise conv.
+    let nhwc = |v: usize| matches!(memory.placements[v].layout, memory::Layout::Nhwc { .. });
     let mut conv_format: Vec<Option<ConvWeight>> = vec![None; graph.values.len()];
     for node in &graph.nodes {
-        match &node.op {
-            Op::Conv(c) if c.group == 1 => conv_format[node.inputs[1]] = Some(ConvWeight::Gemm),
-            Op::Conv(_) => conv_format[node.inputs[1]] = Some(ConvWeight::Depthwise),
-            Op::ConvTranspose(_) => conv_format[node.inputs[1]] = Some(ConvWeight::TransposedGemm),
-            _ => {}
+        let kind = match &node.op {
+            Op::Conv(c) if c.group == 1 => ConvWeight::Gemm { tap_major: nhwc(node.inputs[0]) },
+            Op::Conv(_) => ConvWeight::Depthwise { tap_major: nhwc(node.inputs[0]) },
+            Op::ConvTranspose(_) => ConvWeight::TransposedGemm { tap_major: nhwc(node.outputs[0]) },
+            _ => continue,
+        };
+        let w = node.inputs[1];
+        if conv_format[w].is_some_and(|k| k != kind) {
+            return Err(BuildError::Unsupported {
+                op_type: node.op.onnx_type().into(),
+                node: node.name.clone(),
+                reason: format!(
+                    "its weight {:?} is shared with a convolution that reads another layout",
+                    graph.values[w].name
+                ),
+            });
         }
+        conv_format[w] = Some(kind);
     }
     let consumers = graph.consumers();
     let mut weights = Vec::new();
@@ -135,9 +151,9 @@ pub fn lower(graph: &Graph, memory: &MemoryPlan, source: &str) -> Result<(PlanGr
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ConvWeight {
-    Gemm,
-    Depthwise,
-    TransposedGemm,
+    Gemm { tap_major: bool },
+    Depthwise { tap_major: bool },
+    TransposedGemm { tap_major: bool },
 }
 
 /// Rows of a packed weight matrix: a multiple of the M tile the kernel
@@ -157,22 +173,42 @@ pub const GEMM_COL_ALIGN: usize = 32;
 fn pack_conv_weight(kind: ConvWeight, shape: &[usize], data: &[f32]) -> (WeightFormat, Vec<half::f16>) {
     let f16 = half::f16::from_f32;
     match kind {
-        ConvWeight::Depthwise => (WeightFormat::F16, data.iter().map(|&x| f16(x)).collect()),
-        ConvWeight::Gemm => {
-            let m = shape[0];
-            let k: usize = shape[1..].iter().product();
+        ConvWeight::Depthwise { tap_major: false } => (WeightFormat::F16, data.iter().map(|&x| f16(x)).collect()),
+        ConvWeight::Depthwise { tap_major: true } => {
+            // [C, 1, kH, kW] -> [kH * kW][C].
+            let (c_all, taps) = (shape[0], shape[2] * shape[3]);
+            let mut out = vec![half::f16::ZERO; c_all * taps];
+            for c in 0..c_all {
+                for t in 0..taps {
+                    out[t * c_all + c] = f16(data[c * taps + t]);
+                }
+            }
+            (WeightFormat::F16TapMajor, out)
+        }
+        ConvWeight::Gemm { tap_major } => {
+            // [M, C, kH, kW]: row m, columns (c, ky, kx) or (ky, kx, c).
+            let (m, c_in, taps) = (shape[0], shape[1], shape[2] * shape[3]);
+            let k = c_in * taps;
             let rows = gemm_rows(m);
             let cols = k.div_ceil(GEMM_COL_ALIGN) * GEMM_COL_ALIGN;
             let mut out = vec![half::f16::ZERO; rows * cols];
             for r in 0..m {
-                for c in 0..k {
-                    out[r * cols + c] = f16(data[r * k + c]);
+                for c in 0..c_in {
+                    for t in 0..taps {
+                        let col = if tap_major { t * c_in + c } else { c * taps + t };
+                        out[r * cols + col] = f16(data[(r * c_in + c) * taps + t]);
+                    }
                 }
             }
-            (WeightFormat::F16Gemm { rows, cols }, out)
+            let format = if tap_major {
+                WeightFormat::F16GemmTapMajor { rows, cols }
+            } else {
+                WeightFormat::F16Gemm { rows, cols }
+            };
+            (format, out)
         }
-        ConvWeight::TransposedGemm => {
-            // [C, M, s, s] -> rows (m, i, j), columns c.
+        ConvWeight::TransposedGemm { tap_major } => {
+            // [C, M, s, s] -> rows (m, i, j) or (i, j, m), columns c.
             let (c_in, m, kh, kw) = (shape[0], shape[1], shape[2], shape[3]);
             let rows = gemm_rows(m * kh * kw);
             let cols = c_in.div_ceil(GEMM_COL_ALIGN) * GEMM_COL_ALIGN;
@@ -181,13 +217,18 @@ fn pack_conv_weight(kind: ConvWeight, shape: &[usize], data: &[f32]) -> (WeightF
                 for mm in 0..m {
                     for i in 0..kh {
                         for j in 0..kw {
-                            let row = (mm * kh + i) * kw + j;
+                            let row = if tap_major { (i * kw + j) * m + mm } else { (mm * kh + i) * kw + j };
                             out[row * cols + c] = f16(data[((c * m + mm) * kh + i) * kw + j]);
                         }
                     }
                 }
             }
-            (WeightFormat::F16Gemm { rows, cols }, out)
+            let format = if tap_major {
+                WeightFormat::F16GemmTapMajor { rows, cols }
+            } else {
+                WeightFormat::F16Gemm { rows, cols }
+            };
+            (format, out)
         }
     }
 }

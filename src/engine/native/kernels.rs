@@ -48,12 +48,17 @@ pub struct ConvParams {
     pub k_split: i32,
     /// Grid z of a split launch (read by `conv_splitk_reduce`).
     pub splits: i32,
-    pub reserved: i32,
+    /// NHWC operands: elements from one pixel to the next; 0 for NCHW. An
+    /// NHWC input runs the `_nhwc` kernels; the output and residual share a
+    /// layout.
+    pub x_pixel_stride: i32,
+    pub y_pixel_stride: i32,
+    pub residual_pixel_stride: i32,
 }
 // SAFETY: #[repr(C)] plain data whose layout matches the CUDA struct (8-byte
-// fields first, then 4-byte ones, 176 bytes, no implicit padding).
+// fields first, then 4-byte ones, 184 bytes, no implicit padding).
 unsafe impl DeviceRepr for ConvParams {}
-const _: () = assert!(std::mem::size_of::<ConvParams>() == 176);
+const _: () = assert!(std::mem::size_of::<ConvParams>() == 184);
 
 /// `ConvParams::vector_b`: element-by-element gather from NCHW.
 pub const B_GATHER: i32 = 0;
@@ -62,6 +67,9 @@ pub const B_VECTOR: i32 = 1;
 /// Stride 1 or 2 along x over rows of a multiple of 8 pixels: one input-row
 /// segment per 16 output pixels, as aligned 16-byte loads.
 pub const B_ROWS: i32 = 2;
+/// An NHWC input (`_nhwc` kernels; the device code keys on the kernel, not
+/// this field, which `conv_steps` uses to pick it).
+pub const B_NHWC: i32 = 4;
 
 /// Mirrors `DepthwiseParams` in kernels/engine_conv.cu.
 #[repr(C)]
@@ -92,9 +100,12 @@ pub struct DepthwiseParams {
     pub activation: i32,
     pub y_f32: i32,
     pub residual_f32: i32,
-    pub reserved: i32,
+    /// As [`ConvParams::x_pixel_stride`] (`conv_depthwise_nhwc`).
+    pub x_pixel_stride: i32,
+    pub y_pixel_stride: i32,
+    pub residual_pixel_stride: i32,
 }
-// SAFETY: as ConvParams (136 bytes, no implicit padding).
+// SAFETY: as ConvParams (144 bytes, no implicit padding).
 unsafe impl DeviceRepr for DepthwiseParams {}
 
 impl DepthwiseParams {
@@ -127,11 +138,13 @@ impl DepthwiseParams {
             activation: p.activation,
             y_f32: p.y_f32,
             residual_f32: p.residual_f32,
-            reserved: 0,
+            x_pixel_stride: p.x_pixel_stride,
+            y_pixel_stride: p.y_pixel_stride,
+            residual_pixel_stride: p.residual_pixel_stride,
         }
     }
 }
-const _: () = assert!(std::mem::size_of::<DepthwiseParams>() == 136);
+const _: () = assert!(std::mem::size_of::<DepthwiseParams>() == 144);
 
 /// Mirrors `TensorRef` in kernels/engine_ops.cu: a strided view of up to 4
 /// dims, left-padded with 1s; broadcast dims have stride 0.
@@ -168,6 +181,30 @@ impl TensorRef {
             }
         }
         t
+    }
+
+    /// An NHWC value of logical (ONNX) `shape` [N, C, H, W] at `ptr`:
+    /// `batch_stride` elements between images, `pixel_stride` between
+    /// pixels, channels contiguous. The dims stay in ONNX order (every op
+    /// indexes logically), the strides say where elements are; no stride is
+    /// zeroed, so narrowing any dim moves the pointer correctly.
+    pub fn nhwc(ptr: u64, shape: &[usize], batch_stride: usize, pixel_stride: usize) -> TensorRef {
+        assert_eq!(shape.len(), 4, "only 4-D values are stored NHWC");
+        let (w, ps) = (shape[3] as i64, pixel_stride as i64);
+        TensorRef {
+            ptr,
+            strides: [batch_stride as i64, 1, w * ps, ps],
+            dims: [shape[0] as i32, shape[1] as i32, shape[2] as i32, shape[3] as i32],
+            is_f32: 0,
+            reserved: 0,
+        }
+    }
+
+    /// Whether the dims of more than one element are in memory order
+    /// (strides non-increasing), as an elementwise kernel walks them.
+    fn in_memory_order(&self) -> bool {
+        let strides: Vec<i64> = (0..4).filter(|&d| self.dims[d] > 1).map(|d| self.strides[d]).collect();
+        strides.windows(2).all(|w| w[0] >= w[1])
     }
 
     pub fn elements(&self) -> usize {
@@ -232,6 +269,30 @@ pub fn run_for(out: &TensorRef) -> (i32, u64) {
     } else {
         (1, elements)
     }
+}
+
+/// The dim order in which an elementwise launch writing `out` walks memory
+/// contiguously: `None` when ONNX order already does (NCHW values), else a
+/// permutation (output dim k is logical dim perm[k]) that sorts `out`'s
+/// strides, size-1 dims first. Elementwise ops (map with per-dim divisors,
+/// binary) may apply it to all operands alike without changing results.
+pub fn memory_order(out: &TensorRef) -> Option<[usize; 4]> {
+    if out.in_memory_order() {
+        return None;
+    }
+    let mut perm = [0usize, 1, 2, 3];
+    perm.sort_by_key(|&d| std::cmp::Reverse(if out.dims[d] == 1 { i64::MAX } else { out.strides[d] }));
+    Some(perm)
+}
+
+/// `t` with its dims reordered by `perm` (see [`memory_order`]).
+pub fn permuted(t: TensorRef, perm: [usize; 4]) -> TensorRef {
+    let mut p = t;
+    for (k, &d) in perm.iter().enumerate() {
+        p.dims[k] = t.dims[d];
+        p.strides[k] = t.strides[d];
+    }
+    p
 }
 
 pub const MAP_COPY: i32 = 0;
@@ -317,6 +378,21 @@ mod tests {
     }
 
     #[test]
+    fn an_nhwc_value_is_walked_channels_last() {
+        // [2, 16, 5, 7], a 16-channel slice of a 48-channel root.
+        let t = TensorRef::nhwc(0x2000, &[2, 16, 5, 7], 5 * 7 * 48, 48);
+        assert_eq!(t.strides, [1680, 1, 336, 48]);
+        assert_eq!(memory_order(&t), Some([0, 2, 3, 1]));
+        let p = permuted(t, [0, 2, 3, 1]);
+        assert_eq!((p.dims, p.strides), ([2, 5, 7, 16], [1680, 336, 48, 1]));
+        // NCHW values (and size-1 dims anywhere) keep ONNX order.
+        assert_eq!(memory_order(&TensorRef::new(0, ElementType::F16, &[2, 16, 5, 7], 560)), None);
+        assert_eq!(memory_order(&TensorRef::new(0, ElementType::F16, &[1, 3, 1, 7], 21)), None);
+        // A channel narrow moves by one element per channel.
+        assert_eq!(t.narrow(1, 8, 8).ptr, 0x2000 + 8 * 2);
+    }
+
+    #[test]
     fn depthwise_params_keep_the_convs_geometry_and_epilogue() {
         let p = ConvParams {
             x: 1,
@@ -374,7 +450,9 @@ mod tests {
             activation: 1,
             y_f32: 1,
             residual_f32: 1,
-            reserved: 0,
+            x_pixel_stride: 0,
+            y_pixel_stride: 0,
+            residual_pixel_stride: 0,
         };
         assert_eq!(d, want);
     }

@@ -24,7 +24,7 @@ mod steps;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use cudarc::driver::{sys, CudaGraph, CudaStream, LaunchConfig, PushKernelArg};
+use cudarc::driver::{sys, CudaFunction, CudaGraph, CudaStream, LaunchConfig, PushKernelArg};
 
 pub use kernels::TensorRef;
 use kernels::*;
@@ -185,7 +185,7 @@ impl<'pool> NativeEngine<'pool> {
         // module loading, a first lookup loads code, which must not happen
         // inside a capture.
         for step in &steps {
-            self.gpu.kernels().function(self.gpu.context(), step.kernel)?;
+            self.prepare_function(step)?;
         }
         stream.context().bind_to_thread().check("cuCtxSetCurrent")?;
         // Relaxed: other threads of the pipeline (NVDEC's) keep calling the
@@ -265,8 +265,25 @@ impl<'pool> NativeEngine<'pool> {
         Ok(key)
     }
 
-    fn launch(&self, stream: &Arc<CudaStream>, step: &Step) -> Result<(), EngineError> {
+    /// Loads a step's function and lets it take the dynamic shared memory
+    /// the step asks for (the NHWC convolutions' pipeline stages exceed the
+    /// default 48 KiB), with the largest shared-memory carveout so that two
+    /// or more such blocks fit an SM.
+    fn prepare_function(&self, step: &Step) -> Result<&CudaFunction, EngineError> {
         let function = self.gpu.kernels().function(self.gpu.context(), step.kernel)?;
+        let bytes = step.config.shared_mem_bytes as usize;
+        if bytes > 0 {
+            self.gpu.allow_dynamic_shared_memory(function, step.kernel, bytes)?;
+            use sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT as CARVEOUT;
+            function
+                .set_attribute(CARVEOUT, 100)
+                .check_with("cuFuncSetAttribute", || format!("{} shared-memory carveout", step.kernel.symbol()))?;
+        }
+        Ok(function)
+    }
+
+    fn launch(&self, stream: &Arc<CudaStream>, step: &Step) -> Result<(), EngineError> {
+        let function = self.prepare_function(step)?;
         let mut builder = stream.launch_builder(function);
         match &step.params {
             Params::Conv(p) => builder.arg(p),

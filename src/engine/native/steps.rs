@@ -7,7 +7,7 @@ use cudarc::driver::LaunchConfig;
 use super::kernels::*;
 use super::{EngineError, NativeEngine, Params, Step};
 use crate::engine::build::ir::{Activation, Op};
-use crate::engine::build::memory::{ElementType, Storage};
+use crate::engine::build::memory::{ElementType, Layout, Storage};
 use crate::engine::plan::WeightFormat;
 use crate::gpu::launch::grid_stride;
 use crate::gpu::Kernel;
@@ -33,7 +33,23 @@ impl NativeEngine<'_> {
 
     fn tensor(&self, v: usize, key: &[u64]) -> TensorRef {
         let value = &self.graph.values[v];
-        TensorRef::new(self.address(v, key), value.element, &value.shape, value.placement.batch_stride)
+        match value.placement.layout {
+            Layout::Nchw => {
+                TensorRef::new(self.address(v, key), value.element, &value.shape, value.placement.batch_stride)
+            }
+            Layout::Nhwc { pixel_stride } => {
+                TensorRef::nhwc(self.address(v, key), &value.shape, value.placement.batch_stride, pixel_stride)
+            }
+        }
+    }
+
+    /// Elements between pixels of value `v` when it is NHWC, else 0 (the
+    /// kernels' convention).
+    fn pixel_stride(&self, v: usize) -> i32 {
+        match self.graph.values[v].placement.layout {
+            Layout::Nchw => 0,
+            Layout::Nhwc { pixel_stride } => pixel_stride as i32,
+        }
     }
 
     fn refuse(&self, node: usize, reason: impl Into<String>) -> EngineError {
@@ -50,7 +66,14 @@ impl NativeEngine<'_> {
         Ok(steps)
     }
 
-    fn map_step(&self, node: usize, out: TensorRef, input: TensorRef, div: [i32; 4], op: i32) -> Step {
+    fn map_step(&self, node: usize, mut out: TensorRef, mut input: TensorRef, mut div: [i32; 4], op: i32) -> Step {
+        // Walk NHWC outputs channels-last (coalesced), permuting every
+        // operand's dims and the divisors alike.
+        if let Some(perm) = memory_order(&out) {
+            out = permuted(out, perm);
+            input = permuted(input, perm);
+            div = perm.map(|d| div[d]);
+        }
         let (run, threads) = run_for(&out);
         Step {
             node,
@@ -123,13 +146,43 @@ impl NativeEngine<'_> {
                     activation,
                     y_f32: (y.element == ElementType::F32) as i32,
                     residual_f32,
+                    x_pixel_stride: self.pixel_stride(node.inputs[0]),
+                    y_pixel_stride: self.pixel_stride(node.outputs[0]),
+                    residual_pixel_stride: if c.residual { self.pixel_stride(*node.inputs.last().unwrap()) } else { 0 },
                     ..Default::default()
                 };
+                if c.residual && (p.residual_pixel_stride > 0) != (p.y_pixel_stride > 0) {
+                    return Err(self.refuse(i, "its residual and output are stored in different layouts"));
+                }
                 if c.group != 1 {
                     if c.group != cin || cout != cin {
                         return Err(self.refuse(i, "grouped convolution other than depthwise"));
                     }
                     let outputs = y.shape.iter().product::<usize>() as u64;
+                    let nhwc = p.x_pixel_stride > 0;
+                    let tap_major = self.weight_format(node.inputs[1]) == Some(WeightFormat::F16TapMajor);
+                    if nhwc != (p.y_pixel_stride > 0) || nhwc != tap_major {
+                        return Err(self.refuse(i, "a depthwise conv's input, output and weight disagree on layout"));
+                    }
+                    if nhwc {
+                        // Checked by the plan's layout rule; the kernel's 16-byte accesses rely on it.
+                        let aligned = cin % 8 == 0
+                            && [p.x, p.y, p.weight].iter().all(|a| a % 16 == 0)
+                            && (p.residual == 0 || (p.residual % 16 == 0 && residual_f32 == 0))
+                            && p.y_f32 == 0;
+                        if !aligned {
+                            return Err(
+                                self.refuse(i, "an NHWC depthwise conv needs 8-channel groups, FP16, 16-byte aligned")
+                            );
+                        }
+                        steps.push(Step {
+                            node: i,
+                            kernel: Kernel::ConvDepthwiseNhwc,
+                            config: grid_stride(&self.gpu, outputs / 8),
+                            params: Params::Depthwise(DepthwiseParams::from_conv(&p)),
+                        });
+                        return Ok(());
+                    }
                     let row4 = c.kernel == [3, 3] && c.stride == [1, 1] && c.dilation == [1, 1] && ow % 4 == 0;
                     steps.push(Step {
                         node: i,
@@ -139,7 +192,7 @@ impl NativeEngine<'_> {
                     });
                     return Ok(());
                 }
-                let (rows, cols) = self.gemm_shape(i, node.inputs[1])?;
+                let (rows, cols) = self.gemm_shape(i, node.inputs[1], p.x_pixel_stride > 0)?;
                 p.k_total = (cin * c.kernel[0] * c.kernel[1]) as i32;
                 p.k_pad = cols as i32;
                 p.m_total = cout as i32;
@@ -159,7 +212,7 @@ impl NativeEngine<'_> {
                 }
                 let (n, cin, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
                 let cout = y.shape[1];
-                let (rows, cols) = self.gemm_shape(i, node.inputs[1])?;
+                let (rows, cols) = self.gemm_shape(i, node.inputs[1], self.pixel_stride(node.outputs[0]) > 0)?;
                 let p = ConvParams {
                     x: self.address(node.inputs[0], key),
                     weight: self.address(node.inputs[1], key),
@@ -191,6 +244,8 @@ impl NativeEngine<'_> {
                     y_f32: (y.element == ElementType::F32) as i32,
                     residual_f32: 0,
                     transposed_stride: s as i32,
+                    x_pixel_stride: self.pixel_stride(node.inputs[0]),
+                    y_pixel_stride: self.pixel_stride(node.outputs[0]),
                     ..Default::default()
                 };
                 self.conv_steps(i, p, rows, cols, true, steps)?;
@@ -200,6 +255,7 @@ impl NativeEngine<'_> {
                 // The kernel steps through the input's rows and columns by
                 // their strides, so a size-1 dim must keep its dense stride.
                 let input = restride(restride(self.tensor(node.inputs[0], key), 2), 3);
+                let nhwc = self.pixel_stride(node.inputs[0]) > 0;
                 let p = PoolParams {
                     out,
                     input,
@@ -212,7 +268,7 @@ impl NativeEngine<'_> {
                 };
                 steps.push(Step {
                     node: i,
-                    kernel: Kernel::MaxPool,
+                    kernel: if nhwc { Kernel::MaxPoolNhwc } else { Kernel::MaxPool },
                     config: grid_stride(&self.gpu, out.elements() as u64),
                     params: Params::Pool(p),
                 });
@@ -264,6 +320,9 @@ impl NativeEngine<'_> {
             }
             Op::Reshape { .. } => {
                 let (x, y) = (node.inputs[0], node.outputs[0]);
+                if self.pixel_stride(x) > 0 || self.pixel_stride(y) > 0 {
+                    return Err(self.refuse(i, "a reshape of an NHWC value (the plan's layout rule keeps them NCHW)"));
+                }
                 let (xv, yv) = (&self.graph.values[x], &self.graph.values[y]);
                 if self.address(x, key) == self.address(y, key) && xv.element == yv.element {
                     return Ok(());
@@ -315,7 +374,11 @@ impl NativeEngine<'_> {
                         .broadcast_to(out.dims)
                         .ok_or_else(|| self.refuse(i, "operands do not broadcast"))
                 };
-                let (a, b) = (operand(node.inputs[0])?, operand(node.inputs[1])?);
+                let (mut a, mut b) = (operand(node.inputs[0])?, operand(node.inputs[1])?);
+                let mut out = out;
+                if let Some(perm) = memory_order(&out) {
+                    (out, a, b) = (permuted(out, perm), permuted(a, perm), permuted(b, perm));
+                }
                 let op = match op {
                     Op::Add => 0,
                     Op::Sub => 1,
@@ -384,11 +447,24 @@ impl NativeEngine<'_> {
         Ok(())
     }
 
-    /// The packed shape of a conv weight.
-    fn gemm_shape(&self, node: usize, weight: usize) -> Result<(usize, usize), EngineError> {
-        match self.graph.weights.iter().find(|w| w.value == weight).map(|w| w.format) {
-            Some(WeightFormat::F16Gemm { rows, cols }) => Ok((rows, cols)),
-            other => Err(self.refuse(node, format!("its weight is stored as {other:?}, not GEMM-packed FP16"))),
+    fn weight_format(&self, weight: usize) -> Option<WeightFormat> {
+        self.graph.weights.iter().find(|w| w.value == weight).map(|w| w.format)
+    }
+
+    /// The packed shape of a conv weight, which must be packed in the order
+    /// its kernel reads (`tap_major` for an NHWC input, or a transposed
+    /// conv's NHWC output).
+    fn gemm_shape(&self, node: usize, weight: usize, tap_major: bool) -> Result<(usize, usize), EngineError> {
+        match (self.weight_format(weight), tap_major) {
+            (Some(WeightFormat::F16Gemm { rows, cols }), false)
+            | (Some(WeightFormat::F16GemmTapMajor { rows, cols }), true) => Ok((rows, cols)),
+            (other, _) => Err(self.refuse(
+                node,
+                format!(
+                    "its weight is stored as {other:?}, not GEMM-packed FP16 {} (rebuild the plan)",
+                    if tap_major { "in tap-major order" } else { "in ONNX order" }
+                ),
+            )),
         }
     }
 
@@ -414,7 +490,16 @@ impl NativeEngine<'_> {
         let n_tiles = columns.div_ceil(CONV_TILE_N);
         let plane = (p.h as usize) * (p.w as usize);
         let aligned = p.x % 16 == 0 && p.x_batch_stride % 8 == 0;
-        p.vector_b = if pointwise && plane % 8 == 0 && aligned {
+        let nhwc_in = p.x_pixel_stride > 0;
+        if nhwc_in && !(aligned && p.cin % 8 == 0 && p.x_pixel_stride % 8 == 0) {
+            return Err(self.refuse(node, "an NHWC input needs 8-channel groups, 16-byte aligned"));
+        }
+        if p.y_pixel_stride > 0 && p.y_f32 != 0 {
+            return Err(self.refuse(node, "an NHWC output must be FP16"));
+        }
+        p.vector_b = if nhwc_in {
+            B_NHWC
+        } else if pointwise && plane % 8 == 0 && aligned {
             B_VECTOR
         } else if p.transposed_stride == 0 && (p.sw == 1 || p.sw == 2) && p.w % 8 == 0 && p.ow % 16 == 0 && aligned {
             // Output rows of whole 16-pixel groups: no group straddles two
@@ -439,6 +524,9 @@ impl NativeEngine<'_> {
         // how many chunks a thread keeps in registers across the mma.
         let rows2 = p.sw == 2;
         let kernel = match (tile_m, p.vector_b) {
+            (32, B_NHWC) => Kernel::ConvIgemm32Nhwc,
+            (64, B_NHWC) => Kernel::ConvIgemm64Nhwc,
+            (_, B_NHWC) => Kernel::ConvIgemm128Nhwc,
             (32, B_VECTOR) => Kernel::ConvIgemm32Vector,
             (32, B_ROWS) if rows2 => Kernel::ConvIgemm32Rows2,
             (32, B_ROWS) => Kernel::ConvIgemm32Rows,
@@ -468,8 +556,10 @@ impl NativeEngine<'_> {
         } else {
             1
         };
+        // The NHWC kernels' pipeline stages are dynamic shared memory.
+        let shared_mem_bytes = if nhwc_in { nhwc_shared_bytes(tile_m) as u32 } else { 0 };
         let mut config =
-            LaunchConfig { grid_dim: (n_tiles as u32, m_tiles as u32, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+            LaunchConfig { grid_dim: (n_tiles as u32, m_tiles as u32, 1), block_dim: (256, 1, 1), shared_mem_bytes };
         if splits > 1 {
             p.k_split = k_tiles.div_ceil(splits) as i32;
             p.splits = k_tiles.div_ceil(p.k_split as usize) as i32;
@@ -487,6 +577,15 @@ impl NativeEngine<'_> {
         }
         Ok(())
     }
+}
+
+/// `kNhwcStages` in engine_conv.cu.
+pub(super) const NHWC_STAGES: usize = 4;
+
+/// Dynamic shared memory of a `conv_igemm_{tile_m}_nhwc` launch: its stages
+/// of A (tile_m rows) and B (128 pixel rows), 32 K + 8 padding halves a row.
+pub(super) fn nhwc_shared_bytes(tile_m: usize) -> usize {
+    NHWC_STAGES * (tile_m + CONV_TILE_N) * 40 * 2
 }
 
 /// How many ways to split the K loop of a GEMM of `blocks` output tiles and
