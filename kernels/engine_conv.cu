@@ -709,35 +709,36 @@ __device__ __forceinline__ void conv_igemm(const ConvParams& p) {
 // a static array may take).
 extern __shared__ uint4 conv_nhwc_smem[];
 
-// Stages of the NHWC kernels' cp.async pipeline: deep enough that a tile's
-// loads are issued three tiles of mma ahead of their use.
-constexpr int kNhwcStages = 4;
-
-template <int BM>
+// Shared memory of an NHWC kernel: kStages of A (BM rows) and B (128 pixel
+// rows), kBK + 8 halves a row (the padding keeps ldmatrix conflict-free).
+template <int BM, int kBK, int kStages>
 __host__ __device__ constexpr int nhwc_smem_bytes() {
-    return kNhwcStages * (BM + kBlockN) * (kBlockK + kPadA) * 2;
+    return kStages * (BM + kBlockN) * (kBK + kPadA) * 2;
 }
 
 // Implicit GEMM over an NHWC input (`x_pixel_stride` > 0, channels a
 // multiple of 8, weights packed tap-major: K = (ky, kx, c)). Both operand
-// tiles are stored [rows][32 K + 8 pad] and loaded by 16-byte cp.async, a
+// tiles are stored [rows][kBK K + 8 pad] and loaded by 16-byte cp.async, a
 // chunk being 8 weights of a row or 8 channels of one input pixel (zero-
 // filled for padding and past K), so any kernel size, stride, dilation or
-// padding takes the same path, and tiles go kNhwcStages - 1 ahead of the
-// mma. Both fragments come from ldmatrix without transposing. The thread's
-// pixels (B tile rows tid / 4 + j * threads / 4) are fixed for the whole K
-// loop; its chunk's (ky, kx, c) advances 32 channels a tile.
-template <int BM, int kWarpsN>
+// padding takes the same path, and tiles go kStages - 1 ahead of the mma.
+// Both fragments come from ldmatrix without transposing. The thread's
+// pixels (B tile rows tid / chunks + j * threads / chunks) are fixed for the
+// whole K loop; its chunk's (ky, kx, c) advances kBK channels a tile. K
+// tiles (and `k_split`) count kBK columns; the last may run past the
+// weight's 32-column padding, which loads as zeros.
+template <int BM, int kBK, int kStages>
 __device__ __forceinline__ void conv_igemm_nhwc(const ConvParams& p) {
-    constexpr int kThreads = 64 * kWarpsN;
+    constexpr int kWarpsN = 4;
     constexpr int kWarpM = BM / 2;
     constexpr int kWarpN = kBlockN / kWarpsN;
     constexpr int kMT = kWarpM / 16;
     constexpr int kNT = kWarpN / 8;
-    // Pixel rows of the B tile per thread (each loads one 8-channel chunk of each).
-    constexpr int kPixelsPerThread = kBlockN * 4 / kThreads;
-    constexpr int kPixelStep = kThreads / 4;
-    constexpr int kStride = kBlockK + kPadA;
+    constexpr int kChunks = kBK / 8;  // 16-byte chunks per tile row
+    // Pixel rows of the B tile per thread (each loads one chunk of each).
+    constexpr int kPixelsPerThread = kBlockN * kChunks / kThreads;
+    constexpr int kPixelStep = kThreads / kChunks;
+    constexpr int kStride = kBK + kPadA;
     constexpr int kStageHalves = (BM + kBlockN) * kStride;
     __half* const stages = reinterpret_cast<__half*>(conv_nhwc_smem);
 
@@ -750,18 +751,18 @@ __device__ __forceinline__ void conv_igemm_nhwc(const ConvParams& p) {
     const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kBlockN;
     const int pixels = p.oh * p.ow;
     const int64_t n_total = static_cast<int64_t>(p.batch) * pixels;
-    const int k_tiles = p.k_pad / kBlockK;
+    const int k_tiles = (p.k_pad + kBK - 1) / kBK;
     const int kt_begin = p.k_split > 0 ? static_cast<int>(blockIdx.z) * p.k_split : 0;
     const int kt_end = p.k_split > 0 ? min(k_tiles, kt_begin + p.k_split) : k_tiles;
     const int tiles = kt_end - kt_begin;
 
-    const int kc = (tid & 3) * 8;  // this thread's chunk of a K tile
+    const int kc = (tid % kChunks) * 8;  // this thread's chunk of a K tile
     int64_t b_image[kPixelsPerThread];      // element offset of its pixels' images
     int b_iy0[kPixelsPerThread], b_ix0[kPixelsPerThread];  // input position of tap (0, 0)
     bool b_pixel[kPixelsPerThread];
 #pragma unroll
     for (int j = 0; j < kPixelsPerThread; ++j) {
-        const int64_t gn = n0 + (tid >> 2) + kPixelStep * j;
+        const int64_t gn = n0 + tid / kChunks + kPixelStep * j;
         b_pixel[j] = gn < n_total;
         const int img = b_pixel[j] ? static_cast<int>(gn / pixels) : 0;
         const int pix = b_pixel[j] ? static_cast<int>(gn - static_cast<int64_t>(img) * pixels) : 0;
@@ -772,7 +773,7 @@ __device__ __forceinline__ void conv_igemm_nhwc(const ConvParams& p) {
         b_ix0[j] = ox * p.sw - p.pad_l;
     }
     // (ky, kx, c) of the chunk of the next tile to load.
-    int next_k = kt_begin * kBlockK + kc;
+    int next_k = kt_begin * kBK + kc;
     int k_c, k_ky, k_kx;
     {
         const int tap = next_k / p.cin;
@@ -785,10 +786,12 @@ __device__ __forceinline__ void conv_igemm_nhwc(const ConvParams& p) {
         __half* tile_a = stages + stage * kStageHalves;
         __half* tile_b = tile_a + BM * kStride;
         const int k0 = next_k - kc;  // the tile's first column
-        for (int i = tid; i < BM * 4; i += kThreads) {
-            const int r = i >> 2;
-            const int cv = (i & 3) * 8;
-            cp_async_16(tile_a + r * kStride + cv, p.weight + static_cast<int64_t>(m0 + r) * p.k_pad + k0 + cv, 16);
+        for (int i = tid; i < BM * kChunks; i += kThreads) {
+            const int r = i / kChunks;
+            const int cv = (i % kChunks) * 8;
+            const bool ok = kBK == kBlockK || k0 + cv < p.k_pad;
+            cp_async_16(tile_a + r * kStride + cv,
+                        ok ? p.weight + static_cast<int64_t>(m0 + r) * p.k_pad + k0 + cv : p.weight, ok ? 16 : 0);
         }
         const bool k_ok = next_k < p.k_total;
         const int dy = k_ky * p.dh;
@@ -801,10 +804,10 @@ __device__ __forceinline__ void conv_igemm_nhwc(const ConvParams& p) {
                             static_cast<unsigned>(ix) < static_cast<unsigned>(p.w);
             const __half* src =
                 ok ? p.x + b_image[j] + (static_cast<int64_t>(iy) * p.w + ix) * p.x_pixel_stride + k_c : p.x;
-            cp_async_16(tile_b + ((tid >> 2) + kPixelStep * j) * kStride + kc, src, ok ? 16 : 0);
+            cp_async_16(tile_b + (tid / kChunks + kPixelStep * j) * kStride + kc, src, ok ? 16 : 0);
         }
-        next_k += kBlockK;
-        k_c += kBlockK;
+        next_k += kBK;
+        k_c += kBK;
         while (k_c >= p.cin) {
             k_c -= p.cin;
             if (++k_kx == p.kw) {
@@ -823,22 +826,22 @@ __device__ __forceinline__ void conv_igemm_nhwc(const ConvParams& p) {
             for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.0f;
 
     // One commit group per tile (empty past the end), so that waiting for
-    // all but kNhwcStages - 2 groups means tile t has landed.
+    // all but kStages - 2 groups means tile t has landed.
 #pragma unroll
-    for (int st = 0; st < kNhwcStages - 1; ++st) {
+    for (int st = 0; st < kStages - 1; ++st) {
         if (st < tiles) load_stage(st);
         cp_async_commit();
     }
     for (int t = 0; t < tiles; ++t) {
-        cp_async_wait<kNhwcStages - 2>();
+        cp_async_wait<kStages - 2>();
         // Every warp is past tile t - 1, whose stage the next load reuses.
         __syncthreads();
-        if (t + kNhwcStages - 1 < tiles) load_stage((t + kNhwcStages - 1) % kNhwcStages);
+        if (t + kStages - 1 < tiles) load_stage((t + kStages - 1) % kStages);
         cp_async_commit();
-        const __half* tile_a = stages + (t % kNhwcStages) * kStageHalves;
+        const __half* tile_a = stages + (t % kStages) * kStageHalves;
         const __half* tile_b = tile_a + BM * kStride;
 #pragma unroll
-        for (int kk = 0; kk < kBlockK; kk += 16) {
+        for (int kk = 0; kk < kBK; kk += 16) {
             uint32_t a[kMT][4];
             uint32_t b[kNT][2];
 #pragma unroll
@@ -865,7 +868,7 @@ __device__ __forceinline__ void conv_igemm_nhwc(const ConvParams& p) {
     }
     cp_async_wait_all();
     __syncthreads();
-    conv_epilogue<BM, nhwc_smem_bytes<BM>(), kWarpsN>(p, acc, reinterpret_cast<unsigned char*>(conv_nhwc_smem), m0, n0);
+    conv_epilogue<BM, nhwc_smem_bytes<BM, kBK, kStages>()>(p, acc, reinterpret_cast<unsigned char*>(conv_nhwc_smem), m0, n0);
 }
 
 // Mirrors `engine::native::conv::DepthwiseParams`.
@@ -905,11 +908,17 @@ struct DepthwiseParams {
         conv_igemm<BM, kRows2>(p);                                                                         \
     }                                                                                                      \
     VRSEG_KERNEL void __launch_bounds__(kThreads, BLOCKS) conv_igemm_##BM##_nhwc(ConvParams p) {         \
-        conv_igemm_nhwc<BM, 4>(p);                                                                         \
+        conv_igemm_nhwc<BM, 32, 4>(p);                                                                     \
     }
 VRSEG_CONV_IGEMM(128, 2)
 VRSEG_CONV_IGEMM(64, 3)
 VRSEG_CONV_IGEMM(32, 4)
+
+// 64-deep K tiles (3 stages, 110 KB: sm_90's shared memory, not the RTX
+// cards' 99 KB a block): half the barriers and address arithmetic per mma.
+VRSEG_KERNEL void __launch_bounds__(kThreads, 2) conv_igemm_128_nhwc_k64(ConvParams p) {
+    conv_igemm_nhwc<128, 64, 3>(p);
+}
 
 
 VRSEG_KERNEL void conv_splitk_reduce(ConvParams p) {

@@ -19,6 +19,9 @@ pub struct DeviceProperties {
     pub total_memory_bytes: usize,
     pub multiprocessors: i32,
     pub l2_cache_bytes: i32,
+    /// Shared memory one block may opt into (99 KiB on sm_86/sm_89, 227 KiB
+    /// on sm_90): which kernel variants fit.
+    pub shared_memory_per_block_optin: i32,
     pub pci_bus_id: String,
     /// The CUDA version the driver serves, e.g. (13, 0).
     pub driver_cuda_version: (i32, i32),
@@ -121,6 +124,7 @@ impl Gpu {
             total_memory_bytes: ctx.total_mem().check("cuDeviceTotalMem")?,
             multiprocessors: attr(CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?,
             l2_cache_bytes: attr(CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)?,
+            shared_memory_per_block_optin: attr(CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)?,
             pci_bus_id: pci_bus_id(ctx.cu_device())?,
             driver_cuda_version,
             driver_version: nvidia_driver_release(),

@@ -520,12 +520,17 @@ impl NativeEngine<'_> {
         if tile_m == 128 && n_tiles * m.div_ceil(128) < 2 * sms {
             tile_m = 64;
         }
+        // 128-row NHWC tiles take 64-deep K steps where the GPU's shared
+        // memory holds their 3 stages (sm_90; not the RTX cards' 99 KiB).
+        let optin = self.gpu.properties().shared_memory_per_block_optin.max(0) as usize;
+        let deep_k = nhwc_in && tile_m == 128 && optin >= nhwc_shared_bytes(128, 64, 3);
         // Row-segment kernels come per stride along x (1 or 2), which fixes
         // how many chunks a thread keeps in registers across the mma.
         let rows2 = p.sw == 2;
         let kernel = match (tile_m, p.vector_b) {
             (32, B_NHWC) => Kernel::ConvIgemm32Nhwc,
             (64, B_NHWC) => Kernel::ConvIgemm64Nhwc,
+            (_, B_NHWC) if deep_k => Kernel::ConvIgemm128NhwcK64,
             (_, B_NHWC) => Kernel::ConvIgemm128Nhwc,
             (32, B_VECTOR) => Kernel::ConvIgemm32Vector,
             (32, B_ROWS) if rows2 => Kernel::ConvIgemm32Rows2,
@@ -544,7 +549,8 @@ impl NativeEngine<'_> {
         if n_tiles > i32::MAX as usize || m_tiles > 65_535 {
             return Err(self.refuse(node, format!("a {m}x{columns} GEMM is beyond one launch's grid")));
         }
-        let k_tiles = cols / 32;
+        let k_depth = if deep_k { 64 } else { 32 };
+        let k_tiles = cols.div_ceil(k_depth);
         // Blocks of this tile height one SM holds (the kernels' launch bounds).
         let per_sm = match tile_m {
             32 => 4,
@@ -557,7 +563,11 @@ impl NativeEngine<'_> {
             1
         };
         // The NHWC kernels' pipeline stages are dynamic shared memory.
-        let shared_mem_bytes = if nhwc_in { nhwc_shared_bytes(tile_m) as u32 } else { 0 };
+        let shared_mem_bytes = match (nhwc_in, deep_k) {
+            (true, true) => nhwc_shared_bytes(128, 64, 3) as u32,
+            (true, false) => nhwc_shared_bytes(tile_m, 32, NHWC_STAGES) as u32,
+            _ => 0,
+        };
         let mut config =
             LaunchConfig { grid_dim: (n_tiles as u32, m_tiles as u32, 1), block_dim: (256, 1, 1), shared_mem_bytes };
         if splits > 1 {
@@ -582,10 +592,11 @@ impl NativeEngine<'_> {
 /// `kNhwcStages` in engine_conv.cu.
 pub(super) const NHWC_STAGES: usize = 4;
 
-/// Dynamic shared memory of a `conv_igemm_{tile_m}_nhwc` launch: its stages
-/// of A (tile_m rows) and B (128 pixel rows), 32 K + 8 padding halves a row.
-pub(super) fn nhwc_shared_bytes(tile_m: usize) -> usize {
-    NHWC_STAGES * (tile_m + CONV_TILE_N) * 40 * 2
+/// Dynamic shared memory of an NHWC conv launch (`nhwc_smem_bytes` in
+/// engine_conv.cu): `stages` of A (tile_m rows) and B (128 pixel rows),
+/// `k_depth` + 8 padding halves a row.
+pub(super) fn nhwc_shared_bytes(tile_m: usize, k_depth: usize, stages: usize) -> usize {
+    stages * (tile_m + CONV_TILE_N) * (k_depth + 8) * 2
 }
 
 /// How many ways to split the K loop of a GEMM of `blocks` output tiles and
