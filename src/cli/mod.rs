@@ -122,7 +122,8 @@ pub enum BenchCommand {
         #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
         decoders: u32,
         /// Frames that may wait in the parallel decoder's reorder window
-        /// (default: half a chunk plus 4 per session, within a quarter of the GPU's memory).
+        /// (default: a whole chunk for each session but one, plus 4 per session,
+        /// within a quarter of the GPU's memory).
         #[arg(long, value_name = "FRAMES", value_parser = clap::value_parser!(u32).range(1..=100000))]
         window: Option<u32>,
         #[arg(long, default_value_t = 0)]

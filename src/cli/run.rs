@@ -94,6 +94,11 @@ pub struct RunArgs {
     /// (default: one per NVDEC engine of the GPU; 1: a single session).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
     pub decoders: Option<u32>,
+    /// Frames the parallel decoder's reorder window may hold (default: enough
+    /// for every session to keep decoding, within a quarter of the GPU's
+    /// memory). For measurements.
+    #[arg(long, value_name = "FRAMES", hide = true, value_parser = clap::value_parser!(u32).range(1..))]
+    pub decode_window: Option<u32>,
 }
 
 fn parse_rgb(text: &str) -> Result<[u8; 3], String> {
@@ -173,6 +178,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<exit::Code> {
         detections: args.detections.clone(),
         frames_ahead: 8,
         decoders: args.decoders.map(|n| n as usize),
+        decode_window: args.decode_window.map(|n| n as usize),
         key_colour: args.key_colour,
     };
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.

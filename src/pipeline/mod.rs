@@ -10,7 +10,10 @@
 //!   default all of them) the decode thread instead runs one session per
 //!   engine on chunks of the file between keyframes
 //!   ([`crate::video::parallel`]) and hands their frames on in presentation
-//!   order; the ring grows by the reorder window, `--stats` reports both.
+//!   order; the ring grows by the reorder window, `--stats` reports both,
+//!   and when each session was ready, gave its first frame, finished and
+//!   was torn down (`decode_parallel`), beside the set-up steps and the
+//!   run's timeline (`phases`).
 //! - The calling thread is the GPU worker. It gathers a batch of frames,
 //!   enqueues letterbox (both eyes of every frame in one launch), gives the
 //!   slots back (reusable once the letterbox has read them, on the GPU), the
@@ -132,6 +135,9 @@ pub struct RunOptions {
     /// NVDEC sessions decoding the input in parallel (src/video/parallel.rs);
     /// `None`: one per NVDEC engine; 1: the plain single-session path.
     pub decoders: Option<usize>,
+    /// Places in the parallel decoder's reorder window; `None`: its default
+    /// ([`parallel::default_window`] within a quarter of the GPU's memory).
+    pub decode_window: Option<usize>,
     /// `--output green`'s key colour, 8-bit R'G'B' (converted to the
     /// output's matrix and range); `None`: pure green.
     pub key_colour: Option<[u8; 3]>,
@@ -203,6 +209,39 @@ pub struct RunStats {
     pub decode_discarded: u64,
     /// Frames no decoder session displayed (damaged stream): skipped.
     pub decode_missing_frames: Vec<u64>,
+    /// Where the run's time went before, around and after the frame loop.
+    pub phases: RunPhases,
+    /// The parallel decoder's own report (per-session timing, waits), when `decoders > 1`.
+    pub decode_parallel: Option<parallel::NvdecParallelReport>,
+}
+
+/// Set-up steps (durations) and the run's timeline (instants), in seconds;
+/// instants are counted from the start of the run, the clock of `wall_s`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct RunPhases {
+    /// Opening the GPU (the CUDA context, the kernels' registry).
+    pub gpu_open_s: f64,
+    /// Opening the engine file, the input (demux index), choosing the
+    /// layout and planning the decode (NVDEC caps, chunks).
+    pub inputs_open_s: f64,
+    /// Reserving the VRAM pool.
+    pub pool_reserve_s: f64,
+    /// Loading the engine (weights upload; TensorRT: loaded in `inputs_open_s`).
+    pub engine_load_s: f64,
+    /// The engine's first forward: its CUDA graph captured, waited for.
+    pub graph_capture_s: f64,
+    /// Opening the sink (output file, encoder), the detections file and the timing events.
+    pub sink_open_s: f64,
+    /// The decode thread started (it creates the NVDEC session(s)).
+    pub decode_start_at_s: f64,
+    /// The GPU worker got its first frame.
+    pub first_frame_at_s: f64,
+    /// The first batch was done on the GPU (the start of `steady_fps`'s clock).
+    pub first_batch_at_s: f64,
+    /// The decode thread handed on its last frame and ended.
+    pub decode_end_at_s: f64,
+    /// The worker enqueued its last batch.
+    pub last_batch_at_s: f64,
 }
 
 /// Set by the Ctrl-C handler: stop decoding, drain, finish a partial output.
@@ -330,6 +369,15 @@ fn tensorrt_load_error(e: TensorRtError, asked_frames: Option<usize>, eyes: usiz
 /// Runs the pipeline; `progress` is called after every batch with (frames done, frames expected).
 pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<RunStats, PipelineError> {
     let started = Instant::now();
+    let mut phases = RunPhases::default();
+    let mut step = Instant::now();
+    // The seconds since the last call (a set-up step's duration).
+    let mut lap = move || {
+        let now = Instant::now();
+        let secs = (now - step).as_secs_f64();
+        step = now;
+        secs
+    };
     if options.batch == Some(0) {
         return Err(PipelineError::Setup { what: "--batch is a number of frames, at least 1".into() });
     }
@@ -342,6 +390,7 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
         tensorrt::load_library(&options.tensorrt_search)?;
     }
     let gpu = Gpu::open(options.gpu)?;
+    phases.gpu_open_s = lap();
     let plan = match kind {
         EngineKind::Native => Some(Plan::open(&options.engine)?),
         EngineKind::TensorRt => None,
@@ -381,9 +430,13 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
 
     let probe_decoder_layout = FrameLayout::new(info.width, info.height, info.bit_depth);
     let start_pts = options.start_s.map(|s| (s * f64::from(info.timescale)).round() as i64);
+    let decode_options = parallel::ParallelOptions {
+        window: options.decode_window,
+        ..parallel::ParallelOptions::sessions(options.decoders)
+    };
     let decode_setup = parallel::setup(
         &demuxer,
-        &parallel::ParallelOptions::sessions(options.decoders),
+        &decode_options,
         parallel::nvdec_engines(&gpu, &info)?,
         (start_pts, options.frames),
         probe_decoder_layout.slot_bytes(),
@@ -427,10 +480,12 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
     // Same geometry as the mattes: NV12 at `matte_pitch`, chroma after the luma.
     let composed_id =
         composing.then(|| pool_plan.buffer("composed frames (NV12, one batch)", batch_frames * matte_frame));
+    phases.inputs_open_s = lap();
     let pool = {
         let _range = nvtx::range(Stage::PoolReserve);
         VramPool::reserve(&gpu, &pool_plan)?
     };
+    phases.pool_reserve_s = lap();
     let compute = gpu.new_stream()?;
     // Declared after the pool, so dropped before it on every path: nothing
     // the engine enqueued may outlive the buffers it was given.
@@ -441,6 +496,7 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
         (OpenedEngine::TensorRt(backend), _) => Box::new(backend),
         (OpenedEngine::Native(_), None) => unreachable!("a plan's buffers are planned above"),
     };
+    phases.engine_load_s = lap();
     if let Some(id) = workspace_id {
         // SAFETY: the pool outlives the engine (declared before it), and the
         // workspace buffer is handed to nothing else.
@@ -498,8 +554,10 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
     // captured here (a capture must not race NVDEC's own driver calls, and it
     // is set-up work), and the conversions' kernels load. (The input holds
     // whatever the pool held; these outputs are overwritten.)
+    let _ = lap(); // buffers bound, compose colours: nothing to speak of
     binding.enqueue_all(engine.as_mut(), &gpu, &compute)?;
     compute.synchronize().check("cuStreamSynchronize")?;
+    phases.graph_capture_s = lap();
     let mut sink = Sink::open(options, &info, layout, &demuxer, &gpu)?;
     if sink.wants_nv12() {
         for f in 0..batch_frames {
@@ -562,7 +620,10 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
     let stop = AtomicBool::new(false);
     let stopped = || stop.load(Ordering::Relaxed) || INTERRUPTED.load(Ordering::Relaxed);
     let mut first_batch_done: Option<(u64, Instant)> = None;
+    let mut first_frame_at: Option<Instant> = None;
     let (tx, rx) = sync_channel::<DecodeMsg>(ring_slots);
+    phases.sink_open_s = lap();
+    let since_start = |at: Instant| at.saturating_duration_since(started).as_secs_f64();
     let worker_result = std::thread::scope(|scope| -> Result<(), PipelineError> {
         let ring = &ring;
         let gpu = &gpu;
@@ -572,8 +633,8 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
         let decode_setup = &decode_setup;
         // (bitstream bytes, seconds, concealed, failed, NVDEC surface bytes, the parallel report)
         type DecodeOutcome = (u64, f64, Vec<u64>, Vec<u64>, u64, Option<parallel::NvdecParallelReport>);
+        let t0 = Instant::now();
         let decode_thread = scope.spawn(move || -> DecodeOutcome {
-            let t0 = Instant::now();
             let mut bytes = 0u64;
             let mut demuxer = demuxer;
             if decode_setup.decoders > 1 {
@@ -668,8 +729,10 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
                 progress,
                 expected,
                 first_batch_done: &mut first_batch_done,
+                first_frame_at: &mut first_frame_at,
             },
         );
+        let last_batch_at = Instant::now();
         // On a worker error, stop the decoder and drain the channel so it can finish.
         if result.is_err() {
             stop.store(true, Ordering::Relaxed);
@@ -677,6 +740,9 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
         }
         let (bytes, secs, concealed, failed, surfaces, report) =
             decode_thread.join().expect("the decode thread panicked");
+        phases.decode_start_at_s = since_start(t0);
+        phases.decode_end_at_s = phases.decode_start_at_s + secs;
+        phases.last_batch_at_s = since_start(last_batch_at);
         bitstream_bytes = bytes;
         stats.decode_surface_bytes = surfaces;
         decode_s = secs;
@@ -700,8 +766,12 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
     if let Some(report) = parallel_report {
         stats.decode_window_peak = report.sessions.window_peak;
         stats.decode_discarded = report.sessions.discarded;
-        stats.decode_missing_frames = report.sessions.missing;
+        stats.decode_missing_frames = report.sessions.missing.clone();
+        stats.decode_parallel = Some(report);
     }
+    phases.first_frame_at_s = first_frame_at.map_or(0.0, since_start);
+    phases.first_batch_at_s = first_batch_done.map_or(0.0, |(_, at)| since_start(at));
+    stats.phases = phases;
     let t = Instant::now();
     sink.finish(interrupted).map_err(PipelineError::Sink)?;
     if let Some(d) = detections_out {
@@ -752,6 +822,8 @@ struct WorkerState<'w, 'pool> {
     expected: u64,
     /// Frames and instant when the first batch left the sink (for steady_fps).
     first_batch_done: &'w mut Option<(u64, Instant)>,
+    /// When the first frame arrived.
+    first_frame_at: &'w mut Option<Instant>,
 }
 
 /// Reads finished batch timings out of the event sets.
@@ -785,7 +857,10 @@ fn worker(g: &GpuRefs, rx: &Receiver<DecodeMsg>, w: &mut WorkerState) -> Result<
         batch.clear();
         while batch.len() < w.batch_frames {
             match rx.recv() {
-                Ok(DecodeMsg::Frame(ready)) => batch.push(ready),
+                Ok(DecodeMsg::Frame(ready)) => {
+                    w.first_frame_at.get_or_insert_with(Instant::now);
+                    batch.push(ready);
+                }
                 Ok(DecodeMsg::Failed(e)) => return Err(e),
                 Err(_) => {
                     done = true;

@@ -52,19 +52,37 @@
 //! leading pictures cross a boundary, so the window never deadlocks when it
 //! is larger than that crossing ([`ChunkPlan::min_window`]).
 //!
-//! How large `W` must be for the sessions to overlap: while the consumer
-//! drains one chunk, the sessions working on the next K − 1 chunks keep
-//! decoding only as far as the window lets them. In a steady, staggered
-//! state they hold about (K − 1)·G/2 frames between them for chunks of G
-//! frames (Little's law), so [`default_window`] gives each session ⌈G/2⌉ + 4
-//! places, capped by a VRAM budget. A smaller window stays correct and
-//! bounded; the sessions then stall more, down to the single-session rate.
+//! How large `W` must be for the sessions to overlap: the window bounds the
+//! *span* of ranks ahead of the consumer, not only how many frames wait. A
+//! session may decode a frame only once the frame's rank lies within `W` of
+//! the consumer's next rank, so the session working on chunk c + K − 1 while
+//! the consumer still waits for chunk c needs a span of about K·G ranks for
+//! chunks of G frames, and at the start all K sessions decode at once while
+//! the consumer waits for the whole first chunk, whose session runs at one
+//! engine's rate: the other K − 1 chunks then wait complete, (K − 1)·G
+//! frames. [`default_window`] gives that, (K − 1)·G + 4·K places, capped by a
+//! VRAM budget. With ⌈G/2⌉ + 4 places per session (this module's first
+//! default, from the mean number of frames the staggered sessions hold)
+//! the sessions of the last chunks in the span stalled: 7 sessions on the
+//! H100 reached 390 frames/s where the engines decode about 470. A smaller
+//! window stays correct and bounded; the sessions then stall more, down to
+//! the single-session rate.
+//!
+//! Sessions are created on their own threads, all at once, and take chunks
+//! in order as they come free; a session with no chunk left is torn down at
+//! once on its own thread while the others still decode. NVDEC's set-up and
+//! teardown are slow and partly serialised by the driver: on the H100
+//! (driver 580), with 7 sessions starting together, `cuvidCreateDecoder`
+//! took 0.15-0.52 s each, and tearing the 7 down one after the other after
+//! the last frame took 0.42 s. The report says when each session was ready,
+//! gave its first frame, finished and was torn down, and how long it waited
+//! for room in the window ([`SessionTiming`], [`NvdecSessionTiming`]).
 
 use std::cell::RefCell;
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cudarc::driver::CudaStream;
 
@@ -311,12 +329,15 @@ pub fn skips_leading_pictures(codec: VideoCodec) -> bool {
     codec == VideoCodec::Hevc
 }
 
-/// The default window for `sessions` sessions: ⌈G/2⌉ + 4 places per session
-/// for chunks of at most G frames (see the module documentation), at least
-/// the plan's deadlock-free minimum, at most `budget_frames`.
+/// The default window for `sessions` sessions: (K − 1)·G + 4·K places for
+/// chunks of at most G frames, so that no session waits for room while the
+/// consumer waits for the chunk in front of it (see the module
+/// documentation); at least the plan's deadlock-free minimum, at most
+/// `budget_frames`.
 pub fn default_window(plan: &ChunkPlan, sessions: usize, budget_frames: usize) -> usize {
-    let per_session = plan.max_chunk_frames.div_ceil(2) + WINDOW_SLACK_PER_SESSION;
-    (sessions.max(1) * per_session).min(budget_frames).max(plan.min_window)
+    let sessions = sessions.max(1);
+    let span = (sessions - 1) * plan.max_chunk_frames + sessions * WINDOW_SLACK_PER_SESSION;
+    span.min(budget_frames).max(plan.min_window)
 }
 
 // ---------------------------------------------------------------------------
@@ -561,6 +582,38 @@ pub struct ParallelReport {
     pub failed: Vec<u64>,
     /// Ranks no session displayed (a damaged stream): skipped, not delivered.
     pub missing: Vec<u64>,
+    /// Seconds from the start of the decode until the consumer got its first
+    /// frame, and its last.
+    pub first_frame_at_s: f64,
+    pub last_frame_at_s: f64,
+    /// Seconds the consumer waited for the next frame in order (the decode
+    /// was behind), and spent handing frames on (its `consume`: a full
+    /// channel there means the GPU work was behind).
+    pub consumer_wait_s: f64,
+    pub consume_s: f64,
+    /// Per session, in the order they were started.
+    pub session_timing: Vec<SessionTiming>,
+}
+
+/// What one session did when, in seconds from the start of the decode.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SessionTiming {
+    /// The session existed (created on its own thread, beside the others).
+    pub ready_at_s: f64,
+    /// How long its creation took.
+    pub create_s: f64,
+    /// It put its first frame into the window (None: it delivered none).
+    pub first_frame_at_s: Option<f64>,
+    /// It finished its last chunk.
+    pub done_at_s: f64,
+    /// It was retired (torn down, on its own thread) after its last chunk.
+    pub retired_at_s: f64,
+    pub chunks: usize,
+    /// Frames it put into the window.
+    pub frames: u64,
+    /// Time it waited for a place in the window (the consumer was more than
+    /// the window behind this session's frame).
+    pub window_wait_s: f64,
 }
 
 /// Per-session, per-chunk bookkeeping behind [`ChunkOutput`].
@@ -577,6 +630,9 @@ struct SessionOutput<'a, F> {
     failed: Vec<u64>,
     missing: Vec<u64>,
     delivered: u64,
+    /// This chunk's share of the session's timing.
+    first_frame_at: Option<Instant>,
+    window_wait: Duration,
 }
 
 impl<F> SessionOutput<'_, F> {
@@ -627,7 +683,14 @@ impl<F> ChunkOutput<F> for SessionOutput<'_, F> {
             self.window.mark_missing(r);
             self.missing.push(r);
         }
-        if (self.should_stop)() || !self.window.admit(rank) {
+        if (self.should_stop)() {
+            self.discarded += 1;
+            return Ok(None);
+        }
+        let asked = Instant::now();
+        let admitted = self.window.admit(rank);
+        self.window_wait += asked.elapsed();
+        if !admitted {
             self.discarded += 1;
             return Ok(None);
         }
@@ -642,6 +705,7 @@ impl<F> ChunkOutput<F> for SessionOutput<'_, F> {
         }
         if self.window.put(rank, frame).is_ok() {
             self.delivered += 1;
+            self.first_frame_at.get_or_insert_with(Instant::now);
         } else {
             self.discarded += 1;
         }
@@ -667,6 +731,12 @@ struct SessionTotals {
     concealed: Vec<u64>,
     failed: Vec<u64>,
     missing: Vec<u64>,
+    timing: SessionTiming,
+}
+
+/// Seconds from `origin` to `at`.
+fn seconds_since(origin: Instant, at: Instant) -> f64 {
+    at.saturating_duration_since(origin).as_secs_f64()
 }
 
 /// Decodes the plan's chunks on `sessions` (one thread each; chunks taken in
@@ -687,11 +757,40 @@ pub fn run_chunks<D>(
 where
     D: ChunkDecoder + Send,
 {
+    let count = sessions.len();
+    let made: Mutex<Vec<Option<D>>> = Mutex::new(sessions.into_iter().map(Some).collect());
+    let take = |i: usize| -> Result<D, ParallelError> {
+        let mut made = made.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(made[i].take().expect("each session is taken once"))
+    };
+    run_chunks_with(plan, count, &take, &|session| session, window, label, should_stop, consume)
+}
+
+/// [`run_chunks`] on `count` sessions made by `make(i)`, each on its own
+/// thread, all at once: the first session ready takes the first chunk. A
+/// session that cannot be made fails the decode before its first frame.
+/// Once no chunk is left for a session, `retire` turns it into what is
+/// returned for it, on its thread, while the others may still decode.
+#[allow(clippy::too_many_arguments)]
+pub fn run_chunks_with<D, R>(
+    plan: &ChunkPlan,
+    count: usize,
+    make: &(dyn Fn(usize) -> Result<D, ParallelError> + Sync),
+    retire: &(dyn Fn(D) -> R + Sync),
+    window: usize,
+    label: &str,
+    should_stop: &(dyn Fn() -> bool + Sync),
+    consume: &mut dyn FnMut(u64, D::Frame) -> Result<(), ParallelError>,
+) -> Result<(ParallelReport, Vec<R>), ParallelError>
+where
+    D: ChunkDecoder + Send,
+    R: Send,
+{
+    let origin = Instant::now();
     let reorder: ReorderWindow<D::Frame, ParallelError> = ReorderWindow::new(plan.first, plan.end, window);
     let next_chunk = AtomicUsize::new(0);
-    let decoders = sessions.len();
     let mut report = ParallelReport {
-        decoders,
+        decoders: count,
         chunks: plan.chunks.len(),
         open_boundaries: plan.open_boundaries,
         window_slots: reorder.capacity(),
@@ -700,12 +799,24 @@ where
     let (consumed, sessions) = std::thread::scope(|scope| {
         let reorder = &reorder;
         let next_chunk = &next_chunk;
-        let handles: Vec<_> = sessions
-            .into_iter()
-            .map(|mut session| {
+        let handles: Vec<_> = (0..count)
+            .map(|i| {
                 scope.spawn(move || {
                     let _guard = StopOnPanic(reorder);
                     let mut totals = SessionTotals::default();
+                    let created = Instant::now();
+                    let mut session = match make(i) {
+                        Ok(session) => session,
+                        Err(e) => {
+                            // Nothing can be delivered in order without every session's chunks.
+                            reorder.fail(plan.first, e);
+                            return (None, totals);
+                        }
+                    };
+                    let ready = Instant::now();
+                    totals.timing.create_s = (ready - created).as_secs_f64();
+                    totals.timing.ready_at_s = seconds_since(origin, ready);
+                    let mut first_frame_at: Option<Instant> = None;
                     loop {
                         let chunk = next_chunk.fetch_add(1, Ordering::Relaxed);
                         let Some(spec) = plan.chunks.get(chunk) else { break };
@@ -724,6 +835,8 @@ where
                             failed: Vec::new(),
                             missing: Vec::new(),
                             delivered: 0,
+                            first_frame_at: None,
+                            window_wait: Duration::ZERO,
                         };
                         let result = session.decode_chunk(spec, &mut out);
                         match result {
@@ -735,17 +848,35 @@ where
                         totals.concealed.append(&mut out.concealed);
                         totals.failed.append(&mut out.failed);
                         totals.missing.append(&mut out.missing);
+                        totals.timing.chunks += 1;
+                        totals.timing.frames += out.delivered;
+                        totals.timing.window_wait_s += out.window_wait.as_secs_f64();
+                        first_frame_at = first_frame_at.or(out.first_frame_at);
                     }
-                    (session, totals)
+                    totals.timing.first_frame_at_s = first_frame_at.map(|at| seconds_since(origin, at));
+                    totals.timing.done_at_s = seconds_since(origin, Instant::now());
+                    let retired = retire(session);
+                    totals.timing.retired_at_s = seconds_since(origin, Instant::now());
+                    (Some(retired), totals)
                 })
             })
             .collect();
 
         let mut consumed: Result<u64, ParallelError> = Ok(0);
+        let (mut waited, mut consuming) = (Duration::ZERO, Duration::ZERO);
+        let (mut first_frame_at, mut last_frame_at) = (None, None);
         loop {
-            match reorder.pop(Duration::from_millis(50)) {
+            let asked = Instant::now();
+            let popped = reorder.pop(Duration::from_millis(50));
+            let got = Instant::now();
+            waited += got - asked;
+            match popped {
                 Popped::Frame(rank, frame) => {
-                    if let Err(e) = consume(rank, frame) {
+                    first_frame_at.get_or_insert(got);
+                    last_frame_at = Some(got);
+                    let result = consume(rank, frame);
+                    consuming += got.elapsed();
+                    if let Err(e) = result {
                         consumed = Err(e);
                         reorder.stop();
                         break;
@@ -767,16 +898,21 @@ where
                 }
             }
         }
+        report.consumer_wait_s = waited.as_secs_f64();
+        report.consume_s = consuming.as_secs_f64();
+        report.first_frame_at_s = first_frame_at.map_or(0.0, |at| seconds_since(origin, at));
+        report.last_frame_at_s = last_frame_at.map_or(0.0, |at| seconds_since(origin, at));
         // Sessions may be waiting for room that will not come now.
         reorder.stop();
-        let mut sessions = Vec::with_capacity(decoders);
+        let mut sessions = Vec::with_capacity(count);
         for handle in handles {
             let (session, totals) = handle.join().expect("a decode session panicked");
             report.discarded += totals.discarded;
             report.concealed.extend(totals.concealed);
             report.failed.extend(totals.failed);
             report.missing.extend(totals.missing);
-            sessions.push(session);
+            report.session_timing.push(totals.timing);
+            sessions.extend(session);
         }
         (consumed, sessions)
     });
@@ -812,6 +948,23 @@ pub struct NvdecSession<'ring, 'pool> {
     pub bytes: u64,
     /// NVDEC's surfaces for this session, estimated (see [`NvDecoder::surface_bytes_estimate`]).
     pub surface_bytes: u64,
+    /// Where its time went (seconds).
+    pub timing: NvdecSessionTiming,
+}
+
+/// Where one NVDEC session's time went, in seconds (beside [`SessionTiming`]).
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct NvdecSessionTiming {
+    /// `cuvidCreateDecoder` (the decoder and its surfaces, made at the first sequence header).
+    pub decoder_create_s: f64,
+    /// Waiting for a free frame slot (every slot held by the window or the consumer).
+    pub slot_wait_s: f64,
+    /// Copying pictures out of NVDEC's surfaces into slots, and waiting for the copy.
+    pub copy_s: f64,
+    /// Reading samples from the file.
+    pub demux_s: f64,
+    /// Tearing the session down (decoder, parser, stream) once it had no chunk left.
+    pub teardown_s: f64,
 }
 
 impl<'ring, 'pool> NvdecSession<'ring, 'pool> {
@@ -835,6 +988,7 @@ impl<'ring, 'pool> NvdecSession<'ring, 'pool> {
             started: false,
             bytes: 0,
             surface_bytes: 0,
+            timing: NvdecSessionTiming::default(),
         })
     }
 }
@@ -855,6 +1009,7 @@ impl<'ring, 'pool> ChunkDecoder for NvdecSession<'ring, 'pool> {
         // NVDEC's callback type; they wait here and win over the NvdecError
         // that carried them out.
         let failure: RefCell<Option<ParallelError>> = RefCell::new(None);
+        let (slot_wait, copying) = (std::cell::Cell::new(Duration::ZERO), std::cell::Cell::new(Duration::ZERO));
         let mut deliver = |picture: &MappedPicture| -> Result<(), NvdecError> {
             let _range = nvtx::range(Stage::Decode);
             let admitted = out.borrow_mut().admit(picture.pts);
@@ -871,8 +1026,12 @@ impl<'ring, 'pool> ChunkDecoder for NvdecSession<'ring, 'pool> {
                 }
             };
             picture.expect_layout(&layout, label)?;
+            let asked = Instant::now();
             let slot = ring.acquire(&stream)?;
+            let got = Instant::now();
             picture.copy_to(&slot.view())?;
+            slot_wait.set(slot_wait.get() + (got - asked));
+            copying.set(copying.get() + got.elapsed());
             out.borrow_mut().keep(rank, SlotFrame { slot, pts: picture.pts, status: picture.status }, picture.status);
             Ok(())
         };
@@ -888,10 +1047,12 @@ impl<'ring, 'pool> ChunkDecoder for NvdecSession<'ring, 'pool> {
             if index == spec.skip.end && !spec.skip.is_empty() {
                 self.demuxer.seek_to_index(index);
             }
+            let read = Instant::now();
             let chunk = {
                 let _range = nvtx::range(Stage::Demux);
                 self.demuxer.next_chunk()
             };
+            self.timing.demux_s += read.elapsed().as_secs_f64();
             let chunk = match chunk {
                 Ok(Some(chunk)) => chunk,
                 Ok(None) => break,
@@ -910,6 +1071,9 @@ impl<'ring, 'pool> ChunkDecoder for NvdecSession<'ring, 'pool> {
             result = self.decoder.flush(&mut deliver).map_err(ParallelError::from);
         }
         self.surface_bytes = self.surface_bytes.max(self.decoder.surface_bytes_estimate());
+        self.timing.decoder_create_s = self.decoder.decoder_create_s();
+        self.timing.slot_wait_s += slot_wait.get().as_secs_f64();
+        self.timing.copy_s += copying.get().as_secs_f64();
         match failure.into_inner() {
             Some(e) => Err(e),
             None => result,
@@ -1033,6 +1197,8 @@ pub struct NvdecParallelReport {
     pub bitstream_bytes: u64,
     /// NVDEC surfaces of all sessions, estimated.
     pub surface_bytes: u64,
+    /// Per session (the order of `sessions.session_timing`).
+    pub nvdec_timing: Vec<NvdecSessionTiming>,
 }
 
 /// Decodes a planned file on `setup.decoders` NVDEC sessions into slots of
@@ -1048,13 +1214,24 @@ pub fn decode_into_ring<'ring, 'pool>(
 ) -> Result<NvdecParallelReport, ParallelError> {
     let plan = setup.plan.as_ref().ok_or(ParallelError::NoDecoders(setup.decoders))?;
     let label = demuxer.path().display().to_string();
-    let sessions = (0..setup.decoders)
-        .map(|_| NvdecSession::new(gpu, demuxer.try_clone()?, ring, &label))
-        .collect::<Result<Vec<_>, ParallelError>>()?;
-    let (sessions, used) = run_chunks(plan, sessions, setup.window, &label, should_stop, consume)?;
+    // Each session is made on its own thread, all at once.
+    let make = |_: usize| NvdecSession::new(gpu, demuxer.try_clone()?, ring, &label);
+    // A session out of chunks is torn down on its own thread at once (NVDEC's
+    // teardown takes tens of milliseconds a session), while the others still
+    // decode, rather than all of them after the last frame.
+    let retire = |session: NvdecSession| {
+        let (bytes, surface_bytes, mut timing) = (session.bytes, session.surface_bytes, session.timing);
+        let dropping = Instant::now();
+        drop(session);
+        timing.teardown_s = dropping.elapsed().as_secs_f64();
+        (bytes, surface_bytes, timing)
+    };
+    let (sessions, used) =
+        run_chunks_with(plan, setup.decoders, &make, &retire, setup.window, &label, should_stop, consume)?;
     Ok(NvdecParallelReport {
-        bitstream_bytes: used.iter().map(|s| s.bytes).sum(),
-        surface_bytes: used.iter().map(|s| s.surface_bytes).sum(),
+        bitstream_bytes: used.iter().map(|s| s.0).sum(),
+        surface_bytes: used.iter().map(|s| s.1).sum(),
+        nvdec_timing: used.iter().map(|s| s.2).collect(),
         sessions,
     })
 }
@@ -1554,13 +1731,13 @@ mod tests {
     }
 
     #[test]
-    fn the_default_window_scales_with_sessions_and_chunk_length_within_its_budget() {
+    fn the_default_window_spans_the_chunks_of_all_sessions_but_one_within_its_budget() {
         let stream = model_stream(7, 16, 3, true, true);
         let plan = plan_chunks(&timings(&stream), MIN_CHUNK_FRAMES, None, None, false).unwrap();
-        // Chunks deliver up to 16 frames: 8 + 4 places per session.
+        // Chunks deliver up to 16 frames: 16 places for each session but one, and 4 for each.
         assert_eq!(plan.max_chunk_frames, 16);
-        assert_eq!(default_window(&plan, 2, usize::MAX), 24);
-        assert_eq!(default_window(&plan, 7, usize::MAX), 84);
+        assert_eq!(default_window(&plan, 2, usize::MAX), 16 + 2 * 4);
+        assert_eq!(default_window(&plan, 7, usize::MAX), 6 * 16 + 7 * 4);
         assert_eq!(default_window(&plan, 7, 30), 30);
         assert_eq!(default_window(&plan, 7, 0), plan.min_window);
     }

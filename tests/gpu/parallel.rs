@@ -259,6 +259,7 @@ fn vrseg_run_gives_the_same_detections_on_one_and_all_sessions() {
             gpu: 0,
             detections: Some(detections.clone()),
             frames_ahead: 3,
+            decode_window: None,
             decoders,
             key_colour: None,
         };

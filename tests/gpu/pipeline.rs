@@ -68,6 +68,7 @@ fn options(clip: &str, engine: &Path, kind: OutputKind, output: Option<PathBuf>,
         gpu: 0,
         detections: Some(detections),
         frames_ahead: 3,
+        decode_window: None,
         decoders: None,
         key_colour: None,
     }

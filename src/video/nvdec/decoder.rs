@@ -139,6 +139,8 @@ struct ParserState {
     pictures_decoded: u64,
     /// Decode surfaces of the current decoder (0 before the first sequence header).
     surfaces: u32,
+    /// Seconds spent in `cuvidCreateDecoder` (for the parallel decoder's report).
+    decoder_create_s: f64,
     /// VRSEG_NVDEC_TRACE is set: report each decoded and displayed picture on stderr.
     trace: bool,
 }
@@ -287,9 +289,11 @@ impl ParserState {
         info.ulNumOutputSurfaces = 2;
         info.vidLock = self.ctx_lock;
         let mut decoder: CUvideodecoder = std::ptr::null_mut();
+        let creating = std::time::Instant::now();
         // SAFETY: `info` is fully initialised; the context is current (the
         // caller binds it before parsing); `decoder` is a valid out-pointer.
         let status = unsafe { (self.api.cuvidCreateDecoder)(&mut decoder, &mut info) };
+        self.decoder_create_s += creating.elapsed().as_secs_f64();
         if status != cudaError_enum::CUDA_SUCCESS {
             return Err(NvdecError::Call {
                 call: "cuvidCreateDecoder",
@@ -520,6 +524,7 @@ impl NvDecoder {
             error: None,
             pictures_decoded: 0,
             surfaces: 0,
+            decoder_create_s: 0.0,
             trace: std::env::var_os("VRSEG_NVDEC_TRACE").is_some(),
         });
         let parser = match create_parser(&mut state, info.codec, info.timescale) {
@@ -583,6 +588,11 @@ impl NvDecoder {
         let decode = u64::from(self.state.surfaces) * frame(u64::from(f.coded_width), u64::from(f.coded_height));
         let output = 2 * frame((r - l).max(0) as u64, (b - t).max(0) as u64);
         decode + output
+    }
+
+    /// Seconds spent creating NVDEC decoders (`cuvidCreateDecoder`) so far.
+    pub fn decoder_create_s(&self) -> f64 {
+        self.state.decoder_create_s
     }
 
     /// The layout every frame will have: plan pool slots from it.
