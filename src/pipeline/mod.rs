@@ -659,7 +659,7 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
                 return (bytes, t0.elapsed().as_secs_f64(), concealed, failed, surfaces, Some(report));
             }
             let outcome = (|| -> Result<(Vec<u64>, Vec<u64>, u64), PipelineError> {
-                let stream = gpu.new_stream()?;
+                let stream = gpu.new_priority_stream()?;
                 let mut decoder = NvDecoder::new(gpu, stream.clone(), info, label)?;
                 let sent = std::cell::Cell::new(0u64);
                 let mut deliver = |picture: &crate::video::nvdec::MappedPicture| -> Result<(), NvdecError> {

@@ -124,7 +124,7 @@ pub fn decode_file(
     let label = path.display().to_string();
     let mut demuxer = Demuxer::open(path)?;
     let info = demuxer.info().clone();
-    let stream = gpu.new_stream()?;
+    let stream = gpu.new_priority_stream()?;
     let mut decoder = NvDecoder::new(gpu, stream.clone(), &info, &label)?;
     let layout = decoder.layout();
 

@@ -976,7 +976,7 @@ impl<'ring, 'pool> NvdecSession<'ring, 'pool> {
         label: &str,
     ) -> Result<NvdecSession<'ring, 'pool>, ParallelError> {
         let info = demuxer.info().clone();
-        let stream = gpu.new_stream()?;
+        let stream = gpu.new_priority_stream()?;
         let decoder = NvDecoder::new(gpu, stream.clone(), &info, label)?;
         Ok(NvdecSession {
             layout: decoder.layout(),
