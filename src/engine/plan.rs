@@ -26,7 +26,8 @@ pub const PLAN_MAGIC: [u8; 8] = *b"VRSEGPLN";
 /// Bumped whenever the header, the graph JSON or a weight layout changes
 /// meaning; a plan of another version is refused, not guessed at.
 /// Version 2: per-value element types, byte placements, GEMM-packed
-/// convolution weights.
+/// convolution weights. Version 3: per-value layouts (NHWC between
+/// convolutions, with pixel strides) and tap-major weights for the NHWC kernels.
 pub const PLAN_VERSION: u32 = 3;
 pub const PLAN_HEADER_BYTES: usize = 256;
 pub const PLAN_ALIGN: usize = 256;

@@ -8,7 +8,7 @@ use super::kernels::*;
 use super::{EngineError, NativeEngine, Params, Step};
 use crate::engine::build::ir::{Activation, Op};
 use crate::engine::build::memory::{ElementType, Layout, Storage};
-use crate::engine::plan::WeightFormat;
+use crate::engine::plan::{PlanValue, WeightFormat};
 use crate::gpu::launch::grid_stride;
 use crate::gpu::Kernel;
 
@@ -59,6 +59,9 @@ impl NativeEngine<'_> {
 
     /// The launches of one forward, in plan order.
     pub(super) fn compile(&self, key: &[u64]) -> Result<Vec<Step>, EngineError> {
+        if let Some(what) = damaged_layout(&self.graph.values) {
+            return Err(EngineError::Binding { plan: self.path.clone(), what });
+        }
         let mut steps = Vec::new();
         for (i, node) in self.graph.nodes.iter().enumerate() {
             self.compile_node(i, &node.op, key, &mut steps)?;
@@ -589,6 +592,27 @@ impl NativeEngine<'_> {
     }
 }
 
+/// What `memory::layouts` guarantees and the NHWC kernels rely on (4-D FP16
+/// values of whole 8-channel groups, 16-byte aligned pixels): the first
+/// value of a plan that breaks it, said as a sentence (the plan is damaged).
+pub(super) fn damaged_layout(values: &[PlanValue]) -> Option<String> {
+    values.iter().find_map(|value| {
+        let Layout::Nhwc { pixel_stride } = value.placement.layout else { return None };
+        let fits = value.shape.len() == 4
+            && value.element == ElementType::F16
+            && value.shape[1] % 8 == 0
+            && pixel_stride % 8 == 0
+            && pixel_stride >= value.shape[1];
+        (!fits).then(|| {
+            format!(
+                "value {:?} {:?} ({}) is stored NHWC with pixel stride {pixel_stride}, which the plan builder never \
+                 writes: the plan is damaged, rebuild it with `vrseg build-engine`",
+                value.name, value.shape, value.element
+            )
+        })
+    })
+}
+
 /// `kNhwcStages` in engine_conv.cu.
 pub(super) const NHWC_STAGES: usize = 4;
 
@@ -627,7 +651,34 @@ fn restride(mut t: TensorRef, d: usize) -> TensorRef {
 
 #[cfg(test)]
 mod tests {
-    use super::split_k;
+    use super::{damaged_layout, split_k};
+    use crate::engine::build::ir::DType;
+    use crate::engine::build::memory::{ElementType, Layout, Placement, Storage};
+    use crate::engine::plan::PlanValue;
+
+    #[test]
+    fn a_plan_claiming_nhwc_where_the_builder_never_would_is_damaged() {
+        let value = |shape: &[usize], element, layout| PlanValue {
+            name: "v".into(),
+            shape: shape.to_vec(),
+            dtype: DType::F32,
+            element,
+            placement: Placement { storage: Storage::Arena, root: 0, offset: 0, batch_stride: 0, layout },
+        };
+        let nhwc = |pixel_stride| Layout::Nhwc { pixel_stride };
+        let good = [value(&[2, 16, 5, 7], ElementType::F16, nhwc(48)), value(&[2, 3], ElementType::F32, Layout::Nchw)];
+        assert_eq!(damaged_layout(&good), None);
+        for bad in [
+            value(&[2, 16, 35], ElementType::F16, nhwc(16)),
+            value(&[2, 16, 5, 7], ElementType::F32, nhwc(16)),
+            value(&[2, 12, 5, 7], ElementType::F16, nhwc(16)),
+            value(&[2, 16, 5, 7], ElementType::F16, nhwc(20)),
+            value(&[2, 16, 5, 7], ElementType::F16, nhwc(8)),
+        ] {
+            let said = damaged_layout(std::slice::from_ref(&bad)).expect("refused");
+            assert!(said.contains("damaged") && said.contains("vrseg build-engine"), "{said}");
+        }
+    }
 
     #[test]
     fn k_is_split_only_where_tiles_cannot_fill_the_gpu() {
