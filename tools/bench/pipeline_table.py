@@ -66,9 +66,11 @@ def main():
         print(f"{label:<48} {r['passes'][0]['frames']:>6} {r['median_fps']:>6.1f} {decode:>6.1f} {steady:>6} "
               f"{r['setup_s']:>6.2f} {g['letterbox']:>9.3f} {g['inference']:>9.3f} {g['postprocess']:>9.3f} "
               f"{r['detections_per_eye']:>7.1f}")
-    if vrseg:
-        r = vrseg[0]
-        print(f"vrseg: batch {r['batch_frames']} frames, VRAM pool {r['vram_pool_bytes'] / 2**30:.2f} GiB, "
+    # Each run's own pool: the parallel decoder's reorder window makes the
+    # all-sessions pool far larger than the one-session one.
+    for r in vrseg:
+        print(f"vrseg {r['engine'].split('/')[-1]}, {r.get('decoders', 1)} NVDEC: batch {r['batch_frames']} frames, "
+              f"VRAM pool {r['vram_pool_bytes'] / 2**30:.2f} GiB, "
               f"{r['bitstream_bytes_per_frame'] / 1e3:.0f} kB host->device per frame")
     if python:
         r = python[0]
