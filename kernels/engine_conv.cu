@@ -127,6 +127,20 @@ __device__ __forceinline__ void store_any(void* base, int64_t i, int32_t is_f32,
     }
 }
 
+// Eight FP16 values plus eight more (a residual), summed in FP32 and rounded
+// once, as the element-by-element epilogue does.
+__device__ __forceinline__ uint4 add_halves8(uint4 a, uint4 b) {
+    __half2* ah = reinterpret_cast<__half2*>(&a);
+    const __half2* bh = reinterpret_cast<const __half2*>(&b);
+#pragma unroll
+    for (int q = 0; q < 4; ++q) {
+        const float2 fa = __half22float2(ah[q]);
+        const float2 fb = __half22float2(bh[q]);
+        ah[q] = __floats2half2_rn(fa.x + fb.x, fa.y + fb.y);
+    }
+    return a;
+}
+
 // out[q] = in[q + s] for s in 0..3, as two rounds of selects: a register
 // array indexed by a run-time value would go to local memory.
 template <int N>
@@ -144,12 +158,12 @@ __device__ __forceinline__ void shift_words(const uint32_t* in, int s, uint32_t 
 // 16-byte vectors. Outputs: split-K partial sums; NHWC FP16 (8 channels of
 // a pixel per store); NCHW FP16 (8 pixels of a channel per store); FP32 or
 // unaligned NCHW element by element.
-// Warps: 2 along M times kWarpsN along the 128 columns.
-template <int BM, int kSmemBytes, int kWarpsN = 4>
+// Warps: 2 along M times 4 along the 128 columns.
+template <int BM, int kSmemBytes>
 __device__ __forceinline__ void conv_epilogue(const ConvParams& p,
-                                              const float (&acc)[BM / 32][kBlockN / kWarpsN / 8][4],
+                                              const float (&acc)[BM / 32][4][4],
                                               unsigned char* smem, int m0, int64_t n0) {
-    constexpr int kThreads = 64 * kWarpsN;
+    constexpr int kWarpsN = 4;
     constexpr int kWarpM = BM / 2;
     constexpr int kWarpN = kBlockN / kWarpsN;
     constexpr int kMT = kWarpM / 16;
@@ -245,14 +259,7 @@ __device__ __forceinline__ void conv_epilogue(const ConvParams& p,
                     const uint4 res = *reinterpret_cast<const uint4*>(
                         static_cast<const __half*>(p.residual) + static_cast<int64_t>(img) * p.residual_batch_stride +
                         static_cast<int64_t>(pix) * p.residual_pixel_stride + m);
-                    __half2* a = reinterpret_cast<__half2*>(&packed);
-                    const __half2* b = reinterpret_cast<const __half2*>(&res);
-#pragma unroll
-                    for (int q = 0; q < 4; ++q) {
-                        const float2 fa = __half22float2(a[q]);
-                        const float2 fb = __half22float2(b[q]);
-                        a[q] = __floats2half2_rn(fa.x + fb.x, fa.y + fb.y);
-                    }
+                    packed = add_halves8(packed, res);
                 }
                 *reinterpret_cast<uint4*>(static_cast<__half*>(p.y) + out_at(m, img, pix)) = packed;
             } else {
@@ -378,14 +385,7 @@ __device__ __forceinline__ void conv_epilogue(const ConvParams& p,
                 if (p.residual) {
                     const uint4 res = *reinterpret_cast<const uint4*>(
                         static_cast<const __half*>(p.residual) + static_cast<int64_t>(img) * p.residual_batch_stride + at);
-                    __half2* a = reinterpret_cast<__half2*>(&packed);
-                    const __half2* b = reinterpret_cast<const __half2*>(&res);
-#pragma unroll
-                    for (int q = 0; q < 4; ++q) {
-                        const float2 fa = __half22float2(a[q]);
-                        const float2 fb = __half22float2(b[q]);
-                        a[q] = __floats2half2_rn(fa.x + fb.x, fa.y + fb.y);
-                    }
+                    packed = add_halves8(packed, res);
                 }
                 *reinterpret_cast<uint4*>(static_cast<__half*>(p.y) + static_cast<int64_t>(img) * p.y_batch_stride + at) =
                     packed;

@@ -216,23 +216,28 @@ VRSEG_KERNEL void softmax_warp(SoftmaxParams p) {
     }
 }
 
+// The max over the pooling window of output element `idx` (padding never wins).
+static __device__ __forceinline__ float pool_window_max(const PoolParams& p, const int idx[4]) {
+    const int64_t base = idx[0] * p.in.strides[0] + idx[1] * p.in.strides[1];
+    float mx = -INFINITY;
+    for (int ky = 0; ky < p.kh; ++ky) {
+        const int iy = idx[2] * p.sh - p.pad_t + ky;
+        if (static_cast<unsigned>(iy) >= static_cast<unsigned>(p.in.dims[2])) continue;
+        for (int kx = 0; kx < p.kw; ++kx) {
+            const int ix = idx[3] * p.sw - p.pad_l + kx;
+            if (static_cast<unsigned>(ix) >= static_cast<unsigned>(p.in.dims[3])) continue;
+            mx = fmaxf(mx, load(p.in, base + iy * p.in.strides[2] + ix * p.in.strides[3]));
+        }
+    }
+    return mx;
+}
+
 VRSEG_KERNEL void max_pool(PoolParams p) {
     const int64_t total = element_count(p.out);
     for (int64_t i = vrseg::global_thread_index(); i < total; i += vrseg::global_thread_count()) {
         int idx[4];
         unravel(p.out, i, idx);
-        const int64_t base = idx[0] * p.in.strides[0] + idx[1] * p.in.strides[1];
-        float mx = -INFINITY;
-        for (int ky = 0; ky < p.kh; ++ky) {
-            const int iy = idx[2] * p.sh - p.pad_t + ky;
-            if (static_cast<unsigned>(iy) >= static_cast<unsigned>(p.in.dims[2])) continue;
-            for (int kx = 0; kx < p.kw; ++kx) {
-                const int ix = idx[3] * p.sw - p.pad_l + kx;
-                if (static_cast<unsigned>(ix) >= static_cast<unsigned>(p.in.dims[3])) continue;
-                mx = fmaxf(mx, load(p.in, base + iy * p.in.strides[2] + ix * p.in.strides[3]));
-            }
-        }
-        store(p.out, offset_of(p.out, idx), mx);
+        store(p.out, offset_of(p.out, idx), pool_window_max(p, idx));
     }
 }
 
@@ -248,18 +253,7 @@ VRSEG_KERNEL void max_pool_nhwc(PoolParams p) {
         j /= p.out.dims[3];
         idx[2] = static_cast<int>(j % p.out.dims[2]);
         idx[0] = static_cast<int>(j / p.out.dims[2]);
-        const int64_t base = idx[0] * p.in.strides[0] + idx[1] * p.in.strides[1];
-        float mx = -INFINITY;
-        for (int ky = 0; ky < p.kh; ++ky) {
-            const int iy = idx[2] * p.sh - p.pad_t + ky;
-            if (static_cast<unsigned>(iy) >= static_cast<unsigned>(p.in.dims[2])) continue;
-            for (int kx = 0; kx < p.kw; ++kx) {
-                const int ix = idx[3] * p.sw - p.pad_l + kx;
-                if (static_cast<unsigned>(ix) >= static_cast<unsigned>(p.in.dims[3])) continue;
-                mx = fmaxf(mx, load(p.in, base + iy * p.in.strides[2] + ix * p.in.strides[3]));
-            }
-        }
-        store(p.out, offset_of(p.out, idx), mx);
+        store(p.out, offset_of(p.out, idx), pool_window_max(p, idx));
     }
 }
 
