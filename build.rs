@@ -16,7 +16,8 @@
 //!   newer than every SASS target below still runs, JIT-compiled by the driver.
 //! - sm_89: RTX 40xx / L4 / L40 (Ada). sm_86 SASS would run there, but native
 //!   code avoids Ampere-tuned scheduling on Ada.
-//! - sm_90: H100 / H200 (Hopper), the project's test machine.
+//! - sm_90: H100 / H200 (Hopper), the project's test machine; compiled as
+//!   sm_90a for wgmma (the conv kernels `conv_wgmma_nhwc_n*`).
 //! - sm_120: RTX 50xx (Blackwell consumer), which does not run sm_9x SASS.
 //!
 //! sm_80 (A100) and sm_75 (Turing) are left out on purpose: they get the sm_86
@@ -207,7 +208,12 @@ fn compile_fatbin(
         }
     }
     for &arch in archs {
-        cmd.arg("-gencode").arg(format!("arch=compute_{arch},code=sm_{arch}"));
+        // Hopper as sm_90a: the same GPUs, plus its arch-specific
+        // instructions (wgmma, which kernels/wgmma.cuh guards); such SASS
+        // runs on compute capability 9.0 only, which is all sm_90 SASS
+        // ever ran on.
+        let target = if arch == 90 { "90a".to_string() } else { arch.to_string() };
+        cmd.arg("-gencode").arg(format!("arch=compute_{target},code=sm_{target}"));
     }
     let lowest = archs[0];
     cmd.arg("-gencode").arg(format!("arch=compute_{lowest},code=compute_{lowest}"));

@@ -47,8 +47,11 @@
 #include <cuda_fp16.h>
 
 #include "common.cuh"
+#include "wgmma.cuh"
 
 namespace {
+
+namespace wgmma = vrseg::wgmma;
 
 // Mirrors `engine::native::conv::ConvParams` (#[repr(C)], field for field).
 struct ConvParams {
@@ -152,6 +155,69 @@ __device__ __forceinline__ void shift_words(const uint32_t* in, int s, uint32_t 
     for (int q = 0; q < N; ++q) out[q] = (s & 1) ? by2[q + 1] : by2[q];
 }
 
+// Writes an NHWC FP16 output from a staged tile: `tile_t` holds act(acc +
+// bias) of kCols GEMM columns (pixels) by BM rows (output channels), a
+// pixel's channels contiguous in rows of BM + 8 halves. Each pixel's
+// channels go out as 16-byte vectors, the residual (NHWC like the output)
+// added there. A transposed convolution's rows are (i, j, channel) here
+// (tap-major packing), so 8 consecutive rows are 8 channels of one output
+// pixel.
+template <int BM, int kCols>
+__device__ __forceinline__ void store_nhwc_staged(const ConvParams& p, const __half* tile_t, int m0, int64_t n0) {
+    constexpr int kStrideT = BM + 8;
+    const int tid = threadIdx.x;
+    const int s = p.transposed_stride;
+    const int pixels = p.oh * p.ow;
+    const int64_t n_total = static_cast<int64_t>(p.batch) * pixels;
+    const int ow_out = s > 0 ? p.ow * s : p.ow;
+    // Element offset of output row m at GEMM column gn.
+    auto out_at = [&](int m, int img, int pix) -> int64_t {
+        if (s == 0) return static_cast<int64_t>(img) * p.y_batch_stride + static_cast<int64_t>(pix) * p.y_pixel_stride + m;
+        const int ij = m / p.cout;
+        const int i = ij / s;
+        const int j = ij - i * s;
+        const int y = pix / p.ow;
+        const int x = pix - y * p.ow;
+        return static_cast<int64_t>(img) * p.y_batch_stride +
+               static_cast<int64_t>((y * s + i) * ow_out + x * s + j) * p.y_pixel_stride + (m - ij * p.cout);
+    };
+    const bool vec = p.cout % 8 == 0 && p.y_pixel_stride % 8 == 0 && p.y_batch_stride % 8 == 0 &&
+                     (reinterpret_cast<uintptr_t>(p.y) & 15) == 0 &&
+                     (p.residual == nullptr ||
+                      (!p.residual_f32 && p.residual_pixel_stride % 8 == 0 && p.residual_batch_stride % 8 == 0 &&
+                       (reinterpret_cast<uintptr_t>(p.residual) & 15) == 0));
+    for (int v = tid; v < kCols * (BM / 8); v += kThreads) {
+        const int c = v / (BM / 8);
+        const int r8 = (v % (BM / 8)) * 8;
+        const int m = m0 + r8;
+        const int64_t gn = n0 + c;
+        if (m >= p.m_total || gn >= n_total) continue;
+        const int img = static_cast<int>(gn / pixels);
+        const int pix = static_cast<int>(gn - static_cast<int64_t>(img) * pixels);
+        if (vec) {
+            uint4 packed = *reinterpret_cast<const uint4*>(&tile_t[c * kStrideT + r8]);
+            if (p.residual) {
+                const uint4 res = *reinterpret_cast<const uint4*>(
+                    static_cast<const __half*>(p.residual) + static_cast<int64_t>(img) * p.residual_batch_stride +
+                    static_cast<int64_t>(pix) * p.residual_pixel_stride + m);
+                packed = add_halves8(packed, res);
+            }
+            *reinterpret_cast<uint4*>(static_cast<__half*>(p.y) + out_at(m, img, pix)) = packed;
+        } else {
+            for (int q = 0; q < 8 && m + q < p.m_total; ++q) {
+                float out = __half2float(tile_t[c * kStrideT + r8 + q]);
+                if (p.residual) {
+                    out += load_any(p.residual,
+                                    static_cast<int64_t>(img) * p.residual_batch_stride +
+                                        static_cast<int64_t>(pix) * p.residual_pixel_stride + m + q,
+                                    p.residual_f32);
+                }
+                static_cast<__half*>(p.y)[out_at(m + q, img, pix)] = __float2half_rn(out);
+            }
+        }
+    }
+}
+
 // The epilogue of every implicit-GEMM kernel: this block's BM x 128 tile of
 // FP32 sums (`acc`, mma accumulator layout) becomes the output. `smem` (at
 // least kSmemBytes, free now) stages FP16 tiles so that global stores are
@@ -202,11 +268,8 @@ __device__ __forceinline__ void conv_epilogue(const ConvParams& p,
 
     if (p.y_pixel_stride > 0) {
         // NHWC FP16 output: stage act(acc + bias) transposed, a pixel's BM
-        // channels contiguous (rows of BM + 8 halves: conflict-free), then
-        // write each pixel's channels as 16-byte vectors, adding the
-        // residual (NHWC like the output) there. A transposed convolution's
-        // rows are (i, j, channel) here (tap-major packing), so 8
-        // consecutive rows are 8 channels of one output pixel.
+        // channels contiguous (rows of BM + 8 halves: conflict-free), for
+        // store_nhwc_staged.
         constexpr int kStrideT = BM + 8;
         static_assert(kBlockN * kStrideT * 2 <= kSmemBytes, "the transposed C tile fits the stage buffers");
         __half* tile_t = reinterpret_cast<__half*>(smem);
@@ -228,53 +291,7 @@ __device__ __forceinline__ void conv_epilogue(const ConvParams& p,
                     }
             }
         __syncthreads();
-        const int ow_out = s > 0 ? p.ow * s : p.ow;
-        // Element offset of output row m at GEMM column gn.
-        auto out_at = [&](int m, int img, int pix) -> int64_t {
-            if (s == 0) return static_cast<int64_t>(img) * p.y_batch_stride + static_cast<int64_t>(pix) * p.y_pixel_stride + m;
-            const int ij = m / p.cout;
-            const int i = ij / s;
-            const int j = ij - i * s;
-            const int y = pix / p.ow;
-            const int x = pix - y * p.ow;
-            return static_cast<int64_t>(img) * p.y_batch_stride +
-                   static_cast<int64_t>((y * s + i) * ow_out + x * s + j) * p.y_pixel_stride + (m - ij * p.cout);
-        };
-        const bool vec = p.cout % 8 == 0 && p.y_pixel_stride % 8 == 0 && p.y_batch_stride % 8 == 0 &&
-                         (reinterpret_cast<uintptr_t>(p.y) & 15) == 0 &&
-                         (p.residual == nullptr ||
-                          (!p.residual_f32 && p.residual_pixel_stride % 8 == 0 && p.residual_batch_stride % 8 == 0 &&
-                           (reinterpret_cast<uintptr_t>(p.residual) & 15) == 0));
-        for (int v = tid; v < kBlockN * (BM / 8); v += kThreads) {
-            const int c = v / (BM / 8);
-            const int r8 = (v % (BM / 8)) * 8;
-            const int m = m0 + r8;
-            const int64_t gn = n0 + c;
-            if (m >= p.m_total || gn >= n_total) continue;
-            const int img = static_cast<int>(gn / pixels);
-            const int pix = static_cast<int>(gn - static_cast<int64_t>(img) * pixels);
-            if (vec) {
-                uint4 packed = *reinterpret_cast<const uint4*>(&tile_t[c * kStrideT + r8]);
-                if (p.residual) {
-                    const uint4 res = *reinterpret_cast<const uint4*>(
-                        static_cast<const __half*>(p.residual) + static_cast<int64_t>(img) * p.residual_batch_stride +
-                        static_cast<int64_t>(pix) * p.residual_pixel_stride + m);
-                    packed = add_halves8(packed, res);
-                }
-                *reinterpret_cast<uint4*>(static_cast<__half*>(p.y) + out_at(m, img, pix)) = packed;
-            } else {
-                for (int q = 0; q < 8 && m + q < p.m_total; ++q) {
-                    float out = __half2float(tile_t[c * kStrideT + r8 + q]);
-                    if (p.residual) {
-                        out += load_any(p.residual,
-                                        static_cast<int64_t>(img) * p.residual_batch_stride +
-                                            static_cast<int64_t>(pix) * p.residual_pixel_stride + m + q,
-                                        p.residual_f32);
-                    }
-                    static_cast<__half*>(p.y)[out_at(m + q, img, pix)] = __float2half_rn(out);
-                }
-            }
-        }
+        store_nhwc_staged<BM, kBlockN>(p, tile_t, m0, n0);
         return;
     }
 
@@ -871,6 +888,252 @@ __device__ __forceinline__ void conv_igemm_nhwc(const ConvParams& p) {
     conv_epilogue<BM, nhwc_smem_bytes<BM, kBK, kStages>()>(p, acc, reinterpret_cast<unsigned char*>(conv_nhwc_smem), m0, n0);
 }
 
+// conv_wgmma_nhwc_n{48,64,96,128,192,256} (sm_90a): the NHWC implicit GEMM
+// on Hopper's warpgroup MMA, its roles swapped from the mma.sync kernels:
+// the instruction's M side is pixels (64 per warpgroup, two warpgroups:
+// 128 a block) and its N side output channels, kN of them, one of the
+// instruction's widths that fits cout (48 and 96 for YOLO's 48 and 96
+// channels, 192 for 192 and 384, 256 for 768), so no tile computes rows
+// that do not exist.
+// The operands stay in shared memory, 128-byte swizzled (wgmma.cuh), and
+// the tensor cores read them there: no ldmatrix and no fragment registers,
+// so the warps' issue slots go to the loads and the epilogue, and one K
+// tile's mma runs while the next tiles land. Loads are the 16-byte cp.async
+// chunks of conv_igemm_nhwc (8 channels of a pixel, 8 weights of a row,
+// zero-filled for padding and past K), issued kWgmmaStages - 2 tiles ahead:
+// the stage a load overwrites held the tile whose mma every warpgroup
+// waited for before the barrier that precedes the load. A thread's sums
+// are 2 channels of one pixel, so the staged output tile is already pixel-
+// major (store_nhwc_staged). Split-K as the mma.sync kernels (`k_split`,
+// in 64-deep tiles here). Only NHWC FP16 outputs and no transposed
+// convolution (the host chooses it only then).
+constexpr int kWgmmaPixels = 128;
+constexpr int kWgmmaK = 64;
+constexpr int kWgmmaStages = 4;
+
+// Dynamic shared memory of conv_wgmma_nhwc_n<kN>: the stages, plus slack to
+// align them to the 1024 bytes the swizzle needs. Mirrors
+// `steps::wgmma_shared_bytes`.
+__host__ __device__ constexpr int wgmma_smem_bytes(int n) {
+    return kWgmmaStages * (kWgmmaPixels + n) * kWgmmaK * 2 + 1024;
+}
+static_assert(wgmma_smem_bytes(256) <= 227 * 1024, "conv_wgmma_nhwc's stages fit sm_90's shared memory");
+
+#ifdef VRSEG_HAS_WGMMA
+__device__ __forceinline__ void cp_async_16_at(uint32_t smem, const void* gmem, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem), "l"(gmem), "r"(src_bytes));
+}
+#endif
+
+template <int kN>
+__device__ __forceinline__ void conv_wgmma_nhwc(const ConvParams& p) {
+#ifdef VRSEG_HAS_WGMMA
+    constexpr int kRowBytes = kWgmmaK * 2;  // 128: one swizzle row
+    constexpr int kABytes = kWgmmaPixels * kRowBytes;
+    constexpr int kStageBytes = (kWgmmaPixels + kN) * kRowBytes;
+    constexpr int kChunks = kWgmmaK / 8;              // 16-byte chunks a row
+    constexpr int kRowsPerPass = kThreads / kChunks;  // 32
+    constexpr int kPixelRows = kWgmmaPixels / kRowsPerPass;
+    constexpr int kWeightRows = (kN + kRowsPerPass - 1) / kRowsPerPass;
+    constexpr int kAcc = kN / 2;
+    static_assert(kN % 16 == 0 && kRowsPerPass % 8 == 0, "a thread's rows share one swizzle phase");
+    static_assert(kStageBytes % 1024 == 0, "every stage and its weight tile stay 1024-byte aligned");
+    static_assert(kWgmmaPixels * (kN + 8) * 2 + 1024 <= wgmma_smem_bytes(kN), "the staged output tile fits");
+
+    const uint32_t raw = static_cast<uint32_t>(__cvta_generic_to_shared(conv_nhwc_smem));
+    const uint32_t base = (raw + 1023) & ~1023u;
+    unsigned char* const base_ptr = reinterpret_cast<unsigned char*>(conv_nhwc_smem) + (base - raw);
+
+    const int tid = threadIdx.x;
+    const int warpgroup = tid / 128;
+    // Grid x walks the channel tiles: the blocks of one pixel tile run
+    // together and share its input reads in L2 (the weights, a few MB,
+    // stay there anyway).
+    const int m0 = blockIdx.x * kN;
+    const int64_t n0 = static_cast<int64_t>(blockIdx.y) * kWgmmaPixels;
+    const int pixels = p.oh * p.ow;
+    const int64_t n_total = static_cast<int64_t>(p.batch) * pixels;
+    // Split-K: block z runs K tiles [z * k_split, (z + 1) * k_split).
+    const int k_tiles = (p.k_pad + kWgmmaK - 1) / kWgmmaK;
+    const int kt_begin = p.k_split > 0 ? static_cast<int>(blockIdx.z) * p.k_split : 0;
+    const int kt_end = p.k_split > 0 ? min(k_tiles, kt_begin + p.k_split) : k_tiles;
+    const int tiles = kt_end - kt_begin;
+
+    const int chunk = tid % kChunks;
+    const int kc = chunk * 8;
+    const int row0 = tid / kChunks;
+    // Rows row0 + 32 j all sit at row0's swizzle phase.
+    const uint32_t chunk_at = wgmma::sw128_offset(row0, chunk);
+
+    int64_t px_image[kPixelRows];
+    int px_iy0[kPixelRows], px_ix0[kPixelRows];
+    bool px_valid[kPixelRows];
+#pragma unroll
+    for (int j = 0; j < kPixelRows; ++j) {
+        const int64_t gn = n0 + row0 + kRowsPerPass * j;
+        px_valid[j] = gn < n_total;
+        const int img = px_valid[j] ? static_cast<int>(gn / pixels) : 0;
+        const int pix = px_valid[j] ? static_cast<int>(gn - static_cast<int64_t>(img) * pixels) : 0;
+        const int oy = pix / p.ow;
+        const int ox = pix - oy * p.ow;
+        px_image[j] = static_cast<int64_t>(img) * p.x_batch_stride;
+        px_iy0[j] = oy * p.sh - p.pad_t;
+        px_ix0[j] = ox * p.sw - p.pad_l;
+    }
+    // Weight rows past cout (the last channel tile may reach beyond the
+    // packed weight's 128-row padding) load as zeros.
+    bool w_valid[kWeightRows];
+#pragma unroll
+    for (int j = 0; j < kWeightRows; ++j) w_valid[j] = m0 + row0 + kRowsPerPass * j < p.m_total;
+    // A width that is no multiple of 32 (48) leaves some threads' last row
+    // outside the tile: they load nothing there.
+    bool w_in_tile[kWeightRows];
+#pragma unroll
+    for (int j = 0; j < kWeightRows; ++j) w_in_tile[j] = row0 + kRowsPerPass * j < kN;
+    const __half* const w_row = p.weight + static_cast<int64_t>(m0 + row0) * p.k_pad;
+
+    int next_k = kt_begin * kWgmmaK + kc;
+    int k_c, k_ky, k_kx;
+    {
+        const int tap = next_k / p.cin;
+        k_c = next_k - tap * p.cin;
+        k_ky = tap / p.kw;
+        k_kx = tap - k_ky * p.kw;
+    }
+
+    auto load_stage = [&](int stage) {
+        const uint32_t a_dst = base + stage * kStageBytes + chunk_at;
+        const uint32_t b_dst = a_dst + kABytes;
+        const bool k_ok = next_k < p.k_total;
+        const int dy = k_ky * p.dh;
+        const int dx = k_kx * p.dw;
+#pragma unroll
+        for (int j = 0; j < kPixelRows; ++j) {
+            const int iy = px_iy0[j] + dy;
+            const int ix = px_ix0[j] + dx;
+            const bool ok = px_valid[j] && k_ok && static_cast<unsigned>(iy) < static_cast<unsigned>(p.h) &&
+                            static_cast<unsigned>(ix) < static_cast<unsigned>(p.w);
+            const __half* src =
+                ok ? p.x + px_image[j] + (static_cast<int64_t>(iy) * p.w + ix) * p.x_pixel_stride + k_c : p.x;
+            cp_async_16_at(a_dst + j * kRowsPerPass * kRowBytes, src, ok ? 16 : 0);
+        }
+        // K past the weight's 32-column padding (the last 64-deep tile)
+        // loads as zeros too.
+        const bool kw_ok = next_k < p.k_pad;
+#pragma unroll
+        for (int j = 0; j < kWeightRows; ++j) {
+            if (kN % kRowsPerPass != 0 && !w_in_tile[j]) continue;
+            const bool ok = kw_ok && w_valid[j];
+            cp_async_16_at(b_dst + j * kRowsPerPass * kRowBytes,
+                           ok ? w_row + static_cast<int64_t>(j) * kRowsPerPass * p.k_pad + next_k : p.weight,
+                           ok ? 16 : 0);
+        }
+        next_k += kWgmmaK;
+        k_c += kWgmmaK;
+        while (k_c >= p.cin) {
+            k_c -= p.cin;
+            if (++k_kx == p.kw) {
+                k_kx = 0;
+                ++k_ky;
+            }
+        }
+    };
+
+    float acc[kAcc];
+#pragma unroll
+    for (int i = 0; i < kAcc; ++i) acc[i] = 0.0f;
+
+    // One commit group per tile (empty past the end): waiting for all but
+    // the newest kAhead - 1 groups means tile t has landed.
+    constexpr int kAhead = kWgmmaStages - 2;
+#pragma unroll
+    for (int st = 0; st < kAhead; ++st) {
+        if (st < tiles) load_stage(st);
+        cp_async_commit();
+    }
+    for (int t = 0; t < tiles; ++t) {
+        cp_async_wait<kAhead - 1>();
+        // This thread's chunks of tile t are written; make them visible to
+        // the tensor cores' (async-proxy) reads, then wait for every thread's.
+        // The barrier also means both warpgroups waited for tile t - 1's mma
+        // (below, last iteration), so tile t - 2's stage is free.
+        wgmma::fence_proxy_async_shared();
+        __syncthreads();
+        if (t + kAhead < tiles) load_stage((t + kAhead) % kWgmmaStages);
+        cp_async_commit();
+
+        const uint32_t stage = base + (t % kWgmmaStages) * kStageBytes;
+        const uint32_t a_tile = stage + warpgroup * 64 * kRowBytes;
+        const uint32_t b_tile = stage + kABytes;
+        wgmma::fence_operands(acc);
+        wgmma::fence();
+#pragma unroll
+        for (int kk = 0; kk < kWgmmaK / 16; ++kk) {
+            // 16 K columns are 32 bytes into each swizzled row.
+            wgmma::mma_m64k16<kN>(acc, wgmma::sw128_descriptor(a_tile + kk * 32),
+                                  wgmma::sw128_descriptor(b_tile + kk * 32));
+        }
+        wgmma::commit_group();
+        // Tile t - 1's mma is done: its stage may be refilled after the
+        // next barrier.
+        wgmma::wait_group<1>();
+        wgmma::fence_operands(acc);
+    }
+    wgmma::wait_group<0>();
+    wgmma::fence_operands(acc);
+    cp_async_wait_all();
+
+    const int lane = tid & 31;
+    const int g = lane >> 2;
+    const int t4 = lane & 3;
+    const int pixel_row = warpgroup * 64 + ((tid % 128) / 32) * 16 + g;
+    if (p.k_split > 0) {
+        // Raw sums of this split, [split][channel][pixel] as the mma.sync
+        // kernels write them; conv_splitk_reduce applies the epilogue.
+        float* part = p.partial + static_cast<int64_t>(blockIdx.z) * p.m_total * n_total;
+#pragma unroll
+        for (int j = 0; j < kN / 8; ++j)
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                    const int m = m0 + 8 * j + 2 * t4 + e;
+                    const int64_t gn = n0 + pixel_row + 8 * h;
+                    if (m < p.m_total && gn < n_total) part[static_cast<int64_t>(m) * n_total + gn] = acc[4 * j + 2 * h + e];
+                }
+        return;
+    }
+    // Every warpgroup is done reading the stages: they hold the output now.
+    __syncthreads();
+
+    // Stage act(acc + bias), a pixel's kN channels contiguous (rows of
+    // kN + 8 halves: a warp's half2 stores hit 32 different banks).
+    constexpr int kStrideT = kN + 8;
+    __half* const tile_t = reinterpret_cast<__half*>(base_ptr);
+#pragma unroll
+    for (int j = 0; j < kN / 8; ++j) {
+        const int c = 8 * j + 2 * t4;
+        const int m = m0 + c;
+        const float b0 = (p.bias && m < p.m_total) ? p.bias[m] : 0.0f;
+        const float b1 = (p.bias && m + 1 < p.m_total) ? p.bias[m + 1] : 0.0f;
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            float v0 = acc[4 * j + 2 * h] + b0;
+            float v1 = acc[4 * j + 2 * h + 1] + b1;
+            if (p.activation == 1) {
+                v0 = silu(v0);
+                v1 = silu(v1);
+            }
+            *reinterpret_cast<__half2*>(&tile_t[(pixel_row + 8 * h) * kStrideT + c]) = __floats2half2_rn(v0, v1);
+        }
+    }
+    __syncthreads();
+    store_nhwc_staged<kN, kWgmmaPixels>(p, tile_t, m0, n0);
+#else
+    __trap();
+#endif
+}
+
 // Mirrors `engine::native::conv::DepthwiseParams`.
 struct DepthwiseParams {
     const __half* x;
@@ -920,6 +1183,19 @@ VRSEG_KERNEL void __launch_bounds__(kThreads, 2) conv_igemm_128_nhwc_k64(ConvPar
     conv_igemm_nhwc<128, 64, 3>(p);
 }
 
+
+// Hopper's warpgroup MMA (an sm_90a build; a trap elsewhere, never chosen
+// there), one kernel per channel-tile width.
+#define VRSEG_CONV_WGMMA(N)                                                                         \
+    VRSEG_KERNEL void __launch_bounds__(kThreads, 1) conv_wgmma_nhwc_n##N(ConvParams p) { \
+        conv_wgmma_nhwc<N>(p);                                                                     \
+    }
+VRSEG_CONV_WGMMA(48)
+VRSEG_CONV_WGMMA(64)
+VRSEG_CONV_WGMMA(96)
+VRSEG_CONV_WGMMA(128)
+VRSEG_CONV_WGMMA(192)
+VRSEG_CONV_WGMMA(256)
 
 VRSEG_KERNEL void conv_splitk_reduce(ConvParams p) {
     const int pixels = p.oh * p.ow;

@@ -17,7 +17,8 @@
 // max_pool        2-D max pooling over dims 2 and 3, padding never wins.
 // max_pool_nhwc   the same, walking outputs channel-fastest (for NHWC values,
 //                 whose channels are the contiguous dim: coalesced).
-// matmul          batched matrix product over dims 0 and 1, 16x16 tiles.
+// matmul          batched matrix product over dims 0 and 1, 64x64 tiles, 4x4
+//                 outputs a thread.
 #include <cuda_fp16.h>
 
 #include "common.cuh"
@@ -257,35 +258,67 @@ VRSEG_KERNEL void max_pool_nhwc(PoolParams p) {
     }
 }
 
+// 64x64 output tiles, 16-deep K steps; each thread keeps a 4x4 block of
+// sums in registers, so a K step costs it 8 shared-memory reads for 16
+// FMAs (one output a thread took 2 reads an FMA). Operands are read
+// through their strides (YOLO's attention multiplies transposed views).
+constexpr int kMatmulTile = 64;
+constexpr int kMatmulK = 16;
+
 VRSEG_KERNEL void __launch_bounds__(256) matmul(MatmulParams p) {
-    __shared__ float tile_a[16][17];
-    __shared__ float tile_b[16][17];
-    const int tx = threadIdx.x & 15;
-    const int ty = threadIdx.x >> 4;
+    // [k][row] and [k][col], rows of 64 + 4 floats: 16-byte aligned for
+    // the float4 reads, and the transposing stores spread over banks.
+    __shared__ __align__(16) float tile_a[kMatmulK][kMatmulTile + 4];
+    __shared__ __align__(16) float tile_b[kMatmulK][kMatmulTile + 4];
+    const int tid = threadIdx.x;
+    const int tx = tid & 15;  // output columns 4 tx .. 4 tx + 3
+    const int ty = tid >> 4;  // output rows 4 ty .. 4 ty + 3
     const int batch = blockIdx.z;
     const int b0 = batch / p.out.dims[1];
     const int b1 = batch - b0 * p.out.dims[1];
-    const int row = blockIdx.y * 16 + ty;
-    const int col = blockIdx.x * 16 + tx;
+    const int row0 = blockIdx.y * kMatmulTile;
+    const int col0 = blockIdx.x * kMatmulTile;
     const int m = p.out.dims[2];
     const int n = p.out.dims[3];
     const int64_t a0 = b0 * p.a.strides[0] + b1 * p.a.strides[1];
     const int64_t bb0 = b0 * p.b.strides[0] + b1 * p.b.strides[1];
-    float acc = 0.0f;
-    for (int k0 = 0; k0 < p.k; k0 += 16) {
-        const int ar = blockIdx.y * 16 + ty;
-        const int ak = k0 + tx;
-        tile_a[ty][tx] = (ar < m && ak < p.k) ? load(p.a, a0 + ar * p.a.strides[2] + ak * p.a.strides[3]) : 0.0f;
-        const int bk = k0 + ty;
-        const int bc = blockIdx.x * 16 + tx;
-        tile_b[ty][tx] = (bk < p.k && bc < n) ? load(p.b, bb0 + bk * p.b.strides[2] + bc * p.b.strides[3]) : 0.0f;
+    float acc[4][4] = {};
+    for (int k0 = 0; k0 < p.k; k0 += kMatmulK) {
+#pragma unroll
+        for (int i = 0; i < kMatmulTile * kMatmulK / 256; ++i) {
+            const int e = tid + 256 * i;
+            const int r = e / kMatmulK;  // A: consecutive threads walk k
+            const int kk = e % kMatmulK;
+            const int ar = row0 + r;
+            const int ak = k0 + kk;
+            tile_a[kk][r] = (ar < m && ak < p.k) ? load(p.a, a0 + ar * p.a.strides[2] + ak * p.a.strides[3]) : 0.0f;
+            const int bkk = e / kMatmulTile;  // B: consecutive threads walk columns
+            const int c = e % kMatmulTile;
+            const int bk = k0 + bkk;
+            const int bc = col0 + c;
+            tile_b[bkk][c] = (bk < p.k && bc < n) ? load(p.b, bb0 + bk * p.b.strides[2] + bc * p.b.strides[3]) : 0.0f;
+        }
         __syncthreads();
 #pragma unroll
-        for (int j = 0; j < 16; ++j) acc += tile_a[ty][j] * tile_b[j][tx];
+        for (int kk = 0; kk < kMatmulK; ++kk) {
+            const float4 a = *reinterpret_cast<const float4*>(&tile_a[kk][4 * ty]);
+            const float4 b = *reinterpret_cast<const float4*>(&tile_b[kk][4 * tx]);
+            const float av[4] = {a.x, a.y, a.z, a.w};
+            const float bv[4] = {b.x, b.y, b.z, b.w};
+#pragma unroll
+            for (int i = 0; i < 4; ++i)
+#pragma unroll
+                for (int j = 0; j < 4; ++j) acc[i][j] += av[i] * bv[j];
+        }
         __syncthreads();
     }
-    if (row < m && col < n) {
-        store(p.out, b0 * p.out.strides[0] + b1 * p.out.strides[1] + row * p.out.strides[2] + col * p.out.strides[3],
-              acc);
-    }
+    const int64_t out0 = b0 * p.out.strides[0] + b1 * p.out.strides[1];
+#pragma unroll
+    for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+            const int row = row0 + 4 * ty + i;
+            const int col = col0 + 4 * tx + j;
+            if (row < m && col < n) store(p.out, out0 + row * p.out.strides[2] + col * p.out.strides[3], acc[i][j]);
+        }
 }

@@ -50,6 +50,14 @@ if ! find_nvcc; then
         nvidia-cuda-runtime==13.0.96 nvidia-cuda-cccl==13.0.85
 fi
 
+# tools/test.sh runs the engine-parity script's self-test (its NMS replay and
+# the classification of differing detections), which needs numpy.
+if ! python3 -c 'import numpy' 2>/dev/null && ! .venv-tools/bin/python3 -c 'import numpy' 2>/dev/null; then
+    echo "setup: installing numpy into .venv-tools/ (the parity script's self-test)"
+    python3 -m venv .venv-tools
+    .venv-tools/bin/pip install -q --disable-pip-version-check numpy
+fi
+
 cargo fetch --quiet
 if ! cargo fetch --quiet --locked --manifest-path tools/tensorrt-headers/Cargo.toml; then
     echo "setup: could not fetch the TensorRT headers (crate trtx-sys); vrseg builds without its TensorRT backend" \

@@ -33,6 +33,14 @@ impl DeviceProperties {
     pub fn sm(&self) -> String {
         format!("sm_{}{}", self.compute_capability.0, self.compute_capability.1)
     }
+
+    /// Whether kernels built on Hopper's warpgroup MMA (wgmma) run here:
+    /// a compute-capability-9.0 GPU and a build that carries sm_90a SASS
+    /// (build.rs compiles sm_90 as sm_90a). Elsewhere those kernels are
+    /// traps, and the JIT-compiled PTX of a lower architecture lacks them.
+    pub fn has_wgmma(&self) -> bool {
+        self.compute_capability == (9, 0) && env!("VRSEG_CUDA_ARCHS_BUILT").split(',').any(|a| a == "90")
+    }
 }
 
 struct GpuInner {

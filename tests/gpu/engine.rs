@@ -19,10 +19,10 @@ use vrseg::engine::build::fuse::fuse_all;
 use vrseg::engine::build::import::{import_file, ImportOptions};
 use vrseg::engine::build::ir::{Activation, Conv, ConvTranspose, DType, Graph, MaxPool, Node, Op, TensorData, Value};
 use vrseg::engine::build::memory::ElementType;
-use vrseg::engine::native::NativeEngine;
+use vrseg::engine::native::{NativeEngine, WGMMA_KERNELS};
 use vrseg::engine::plan::Plan;
 use vrseg::engine::reference;
-use vrseg::gpu::{device_allocation_count, Gpu, PoolPlan, VramPool};
+use vrseg::gpu::{device_allocation_count, Gpu, Kernel, PoolPlan, VramPool};
 use vrseg::ops::memory::fill;
 use vrseg::selftest::SplitMix64;
 
@@ -139,10 +139,22 @@ thread_local! {
     /// Kernel launches of the last forward `run_plan` ran (tests that mean
     /// to reach a particular path check it was taken).
     static LAST_LAUNCHES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// The kernels of that forward, in launch order.
+    static LAST_KERNELS: std::cell::RefCell<Vec<Kernel>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Where that forward took the wgmma kernel: the same plan's outputs
+    /// without it (the mma.sync kernels), which `check` holds to the same
+    /// reference, so both paths of every such test are tested on Hopper.
+    static LAST_WITHOUT_WGMMA: std::cell::RefCell<Option<Vec<Vec<f32>>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Whether the last forward `run_plan` ran launched a wgmma kernel.
+fn last_forward_used_wgmma() -> bool {
+    LAST_KERNELS.with(|k| k.borrow().iter().any(|k| WGMMA_KERNELS.contains(k)))
 }
 
 /// Runs a plan once on `inputs` (eager and as a graph, which must agree
-/// bit for bit) and returns its outputs.
+/// bit for bit) and returns its outputs; where the forward took the wgmma
+/// kernel, runs it again without (`LAST_WITHOUT_WGMMA`).
 fn run_plan(gpu: &Gpu, plan: &Plan, inputs: &[Vec<f32>]) -> Vec<Vec<f32>> {
     let mut pool_plan = PoolPlan::new();
     let buffers = NativeEngine::reserve(plan, &mut pool_plan);
@@ -182,6 +194,9 @@ fn run_plan(gpu: &Gpu, plan: &Plan, inputs: &[Vec<f32>]) -> Vec<Vec<f32>> {
     let in_views: Vec<_> = in_ids.iter().map(|&id| pool.buffer(id)).collect();
     let out_views: Vec<_> = out_ids.iter().map(|&id| pool.buffer(id)).collect();
     LAST_LAUNCHES.set(engine.launches_per_forward(&in_views, &out_views).unwrap());
+    let kernels = engine.kernels_per_forward(&in_views, &out_views).unwrap();
+    let wgmma = kernels.iter().any(|k| WGMMA_KERNELS.contains(k));
+    LAST_KERNELS.with(|k| *k.borrow_mut() = kernels);
     let arena = pool.buffer(buffers.arena);
     let poison = |stream: &Arc<CudaStream>| {
         fill(gpu, stream, &arena, arena.bytes() / 2, 0x7e00u16).unwrap(); // FP16 NaN
@@ -202,27 +217,45 @@ fn run_plan(gpu: &Gpu, plan: &Plan, inputs: &[Vec<f32>]) -> Vec<Vec<f32>> {
             .collect()
     };
 
-    poison(&stream);
-    engine.enqueue_eager(&stream, &in_views, &out_views).unwrap();
-    let eager = download(&stream);
+    let forward = |engine: &mut NativeEngine| {
+        poison(&stream);
+        engine.enqueue_eager(&stream, &in_views, &out_views).unwrap();
+        let eager = download(&stream);
 
-    poison(&stream);
-    let allocations = device_allocation_count();
-    engine.enqueue(&stream, &in_views, &out_views).unwrap(); // captures
-    poison(&stream);
-    engine.enqueue(&stream, &in_views, &out_views).unwrap(); // replays
-    let replayed = download(&stream);
-    assert_eq!(device_allocation_count(), allocations, "a forward allocated device memory");
-    for (o, (a, b)) in eager.iter().zip(&replayed).enumerate() {
-        assert!(
-            a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
-            "output {o}: the CUDA graph replay differs from the eager forward"
-        );
-    }
-    replayed
+        poison(&stream);
+        let allocations = device_allocation_count();
+        engine.enqueue(&stream, &in_views, &out_views).unwrap(); // captures
+        poison(&stream);
+        engine.enqueue(&stream, &in_views, &out_views).unwrap(); // replays
+        let replayed = download(&stream);
+        assert_eq!(device_allocation_count(), allocations, "a forward allocated device memory");
+        for (o, (a, b)) in eager.iter().zip(&replayed).enumerate() {
+            assert!(
+                a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "output {o}: the CUDA graph replay differs from the eager forward"
+            );
+        }
+        replayed
+    };
+    let outputs = forward(&mut engine);
+    let without = wgmma.then(|| {
+        assert!(!engine.set_wgmma(false));
+        forward(&mut engine)
+    });
+    LAST_WITHOUT_WGMMA.with(|w| *w.borrow_mut() = without);
+    outputs
 }
 
+/// Holds `got` (and, where the forward took the wgmma kernel, the same
+/// forward without it) to the reference within a relative L2 of `tolerance`.
 fn check(tag: &str, got: &[Vec<f32>], want: &[Vec<f32>], tolerance: f64) {
+    check_one(tag, got, want, tolerance);
+    if let Some(without) = LAST_WITHOUT_WGMMA.with(|w| w.borrow_mut().take()) {
+        check_one(&format!("{tag} (without wgmma)"), &without, want, tolerance);
+    }
+}
+
+fn check_one(tag: &str, got: &[Vec<f32>], want: &[Vec<f32>], tolerance: f64) {
     assert_eq!(got.len(), want.len());
     for (o, (g, w)) in got.iter().zip(want).enumerate() {
         assert_eq!(g.len(), w.len(), "{tag}: output {o} length");
@@ -573,12 +606,21 @@ fn elementwise_softmax_and_matmul_match_the_reference() {
     let bc = b.input(&[2, 3, 5, 6]);
     let w = b.constant(&[6, 7], 1.0);
     let mm2 = b.node(Op::MatMul, vec![bc, w], &[&[2, 3, 5, 7]])[0];
+    // Several 64x64 output tiles, the last ones partial, and K = 67: five
+    // 16-deep steps, the last partial; then the same through a transposed
+    // operand (a strided view, as YOLO's attention reads its keys).
+    let big_a = b.input(&[1, 3, 131, 67]);
+    let big_b = b.input(&[1, 3, 67, 97]);
+    let mm3 = b.node(Op::MatMul, vec![big_a, big_b], &[&[1, 3, 131, 97]])[0];
+    let big_bt = b.input(&[1, 3, 97, 67]);
+    let bt = b.node(Op::Transpose { perm: vec![0, 1, 3, 2] }, vec![big_bt], &[&[1, 3, 67, 97]])[0];
+    let mm4 = b.node(Op::MatMul, vec![big_a, bt], &[&[1, 3, 131, 97]])[0];
     // Runs of 4 along a last dim of 8, one operand broadcast along it.
     let x8 = b.input(&[2, 3, 8]);
     let col8 = b.constant(&[3, 1], 1.0);
     let add8 = b.node(Op::Add, vec![x8, col8], &[&[2, 3, 8]])[0];
     let sig8 = b.node(Op::Sigmoid, vec![x8], &[&[2, 3, 8]])[0];
-    for v in [add, mul, div, sub, sig, soft1, soft3, soft_long, mm, mm2, add8, sig8] {
+    for v in [add, mul, div, sub, sig, soft1, soft3, soft_long, mm, mm2, mm3, mm4, add8, sig8] {
         b.output(v);
     }
     let (got, want) = run_both(&gpu, b.graph, seed, "elementwise");
@@ -758,7 +800,47 @@ fn nhwc_chains_match_the_reference() {
         b.output(out);
         assert_nhwc(&b.graph, &[a, r, big], "128-row tiles");
         let (got, want) = run_both(&gpu, b.graph, seed + 3, "nhwc-128");
+        // Short GEMMs (K <= 384) whose channels the 128-row tiles cover
+        // exactly keep the mma.sync kernel on Hopper too.
+        assert!(!last_forward_used_wgmma(), "128-row tiles: the mma.sync kernel was not chosen");
         check("NHWC 3x3 32->256 in 128-row tiles with residual", &got, &want, 1e-2);
+    }
+
+    // 5. The wgmma kernels' edges (on Hopper; elsewhere the mma.sync
+    //    kernels run the same graph): 3x3/2 40 -> 376 in two 192-channel
+    //    tiles (the second 184 full; 64-deep K tiles straddle taps of 40
+    //    channels, K = 360 ends inside one) over 3 x 61 x 47 output pixels
+    //    (68 tiles of 128 pixels, the last 25 full, tiles across image
+    //    borders), with an NHWC residual, written into a concatenation's
+    //    slice (pixel stride 392).
+    {
+        use vrseg::engine::build::memory::{plan, Layout};
+        let mut b = Builder::new(seed + 4);
+        let x = b.input(&[3, 8, 121, 93]);
+        let w = weight(&mut b, 40, 8, [1, 1]);
+        let a = b.node(conv(1, 1, 0, true, false), vec![x, w], &[&[3, 40, 121, 93]])[0];
+        let w = weight(&mut b, 376, 40, [3, 3]);
+        let r = b.node(conv(3, 2, 1, false, false), vec![a, w], &[&[3, 376, 61, 47]])[0];
+        let w = weight(&mut b, 376, 40, [3, 3]);
+        let bias = b.constant(&[376], 0.5);
+        let big = b.node(conv(3, 2, 1, true, true), vec![a, w, bias, r], &[&[3, 376, 61, 47]])[0];
+        let w = weight(&mut b, 16, 40, [3, 3]);
+        let side = b.node(conv(3, 2, 1, true, false), vec![a, w], &[&[3, 16, 61, 47]])[0];
+        let cat = b.node(Op::Concat { axis: 1 }, vec![big, side], &[&[3, 392, 61, 47]])[0];
+        let w = weight(&mut b, 5, 392, [1, 1]);
+        let out = b.node(conv(1, 1, 0, false, false), vec![cat, w], &[&[3, 5, 61, 47]])[0];
+        b.output(out);
+        assert_nhwc(&b.graph, &[a, r, big, side, cat], "wgmma edges");
+        assert_eq!(
+            plan(&b.graph).placements[big].layout,
+            Layout::Nhwc { pixel_stride: 392 },
+            "the 376-channel conv writes its slice of the concatenation"
+        );
+        let (got, want) = run_both(&gpu, b.graph, seed + 4, "nhwc-wgmma");
+        if gpu.properties().has_wgmma() {
+            assert!(last_forward_used_wgmma(), "wgmma edges: wgmma was not chosen");
+        }
+        check("NHWC 3x3/2 40->376 (wgmma edges) with residual, into a concat slice", &got, &want, 1e-2);
     }
 }
 

@@ -105,7 +105,25 @@ pub struct NativeEngine<'pool> {
     weight_offset: Vec<Option<u64>>,
     /// Graphs by bound pointers (inputs then outputs), most recent last.
     graphs: Vec<(Vec<u64>, CudaGraph, usize)>,
+    /// Large NHWC convolutions run on Hopper's warpgroup MMA
+    /// (`conv_wgmma_nhwc_n*`): where the GPU and the build have it,
+    /// unless `VRSEG_NO_WGMMA` is set (to compare the mma.sync kernels).
+    wgmma: bool,
 }
+
+/// The kernels built on Hopper's warpgroup MMA.
+pub const WGMMA_KERNELS: [Kernel; 6] = [
+    Kernel::ConvWgmmaNhwcN48,
+    Kernel::ConvWgmmaNhwcN64,
+    Kernel::ConvWgmmaNhwcN96,
+    Kernel::ConvWgmmaNhwcN128,
+    Kernel::ConvWgmmaNhwcN192,
+    Kernel::ConvWgmmaNhwcN256,
+];
+
+/// Set (to anything) to keep the native engine off its wgmma kernels on a
+/// GPU that has it, to measure or test the mma.sync path there.
+pub const NO_WGMMA_ENV: &str = "VRSEG_NO_WGMMA";
 
 impl<'pool> NativeEngine<'pool> {
     /// Adds the plan's weights and arena to `pool`.
@@ -151,7 +169,27 @@ impl<'pool> NativeEngine<'pool> {
             partials,
             weight_offset,
             graphs: Vec::new(),
+            wgmma: gpu.properties().has_wgmma() && std::env::var_os(NO_WGMMA_ENV).is_none(),
         })
+    }
+
+    /// Whether large NHWC convolutions take the wgmma kernels; `set_wgmma`
+    /// turns it off (or back on where the GPU has it) for later forwards,
+    /// dropping captured graphs. Returns the setting now in force.
+    pub fn set_wgmma(&mut self, on: bool) -> bool {
+        self.wgmma = on && self.gpu.properties().has_wgmma();
+        self.graphs.clear();
+        self.wgmma
+    }
+
+    /// The kernels of one forward, in launch order (tests check which path
+    /// a GEMM took).
+    pub fn kernels_per_forward(
+        &self,
+        inputs: &[DeviceView<'_>],
+        outputs: &[DeviceView<'_>],
+    ) -> Result<Vec<Kernel>, EngineError> {
+        Ok(self.compile(&self.bind(inputs, outputs)?)?.iter().map(|s| s.kernel).collect())
     }
 
     /// Kernel launches per forward (views and in-place concatenations cost none).

@@ -439,7 +439,8 @@ impl NativeEngine<'_> {
                     node: i,
                     kernel: Kernel::Matmul,
                     config: LaunchConfig {
-                        grid_dim: (n.div_ceil(16), m.div_ceil(16), (out.dims[0] * out.dims[1]) as u32),
+                        // 64x64 output tiles (`kMatmulTile` in engine_ops.cu).
+                        grid_dim: (n.div_ceil(64), m.div_ceil(64), (out.dims[0] * out.dims[1]) as u32),
                         block_dim: (256, 1, 1),
                         shared_mem_bytes: 0,
                     },
@@ -526,6 +527,62 @@ impl NativeEngine<'_> {
         // 128-row NHWC tiles take 64-deep K steps where the GPU's shared
         // memory holds their 3 stages (sm_90; not the RTX cards' 99 KiB).
         let optin = self.gpu.properties().shared_memory_per_block_optin.max(0) as usize;
+        // Hopper: NHWC-to-NHWC GEMMs run on warpgroup MMA, 128 pixels by a
+        // channel width that fits cout, K split where the tiles cannot give
+        // every SM one. Measured on the H100 (BENCHMARKS.md), the mma.sync
+        // kernels stay ahead only on short GEMMs (K <= 384) whose channels
+        // their own tiles cover exactly, and on GEMMs too small to split.
+        if self.wgmma && nhwc_in && p.y_pixel_stride > 0 && p.transposed_stride == 0 && m >= 48 {
+            let width = wgmma_width(m);
+            let grid = (m.div_ceil(width), columns.div_ceil(WGMMA_PIXELS));
+            let shared = wgmma_shared_bytes(width);
+            let mma_sync_fits = k <= 384 && m % tile_m == 0;
+            let blocks = grid.0 * grid.1;
+            let k_tiles = cols.div_ceil(64);
+            // Blocks of this width one SM holds (shared memory; registers).
+            let per_sm = if width <= 96 { 2 } else { 1 };
+            let splits = if blocks >= sms {
+                1
+            } else {
+                split_k(blocks, k_tiles, per_sm * sms, m * columns * 4, self.partials.bytes())
+            };
+            // Half the SMs busy with wgmma still beats every SM with mma.sync
+            // (3x3 192->192 at 20x20, batch 32, where the split's partial
+            // sums would not fit the workspace).
+            let fills = blocks >= sms || splits > 1 || 2 * blocks >= sms;
+            if !mma_sync_fits && fills && optin >= shared && grid.1 <= 65_535 {
+                let kernel = match width {
+                    48 => Kernel::ConvWgmmaNhwcN48,
+                    64 => Kernel::ConvWgmmaNhwcN64,
+                    96 => Kernel::ConvWgmmaNhwcN96,
+                    128 => Kernel::ConvWgmmaNhwcN128,
+                    192 => Kernel::ConvWgmmaNhwcN192,
+                    _ => Kernel::ConvWgmmaNhwcN256,
+                };
+                // Grid x walks the channel tiles (see the kernel).
+                let mut config = LaunchConfig {
+                    grid_dim: (grid.0 as u32, grid.1 as u32, 1),
+                    block_dim: (256, 1, 1),
+                    shared_mem_bytes: shared as u32,
+                };
+                if splits > 1 {
+                    p.k_split = k_tiles.div_ceil(splits) as i32;
+                    p.splits = k_tiles.div_ceil(p.k_split as usize) as i32;
+                    p.partial = self.partials.ptr();
+                    config.grid_dim.2 = p.splits as u32;
+                    steps.push(Step { node, kernel, config, params: Params::Conv(p) });
+                    steps.push(Step {
+                        node,
+                        kernel: Kernel::ConvSplitkReduce,
+                        config: grid_stride(&self.gpu, (m * columns) as u64),
+                        params: Params::Conv(p),
+                    });
+                } else {
+                    steps.push(Step { node, kernel, config, params: Params::Conv(p) });
+                }
+                return Ok(());
+            }
+        }
         let deep_k = nhwc_in && tile_m == 128 && optin >= nhwc_shared_bytes(128, 64, 3);
         // Row-segment kernels come per stride along x (1 or 2), which fixes
         // how many chunks a thread keeps in registers across the mma.
@@ -613,6 +670,28 @@ pub(super) fn damaged_layout(values: &[PlanValue]) -> Option<String> {
     })
 }
 
+/// Pixels per `conv_wgmma_nhwc_n*` tile (`kWgmmaPixels`).
+const WGMMA_PIXELS: usize = 128;
+
+/// The channel widths of the `conv_wgmma_nhwc_n*` kernels.
+const WGMMA_WIDTHS: [usize; 6] = [256, 192, 128, 96, 64, 48];
+
+/// The wgmma channel width for `cout` output channels: the least work,
+/// counted as tiles x (width + 64), the 64 standing for what a tile costs
+/// beyond its channels (it loads and stages its 128 pixels again); then the
+/// widest. 48 for 48, 96 for 80 and 96, 192 for 192 and 384, 256 for 200
+/// and 768.
+pub(super) fn wgmma_width(cout: usize) -> usize {
+    *WGMMA_WIDTHS.iter().min_by_key(|&&w| (cout.div_ceil(w) * (w + 64), usize::MAX - w)).expect("widths are listed")
+}
+
+/// Dynamic shared memory of `conv_wgmma_nhwc_n{width}` (`wgmma_smem_bytes`
+/// in engine_conv.cu): 4 stages of 64-deep pixel and weight tiles, plus
+/// 1 KiB to align them for the swizzle.
+pub(super) fn wgmma_shared_bytes(width: usize) -> usize {
+    4 * (WGMMA_PIXELS + width) * 64 * 2 + 1024
+}
+
 /// `kNhwcStages` in engine_conv.cu.
 pub(super) const NHWC_STAGES: usize = 4;
 
@@ -624,7 +703,8 @@ pub(super) fn nhwc_shared_bytes(tile_m: usize, k_depth: usize, stages: usize) ->
 }
 
 /// How many ways to split the K loop of a GEMM of `blocks` output tiles and
-/// `k_tiles` 32-deep steps, on a GPU that holds `slots` such blocks at once:
+/// `k_tiles` K steps (32-deep for the mma.sync kernels, 64-deep for wgmma),
+/// on a GPU that holds `slots` such blocks at once:
 /// enough to fill every slot (a block alone on an SM leaves its memory
 /// latency unhidden), each split keeping at least 4 K steps (its pipeline
 /// start-up and the reduce must stay small beside it), and the partial sums
@@ -655,6 +735,28 @@ mod tests {
     use crate::engine::build::ir::DType;
     use crate::engine::build::memory::{ElementType, Layout, Placement, Storage};
     use crate::engine::plan::PlanValue;
+
+    #[test]
+    fn wgmma_widths_fit_the_channel_counts() {
+        for (cout, width) in [
+            (48, 48),
+            (64, 64),
+            (80, 96),
+            (96, 96),
+            (128, 128),
+            (192, 192),
+            (200, 256),
+            (376, 192),
+            (256, 256),
+            (384, 192),
+            (768, 256),
+            (1536, 256),
+        ] {
+            assert_eq!(super::wgmma_width(cout), width, "cout {cout}");
+        }
+        // The widest kernel's stages fit sm_90's 227 KiB a block.
+        assert!(super::wgmma_shared_bytes(256) <= 227 * 1024);
+    }
 
     #[test]
     fn a_plan_claiming_nhwc_where_the_builder_never_would_is_damaged() {
