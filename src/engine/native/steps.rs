@@ -549,7 +549,7 @@ impl NativeEngine<'_> {
             // Half the SMs busy with wgmma still beats every SM with mma.sync
             // (3x3 192->192 at 20x20, batch 32, where the split's partial
             // sums would not fit the workspace).
-            let fills = blocks >= sms || splits > 1 || 2 * blocks >= sms;
+            let fills = splits > 1 || 2 * blocks >= sms;
             if !mma_sync_fits && fills && optin >= shared && grid.1 <= 65_535 {
                 let kernel = match width {
                     48 => Kernel::ConvWgmmaNhwcN48,
