@@ -198,7 +198,7 @@ impl<'pool> NativeEngine<'pool> {
         inputs: &[DeviceView<'_>],
         outputs: &[DeviceView<'_>],
     ) -> Result<usize, EngineError> {
-        Ok(self.compile(&self.bind(inputs, outputs)?)?.len())
+        Ok(self.kernels_per_forward(inputs, outputs)?.len())
     }
 
     /// Enqueues one forward on `stream` as a CUDA graph (captured on the
