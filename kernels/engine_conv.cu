@@ -37,6 +37,11 @@
 //   kNhwcStages-deep pipeline; any geometry. Dynamic shared memory.
 //   Every igemm kernel writes NHWC (y_pixel_stride > 0) or NCHW outputs.
 //
+// conv_wgmma_nhwc_n{48,64,96,128,192,256} (sm_90a builds on Hopper): the
+//   NHWC GEMM on warpgroup MMA, 128 pixels by a channel width that fits
+//   cout, operands read by the tensor cores from swizzled shared memory
+//   (wgmma.cuh); NHWC outputs only. See the kernel.
+//
 // conv_splitk_reduce: sums the split-K partials, same epilogue (not for
 //   transposed convolutions, which the host never splits).
 //
