@@ -727,6 +727,77 @@ __device__ __forceinline__ void conv_igemm(const ConvParams& p) {
 }
 
 
+// The K cursor of an NHWC implicit GEMM (K = (ky, kx, c), tap-major): a
+// thread's chunk column `k` and its tap and channel, stepped a K tile at a
+// time (a chunk of 8 channels never straddles taps: cin is a multiple of 8).
+struct NhwcTapCursor {
+    int k, c, ky, kx;
+    __device__ __forceinline__ void start(const ConvParams& p, int k0) {
+        k = k0;
+        const int tap = k0 / p.cin;
+        c = k0 - tap * p.cin;
+        ky = tap / p.kw;
+        kx = tap - ky * p.kw;
+    }
+    // Where tap (ky, kx) sits from tap (0, 0), and whether column k is
+    // inside K: computed once per tile for all of a thread's pixels.
+    struct Offsets {
+        int dy, dx, c;
+        bool in_k;
+    };
+    __device__ __forceinline__ Offsets offsets(const ConvParams& p) const {
+        return Offsets{ky * p.dh, kx * p.dw, c, k < p.k_total};
+    }
+    __device__ __forceinline__ void advance(const ConvParams& p, int step) {
+        k += step;
+        c += step;
+        while (c >= p.cin) {
+            c -= p.cin;
+            if (++kx == p.kw) {
+                kx = 0;
+                ++ky;
+            }
+        }
+    }
+};
+
+// The output pixels a thread loads input chunks for (GEMM columns
+// `first + step * j`), fixed for the whole K loop: each one's image offset
+// and the input position of tap (0, 0).
+template <int kPixels>
+struct NhwcPixelRows {
+    int64_t image[kPixels];
+    int iy0[kPixels], ix0[kPixels];
+    bool valid[kPixels];
+
+    __device__ __forceinline__ void init(const ConvParams& p, int64_t first, int step) {
+        const int pixels = p.oh * p.ow;
+        const int64_t n_total = static_cast<int64_t>(p.batch) * pixels;
+#pragma unroll
+        for (int j = 0; j < kPixels; ++j) {
+            const int64_t gn = first + static_cast<int64_t>(step) * j;
+            valid[j] = gn < n_total;
+            const int img = valid[j] ? static_cast<int>(gn / pixels) : 0;
+            const int pix = valid[j] ? static_cast<int>(gn - static_cast<int64_t>(img) * pixels) : 0;
+            const int oy = pix / p.ow;
+            const int ox = pix - oy * p.ow;
+            image[j] = static_cast<int64_t>(img) * p.x_batch_stride;
+            iy0[j] = oy * p.sh - p.pad_t;
+            ix0[j] = ox * p.sw - p.pad_l;
+        }
+    }
+
+    // The 16-byte chunk (8 channels) pixel j reads at the cursor's tap, or
+    // null where it is padding, past K or past the last pixel (a zero fill).
+    __device__ __forceinline__ const __half* chunk(const ConvParams& p, int j, const NhwcTapCursor::Offsets& t) const {
+        const int iy = iy0[j] + t.dy;
+        const int ix = ix0[j] + t.dx;
+        const bool ok = valid[j] && t.in_k && static_cast<unsigned>(iy) < static_cast<unsigned>(p.h) &&
+                        static_cast<unsigned>(ix) < static_cast<unsigned>(p.w);
+        return ok ? p.x + image[j] + (static_cast<int64_t>(iy) * p.w + ix) * p.x_pixel_stride + t.c : nullptr;
+    }
+};
+
 // Dynamic shared memory of the NHWC kernels (their stages exceed the 48 KiB
 // a static array may take).
 extern __shared__ uint4 conv_nhwc_smem[];
@@ -771,43 +842,22 @@ __device__ __forceinline__ void conv_igemm_nhwc(const ConvParams& p) {
     const int wn = warp % kWarpsN;
     const int m0 = blockIdx.y * BM;
     const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kBlockN;
-    const int pixels = p.oh * p.ow;
-    const int64_t n_total = static_cast<int64_t>(p.batch) * pixels;
     const int k_tiles = (p.k_pad + kBK - 1) / kBK;
     const int kt_begin = p.k_split > 0 ? static_cast<int>(blockIdx.z) * p.k_split : 0;
     const int kt_end = p.k_split > 0 ? min(k_tiles, kt_begin + p.k_split) : k_tiles;
     const int tiles = kt_end - kt_begin;
 
     const int kc = (tid % kChunks) * 8;  // this thread's chunk of a K tile
-    int64_t b_image[kPixelsPerThread];      // element offset of its pixels' images
-    int b_iy0[kPixelsPerThread], b_ix0[kPixelsPerThread];  // input position of tap (0, 0)
-    bool b_pixel[kPixelsPerThread];
-#pragma unroll
-    for (int j = 0; j < kPixelsPerThread; ++j) {
-        const int64_t gn = n0 + tid / kChunks + kPixelStep * j;
-        b_pixel[j] = gn < n_total;
-        const int img = b_pixel[j] ? static_cast<int>(gn / pixels) : 0;
-        const int pix = b_pixel[j] ? static_cast<int>(gn - static_cast<int64_t>(img) * pixels) : 0;
-        const int oy = pix / p.ow;
-        const int ox = pix - oy * p.ow;
-        b_image[j] = static_cast<int64_t>(img) * p.x_batch_stride;
-        b_iy0[j] = oy * p.sh - p.pad_t;
-        b_ix0[j] = ox * p.sw - p.pad_l;
-    }
+    NhwcPixelRows<kPixelsPerThread> rows;
+    rows.init(p, n0 + tid / kChunks, kPixelStep);
     // (ky, kx, c) of the chunk of the next tile to load.
-    int next_k = kt_begin * kBK + kc;
-    int k_c, k_ky, k_kx;
-    {
-        const int tap = next_k / p.cin;
-        k_c = next_k - tap * p.cin;
-        k_ky = tap / p.kw;
-        k_kx = tap - k_ky * p.kw;
-    }
+    NhwcTapCursor tap;
+    tap.start(p, kt_begin * kBK + kc);
 
     auto load_stage = [&](int stage) {
         __half* tile_a = stages + stage * kStageHalves;
         __half* tile_b = tile_a + BM * kStride;
-        const int k0 = next_k - kc;  // the tile's first column
+        const int k0 = tap.k - kc;  // the tile's first column
         for (int i = tid; i < BM * kChunks; i += kThreads) {
             const int r = i / kChunks;
             const int cv = (i % kChunks) * 8;
@@ -815,28 +865,13 @@ __device__ __forceinline__ void conv_igemm_nhwc(const ConvParams& p) {
             cp_async_16(tile_a + r * kStride + cv,
                         ok ? p.weight + static_cast<int64_t>(m0 + r) * p.k_pad + k0 + cv : p.weight, ok ? 16 : 0);
         }
-        const bool k_ok = next_k < p.k_total;
-        const int dy = k_ky * p.dh;
-        const int dx = k_kx * p.dw;
+        const NhwcTapCursor::Offsets at = tap.offsets(p);
 #pragma unroll
         for (int j = 0; j < kPixelsPerThread; ++j) {
-            const int iy = b_iy0[j] + dy;
-            const int ix = b_ix0[j] + dx;
-            const bool ok = b_pixel[j] && k_ok && static_cast<unsigned>(iy) < static_cast<unsigned>(p.h) &&
-                            static_cast<unsigned>(ix) < static_cast<unsigned>(p.w);
-            const __half* src =
-                ok ? p.x + b_image[j] + (static_cast<int64_t>(iy) * p.w + ix) * p.x_pixel_stride + k_c : p.x;
-            cp_async_16(tile_b + (tid / kChunks + kPixelStep * j) * kStride + kc, src, ok ? 16 : 0);
+            const __half* src = rows.chunk(p, j, at);
+            cp_async_16(tile_b + (tid / kChunks + kPixelStep * j) * kStride + kc, src ? src : p.x, src ? 16 : 0);
         }
-        next_k += kBK;
-        k_c += kBK;
-        while (k_c >= p.cin) {
-            k_c -= p.cin;
-            if (++k_kx == p.kw) {
-                k_kx = 0;
-                ++k_ky;
-            }
-        }
+        tap.advance(p, kBK);
     };
 
     float acc[kMT][kNT][4];
@@ -970,21 +1005,8 @@ __device__ __forceinline__ void conv_wgmma_nhwc(const ConvParams& p) {
     // Rows row0 + 32 j all sit at row0's swizzle phase.
     const uint32_t chunk_at = wgmma::sw128_offset(row0, chunk);
 
-    int64_t px_image[kPixelRows];
-    int px_iy0[kPixelRows], px_ix0[kPixelRows];
-    bool px_valid[kPixelRows];
-#pragma unroll
-    for (int j = 0; j < kPixelRows; ++j) {
-        const int64_t gn = n0 + row0 + kRowsPerPass * j;
-        px_valid[j] = gn < n_total;
-        const int img = px_valid[j] ? static_cast<int>(gn / pixels) : 0;
-        const int pix = px_valid[j] ? static_cast<int>(gn - static_cast<int64_t>(img) * pixels) : 0;
-        const int oy = pix / p.ow;
-        const int ox = pix - oy * p.ow;
-        px_image[j] = static_cast<int64_t>(img) * p.x_batch_stride;
-        px_iy0[j] = oy * p.sh - p.pad_t;
-        px_ix0[j] = ox * p.sw - p.pad_l;
-    }
+    NhwcPixelRows<kPixelRows> rows;
+    rows.init(p, n0 + row0, kRowsPerPass);
     // Weight rows past cout (the last channel tile may reach beyond the
     // packed weight's 128-row padding) load as zeros.
     bool w_valid[kWeightRows];
@@ -997,51 +1019,30 @@ __device__ __forceinline__ void conv_wgmma_nhwc(const ConvParams& p) {
     for (int j = 0; j < kWeightRows; ++j) w_in_tile[j] = row0 + kRowsPerPass * j < kN;
     const __half* const w_row = p.weight + static_cast<int64_t>(m0 + row0) * p.k_pad;
 
-    int next_k = kt_begin * kWgmmaK + kc;
-    int k_c, k_ky, k_kx;
-    {
-        const int tap = next_k / p.cin;
-        k_c = next_k - tap * p.cin;
-        k_ky = tap / p.kw;
-        k_kx = tap - k_ky * p.kw;
-    }
+    NhwcTapCursor tap;
+    tap.start(p, kt_begin * kWgmmaK + kc);
 
     auto load_stage = [&](int stage) {
         const uint32_t a_dst = base + stage * kStageBytes + chunk_at;
         const uint32_t b_dst = a_dst + kABytes;
-        const bool k_ok = next_k < p.k_total;
-        const int dy = k_ky * p.dh;
-        const int dx = k_kx * p.dw;
+        const NhwcTapCursor::Offsets at = tap.offsets(p);
 #pragma unroll
         for (int j = 0; j < kPixelRows; ++j) {
-            const int iy = px_iy0[j] + dy;
-            const int ix = px_ix0[j] + dx;
-            const bool ok = px_valid[j] && k_ok && static_cast<unsigned>(iy) < static_cast<unsigned>(p.h) &&
-                            static_cast<unsigned>(ix) < static_cast<unsigned>(p.w);
-            const __half* src =
-                ok ? p.x + px_image[j] + (static_cast<int64_t>(iy) * p.w + ix) * p.x_pixel_stride + k_c : p.x;
-            cp_async_16_at(a_dst + j * kRowsPerPass * kRowBytes, src, ok ? 16 : 0);
+            const __half* src = rows.chunk(p, j, at);
+            cp_async_16_at(a_dst + j * kRowsPerPass * kRowBytes, src ? src : p.x, src ? 16 : 0);
         }
         // K past the weight's 32-column padding (the last 64-deep tile)
         // loads as zeros too.
-        const bool kw_ok = next_k < p.k_pad;
+        const bool kw_ok = tap.k < p.k_pad;
 #pragma unroll
         for (int j = 0; j < kWeightRows; ++j) {
             if (kN % kRowsPerPass != 0 && !w_in_tile[j]) continue;
             const bool ok = kw_ok && w_valid[j];
             cp_async_16_at(b_dst + j * kRowsPerPass * kRowBytes,
-                           ok ? w_row + static_cast<int64_t>(j) * kRowsPerPass * p.k_pad + next_k : p.weight,
+                           ok ? w_row + static_cast<int64_t>(j) * kRowsPerPass * p.k_pad + tap.k : p.weight,
                            ok ? 16 : 0);
         }
-        next_k += kWgmmaK;
-        k_c += kWgmmaK;
-        while (k_c >= p.cin) {
-            k_c -= p.cin;
-            if (++k_kx == p.kw) {
-                k_kx = 0;
-                ++k_ky;
-            }
-        }
+        tap.advance(p, kWgmmaK);
     };
 
     float acc[kAcc];
