@@ -560,26 +560,12 @@ impl NativeEngine<'_> {
                     _ => Kernel::ConvWgmmaNhwcN256,
                 };
                 // Grid x walks the channel tiles (see the kernel).
-                let mut config = LaunchConfig {
+                let config = LaunchConfig {
                     grid_dim: (grid.0 as u32, grid.1 as u32, 1),
                     block_dim: (256, 1, 1),
                     shared_mem_bytes: shared as u32,
                 };
-                if splits > 1 {
-                    p.k_split = k_tiles.div_ceil(splits) as i32;
-                    p.splits = k_tiles.div_ceil(p.k_split as usize) as i32;
-                    p.partial = self.partials.ptr();
-                    config.grid_dim.2 = p.splits as u32;
-                    steps.push(Step { node, kernel, config, params: Params::Conv(p) });
-                    steps.push(Step {
-                        node,
-                        kernel: Kernel::ConvSplitkReduce,
-                        config: grid_stride(&self.gpu, (m * columns) as u64),
-                        params: Params::Conv(p),
-                    });
-                } else {
-                    steps.push(Step { node, kernel, config, params: Params::Conv(p) });
-                }
+                self.push_gemm(node, kernel, config, p, k_tiles, splits, steps);
                 return Ok(());
             }
         }
@@ -628,24 +614,43 @@ impl NativeEngine<'_> {
             (true, false) => nhwc_shared_bytes(tile_m, 32, NHWC_STAGES) as u32,
             _ => 0,
         };
-        let mut config =
+        let config =
             LaunchConfig { grid_dim: (n_tiles as u32, m_tiles as u32, 1), block_dim: (256, 1, 1), shared_mem_bytes };
-        if splits > 1 {
-            p.k_split = k_tiles.div_ceil(splits) as i32;
-            p.splits = k_tiles.div_ceil(p.k_split as usize) as i32;
-            p.partial = self.partials.ptr();
-            config.grid_dim.2 = p.splits as u32;
-            steps.push(Step { node, kernel, config, params: Params::Conv(p) });
-            steps.push(Step {
-                node,
-                kernel: Kernel::ConvSplitkReduce,
-                config: grid_stride(&self.gpu, (m * columns) as u64),
-                params: Params::Conv(p),
-            });
-        } else {
-            steps.push(Step { node, kernel, config, params: Params::Conv(p) });
-        }
+        self.push_gemm(node, kernel, config, p, k_tiles, splits, steps);
         Ok(())
+    }
+
+    /// Pushes an implicit-GEMM launch; split `splits` ways along its
+    /// `k_tiles` K steps when more than 1 (grid z, partial sums in the
+    /// split-K buffer), followed by the reduce that adds the splits and
+    /// applies the epilogue.
+    #[allow(clippy::too_many_arguments)]
+    fn push_gemm(
+        &self,
+        node: usize,
+        kernel: Kernel,
+        mut config: LaunchConfig,
+        mut p: ConvParams,
+        k_tiles: usize,
+        splits: usize,
+        steps: &mut Vec<Step>,
+    ) {
+        if splits <= 1 {
+            steps.push(Step { node, kernel, config, params: Params::Conv(p) });
+            return;
+        }
+        p.k_split = k_tiles.div_ceil(splits) as i32;
+        p.splits = k_tiles.div_ceil(p.k_split as usize) as i32;
+        p.partial = self.partials.ptr();
+        config.grid_dim.2 = p.splits as u32;
+        steps.push(Step { node, kernel, config, params: Params::Conv(p) });
+        let outputs = p.m_total as u64 * p.batch as u64 * p.oh as u64 * p.ow as u64;
+        steps.push(Step {
+            node,
+            kernel: Kernel::ConvSplitkReduce,
+            config: grid_stride(&self.gpu, outputs),
+            params: Params::Conv(p),
+        });
     }
 }
 
