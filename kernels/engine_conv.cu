@@ -19,9 +19,10 @@
 //      padding is whole 8-pixel chunks outside the row.
 //   Rows keep the next tile's loads raw in registers during this tile's mma
 //   and arrange them only afterwards (see `b_raw`).
-//   Epilogue: + bias, SiLU, + residual, stored as FP16 or FP32 at the output's
-//   placement (a batch stride lets a conv write straight into its slice of a
-//   concatenation). `transposed_stride` s > 0 runs a ConvTranspose whose kernel
+//   Epilogue: + bias, SiLU or sigmoid, + residual, stored as FP16 or FP32 at
+//   the output's placement (a batch stride lets a conv write straight into its
+//   slice of a channel concatenation; an NCHW output's `y_channel_stride`,
+//   into its slice of a concatenation along the last axis). `transposed_stride` s > 0 runs a ConvTranspose whose kernel
 //   equals its stride (no padding) as the same GEMM over input pixels, with
 //   rows (m, i, j) scattered to output pixel (s*y + i, s*x + j).
 //   Split-K (`k_split` > 0): block z of the grid runs K tiles
@@ -41,6 +42,10 @@
 //   NHWC GEMM on warpgroup MMA, 128 pixels by a channel width that fits
 //   cout, operands read by the tensor cores from swizzled shared memory
 //   (wgmma.cuh); NHWC outputs only. See the kernel.
+//
+// conv_stem_c{16,32,64,96,128}: a whole K of at most 32 (YOLO's stem, 3
+//   channels x 3x3) from an NCHW input to an NHWC output: weights held in
+//   registers, 16-pixel mma.sync tiles built from global memory. See the kernel.
 //
 // conv_splitk_reduce: sums the split-K partials, same epilogue (not for
 //   transposed convolutions, which the host never splits).
@@ -69,6 +74,10 @@ struct ConvParams {
     int64_t x_batch_stride;
     int64_t residual_batch_stride;
     int64_t y_batch_stride;
+    // NCHW output: elements from one channel plane to the next (oh * ow, or
+    // more where the output is a slice of a concatenation along its last
+    // axis: YOLO's per-scale head outputs).
+    int64_t y_channel_stride;
     int32_t batch, cin, h, w;
     int32_t cout, oh, ow;
     int32_t kh, kw, sh, sw, dh, dw, pad_t, pad_l;
@@ -91,7 +100,18 @@ constexpr int kThreads = 256;
 constexpr int kPadA = 8;  // halves: 80-byte rows make ldmatrix conflict-free
 constexpr int kPadB = 8;  // halves: 272-byte rows, likewise for ldmatrix.trans
 
-__device__ __forceinline__ float silu(float v) { return v / (1.0f + __expf(-v)); }
+// `activation` codes (Rust: `steps::activation_code`): 0 none, 1 SiLU,
+// 2 sigmoid (YOLO's class scores, pushed into their convs by the build).
+// Both share one exp and one approximate reciprocal (MUFU), then differ by
+// a multiply: an IEEE division per element (the slow-path check and call
+// nvcc emits for `/`) weighed on the epilogue of every short-K conv. The
+// approximation (about 2 ulp) is far below the FP16 output's step; where
+// exp(-v) overflows, the reciprocal of infinity is 0, as it should be.
+__device__ __forceinline__ float activate(float v, int32_t code) {
+    if (code == 0) return v;
+    const float sigmoid = __fdividef(1.0f, 1.0f + __expf(-v));
+    return code == 1 ? v * sigmoid : sigmoid;
+}
 
 __device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, int src_bytes) {
     const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
@@ -291,7 +311,7 @@ __device__ __forceinline__ void conv_epilogue(const ConvParams& p,
 #pragma unroll
                     for (int e = 0; e < 2; ++e) {
                         float v = acc[mt][nt][hi * 2 + e] + bias;
-                        if (p.activation == 1) v = silu(v);
+                        v = activate(v, p.activation);
                         tile_t[(wn * kWarpN + nt * 8 + 2 * t + e) * kStrideT + r] = __float2half_rn(v);
                     }
             }
@@ -322,10 +342,8 @@ __device__ __forceinline__ void conv_epilogue(const ConvParams& p,
                 for (int nt = 0; nt < kNT; ++nt) {
                     float v0 = acc[mt][nt][hi * 2] + bias;
                     float v1 = acc[mt][nt][hi * 2 + 1] + bias;
-                    if (p.activation == 1) {
-                        v0 = silu(v0);
-                        v1 = silu(v1);
-                    }
+                    v0 = activate(v0, p.activation);
+                    v1 = activate(v1, p.activation);
                     *reinterpret_cast<__half2*>(&tile_c[r * kStrideC + wn * kWarpN + nt * 8 + 2 * t]) =
                         __floats2half2_rn(v0, v1);
                 }
@@ -388,7 +406,7 @@ __device__ __forceinline__ void conv_epilogue(const ConvParams& p,
         }
         // 16-byte vectors need 8-pixel groups that never straddle images and
         // aligned bases; otherwise write element by element (still coalesced).
-        const bool vec_out = (pixels % 8 == 0) && (p.y_batch_stride % 8 == 0) &&
+        const bool vec_out = (pixels % 8 == 0) && (p.y_batch_stride % 8 == 0) && (p.y_channel_stride % 8 == 0) &&
                              ((reinterpret_cast<uintptr_t>(p.y) & 15) == 0);
         const bool vec_res = p.residual == nullptr ||
                              (!p.residual_f32 && (p.residual_batch_stride % 8 == 0) &&
@@ -409,8 +427,8 @@ __device__ __forceinline__ void conv_epilogue(const ConvParams& p,
                         static_cast<const __half*>(p.residual) + static_cast<int64_t>(img) * p.residual_batch_stride + at);
                     packed = add_halves8(packed, res);
                 }
-                *reinterpret_cast<uint4*>(static_cast<__half*>(p.y) + static_cast<int64_t>(img) * p.y_batch_stride + at) =
-                    packed;
+                *reinterpret_cast<uint4*>(static_cast<__half*>(p.y) + static_cast<int64_t>(img) * p.y_batch_stride +
+                                          m * p.y_channel_stride + pix) = packed;
             }
         } else {
             for (int v = tid; v < BM * kBlockN; v += kThreads) {
@@ -426,12 +444,65 @@ __device__ __forceinline__ void conv_epilogue(const ConvParams& p,
                 if (p.residual) {
                     out += load_any(p.residual, static_cast<int64_t>(img) * p.residual_batch_stride + at, p.residual_f32);
                 }
-                static_cast<__half*>(p.y)[static_cast<int64_t>(img) * p.y_batch_stride + at] = __float2half_rn(out);
+                static_cast<__half*>(p.y)[static_cast<int64_t>(img) * p.y_batch_stride + m * p.y_channel_stride + pix] =
+                    __float2half_rn(out);
             }
         }
         return;
     }
 
+    if (s == 0) {
+        // FP32 NCHW output (the head's outputs): stage act(acc + bias) 32
+        // rows at a time in shared memory (the fragments' scattered 4-byte
+        // stores would touch 8 rows' sectors per instruction), then write
+        // each row's 128 pixels with consecutive threads on consecutive
+        // pixels. Rows of 136 floats keep the float2 fragment stores
+        // conflict-free per half-warp.
+        constexpr int kRowsStaged = 32;
+        constexpr int kStrideF = kBlockN + 8;
+        static_assert(kRowsStaged * kStrideF * 4 <= kSmemBytes, "32 staged FP32 rows fit the stage buffers");
+        float* const tile_f = reinterpret_cast<float*>(smem);
+#pragma unroll
+        for (int q = 0; q < BM / kRowsStaged; ++q) {
+            if (q > 0) __syncthreads();  // the previous rows' stores have read the tile
+#pragma unroll
+            for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+                for (int hi = 0; hi < 2; ++hi) {
+                    const int r = wm * kWarpM + mt * 16 + g + hi * 8;
+                    if (r / kRowsStaged != q) continue;
+                    const int m = m0 + r;
+                    const float bias = (p.bias && m < p.m_total) ? p.bias[m] : 0.0f;
+#pragma unroll
+                    for (int nt = 0; nt < kNT; ++nt) {
+                        const float2 v = make_float2(activate(acc[mt][nt][hi * 2] + bias, p.activation),
+                                                     activate(acc[mt][nt][hi * 2 + 1] + bias, p.activation));
+                        *reinterpret_cast<float2*>(&tile_f[(r - q * kRowsStaged) * kStrideF + wn * kWarpN + nt * 8 + 2 * t]) = v;
+                    }
+                }
+            __syncthreads();
+            for (int v = tid; v < kRowsStaged * kBlockN; v += kThreads) {
+                const int r = v / kBlockN;
+                const int c = v % kBlockN;
+                const int m = m0 + q * kRowsStaged + r;
+                const int64_t gn = n0 + c;
+                if (m >= p.m_total || gn >= n_total) continue;
+                const int img = static_cast<int>(gn / pixels);
+                const int pix = static_cast<int>(gn - static_cast<int64_t>(img) * pixels);
+                float out = tile_f[r * kStrideF + c];
+                if (p.residual) {
+                    out += load_any(p.residual,
+                                    static_cast<int64_t>(img) * p.residual_batch_stride + static_cast<int64_t>(m) * pixels + pix,
+                                    p.residual_f32);
+                }
+                store_any(p.y, static_cast<int64_t>(img) * p.y_batch_stride + m * p.y_channel_stride + pix, p.y_f32, out);
+            }
+        }
+        return;
+    }
+
+    // Transposed convolutions whose rows (m, i, j) do not tile BM (or FP32
+    // ones): scatter straight from the fragments.
     int col_img[kNT][2];
     int col_pix[kNT][2];
 #pragma unroll
@@ -454,8 +525,11 @@ __device__ __forceinline__ void conv_epilogue(const ConvParams& p,
         for (int hi = 0; hi < 2; ++hi) {
             const int m = m0 + wm * kWarpM + mt * 16 + g + hi * 8;
             if (m >= p.m_total) continue;
-            const int channel = s > 0 ? m / ss : m;
+            const int channel = m / ss;
             const float bias = p.bias ? p.bias[channel] : 0.0f;
+            const int i = (m / s) % s;
+            const int j = m % s;
+            const int ow = p.ow * s;
 #pragma unroll
             for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
@@ -463,26 +537,11 @@ __device__ __forceinline__ void conv_epilogue(const ConvParams& p,
                     const int img = col_img[nt][e];
                     if (img < 0) continue;
                     const int pix = col_pix[nt][e];
-                    float v = acc[mt][nt][hi * 2 + e] + bias;
-                    if (p.activation == 1) v = silu(v);
-                    int64_t out;
-                    if (s > 0) {
-                        const int i = (m / s) % s;
-                        const int j = m % s;
-                        const int y = pix / p.ow;
-                        const int x = pix - y * p.ow;
-                        const int ow = p.ow * s;
-                        out = static_cast<int64_t>(img) * p.y_batch_stride +
-                              static_cast<int64_t>(channel) * (p.oh * s) * ow + (y * s + i) * ow + x * s + j;
-                    } else {
-                        out = static_cast<int64_t>(img) * p.y_batch_stride + static_cast<int64_t>(m) * pixels + pix;
-                        if (p.residual) {
-                            v += load_any(p.residual,
-                                          static_cast<int64_t>(img) * p.residual_batch_stride +
-                                              static_cast<int64_t>(m) * pixels + pix,
-                                          p.residual_f32);
-                        }
-                    }
+                    const float v = activate(acc[mt][nt][hi * 2 + e] + bias, p.activation);
+                    const int y = pix / p.ow;
+                    const int x = pix - y * p.ow;
+                    const int64_t out = static_cast<int64_t>(img) * p.y_batch_stride +
+                                        static_cast<int64_t>(channel) * (p.oh * s) * ow + (y * s + i) * ow + x * s + j;
                     store_any(p.y, out, p.y_f32, v);
                 }
         }
@@ -1126,10 +1185,8 @@ __device__ __forceinline__ void conv_wgmma_nhwc(const ConvParams& p) {
         for (int h = 0; h < 2; ++h) {
             float v0 = acc[4 * j + 2 * h] + b0;
             float v1 = acc[4 * j + 2 * h + 1] + b1;
-            if (p.activation == 1) {
-                v0 = silu(v0);
-                v1 = silu(v1);
-            }
+            v0 = activate(v0, p.activation);
+            v1 = activate(v1, p.activation);
             *reinterpret_cast<__half2*>(&tile_t[(pixel_row + 8 * h) * kStrideT + c]) = __floats2half2_rn(v0, v1);
         }
     }
@@ -1203,6 +1260,133 @@ VRSEG_CONV_WGMMA(128)
 VRSEG_CONV_WGMMA(192)
 VRSEG_CONV_WGMMA(256)
 
+// conv_stem_c{16,32,64,96,128}: a convolution whose whole K (cin x kh x
+// kw) fits one 32-deep tile, from an NCHW FP16 input to an NHWC FP16 output
+// of at most 128 channels: YOLO's stem (3 channels, 3x3/2, on the model
+// input). The GEMM kernels spend a whole block's load, barrier and staged
+// epilogue on one K step here (1.4 ms of x-seg at batch 32 for 0.6 GB of
+// output). Instead each warp keeps the weights in registers as mma B
+// fragments for the whole kernel and walks 16-pixel tiles: it builds the A
+// fragment (16 pixels x 32 K) straight from global memory (each lane's 8 K
+// columns, so their (channel, ky, kx) are decoded once), runs 2 x kNT
+// mma.sync, and stores each lane's channel pairs. Pixels are the GEMM's M,
+// channels its N, so a pixel's channels leave together.
+template <int kNT>
+__device__ __forceinline__ void conv_stem(const ConvParams& p) {
+    const int lane = threadIdx.x & 31;
+    const int g = lane >> 2;
+    const int t = lane & 3;
+    // B fragments: W[8j + g][16s + 2t + {0,1}] and [.. + 8 + {0,1}] (weights
+    // are [m_pad][k_pad] with K contiguous, zero-padded to 32 columns).
+    uint32_t bw[2][kNT][2];
+#pragma unroll
+    for (int s = 0; s < 2; ++s)
+#pragma unroll
+        for (int j = 0; j < kNT; ++j) {
+            const int ch = 8 * j + g;
+            const __half* row = p.weight + static_cast<int64_t>(ch) * p.k_pad + 16 * s + 2 * t;
+            const bool ok = ch < p.m_total;
+            bw[s][j][0] = ok ? *reinterpret_cast<const uint32_t*>(row) : 0u;
+            bw[s][j][1] = ok ? *reinterpret_cast<const uint32_t*>(row + 8) : 0u;
+        }
+    // This lane's K columns, 16s + 2t + {0, 1, 8, 9}: input plane offset and
+    // tap displacement (-1 offset: past K, reads as zero).
+    const int taps = p.kh * p.kw;
+    int tap_plane[2][4], tap_dy[2][4], tap_dx[2][4];
+#pragma unroll
+    for (int s = 0; s < 2; ++s)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+            const int k = 16 * s + 2 * t + (r & 1) + (r >> 1) * 8;
+            const int c = k / taps;
+            const int tap = k - c * taps;
+            const int ky = tap / p.kw;
+            tap_plane[s][r] = k < p.k_total ? c * p.h * p.w : -1;
+            tap_dy[s][r] = ky * p.dh;
+            tap_dx[s][r] = (tap - ky * p.kw) * p.dw;
+        }
+    const int pixels = p.oh * p.ow;
+    const int64_t n_total = static_cast<int64_t>(p.batch) * pixels;
+    const int64_t tiles = (n_total + 15) / 16;
+    const int warps_per_block = blockDim.x / 32;
+    const int64_t warp_stride = static_cast<int64_t>(gridDim.x) * warps_per_block;
+    for (int64_t tile = static_cast<int64_t>(blockIdx.x) * warps_per_block + threadIdx.x / 32; tile < tiles;
+         tile += warp_stride) {
+        // Rows g and g + 8 of the tile: this lane's two pixels.
+        const __half* src[2];
+        int iy0[2], ix0[2];
+        int64_t out[2];
+        bool valid[2];
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+            const int64_t gn = tile * 16 + g + 8 * h;
+            valid[h] = gn < n_total;
+            const int img = valid[h] ? static_cast<int>(gn / pixels) : 0;
+            const int pix = valid[h] ? static_cast<int>(gn - static_cast<int64_t>(img) * pixels) : 0;
+            const int oy = pix / p.ow;
+            const int ox = pix - oy * p.ow;
+            src[h] = p.x + static_cast<int64_t>(img) * p.x_batch_stride;
+            iy0[h] = oy * p.sh - p.pad_t;
+            ix0[h] = ox * p.sw - p.pad_l;
+            out[h] = static_cast<int64_t>(img) * p.y_batch_stride + static_cast<int64_t>(pix) * p.y_pixel_stride;
+        }
+        // A fragments: a[s][q * 2 + h] holds pixel row h's K columns
+        // 16s + 2t + 8q + {0, 1}.
+        uint32_t a[2][4];
+#pragma unroll
+        for (int s = 0; s < 2; ++s)
+#pragma unroll
+            for (int q = 0; q < 2; ++q)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    unsigned short bits[2];
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        const int r = 2 * q + e;
+                        const int iy = iy0[h] + tap_dy[s][r];
+                        const int ix = ix0[h] + tap_dx[s][r];
+                        const bool in = valid[h] && tap_plane[s][r] >= 0 &&
+                                        static_cast<unsigned>(iy) < static_cast<unsigned>(p.h) &&
+                                        static_cast<unsigned>(ix) < static_cast<unsigned>(p.w);
+                        bits[e] = in ? __ldg(reinterpret_cast<const unsigned short*>(src[h]) + tap_plane[s][r] +
+                                             iy * p.w + ix)
+                                     : static_cast<unsigned short>(0);
+                    }
+                    a[s][q * 2 + h] = static_cast<uint32_t>(bits[0]) | (static_cast<uint32_t>(bits[1]) << 16);
+                }
+        float acc[kNT][4];
+#pragma unroll
+        for (int j = 0; j < kNT; ++j) {
+            acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+#pragma unroll
+            for (int s = 0; s < 2; ++s) mma_16816(acc[j], a[s], bw[s][j]);
+        }
+        // Lane (g, t) holds channels 8j + 2t, +1 of pixels g and g + 8.
+#pragma unroll
+        for (int j = 0; j < kNT; ++j) {
+            const int ch = 8 * j + 2 * t;
+            if (ch >= p.m_total) continue;  // m_total is a multiple of 8
+            const float b0 = p.bias ? p.bias[ch] : 0.0f;
+            const float b1 = p.bias ? p.bias[ch + 1] : 0.0f;
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                if (!valid[h]) continue;
+                const __half2 v = __floats2half2_rn(activate(acc[j][2 * h] + b0, p.activation),
+                                                    activate(acc[j][2 * h + 1] + b1, p.activation));
+                *reinterpret_cast<__half2*>(static_cast<__half*>(p.y) + out[h] + ch) = v;
+            }
+        }
+    }
+}
+
+#define VRSEG_CONV_STEM(C) \
+    VRSEG_KERNEL void __launch_bounds__(kThreads) conv_stem_c##C(ConvParams p) { conv_stem<C / 8>(p); }
+VRSEG_CONV_STEM(16)
+VRSEG_CONV_STEM(32)
+VRSEG_CONV_STEM(64)
+VRSEG_CONV_STEM(96)
+VRSEG_CONV_STEM(128)
+
 VRSEG_KERNEL void conv_splitk_reduce(ConvParams p) {
     const int pixels = p.oh * p.ow;
     const int64_t n_total = static_cast<int64_t>(p.batch) * pixels;
@@ -1213,7 +1397,7 @@ VRSEG_KERNEL void conv_splitk_reduce(ConvParams p) {
         float v = 0.0f;
         for (int z = 0; z < p.splits; ++z) v += p.partial[z * total + i];
         if (p.bias) v += p.bias[m];
-        if (p.activation == 1) v = silu(v);
+        v = activate(v, p.activation);
         const int img = static_cast<int>(gn / pixels);
         const int64_t pix = gn - static_cast<int64_t>(img) * pixels;
         if (p.y_pixel_stride > 0) {
@@ -1224,9 +1408,8 @@ VRSEG_KERNEL void conv_splitk_reduce(ConvParams p) {
             store_any(p.y, img * p.y_batch_stride + pix * p.y_pixel_stride + m, 0, v);
             continue;
         }
-        const int64_t at = static_cast<int64_t>(m) * pixels + pix;
-        if (p.residual) v += load_any(p.residual, img * p.residual_batch_stride + at, p.residual_f32);
-        store_any(p.y, img * p.y_batch_stride + at, p.y_f32, v);
+        if (p.residual) v += load_any(p.residual, img * p.residual_batch_stride + static_cast<int64_t>(m) * pixels + pix, p.residual_f32);
+        store_any(p.y, img * p.y_batch_stride + m * p.y_channel_stride + pix, p.y_f32, v);
     }
 }
 
@@ -1271,7 +1454,7 @@ VRSEG_KERNEL void conv_depthwise_3x3_row4(DepthwiseParams p) {
 #pragma unroll
         for (int r = 0; r < 4; ++r) {
             float v = acc[r] + bias;
-            if (p.activation == 1) v = silu(v);
+            v = activate(v, p.activation);
             if (p.residual) v += load_any(p.residual, img * p.residual_batch_stride + at + r, p.residual_f32);
             store_any(p.y, img * p.y_batch_stride + at + r, p.y_f32, v);
         }
@@ -1316,7 +1499,7 @@ VRSEG_KERNEL void conv_depthwise(DepthwiseParams p) {
             }
         }
         if (p.bias) v += p.bias[c];
-        if (p.activation == 1) v = silu(v);
+        v = activate(v, p.activation);
         const int64_t at = static_cast<int64_t>(c) * p.oh * p.ow + pix;
         if (p.residual) v += load_any(p.residual, img * p.residual_batch_stride + at, p.residual_f32);
         store_any(p.y, img * p.y_batch_stride + at, p.y_f32, v);
@@ -1373,10 +1556,8 @@ VRSEG_KERNEL void conv_depthwise_nhwc(DepthwiseParams p) {
         for (int r = 0; r < 4; ++r) {
             float v0 = acc[2 * r] + (p.bias ? p.bias[c + 2 * r] : 0.0f);
             float v1 = acc[2 * r + 1] + (p.bias ? p.bias[c + 2 * r + 1] : 0.0f);
-            if (p.activation == 1) {
-                v0 = silu(v0);
-                v1 = silu(v1);
-            }
+            v0 = activate(v0, p.activation);
+            v1 = activate(v1, p.activation);
             const float2 rf = __half22float2(rh[r]);
             out[r] = __floats2half2_rn(v0 + rf.x, v1 + rf.y);
         }

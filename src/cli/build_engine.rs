@@ -212,7 +212,7 @@ fn describe(model: &Path, out: &Path, r: &BuildReport) -> String {
         |v: &[(String, Vec<usize>)]| v.iter().map(|(n, s)| format!("{n} {s:?}")).collect::<Vec<_>>().join(", ");
     let ops = r.ops.iter().map(|(op, n)| format!("{op} {n}")).collect::<Vec<_>>().join(", ");
     format!(
-        "{} -> {} ({:.1} MB)\n  inputs: {}\n  outputs: {}\n  {} ONNX nodes -> {} after fusion ({} Conv+SiLU, {} residual adds)\n  ops: {}\n  activations: {:.1} MB arena (FP16, FP32 past the last convolution; {:.1} MB without reuse); {} concats written in place, {} splits as views; {} of {} values stored NHWC (between convolutions)\n",
+        "{} -> {} ({:.1} MB)\n  inputs: {}\n  outputs: {}\n  {} ONNX nodes -> {} after fusion ({} Conv+SiLU, {} residual adds, {} sigmoids into convs)\n  ops: {}\n  activations: {:.1} MB arena (FP16, FP32 past the last convolution; {:.1} MB without reuse); {} concats written in place, {} splits as views; {} of {} values stored NHWC (between convolutions)\n",
         model.display(),
         out.display(),
         r.plan_bytes as f64 / 1e6,
@@ -222,6 +222,7 @@ fn describe(model: &Path, out: &Path, r: &BuildReport) -> String {
         r.plan_nodes,
         r.fusions.silu,
         r.fusions.residual,
+        r.fusions.sigmoid,
         ops,
         r.memory.arena_bytes as f64 * 1e-6,
         r.memory.unshared_bytes as f64 * 1e-6,

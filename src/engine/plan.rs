@@ -28,7 +28,9 @@ pub const PLAN_MAGIC: [u8; 8] = *b"VRSEGPLN";
 /// Version 2: per-value element types, byte placements, GEMM-packed
 /// convolution weights. Version 3: per-value layouts (NHWC between
 /// convolutions, with pixel strides) and tap-major weights for the NHWC kernels.
-pub const PLAN_VERSION: u32 = 3;
+/// Version 4: NCHW slices along the last axis (`Layout::NchwPlanes`) and the
+/// sigmoid conv activation.
+pub const PLAN_VERSION: u32 = 4;
 pub const PLAN_HEADER_BYTES: usize = 256;
 pub const PLAN_ALIGN: usize = 256;
 

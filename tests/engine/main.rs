@@ -5,7 +5,7 @@
 //! - Fusions: the CPU reference executor gives the same outputs on the
 //!   graph after every pass as on the imported graph (relative L2 ≤ 1e-5:
 //!   a fused epilogue sums in the same order, so only f32 rounding of the
-//!   SiLU and residual can differ).
+//!   SiLU, sigmoid and residual can differ).
 //! - Memory plan: no two values live at once share arena bytes; the layout
 //!   rule stores the convolution region NHWC and keeps NCHW wherever an op
 //!   needs it.
@@ -13,7 +13,7 @@
 
 use std::path::PathBuf;
 
-use vrseg::engine::build::fuse::{fuse_conv_residual, fuse_conv_silu};
+use vrseg::engine::build::fuse::{fuse_conv_residual, fuse_conv_sigmoid, fuse_conv_silu};
 use vrseg::engine::build::import::{import_file, ImportOptions};
 use vrseg::engine::build::ir::{Graph, Op};
 use vrseg::engine::build::{build_plan, fill_stripped_weights, memory};
@@ -82,7 +82,13 @@ fn every_fusion_pass_keeps_the_outputs() {
     let sigmoids = graph.nodes.iter().filter(|n| n.op == Op::Sigmoid).count();
     assert_eq!((silu, sigmoids), (86, 1), "Conv+SiLU fused, Sigmoids left");
     assert!(residual >= 6, "only {residual} residual adds fused");
-    for (stage, got) in [("silu", &after_silu), ("residual", &after_residual)] {
+    // The class scores' Sigmoid moves into the three per-scale convs, through
+    // their reshapes and the concatenation.
+    let sigmoid = fuse_conv_sigmoid(&mut graph);
+    let after_sigmoid = reference::run(&graph, &[&x]).expect("reference after the sigmoid pass");
+    let sigmoids = graph.nodes.iter().filter(|n| n.op == Op::Sigmoid).count();
+    assert_eq!((sigmoid, sigmoids), (1, 0), "the class scores' Sigmoid fused");
+    for (stage, got) in [("silu", &after_silu), ("residual", &after_residual), ("sigmoid", &after_sigmoid)] {
         for (o, (g, w)) in got.iter().zip(&want).enumerate() {
             let err = relative_l2(g, w);
             eprintln!("after {stage}: output {o}: relative L2 {err:.2e}");
@@ -160,6 +166,47 @@ fn the_layout_rule_stores_convolutions_nhwc_and_keeps_nchw_where_needed() {
     }
     eprintln!("{conv_outputs_nhwc} of {conv_outputs} conv outputs NHWC, {} values NHWC", plan.nhwc_values);
     assert!(conv_outputs_nhwc * 10 >= conv_outputs * 8, "only {conv_outputs_nhwc} of {conv_outputs} conv outputs NHWC");
+}
+
+/// YOLO's head output (output0 = boxes, class scores, mask coefficients,
+/// each joined from three scales along the anchors) is assembled in place:
+/// every head concatenation is a view, and the per-scale class-score and
+/// mask-coefficient convs write their planes straight into output0's rows,
+/// 8400 anchors apart; the box convs into the DFL's input.
+#[test]
+fn the_head_outputs_are_written_in_place() {
+    use memory::{Layout, Storage};
+    let mut graph = yolo(640, 2, 3);
+    vrseg::engine::build::fuse::fuse_all(&mut graph);
+    let plan = memory::plan(&graph);
+    memory::check(&graph, &plan).unwrap();
+    let root = |v: usize| plan.placements[v].root;
+    let head_concats: Vec<_> =
+        graph.nodes.iter().filter(|n| n.name.starts_with("/model.23/") && matches!(n.op, Op::Concat { .. })).collect();
+    assert_eq!(head_concats.len(), 5, "Concat, Concat_1..4");
+    for node in &head_concats {
+        for &x in &node.inputs {
+            assert_eq!(root(x), root(node.outputs[0]), "{}: input {:?} is a copy", node.name, graph.values[x].name);
+        }
+    }
+    let output0 = graph.outputs[0];
+    let (mut into_output, mut into_dfl) = (0, 0);
+    for node in &graph.nodes {
+        let Op::Conv(_) = node.op else { continue };
+        let y = node.outputs[0];
+        let Layout::NchwPlanes { plane_stride } = plan.placements[y].layout else { continue };
+        assert_eq!(plane_stride, 8400, "{}", node.name);
+        assert_eq!(graph.values[y].shape[0], 2);
+        if root(y) == output0 {
+            assert_eq!(plan.placements[y].storage, Storage::Output(0));
+            assert_eq!(plan.placements[y].batch_stride, 116 * 8400);
+            into_output += 1;
+        } else {
+            into_dfl += 1;
+        }
+    }
+    // Class scores (cv3.*) and mask coefficients (cv4.*) at three scales; boxes (cv2.*).
+    assert_eq!((into_output, into_dfl), (6, 3));
 }
 
 #[test]

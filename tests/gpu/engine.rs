@@ -657,6 +657,115 @@ fn an_in_place_concat_chain_matches_the_reference() {
     check("C2f-shaped chain (FP16 intermediates)", &got, &want, 1e-2);
 }
 
+/// YOLO's head, at awkward sizes: per-scale convs (one on an NHWC input,
+/// one on the NCHW model input; 1x1 with 150 channels: two 128-row tiles of
+/// 32-row staged FP32 stores; 3x3 with 19) flattened, joined along the last
+/// axis, a Sigmoid over the class scores, a broadcast Mul over the boxes,
+/// and the three joined into the model output along the channels. The build
+/// moves the Sigmoid into the class convs and writes every conv's planes
+/// straight into the output (`Layout::NchwPlanes`), which this test asserts
+/// before comparing with the reference on the unfused graph.
+#[test]
+fn a_head_assembled_in_place_matches_the_reference() {
+    use vrseg::engine::build::memory::{plan, Layout};
+    let gpu = gpu_or_skip!();
+    let seed = test_seed("a_head_assembled_in_place_matches_the_reference");
+    let mut b = Builder::new(seed);
+    let (n, c) = (3, 24);
+    let x0 = b.input(&[n, c, 13, 11]);
+    let x1 = b.input(&[n, c, 7, 5]);
+    let w0 = b.constant(&[c, c, 3, 3], 0.1);
+    let f0 = b.node(conv_op([3, 3], [1, 1], [1, 1], [1; 4], 1, true, false), vec![x0, w0], &[&[n, c, 13, 11]])[0];
+    let scales = [(f0, 13 * 11), (x1, 7 * 5)];
+    let anchors = 13 * 11 + 7 * 5;
+    // One branch: a conv per scale, flattened, joined along the anchors.
+    let branch = |b: &mut Builder, m: usize, k: usize| -> usize {
+        let mut flat = Vec::new();
+        for &(x, len) in &scales {
+            let hw = b.graph.values[x].shape[2..].to_vec();
+            let w = b.constant(&[m, c, k, k], 0.3);
+            let bias = b.constant(&[m], 0.5);
+            let pad = [k / 2; 4];
+            let y = b.node(
+                conv_op([k, k], [1, 1], [1, 1], pad, 1, false, false),
+                vec![x, w, bias],
+                &[&[n, m, hw[0], hw[1]]],
+            )[0];
+            flat.push(b.node(Op::Reshape { shape: vec![n, m, len] }, vec![y], &[&[n, m, len]])[0]);
+        }
+        b.node(Op::Concat { axis: 2 }, flat, &[&[n, m, anchors]])[0]
+    };
+    let boxes = branch(&mut b, 5, 1);
+    let scores = branch(&mut b, 150, 1);
+    let masks = branch(&mut b, 19, 3);
+    let scale = b.constant(&[1, 5, 1], 2.0);
+    let boxes = b.node(Op::Mul, vec![boxes, scale], &[&[n, 5, anchors]])[0];
+    let scores = b.node(Op::Sigmoid, vec![scores], &[&[n, 150, anchors]])[0];
+    let out = b.node(Op::Concat { axis: 1 }, vec![boxes, scores, masks], &[&[n, 174, anchors]])[0];
+    b.output(out);
+    let mut fused = b.graph.clone();
+    assert_eq!(fuse_all(&mut fused).sigmoid, 1, "the Sigmoid moves into the class convs");
+    let memory = plan(&fused);
+    let pitched = memory
+        .placements
+        .iter()
+        .filter(|p| matches!(p.layout, Layout::NchwPlanes { plane_stride } if plane_stride == anchors))
+        .count();
+    // Per branch and scale: the conv's output and its flattened view.
+    assert_eq!(pitched, 12, "every head conv writes its planes into the joined rows");
+    assert_eq!(memory.concats_in_place, 4, "three joins along the anchors and the output");
+    let (got, want) = run_both(&gpu, b.graph, seed, "head");
+    LAST_KERNELS.with(|k| eprintln!("head kernels: {:?}", k.borrow()));
+    check("YOLO-like head written in place", &got, &want, 1e-2);
+}
+
+/// `conv_stem_c*`: a whole K of at most 32 from the NCHW model input into an
+/// NHWC output (YOLO's stem), at odd sizes and batch 3, for each channel
+/// width the kernels come in and counts between them: 3x3/2 (K = 27), an
+/// asymmetrically padded 4x4/1 of 2 channels (K = 32 exactly) and a dilated
+/// 5x5/3 of one channel (K = 25). A 1x1 conv reads the NHWC output back.
+#[test]
+fn stem_convolutions_match_the_reference() {
+    let gpu = gpu_or_skip!();
+    let seed = test_seed("stem_convolutions_match_the_reference");
+    // (cin, kernel, stride, dilation, pads [t, l, b, r], cout, stem kernel)
+    type StemCase = (usize, usize, usize, usize, [usize; 4], usize, Kernel);
+    let cases: [StemCase; 6] = [
+        (3, 3, 2, 1, [1; 4], 16, Kernel::ConvStemC16),
+        (3, 3, 2, 1, [1; 4], 96, Kernel::ConvStemC96),
+        (3, 3, 2, 1, [1; 4], 40, Kernel::ConvStemC64),
+        (2, 4, 1, 1, [2, 1, 1, 2], 128, Kernel::ConvStemC128),
+        (1, 5, 3, 2, [3, 0, 4, 2], 24, Kernel::ConvStemC32),
+        (3, 3, 1, 1, [0; 4], 8, Kernel::ConvStemC16),
+    ];
+    for (i, &(cin, k, s, d, pads, cout, kernel)) in cases.iter().enumerate() {
+        let mut b = Builder::new(seed + i as u64);
+        let (n, h, w) = (3, 37, 29);
+        let oh = out_dim(h, k, s, d, pads[0], pads[2]);
+        let ow = out_dim(w, k, s, d, pads[1], pads[3]);
+        let x = b.input(&[n, cin, h, w]);
+        let wt = b.constant(&[cout, cin, k, k], (3.0 / (cin * k * k) as f32).sqrt());
+        let bias = b.constant(&[cout], 0.5);
+        let op = conv_op([k, k], [s, s], [d, d], pads, 1, true, false);
+        let stem = b.node(op, vec![x, wt, bias], &[&[n, cout, oh, ow]])[0];
+        let w2 = b.constant(&[5, cout, 1, 1], (3.0 / cout as f32).sqrt());
+        let out =
+            b.node(conv_op([1, 1], [1, 1], [1, 1], [0; 4], 1, false, false), vec![stem, w2], &[&[n, 5, oh, ow]])[0];
+        b.output(out);
+        assert_nhwc(&b.graph, &[stem], "stem");
+        let tag = format!("stem{i}");
+        let (got, want) = run_both(&gpu, b.graph, seed + i as u64, &tag);
+        let kernels = LAST_KERNELS.with(|k| k.borrow().clone());
+        assert_eq!(kernels.first(), Some(&kernel), "case {i}: the stem runs on {kernel:?}: {kernels:?}");
+        check(
+            &format!("stem case {i}: {cin}x{k}x{k}/{s} dilation {d} -> {cout} channels at {oh}x{ow}"),
+            &got,
+            &want,
+            1e-2,
+        );
+    }
+}
+
 /// Asserts that the plan of `graph` stores each of `values` NHWC (so that a
 /// test of the NHWC kernels cannot silently fall back to NCHW ones).
 fn assert_nhwc(graph: &Graph, values: &[usize], tag: &str) {

@@ -14,13 +14,16 @@ use super::ir::{Activation, Graph, Node, Op, ValueId};
 pub struct FuseReport {
     pub silu: usize,
     pub residual: usize,
+    /// Sigmoids moved into the convs that feed them.
+    pub sigmoid: usize,
 }
 
 /// Runs every pass in order.
 pub fn fuse_all(graph: &mut Graph) -> FuseReport {
     let silu = fuse_conv_silu(graph);
     let residual = fuse_conv_residual(graph);
-    FuseReport { silu, residual }
+    let sigmoid = fuse_conv_sigmoid(graph);
+    FuseReport { silu, residual, sigmoid }
 }
 
 fn is_output(graph: &Graph, v: ValueId) -> bool {
@@ -126,6 +129,68 @@ pub fn fuse_conv_residual(graph: &mut Graph) -> usize {
     fused
 }
 
+/// A Sigmoid whose input comes from convs through reshapes and
+/// concatenations only (YOLO's class scores: three per-scale 1x1 convs,
+/// each flattened, concatenated along the anchors, then one Sigmoid) moves
+/// into those convs' epilogues (`Activation::Sigmoid`): a sigmoid commutes
+/// with ops that only move elements. The convs must have no activation and
+/// no residual, and every value on the way must be read by the next op
+/// alone (and be no model output), since each now holds sigmoid values.
+/// The reshapes and the concatenation stay (the memory plan makes them
+/// views); the Sigmoid's output takes the place of its input. Returns how
+/// many Sigmoids were removed.
+pub fn fuse_conv_sigmoid(graph: &mut Graph) -> usize {
+    let mut fused = 0;
+    loop {
+        let consumers = graph.consumers();
+        let producers = graph.producers();
+        // The convs feeding `v` through element-moving ops read by one op
+        // each, or None.
+        let leaves = |start: ValueId| -> Option<Vec<usize>> {
+            let mut convs = Vec::new();
+            let mut stack = vec![start];
+            while let Some(v) = stack.pop() {
+                if is_output(graph, v) || consumers[v].len() != 1 {
+                    return None;
+                }
+                let p = producers[v]?;
+                match &graph.nodes[p].op {
+                    Op::Conv(c) if c.activation == Activation::None && !c.residual => convs.push(p),
+                    Op::Reshape { .. } | Op::Concat { .. } => stack.extend(graph.nodes[p].inputs.iter().copied()),
+                    _ => return None,
+                }
+            }
+            Some(convs)
+        };
+        let mut found = None;
+        for (s, node) in graph.nodes.iter().enumerate() {
+            if node.op != Op::Sigmoid {
+                continue;
+            }
+            let x = node.inputs[0];
+            if let Some(convs) = leaves(x) {
+                found = Some((s, x, convs, producers[x].expect("leaves found a producer")));
+                break;
+            }
+        }
+        let Some((s, x, convs, producer)) = found else { break };
+        for c in convs {
+            if let Op::Conv(conv) = &mut graph.nodes[c].op {
+                conv.activation = Activation::Sigmoid;
+            }
+        }
+        let y = graph.nodes[s].outputs[0];
+        let slot = graph.nodes[producer].outputs.iter().position(|&o| o == x).expect("the producer writes x");
+        graph.nodes[producer].outputs[slot] = y;
+        remove_nodes(graph, &[s]);
+        fused += 1;
+    }
+    if fused > 0 {
+        graph.compact();
+    }
+    fused
+}
+
 fn remove_nodes(graph: &mut Graph, indices: &[usize]) {
     let mut idx = indices.to_vec();
     idx.sort_unstable();
@@ -190,7 +255,7 @@ mod tests {
     fn conv_sigmoid_mul_add_becomes_one_conv() {
         let mut g = block();
         let report = fuse_all(&mut g);
-        assert_eq!(report, FuseReport { silu: 1, residual: 1 });
+        assert_eq!(report, FuseReport { silu: 1, residual: 1, sigmoid: 0 });
         assert_eq!(g.nodes.len(), 1);
         let node = &g.nodes[0];
         let Op::Conv(conv) = &node.op else { panic!("{:?}", node.op) };
@@ -212,6 +277,63 @@ mod tests {
         // The Add reads the Mul, not a conv: no residual fusion either.
         assert_eq!(fuse_conv_residual(&mut g), 0);
         assert_eq!(g.nodes.len(), 4);
+    }
+
+    /// Two convs → reshape each → concat along the last axis → Sigmoid → output.
+    fn scores(extra_reader: bool) -> Graph {
+        let mut g = Graph::default();
+        let x = value(&mut g, "x", &[1, 2, 3, 3], None);
+        let w = value(&mut g, "w", &[2, 2, 1, 1], Some(vec![1.0, 0.5, -0.5, 1.0]));
+        let (c0, c1) = (value(&mut g, "c0", &[1, 2, 3, 3], None), value(&mut g, "c1", &[1, 2, 3, 3], None));
+        let (r0, r1) = (value(&mut g, "r0", &[1, 2, 9], None), value(&mut g, "r1", &[1, 2, 9], None));
+        let cat = value(&mut g, "cat", &[1, 2, 18], None);
+        let y = value(&mut g, "y", &[1, 2, 18], None);
+        g.inputs = vec![x];
+        g.outputs = vec![y];
+        let node = |name: &str, op, inputs: Vec<ValueId>, outputs: Vec<ValueId>| Node {
+            name: name.into(),
+            op,
+            inputs,
+            outputs,
+        };
+        let reshape = || Op::Reshape { shape: vec![1, 2, 9] };
+        g.nodes = vec![
+            node("conv0", conv_op(), vec![x, w], vec![c0]),
+            node("conv1", conv_op(), vec![x, w], vec![c1]),
+            node("flat0", reshape(), vec![c0], vec![r0]),
+            node("flat1", reshape(), vec![c1], vec![r1]),
+            node("cat", Op::Concat { axis: 2 }, vec![r0, r1], vec![cat]),
+            node("sig", Op::Sigmoid, vec![cat], vec![y]),
+        ];
+        if extra_reader {
+            let z = value(&mut g, "z", &[1, 2, 9], None);
+            g.outputs.push(z);
+            g.nodes.push(node("neg", Op::Sub, vec![r1, r1], vec![z]));
+        }
+        g
+    }
+
+    #[test]
+    fn a_sigmoid_of_reshaped_concatenated_convs_moves_into_the_convs() {
+        let mut g = scores(false);
+        assert_eq!(fuse_conv_sigmoid(&mut g), 1);
+        let ops: Vec<_> = g.nodes.iter().map(|n| n.op.onnx_type()).collect();
+        assert_eq!(ops, ["Conv", "Conv", "Reshape", "Reshape", "Concat"]);
+        for node in &g.nodes[..2] {
+            let Op::Conv(conv) = &node.op else { unreachable!() };
+            assert_eq!(conv.activation, Activation::Sigmoid, "{}", node.name);
+        }
+        // The concatenation now writes the Sigmoid's output, the model's.
+        assert_eq!(g.values[g.nodes[4].outputs[0]].name, "y");
+        assert_eq!(g.outputs, [g.nodes[4].outputs[0]]);
+    }
+
+    #[test]
+    fn a_sigmoid_does_not_move_past_a_value_read_elsewhere() {
+        // r1 is also read by another node: its raw values must stay.
+        let mut g = scores(true);
+        assert_eq!(fuse_conv_sigmoid(&mut g), 0);
+        assert!(g.nodes.iter().any(|n| n.op == Op::Sigmoid));
     }
 
     #[test]

@@ -75,6 +75,9 @@ pub enum Activation {
     None,
     /// x * sigmoid(x) (ONNX: Sigmoid then Mul by the Sigmoid's input).
     Silu,
+    /// sigmoid(x) (ONNX: a Sigmoid of the conv's output, possibly through
+    /// reshapes and a concatenation: `fuse::fuse_conv_sigmoid`).
+    Sigmoid,
 }
 
 /// 2-D convolution (ONNX Conv, NCHW, weight [M, C/group, kH, kW], optional

@@ -12,6 +12,16 @@
 //!   input (YOLO's C2f/C3k2 blocks concatenate their own split halves).
 //!   Readers of a slice read it in place.
 //!
+//! - Concat along the last axis of [N, C, L] values each flattened from a
+//!   conv's [N, C, H, W] output (YOLO's head: per-scale outputs joined along
+//!   the anchors) is removed too: each conv writes its channel planes
+//!   straight into its columns of the output, `L_total` elements apart
+//!   (`Layout::NchwPlanes`). Applies when the conv's output is read by the
+//!   reshape alone and the reshape by the concat alone.
+//! - A concatenation's output may itself be a member of a channel
+//!   concatenation, or a model output (YOLO's output0 = boxes, class scores
+//!   and mask coefficients): members are then written into the output.
+//!
 //! A channel slice of an NCHW [N, C, H, W] tensor is contiguous within one
 //! image and strided across the batch, so every placement carries its batch
 //! stride: kernels address element (n, i) of a value as
@@ -84,6 +94,10 @@ pub enum Layout {
     /// channel count: more than the value's own for a concatenation member
     /// or a split output).
     Nhwc { pixel_stride: usize },
+    /// NCHW whose channel planes are `plane_stride` elements apart, more than
+    /// a plane's own size: a member of a concatenation along the last axis
+    /// (written by a conv, see the module notes).
+    NchwPlanes { plane_stride: usize },
 }
 
 /// The storage type of every value. Activations are FP16 wherever they
@@ -249,6 +263,9 @@ pub fn layouts(graph: &Graph, types: &[ElementType]) -> Vec<bool> {
 struct Alias {
     parent: ValueId,
     offset: usize,
+    /// For a member of a concatenation along the last axis: the parent's
+    /// last-axis length, which becomes the member's channel-plane stride.
+    planes: Option<usize>,
 }
 
 fn per_image(graph: &Graph, v: ValueId) -> usize {
@@ -277,7 +294,7 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
                 // A reshape of a strided slice would need a gather; those stay copies.
                 let contiguous = graph.values[x].shape.first().copied().unwrap_or(1) == 1 || alias[x].is_none();
                 if !external(y) && contiguous && types[x] == types[y] {
-                    alias[y] = Some(Alias { parent: x, offset: 0 });
+                    alias[y] = Some(Alias { parent: x, offset: 0, planes: None });
                 }
             }
             Op::Split { axis: 1, sizes } => {
@@ -286,17 +303,45 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
                 let mut c0 = 0;
                 for (&y, &n) in node.outputs.iter().zip(sizes) {
                     if !external(y) && types[x] == types[y] && nhwc[x] == nhwc[y] {
-                        alias[y] = Some(Alias { parent: x, offset: c0 * plane });
+                        alias[y] = Some(Alias { parent: x, offset: c0 * plane, planes: None });
                     }
                     c0 += n;
                 }
                 splits += 1;
             }
+            Op::Concat { axis: 2 } if graph.values[node.outputs[0]].shape.len() == 3 => {
+                // [N, C, L_k] members, each a flattened conv output: the
+                // conv writes its planes into columns [start, start + L_k)
+                // of every channel row of y.
+                let y = node.outputs[0];
+                let total = graph.values[y].shape[2];
+                let member = |x: ValueId| -> Option<ValueId> {
+                    let r = producers[x]?;
+                    let Op::Reshape { .. } = graph.nodes[r].op else { return None };
+                    let c = graph.nodes[r].inputs[0];
+                    let p = producers[c]?;
+                    let conv = matches!(&graph.nodes[p].op, Op::Conv(conv) if conv.group == 1);
+                    let (cs, xs) = (&graph.values[c].shape, &graph.values[x].shape);
+                    let flattened = cs.len() == 4 && cs[..2] == xs[..2];
+                    let once = node.inputs.iter().filter(|&&o| o == x).count() == 1;
+                    let alone = consumers[c] == [r] && consumers[x].len() == 1;
+                    let view = alias[x].is_some_and(|a| a.parent == c) && alias[c].is_none();
+                    let plain =
+                        !external(c) && !external(x) && !nhwc[c] && types[c] == types[y] && types[x] == types[y];
+                    (conv && flattened && once && alone && view && plain).then_some(c)
+                };
+                let convs: Option<Vec<ValueId>> = node.inputs.iter().map(|&x| member(x)).collect();
+                if let Some(convs) = convs.filter(|_| !external(y)) {
+                    let mut start = 0;
+                    for (&c, &x) in convs.iter().zip(&node.inputs) {
+                        alias[c] = Some(Alias { parent: y, offset: start, planes: Some(total) });
+                        start += graph.values[x].shape[2];
+                    }
+                    concats += 1;
+                }
+            }
             Op::Concat { axis: 1 } => {
                 let y = node.outputs[0];
-                if external(y) {
-                    continue;
-                }
                 let plane = channel_step(y);
                 // The members to place: each input, except that consecutive
                 // inputs which are all of one channel split's outputs, in
@@ -323,19 +368,18 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
                 let eligible = members.iter().all(|&x| {
                     let once = members.iter().filter(|&&o| o == x).count() == 1;
                     let free = alias[x].is_none() && graph.values[x].constant.is_none() && !external(x);
-                    // Written by a kernel (not itself a view), and not
-                    // reshaped anywhere: a reshape of a batch-strided slice
-                    // would not be a view.
-                    let kernel_output = producers[x].is_some_and(|p| {
-                        !matches!(graph.nodes[p].op, Op::Reshape { .. } | Op::Split { .. } | Op::Concat { .. })
-                    });
+                    // Written by a kernel or a concatenation (not itself a
+                    // view), and not reshaped anywhere: a reshape of a
+                    // batch-strided slice would not be a view.
+                    let kernel_output = producers[x]
+                        .is_some_and(|p| !matches!(graph.nodes[p].op, Op::Reshape { .. } | Op::Split { .. }));
                     let no_reshape = consumers[x].iter().all(|&c| !matches!(graph.nodes[c].op, Op::Reshape { .. }));
                     once && free && kernel_output && no_reshape && types[x] == types[y] && nhwc[x] == nhwc[y]
                 });
                 if eligible {
                     let mut c0 = 0;
                     for &x in &members {
-                        alias[x] = Some(Alias { parent: y, offset: c0 * plane });
+                        alias[x] = Some(Alias { parent: y, offset: c0 * plane, planes: None });
                         c0 += graph.values[x].shape.get(1).copied().unwrap_or(1);
                     }
                     concats += 1;
@@ -349,10 +393,12 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
     let mut root = vec![0usize; n_values];
     let mut offset = vec![0usize; n_values];
     let mut stride = vec![0usize; n_values];
+    let mut planes: Vec<Option<usize>> = vec![None; n_values];
     for v in 0..n_values {
         let (mut r, mut off) = (v, 0usize);
         while let Some(a) = alias[r] {
             off += a.offset;
+            planes[v] = planes[v].or(a.planes);
             r = a.parent;
         }
         root[v] = r;
@@ -423,7 +469,11 @@ pub fn plan(graph: &Graph) -> MemoryPlan {
             root: r,
             offset: base + offset[v] * types[v].bytes(),
             batch_stride: stride[v],
-            layout: if nhwc[v] { Layout::Nhwc { pixel_stride: graph.values[r].shape[1] } } else { Layout::Nchw },
+            layout: match (nhwc[v], planes[v]) {
+                (true, _) => Layout::Nhwc { pixel_stride: graph.values[r].shape[1] },
+                (false, Some(plane_stride)) => Layout::NchwPlanes { plane_stride },
+                (false, None) => Layout::Nchw,
+            },
         });
     }
     MemoryPlan {
@@ -463,6 +513,10 @@ pub fn check(graph: &Graph, plan: &MemoryPlan) -> Result<(), String> {
             Layout::Nchw => shape.iter().skip(1).product::<usize>().max(1),
             // The last pixel's channels end the image.
             Layout::Nhwc { pixel_stride } => (shape[2] * shape[3] - 1) * pixel_stride + shape[1],
+            // The last plane ends it.
+            Layout::NchwPlanes { plane_stride } => {
+                (shape[1] - 1) * plane_stride + shape.iter().skip(2).product::<usize>()
+            }
         };
         (p.offset, p.offset + ((batch - 1) * p.batch_stride + per) * size)
     };

@@ -20,6 +20,9 @@ pub struct ConvParams {
     pub x_batch_stride: i64,
     pub residual_batch_stride: i64,
     pub y_batch_stride: i64,
+    /// NCHW output: elements from one channel plane to the next (`oh * ow`,
+    /// more for a slice of a concatenation along the last axis).
+    pub y_channel_stride: i64,
     pub batch: i32,
     pub cin: i32,
     pub h: i32,
@@ -56,9 +59,9 @@ pub struct ConvParams {
     pub residual_pixel_stride: i32,
 }
 // SAFETY: #[repr(C)] plain data whose layout matches the CUDA struct (8-byte
-// fields first, then 4-byte ones, 184 bytes, no implicit padding).
+// fields first, then 4-byte ones, 192 bytes, no implicit padding).
 unsafe impl DeviceRepr for ConvParams {}
-const _: () = assert!(std::mem::size_of::<ConvParams>() == 184);
+const _: () = assert!(std::mem::size_of::<ConvParams>() == 192);
 
 /// `ConvParams::vector_b`: element-by-element gather from NCHW.
 pub const B_GATHER: i32 = 0;

@@ -40,6 +40,26 @@ impl NativeEngine<'_> {
             Layout::Nhwc { pixel_stride } => {
                 TensorRef::nhwc(self.address(v, key), &value.shape, value.placement.batch_stride, pixel_stride)
             }
+            Layout::NchwPlanes { plane_stride } => {
+                let mut t =
+                    TensorRef::new(self.address(v, key), value.element, &value.shape, value.placement.batch_stride);
+                // The channel dim (ONNX axis 1), unless broadcast-zeroed.
+                let d = 4 - value.shape.len() + 1;
+                if t.dims[d] > 1 {
+                    t.strides[d] = plane_stride as i64;
+                }
+                t
+            }
+        }
+    }
+
+    /// Elements between channel planes of NCHW value `v` (its own plane
+    /// size unless it is a slice along the last axis).
+    fn channel_stride(&self, v: usize) -> i64 {
+        let value = &self.graph.values[v];
+        match value.placement.layout {
+            Layout::NchwPlanes { plane_stride } => plane_stride as i64,
+            _ => value.shape.iter().skip(2).product::<usize>() as i64,
         }
     }
 
@@ -47,7 +67,7 @@ impl NativeEngine<'_> {
     /// kernels' convention).
     fn pixel_stride(&self, v: usize) -> i32 {
         match self.graph.values[v].placement.layout {
-            Layout::Nchw => 0,
+            Layout::Nchw | Layout::NchwPlanes { .. } => 0,
             Layout::Nhwc { pixel_stride } => pixel_stride as i32,
         }
     }
@@ -119,7 +139,7 @@ impl NativeEngine<'_> {
                 }
                 let (n, cin, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
                 let (cout, oh, ow) = (y.shape[1], y.shape[2], y.shape[3]);
-                let activation = (c.activation == Activation::Silu) as i32;
+                let activation = activation_code(c.activation);
                 // Geometry and epilogue, shared by the depthwise kernel; the
                 // GEMM's K and M follow below for the implicit-GEMM kernels.
                 let mut p = ConvParams {
@@ -131,6 +151,7 @@ impl NativeEngine<'_> {
                     x_batch_stride: x.placement.batch_stride as i64,
                     residual_batch_stride: residual_stride,
                     y_batch_stride: y.placement.batch_stride as i64,
+                    y_channel_stride: self.channel_stride(node.outputs[0]),
                     batch: n as i32,
                     cin: cin as i32,
                     h: h as i32,
@@ -157,7 +178,11 @@ impl NativeEngine<'_> {
                 if c.residual && (p.residual_pixel_stride > 0) != (p.y_pixel_stride > 0) {
                     return Err(self.refuse(i, "its residual and output are stored in different layouts"));
                 }
+                let pitched = matches!(y.placement.layout, Layout::NchwPlanes { .. });
                 if c.group != 1 {
+                    if pitched {
+                        return Err(self.refuse(i, "a depthwise conv writing a slice along the last axis"));
+                    }
                     if c.group != cin || cout != cin {
                         return Err(self.refuse(i, "grouped convolution other than depthwise"));
                     }
@@ -213,6 +238,9 @@ impl NativeEngine<'_> {
                 {
                     return Err(self.refuse(i, "only kernel = stride, unpadded, square ConvTranspose runs natively"));
                 }
+                if matches!(y.placement.layout, Layout::NchwPlanes { .. }) {
+                    return Err(self.refuse(i, "a ConvTranspose writing a slice along the last axis"));
+                }
                 let (n, cin, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
                 let cout = y.shape[1];
                 let (rows, cols) = self.gemm_shape(i, node.inputs[1], self.pixel_stride(node.outputs[0]) > 0)?;
@@ -225,6 +253,7 @@ impl NativeEngine<'_> {
                     x_batch_stride: x.placement.batch_stride as i64,
                     residual_batch_stride: 0,
                     y_batch_stride: y.placement.batch_stride as i64,
+                    y_channel_stride: self.channel_stride(node.outputs[0]),
                     batch: n as i32,
                     cin: cin as i32,
                     h: h as i32,
@@ -513,6 +542,35 @@ impl NativeEngine<'_> {
             B_GATHER
         };
         let sms = self.gpu.properties().multiprocessors.max(1) as usize;
+        // A whole K in one 32-deep tile from an NCHW input into an NHWC
+        // output (the stem: 3 channels x 3x3): weights held in registers,
+        // 16-pixel tiles a warp (`conv_stem_c*`), instead of a GEMM block
+        // whose load, barrier and epilogue serve one K step.
+        if !nhwc_in && p.y_pixel_stride > 0 && p.residual == 0 && p.transposed_stride == 0 && k <= 32 && m % 8 == 0 {
+            let kernel = match m {
+                0..=16 => Some(Kernel::ConvStemC16),
+                17..=32 => Some(Kernel::ConvStemC32),
+                33..=64 => Some(Kernel::ConvStemC64),
+                65..=96 => Some(Kernel::ConvStemC96),
+                97..=128 => Some(Kernel::ConvStemC128),
+                _ => None,
+            };
+            if let Some(kernel) = kernel {
+                // Eight warps a block, each walking 16-pixel tiles.
+                let blocks = columns.div_ceil(16 * 8).clamp(1, 8 * sms);
+                steps.push(Step {
+                    node,
+                    kernel,
+                    config: LaunchConfig {
+                        grid_dim: (blocks as u32, 1, 1),
+                        block_dim: (256, 1, 1),
+                        shared_mem_bytes: 0,
+                    },
+                    params: Params::Conv(p),
+                });
+                return Ok(());
+            }
+        }
         let mut tile_m = if m <= 32 {
             32
         } else if m <= 64 {
@@ -657,8 +715,27 @@ impl NativeEngine<'_> {
 /// What `memory::layouts` guarantees and the NHWC kernels rely on (4-D FP16
 /// values of whole 8-channel groups, 16-byte aligned pixels): the first
 /// value of a plan that breaks it, said as a sentence (the plan is damaged).
+/// `ConvParams::activation` (`activate` in engine_conv.cu).
+pub(super) fn activation_code(activation: Activation) -> i32 {
+    match activation {
+        Activation::None => 0,
+        Activation::Silu => 1,
+        Activation::Sigmoid => 2,
+    }
+}
+
 pub(super) fn damaged_layout(values: &[PlanValue]) -> Option<String> {
     values.iter().find_map(|value| {
+        if let Layout::NchwPlanes { plane_stride } = value.placement.layout {
+            let plane = value.shape.iter().skip(2).product::<usize>();
+            return (value.shape.len() < 3 || plane_stride < plane).then(|| {
+                format!(
+                    "value {:?} {:?} is stored with channel planes {plane_stride} apart, which the plan builder \
+                     never writes: the plan is damaged, rebuild it with `vrseg build-engine`",
+                    value.name, value.shape
+                )
+            });
+        }
         let Layout::Nhwc { pixel_stride } = value.placement.layout else { return None };
         let fits = value.shape.len() == 4
             && value.element == ElementType::F16

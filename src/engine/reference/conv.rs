@@ -81,6 +81,7 @@ fn activate(y: f32, activation: Activation) -> f32 {
     match activation {
         Activation::None => y,
         Activation::Silu => y * super::elementwise::sigmoid(y),
+        Activation::Sigmoid => super::elementwise::sigmoid(y),
     }
 }
 
