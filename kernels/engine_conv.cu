@@ -57,6 +57,7 @@
 #include <cuda_fp16.h>
 
 #include "common.cuh"
+#include "mma.cuh"
 #include "wgmma.cuh"
 
 namespace {
@@ -124,24 +125,15 @@ __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
 }
 
+// engine_conv's fragment helpers on mma.cuh's (one copy of the asm).
 __device__ __forceinline__ void ldmatrix_x4(uint32_t r[4], const void* smem) {
-    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(s));
+    vrseg::mma::ldmatrix_x4(*reinterpret_cast<uint32_t(*)[4]>(r), vrseg::mma::smem_addr(smem));
 }
 __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void* smem) {
-    const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(s));
+    vrseg::mma::ldmatrix_x4_trans(*reinterpret_cast<uint32_t(*)[4]>(r), vrseg::mma::smem_addr(smem));
 }
 __device__ __forceinline__ void mma_16816(float c[4], const uint32_t a[4], const uint32_t b[2]) {
-    asm volatile(
-        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};\n"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    vrseg::mma::mma_16816(*reinterpret_cast<float(*)[4]>(c), *reinterpret_cast<const uint32_t(*)[4]>(a), b[0], b[1]);
 }
 
 __device__ __forceinline__ float load_any(const void* base, int64_t i, int32_t is_f32) {
@@ -1354,16 +1346,14 @@ __device__ __forceinline__ void conv_stem(const ConvParams& p) {
                     }
                     a[s][q * 2 + h] = static_cast<uint32_t>(bits[0]) | (static_cast<uint32_t>(bits[1]) << 16);
                 }
-        float acc[kNT][4];
+        // One n8 tile at a time, stored at once (4 live sums, not 4 kNT:
+        // the registers go to more resident warps). Lane (g, t) holds
+        // channels 8j + 2t, +1 of pixels g and g + 8.
 #pragma unroll
         for (int j = 0; j < kNT; ++j) {
-            acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+            float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
-            for (int s = 0; s < 2; ++s) mma_16816(acc[j], a[s], bw[s][j]);
-        }
-        // Lane (g, t) holds channels 8j + 2t, +1 of pixels g and g + 8.
-#pragma unroll
-        for (int j = 0; j < kNT; ++j) {
+            for (int s = 0; s < 2; ++s) mma_16816(acc, a[s], bw[s][j]);
             const int ch = 8 * j + 2 * t;
             if (ch >= p.m_total) continue;  // m_total is a multiple of 8
             const float b0 = p.bias ? p.bias[ch] : 0.0f;
@@ -1371,8 +1361,8 @@ __device__ __forceinline__ void conv_stem(const ConvParams& p) {
 #pragma unroll
             for (int h = 0; h < 2; ++h) {
                 if (!valid[h]) continue;
-                const __half2 v = __floats2half2_rn(activate(acc[j][2 * h] + b0, p.activation),
-                                                    activate(acc[j][2 * h + 1] + b1, p.activation));
+                const __half2 v = __floats2half2_rn(activate(acc[2 * h] + b0, p.activation),
+                                                    activate(acc[2 * h + 1] + b1, p.activation));
                 *reinterpret_cast<__half2*>(static_cast<__half*>(p.y) + out[h] + ch) = v;
             }
         }
@@ -1380,7 +1370,7 @@ __device__ __forceinline__ void conv_stem(const ConvParams& p) {
 }
 
 #define VRSEG_CONV_STEM(C) \
-    VRSEG_KERNEL void __launch_bounds__(kThreads) conv_stem_c##C(ConvParams p) { conv_stem<C / 8>(p); }
+    VRSEG_KERNEL void __launch_bounds__(kThreads, 2) conv_stem_c##C(ConvParams p) { conv_stem<C / 8>(p); }
 VRSEG_CONV_STEM(16)
 VRSEG_CONV_STEM(32)
 VRSEG_CONV_STEM(64)

@@ -18,10 +18,12 @@
 // max_pool_nhwc   the same, walking outputs channel-fastest (for NHWC values,
 //                 whose channels are the contiguous dim: coalesced).
 // matmul          batched matrix product over dims 0 and 1, 64x64 tiles, 4x4
-//                 outputs a thread.
+//                 outputs a thread (FP32 operands).
+// matmul_f16_mma  the same for FP16 operands on tensor cores (mma.sync).
 #include <cuda_fp16.h>
 
 #include "common.cuh"
+#include "mma.cuh"
 
 namespace {
 
@@ -78,7 +80,8 @@ struct MapParams {
     TensorRef in;
     int32_t div[4];
     int32_t op;   // 0 copy, 1 sigmoid
-    int32_t run;  // elements per thread along dim 3 (kRun, where dims[3] % kRun == 0); <= 1: one
+    int32_t run;  // elements per thread along dim 3 (kRun, where dims[3] % kRun == 0); <= 1: one;
+                  // kVec16: one 16-byte FP16 copy (see tensor_map)
 };
 
 struct BinaryParams {
@@ -129,7 +132,29 @@ __device__ __forceinline__ int64_t row_offset(const TensorRef& t, int axis, int6
 // memory-bound kernels otherwise spend most of their instructions on.
 constexpr int kRun = 4;
 
+// MapParams::run asking for 16-byte copies: FP16 in and out, dim 3
+// contiguous and undivided on both sides, every other stride, dims[3] and
+// both pointers multiples of 8 elements (the host checks all of it). NHWC
+// copies (a nearest resize into a concat slice, channels fastest) then move
+// 8 channels an instruction.
+constexpr int kVec16 = 8;
+
 VRSEG_KERNEL void tensor_map(MapParams p) {
+    if (p.run == kVec16) {
+        const int64_t total = element_count(p.out) / kVec16;
+        const uint4* in = static_cast<const uint4*>(p.in.ptr);
+        uint4* out = static_cast<uint4*>(p.out.ptr);
+        for (int64_t i = vrseg::global_thread_index(); i < total; i += vrseg::global_thread_count()) {
+            int idx[4];
+            unravel(p.out, i * kVec16, idx);
+            const int64_t in0 = (idx[0] / p.div[0]) * p.in.strides[0] + (idx[1] / p.div[1]) * p.in.strides[1] +
+                                (idx[2] / p.div[2]) * p.in.strides[2] + idx[3];
+            const int64_t out0 =
+                idx[0] * p.out.strides[0] + idx[1] * p.out.strides[1] + idx[2] * p.out.strides[2] + idx[3];
+            out[out0 / kVec16] = in[in0 / kVec16];
+        }
+        return;
+    }
     const int run = p.run > 1 ? kRun : 1;
     const int64_t total = element_count(p.out) / run;
     const bool same_x = p.div[3] == 1;
@@ -144,7 +169,7 @@ VRSEG_KERNEL void tensor_map(MapParams p) {
             if (j >= run) break;
             const int x = idx[3] + j;
             float v = load(p.in, in0 + (same_x ? x : x / p.div[3]) * p.in.strides[3]);
-            if (p.op == 1) v = 1.0f / (1.0f + __expf(-v));
+            if (p.op == 1) v = __fdividef(1.0f, 1.0f + __expf(-v));
             store(p.out, out0 + x * p.out.strides[3], v);
         }
     }
@@ -256,6 +281,87 @@ VRSEG_KERNEL void max_pool_nhwc(PoolParams p) {
         idx[0] = static_cast<int>(j / p.out.dims[2]);
         store(p.out, offset_of(p.out, idx), pool_window_max(p, idx));
     }
+}
+
+// The batched matmul for FP16 operands (YOLO's attention) on tensor cores:
+// 64x64 output tiles, 32-deep K steps; 8 warps of 16 rows x 32 columns,
+// mma.sync m16n8k16 from ldmatrix fragments, FP32 sums. Operands are read
+// element by element through their strides (transposed views), walking
+// whichever of their two matrix dims is contiguous so that consecutive
+// threads read consecutive halves. (The CUDA-core kernel below ran x-seg's
+// attention products at 10 TFLOP/s.)
+constexpr int kMatmulTileMma = 64;
+constexpr int kMmaK = 32;
+constexpr int kMmaPadA = 8;  // halves: 80-byte rows, ldmatrix conflict-free
+constexpr int kMmaPadB = 8;  // halves: 144-byte rows, likewise for .trans
+
+VRSEG_KERNEL void __launch_bounds__(256) matmul_f16_mma(MatmulParams p) {
+    __shared__ __align__(16) __half tile_a[kMatmulTileMma][kMmaK + kMmaPadA];  // [row][k]
+    __shared__ __align__(16) __half tile_b[kMmaK][kMatmulTileMma + kMmaPadB];  // [k][col]
+    const int tid = threadIdx.x;
+    const int lane = tid & 31;
+    const int warp = tid >> 5;
+    const int wm = warp & 3;   // rows 16 wm
+    const int wn = warp >> 2;  // columns 32 wn
+    const int batch = blockIdx.z;
+    const int b0 = batch / p.out.dims[1];
+    const int b1 = batch - b0 * p.out.dims[1];
+    const int row0 = blockIdx.y * kMatmulTileMma;
+    const int col0 = blockIdx.x * kMatmulTileMma;
+    const int m = p.out.dims[2];
+    const int n = p.out.dims[3];
+    const __half* a = static_cast<const __half*>(p.a.ptr) + b0 * p.a.strides[0] + b1 * p.a.strides[1];
+    const __half* b = static_cast<const __half*>(p.b.ptr) + b0 * p.b.strides[0] + b1 * p.b.strides[1];
+    const bool a_k_fast = p.a.strides[3] == 1;  // walk k (else rows) with consecutive threads
+    const bool b_col_fast = p.b.strides[3] == 1;
+    float acc[4][4] = {};
+    for (int k0 = 0; k0 < p.k; k0 += kMmaK) {
+#pragma unroll
+        for (int i = 0; i < kMatmulTileMma * kMmaK / 256; ++i) {
+            const int e = tid + 256 * i;
+            const int r = a_k_fast ? e / kMmaK : e % kMatmulTileMma;
+            const int kk = a_k_fast ? e % kMmaK : e / kMatmulTileMma;
+            const int ar = row0 + r;
+            const int ak = k0 + kk;
+            tile_a[r][kk] = (ar < m && ak < p.k) ? a[ar * p.a.strides[2] + ak * p.a.strides[3]] : __float2half(0.0f);
+            const int c = b_col_fast ? e % kMatmulTileMma : e / kMmaK;
+            const int bkk = b_col_fast ? e / kMatmulTileMma : e % kMmaK;
+            const int bk = k0 + bkk;
+            const int bc = col0 + c;
+            tile_b[bkk][c] = (bk < p.k && bc < n) ? b[bk * p.b.strides[2] + bc * p.b.strides[3]] : __float2half(0.0f);
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < kMmaK; kk += 16) {
+            uint32_t af[4];
+            vrseg::mma::ldmatrix_x4(af, vrseg::mma::smem_addr(&tile_a[wm * 16 + (lane & 15)][kk + (lane >> 4) * 8]));
+#pragma unroll
+            for (int half_cols = 0; half_cols < 2; ++half_cols) {
+                // Two n8 tiles: r[0], r[1] for columns +0..7, r[2], r[3] for +8..15.
+                uint32_t r[4];
+                vrseg::mma::ldmatrix_x4_trans(r, vrseg::mma::smem_addr(&tile_b[kk + (lane & 7) + ((lane >> 3) & 1) * 8]
+                                                                              [wn * 32 + half_cols * 16 + (lane >> 4) * 8]));
+                vrseg::mma::mma_16816(acc[2 * half_cols], af, r[0], r[1]);
+                vrseg::mma::mma_16816(acc[2 * half_cols + 1], af, r[2], r[3]);
+            }
+        }
+        __syncthreads();
+    }
+    // Lane (g, t): rows g and g + 8 of the warp's 16, columns 2t, 2t + 1 of
+    // each n8 tile.
+    const int g = lane >> 2;
+    const int t = lane & 3;
+    const int64_t out0 = b0 * p.out.strides[0] + b1 * p.out.strides[1];
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const int row = row0 + wm * 16 + g + 8 * h;
+                const int col = col0 + wn * 32 + 8 * j + 2 * t + e;
+                if (row < m && col < n) store(p.out, out0 + row * p.out.strides[2] + col * p.out.strides[3], acc[j][2 * h + e]);
+            }
 }
 
 // 64x64 output tiles, 16-deep K steps; each thread keeps a 4x4 block of

@@ -262,6 +262,18 @@ unsafe impl DeviceRepr for MapParams {}
 
 /// `kRun` in engine_ops.cu.
 pub const RUN: i32 = 4;
+/// `MapParams::run` for one 16-byte FP16 copy a thread (`kVec16`).
+pub const RUN_VEC16: i32 = 8;
+
+/// Whether a map from `input` to `out` (dims already in memory order) may
+/// copy 8 FP16 elements at a time: dim 3 contiguous and not divided on both
+/// sides, and every other offset 16-byte aligned.
+pub fn copies_by_16_bytes(out: &TensorRef, input: &TensorRef, div: &[i32; 4]) -> bool {
+    let aligned = |t: &TensorRef| {
+        t.is_f32 == 0 && t.ptr % 16 == 0 && (t.strides[3] == 1) && t.strides[..3].iter().all(|s| s % 8 == 0)
+    };
+    div[3] == 1 && out.dims[3] % RUN_VEC16 == 0 && aligned(out) && aligned(input)
+}
 
 /// The run length for an elementwise launch writing `out`, and the threads
 /// it needs.
@@ -393,6 +405,21 @@ mod tests {
         assert_eq!(memory_order(&TensorRef::new(0, ElementType::F16, &[1, 3, 1, 7], 21)), None);
         // A channel narrow moves by one element per channel.
         assert_eq!(t.narrow(1, 8, 8).ptr, 0x2000 + 8 * 2);
+    }
+
+    #[test]
+    fn sixteen_byte_copies_need_fp16_contiguous_aligned_operands() {
+        // An NHWC resize into a concat slice, channels last (memory order).
+        let out = TensorRef { ptr: 0x1000, strides: [4096, 256, 64, 1], dims: [2, 4, 4, 64], ..Default::default() };
+        let input = TensorRef { ptr: 0x2000, strides: [512, 128, 64, 1], dims: [2, 2, 2, 64], ..Default::default() };
+        let div = [1, 2, 2, 1];
+        assert!(copies_by_16_bytes(&out, &input, &div));
+        assert!(!copies_by_16_bytes(&TensorRef { ptr: 0x1008, ..out }, &input, &div), "unaligned pointer");
+        assert!(!copies_by_16_bytes(&TensorRef { strides: [4096, 256, 68, 1], ..out }, &input, &div), "odd stride");
+        assert!(!copies_by_16_bytes(&TensorRef { is_f32: 1, ..out }, &input, &div), "FP32");
+        assert!(!copies_by_16_bytes(&out, &input, &[1, 2, 2, 2]), "divided last dim");
+        assert!(!copies_by_16_bytes(&TensorRef { dims: [2, 4, 4, 60], ..out }, &input, &div), "60 channels");
+        assert!(!copies_by_16_bytes(&out, &TensorRef { strides: [512, 128, 64, 0], ..input }, &div), "broadcast");
     }
 
     #[test]

@@ -97,7 +97,11 @@ impl NativeEngine<'_> {
             input = permuted(input, perm);
             div = perm.map(|d| div[d]);
         }
-        let (run, threads) = run_for(&out);
+        let (run, threads) = if op == MAP_COPY && copies_by_16_bytes(&out, &input, &div) {
+            (RUN_VEC16, out.elements() as u64 / RUN_VEC16 as u64)
+        } else {
+            run_for(&out)
+        };
         Step {
             node,
             kernel: Kernel::TensorMap,
@@ -464,9 +468,11 @@ impl NativeEngine<'_> {
                     return Err(self.refuse(i, "operand shapes do not agree"));
                 }
                 let (m, n) = (out.dims[2] as u32, out.dims[3] as u32);
+                // FP16 operands run on tensor cores; FP32 ones keep FP32 products.
+                let tensor_cores = a.is_f32 == 0 && b.is_f32 == 0;
                 steps.push(Step {
                     node: i,
-                    kernel: Kernel::Matmul,
+                    kernel: if tensor_cores { Kernel::MatmulF16Mma } else { Kernel::Matmul },
                     config: LaunchConfig {
                         // 64x64 output tiles (`kMatmulTile` in engine_ops.cu).
                         grid_dim: (n.div_ceil(64), m.div_ceil(64), (out.dims[0] * out.dims[1]) as u32),
@@ -588,13 +594,14 @@ impl NativeEngine<'_> {
         // Hopper: NHWC-to-NHWC GEMMs run on warpgroup MMA, 128 pixels by a
         // channel width that fits cout, K split where the tiles cannot give
         // every SM one. Measured on the H100 (BENCHMARKS.md), the mma.sync
-        // kernels stay ahead only on short GEMMs (K <= 384) whose channels
-        // their own tiles cover exactly, and on GEMMs too small to split.
+        // kernels stay ahead only on GEMMs too small to split. (Short GEMMs
+        // whose channels the mma.sync tiles cover exactly were kept off
+        // wgmma until the epilogue's activation lost its IEEE division; since
+        // then wgmma is level or ahead on them too: n-seg batch 32 1.4%.)
         if self.wgmma && nhwc_in && p.y_pixel_stride > 0 && p.transposed_stride == 0 && m >= 48 {
             let width = wgmma_width(m);
             let grid = (m.div_ceil(width), columns.div_ceil(WGMMA_PIXELS));
             let shared = wgmma_shared_bytes(width);
-            let mma_sync_fits = k <= 384 && m % tile_m == 0;
             let blocks = grid.0 * grid.1;
             let k_tiles = cols.div_ceil(64);
             // Blocks of this width one SM holds (shared memory; registers).
@@ -608,7 +615,7 @@ impl NativeEngine<'_> {
             // (3x3 192->192 at 20x20, batch 32, where the split's partial
             // sums would not fit the workspace).
             let fills = splits > 1 || 2 * blocks >= sms;
-            if !mma_sync_fits && fills && optin >= shared && grid.1 <= 65_535 {
+            if fills && optin >= shared && grid.1 <= 65_535 {
                 let kernel = match width {
                     48 => Kernel::ConvWgmmaNhwcN48,
                     64 => Kernel::ConvWgmmaNhwcN64,
