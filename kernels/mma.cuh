@@ -1,6 +1,8 @@
-// Tensor-core building blocks shared by the GEMM (linear.cu) and the fused
-// attention (attention.cu): cp.async copies into shared memory, ldmatrix
-// fragment loads and the FP16 mma.sync.m16n8k16 with FP32 accumulation.
+// Tensor-core building blocks shared by the GEMM (linear.cu), the fused
+// attention (attention.cu), the engine's convolutions (engine_conv.cu) and
+// its FP16 matmul (engine_ops.cu): cp.async copies into shared memory,
+// ldmatrix fragment loads and the FP16 mma.sync.m16n8k16 with FP32
+// accumulation.
 //
 // All of these need sm_80 or newer (cp.async, m16n8k16). vrseg ships sm_86,
 // sm_89, sm_90 and sm_120 (build.rs); a build for an older architecture
