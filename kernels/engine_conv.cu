@@ -1503,12 +1503,24 @@ VRSEG_KERNEL void conv_depthwise(DepthwiseParams p) {
 VRSEG_KERNEL void conv_depthwise_nhwc(DepthwiseParams p) {
     const int groups = p.channels / 8;
     const int64_t total = static_cast<int64_t>(p.batch) * p.oh * p.ow * groups;
+    const int plane = p.oh * p.ow;
     for (int64_t i = vrseg::global_thread_index(); i < total; i += vrseg::global_thread_count()) {
-        int64_t q = i;
-        const int c = static_cast<int>(q % groups) * 8;
-        q /= groups;
-        const int pix = static_cast<int>(q % (static_cast<int64_t>(p.oh) * p.ow));
-        const int img = static_cast<int>(q / (static_cast<int64_t>(p.oh) * p.ow));
+        // Index splits in 32 bits wherever the index fits (every YOLO-seg
+        // tensor), as `unravel` does for the copies: 64-bit divisions are a
+        // call each (measured: 2.5% of x-seg's depthwise time).
+        int c, pix, img;
+        if (static_cast<uint64_t>(i) <= 0xffffffffull) {
+            uint32_t q = static_cast<uint32_t>(i);
+            const uint32_t rest = q / static_cast<uint32_t>(groups);
+            c = static_cast<int>(q - rest * static_cast<uint32_t>(groups)) * 8;
+            img = static_cast<int>(rest / static_cast<uint32_t>(plane));
+            pix = static_cast<int>(rest - static_cast<uint32_t>(img) * static_cast<uint32_t>(plane));
+        } else {
+            const int64_t rest = i / groups;
+            c = static_cast<int>(i - rest * groups) * 8;
+            img = static_cast<int>(rest / plane);
+            pix = static_cast<int>(rest - static_cast<int64_t>(img) * plane);
+        }
         const int oy = pix / p.ow;
         const int ox = pix - oy * p.ow;
         const __half* src = p.x + img * p.x_batch_stride + c;

@@ -314,23 +314,46 @@ VRSEG_KERNEL void __launch_bounds__(256) matmul_f16_mma(MatmulParams p) {
     const __half* b = static_cast<const __half*>(p.b.ptr) + b0 * p.b.strides[0] + b1 * p.b.strides[1];
     const bool a_k_fast = p.a.strides[3] == 1;  // walk k (else rows) with consecutive threads
     const bool b_col_fast = p.b.strides[3] == 1;
+    // Element e of a K step: its tile positions, the same every step.
+    constexpr int kPerThread = kMatmulTileMma * kMmaK / 256;
+    auto a_at = [&](int e, int& r, int& kk) {
+        r = a_k_fast ? e / kMmaK : e % kMatmulTileMma;
+        kk = a_k_fast ? e % kMmaK : e / kMatmulTileMma;
+    };
+    auto b_at = [&](int e, int& kk, int& c) {
+        c = b_col_fast ? e % kMatmulTileMma : e / kMmaK;
+        kk = b_col_fast ? e / kMatmulTileMma : e % kMmaK;
+    };
+    // The next K step's elements, loaded into registers while this step's
+    // mma runs (the loads are single halves through arbitrary strides: their
+    // latency, not bandwidth, bounds the kernel).
+    __half next_a[kPerThread], next_b[kPerThread];
+    auto fetch = [&](int k0) {
+#pragma unroll
+        for (int i = 0; i < kPerThread; ++i) {
+            const int e = threadIdx.x + 256 * i;
+            int r, kk, c, bkk;
+            a_at(e, r, kk);
+            b_at(e, bkk, c);
+            const int ar = row0 + r, ak = k0 + kk, bk = k0 + bkk, bc = col0 + c;
+            next_a[i] = (ar < m && ak < p.k) ? a[ar * p.a.strides[2] + ak * p.a.strides[3]] : __float2half(0.0f);
+            next_b[i] = (bk < p.k && bc < n) ? b[bk * p.b.strides[2] + bc * p.b.strides[3]] : __float2half(0.0f);
+        }
+    };
     float acc[4][4] = {};
+    fetch(0);
     for (int k0 = 0; k0 < p.k; k0 += kMmaK) {
 #pragma unroll
-        for (int i = 0; i < kMatmulTileMma * kMmaK / 256; ++i) {
+        for (int i = 0; i < kPerThread; ++i) {
             const int e = tid + 256 * i;
-            const int r = a_k_fast ? e / kMmaK : e % kMatmulTileMma;
-            const int kk = a_k_fast ? e % kMmaK : e / kMatmulTileMma;
-            const int ar = row0 + r;
-            const int ak = k0 + kk;
-            tile_a[r][kk] = (ar < m && ak < p.k) ? a[ar * p.a.strides[2] + ak * p.a.strides[3]] : __float2half(0.0f);
-            const int c = b_col_fast ? e % kMatmulTileMma : e / kMmaK;
-            const int bkk = b_col_fast ? e / kMatmulTileMma : e % kMmaK;
-            const int bk = k0 + bkk;
-            const int bc = col0 + c;
-            tile_b[bkk][c] = (bk < p.k && bc < n) ? b[bk * p.b.strides[2] + bc * p.b.strides[3]] : __float2half(0.0f);
+            int r, kk, c, bkk;
+            a_at(e, r, kk);
+            b_at(e, bkk, c);
+            tile_a[r][kk] = next_a[i];
+            tile_b[bkk][c] = next_b[i];
         }
         __syncthreads();
+        if (k0 + kMmaK < p.k) fetch(k0 + kMmaK);
 #pragma unroll
         for (int kk = 0; kk < kMmaK; kk += 16) {
             uint32_t af[4];
