@@ -719,9 +719,6 @@ impl NativeEngine<'_> {
     }
 }
 
-/// What `memory::layouts` guarantees and the NHWC kernels rely on (4-D FP16
-/// values of whole 8-channel groups, 16-byte aligned pixels): the first
-/// value of a plan that breaks it, said as a sentence (the plan is damaged).
 /// `ConvParams::activation` (`activate` in engine_conv.cu).
 pub(super) fn activation_code(activation: Activation) -> i32 {
     match activation {
@@ -731,6 +728,11 @@ pub(super) fn activation_code(activation: Activation) -> i32 {
     }
 }
 
+/// What `memory::layouts` guarantees and the NHWC kernels rely on (4-D FP16
+/// values of whole 8-channel groups, 16-byte aligned pixels), and that a
+/// value with spread channel planes has planes at least its own size apart:
+/// the first value of a plan that breaks it, said as a sentence (the plan
+/// is damaged).
 pub(super) fn damaged_layout(values: &[PlanValue]) -> Option<String> {
     values.iter().find_map(|value| {
         if let Layout::NchwPlanes { plane_stride } = value.placement.layout {
