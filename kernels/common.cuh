@@ -32,4 +32,11 @@ __host__ __device__ __forceinline__ uint32_t hash_u32(uint32_t x) {
     return x;
 }
 
+// sigmoid(v) from one exp and one approximate reciprocal (MUFU). An IEEE
+// division (what nvcc emits for `1 / (1 + exp(-v))`: a slow-path check and
+// call per element) weighed on every conv epilogue. The approximation
+// (about 2 ulp) is far below an FP16 output's step; where exp(-v)
+// overflows, the reciprocal of infinity is 0, as it should be.
+__device__ __forceinline__ float fast_sigmoid(float v) { return __fdividef(1.0f, 1.0f + __expf(-v)); }
+
 }  // namespace vrseg

@@ -103,14 +103,10 @@ constexpr int kPadB = 8;  // halves: 272-byte rows, likewise for ldmatrix.trans
 
 // `activation` codes (Rust: `steps::activation_code`): 0 none, 1 SiLU,
 // 2 sigmoid (YOLO's class scores, pushed into their convs by the build).
-// Both share one exp and one approximate reciprocal (MUFU), then differ by
-// a multiply: an IEEE division per element (the slow-path check and call
-// nvcc emits for `/`) weighed on the epilogue of every short-K conv. The
-// approximation (about 2 ulp) is far below the FP16 output's step; where
-// exp(-v) overflows, the reciprocal of infinity is 0, as it should be.
+// Both share one `fast_sigmoid`, then differ by a multiply.
 __device__ __forceinline__ float activate(float v, int32_t code) {
     if (code == 0) return v;
-    const float sigmoid = __fdividef(1.0f, 1.0f + __expf(-v));
+    const float sigmoid = vrseg::fast_sigmoid(v);
     return code == 1 ? v * sigmoid : sigmoid;
 }
 

@@ -169,7 +169,7 @@ VRSEG_KERNEL void tensor_map(MapParams p) {
             if (j >= run) break;
             const int x = idx[3] + j;
             float v = load(p.in, in0 + (same_x ? x : x / p.div[3]) * p.in.strides[3]);
-            if (p.op == 1) v = __fdividef(1.0f, 1.0f + __expf(-v));
+            if (p.op == 1) v = vrseg::fast_sigmoid(v);
             store(p.out, out0 + x * p.out.strides[3], v);
         }
     }

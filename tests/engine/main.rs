@@ -47,6 +47,15 @@ fn relative_l2(got: &[f32], want: &[f32]) -> f64 {
     (num / den.max(1e-30)).sqrt()
 }
 
+/// A fixture after every fusion pass, with its memory plan checked.
+fn fused_and_planned(size: u32, batch: usize, seed: u64) -> (Graph, memory::MemoryPlan) {
+    let mut graph = yolo(size, batch, seed);
+    vrseg::engine::build::fuse::fuse_all(&mut graph);
+    let plan = memory::plan(&graph);
+    memory::check(&graph, &plan).unwrap();
+    (graph, plan)
+}
+
 #[test]
 fn the_fixture_imports_as_ultralytics_exports_it() {
     let graph = yolo(640, 1, 1);
@@ -100,10 +109,7 @@ fn every_fusion_pass_keeps_the_outputs() {
 #[test]
 fn the_memory_plan_of_yolo_never_overlaps_live_values() {
     for batch in [1, 4] {
-        let mut graph = yolo(640, batch, 3);
-        vrseg::engine::build::fuse::fuse_all(&mut graph);
-        let plan = memory::plan(&graph);
-        memory::check(&graph, &plan).unwrap();
+        let (_, plan) = fused_and_planned(640, batch, 3);
         eprintln!(
             "batch {batch}: arena {:.1} MB ({:.1} MB without reuse), {} concats in place, {} splits as views",
             plan.arena_bytes as f64 * 1e-6,
@@ -119,10 +125,7 @@ fn the_memory_plan_of_yolo_never_overlaps_live_values() {
 #[test]
 fn the_layout_rule_stores_convolutions_nhwc_and_keeps_nchw_where_needed() {
     use memory::Layout;
-    let mut graph = yolo(640, 2, 3);
-    vrseg::engine::build::fuse::fuse_all(&mut graph);
-    let plan = memory::plan(&graph);
-    memory::check(&graph, &plan).unwrap();
+    let (graph, plan) = fused_and_planned(640, 2, 3);
     let nhwc = |v: usize| matches!(plan.placements[v].layout, Layout::Nhwc { .. });
     let external = |v: usize| graph.inputs.contains(&v) || graph.outputs.contains(&v);
     let (mut conv_outputs, mut conv_outputs_nhwc) = (0, 0);
@@ -176,10 +179,7 @@ fn the_layout_rule_stores_convolutions_nhwc_and_keeps_nchw_where_needed() {
 #[test]
 fn the_head_outputs_are_written_in_place() {
     use memory::{Layout, Storage};
-    let mut graph = yolo(640, 2, 3);
-    vrseg::engine::build::fuse::fuse_all(&mut graph);
-    let plan = memory::plan(&graph);
-    memory::check(&graph, &plan).unwrap();
+    let (graph, plan) = fused_and_planned(640, 2, 3);
     let root = |v: usize| plan.placements[v].root;
     let head_concats: Vec<_> =
         graph.nodes.iter().filter(|n| n.name.starts_with("/model.23/") && matches!(n.op, Op::Concat { .. })).collect();

@@ -213,6 +213,10 @@ mod tests {
         })
     }
 
+    fn node(name: &str, op: Op, inputs: Vec<ValueId>, outputs: Vec<ValueId>) -> Node {
+        Node { name: name.into(), op, inputs, outputs }
+    }
+
     fn conv_op() -> Op {
         Op::Conv(Conv {
             kernel: [1, 1],
@@ -236,12 +240,6 @@ mod tests {
         let y = value(&mut g, "y", &[1, 2, 3, 3], None);
         g.inputs = vec![x];
         g.outputs = vec![y];
-        let node = |name: &str, op, inputs: Vec<ValueId>, outputs: Vec<ValueId>| Node {
-            name: name.into(),
-            op,
-            inputs,
-            outputs,
-        };
         g.nodes = vec![
             node("conv", conv_op(), vec![x, w], vec![c]),
             node("sig", Op::Sigmoid, vec![c], vec![s]),
@@ -290,12 +288,6 @@ mod tests {
         let y = value(&mut g, "y", &[1, 2, 18], None);
         g.inputs = vec![x];
         g.outputs = vec![y];
-        let node = |name: &str, op, inputs: Vec<ValueId>, outputs: Vec<ValueId>| Node {
-            name: name.into(),
-            op,
-            inputs,
-            outputs,
-        };
         let reshape = || Op::Reshape { shape: vec![1, 2, 9] };
         g.nodes = vec![
             node("conv0", conv_op(), vec![x, w], vec![c0]),
