@@ -47,6 +47,7 @@
 pub mod engine_io;
 mod sink;
 
+use std::cell::RefCell;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver};
@@ -165,7 +166,11 @@ pub struct RunStats {
     pub frames_out: u64,
     pub batches: u64,
     pub batch_frames: usize,
+    /// Seconds from the start of the run (opening the GPU) to the output
+    /// complete under its final name; NVDEC's teardown may run a little past
+    /// it (`phases.run_end_at_s`).
     pub wall_s: f64,
+    /// frames_out / wall_s.
     pub fps: f64,
     /// Frames after the first batch over the time after the first batch was
     /// handed to the sink: the pipeline's rate without its set-up (pool,
@@ -242,6 +247,11 @@ pub struct RunPhases {
     pub decode_end_at_s: f64,
     /// The worker enqueued its last batch.
     pub last_batch_at_s: f64,
+    /// The output was complete under its final name (the end of `wall_s`).
+    pub output_done_at_s: f64,
+    /// The decode thread was joined: NVDEC's sessions were torn down, which
+    /// may end after the output (the run returns here).
+    pub run_end_at_s: f64,
 }
 
 /// Set by the Ctrl-C handler: stop decoding, drain, finish a partial output.
@@ -624,7 +634,7 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
     let (tx, rx) = sync_channel::<DecodeMsg>(ring_slots);
     phases.sink_open_s = lap();
     let since_start = |at: Instant| at.saturating_duration_since(started).as_secs_f64();
-    let worker_result = std::thread::scope(|scope| -> Result<(), PipelineError> {
+    let worker_result = std::thread::scope(|scope| -> Result<Result<OutputFinished, PipelineError>, PipelineError> {
         let ring = &ring;
         let gpu = &gpu;
         let stopped = &stopped;
@@ -637,23 +647,40 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
         let decode_thread = scope.spawn(move || -> DecodeOutcome {
             let mut bytes = 0u64;
             let mut demuxer = demuxer;
+            // Closing the channel ends the worker's input. It is closed as
+            // soon as the last frame is sent, before NVDEC tears down (tens
+            // to hundreds of milliseconds a session, serialised by the
+            // driver), so the output is finished meanwhile.
+            let tx = RefCell::new(Some(tx));
+            // A closed channel means the worker stopped; it reports why.
+            let send = |msg| {
+                if let Some(tx) = tx.borrow().as_ref() {
+                    let _ = tx.send(msg);
+                }
+            };
+            let mut close = || drop(tx.borrow_mut().take());
             if decode_setup.decoders > 1 {
                 // K sessions, frames handed on in presentation order (src/video/parallel.rs).
-                let outcome =
-                    parallel::decode_into_ring(gpu, &demuxer, decode_setup, ring, stopped, &mut |rank, frame| {
-                        let ready = Ready { slot: frame.slot, index: rank, pts: frame.pts };
-                        // A closed channel means the worker stopped; it reports why.
-                        let _ = tx.send(DecodeMsg::Frame(ready));
+                let outcome = parallel::decode_into_ring(
+                    gpu,
+                    &demuxer,
+                    decode_setup,
+                    ring,
+                    stopped,
+                    &mut |rank, frame| {
+                        send(DecodeMsg::Frame(Ready { slot: frame.slot, index: rank, pts: frame.pts }));
                         Ok(())
-                    });
+                    },
+                    &mut close,
+                );
                 let report = match outcome {
                     Ok(report) => report,
                     Err(e) => {
-                        let _ = tx.send(DecodeMsg::Failed(e.into()));
+                        send(DecodeMsg::Failed(e.into()));
                         Default::default()
                     }
                 };
-                drop(tx);
+                close();
                 let (concealed, failed) = (report.sessions.concealed.clone(), report.sessions.failed.clone());
                 let (bytes, surfaces) = (report.bitstream_bytes, report.surface_bytes);
                 return (bytes, t0.elapsed().as_secs_f64(), concealed, failed, surfaces, Some(report));
@@ -673,9 +700,7 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
                     let slot = ring.acquire(&stream)?;
                     picture.copy_to(&slot.view())?;
                     sent.set(sent.get() + 1);
-                    let ready = Ready { slot, index: picture.index, pts: picture.pts };
-                    // A closed channel means the worker stopped; it reports why.
-                    let _ = tx.send(DecodeMsg::Frame(ready));
+                    send(DecodeMsg::Frame(Ready { slot, index: picture.index, pts: picture.pts }));
                     Ok(())
                 };
                 while let Some(chunk) = {
@@ -689,17 +714,20 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
                     decoder.decode(&chunk, &mut deliver)?;
                 }
                 decoder.flush(&mut deliver)?;
+                // Every frame is sent: the worker may finish while the
+                // decoder is destroyed (at the end of this closure).
+                close();
                 let report = decoder.report();
                 Ok((report.concealed.clone(), report.failed.clone(), decoder.surface_bytes_estimate()))
             })();
             let (concealed, failed, surfaces) = match outcome {
                 Ok(r) => r,
                 Err(e) => {
-                    let _ = tx.send(DecodeMsg::Failed(e));
+                    send(DecodeMsg::Failed(e));
                     (Vec::new(), Vec::new(), 0)
                 }
             };
-            drop(tx);
+            close();
             (bytes, t0.elapsed().as_secs_f64(), concealed, failed, surfaces, None)
         });
 
@@ -738,30 +766,39 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
             stop.store(true, Ordering::Relaxed);
             while rx.recv().is_ok() {}
         }
+        // Every frame is done: finish the output now. The decode thread
+        // closed the channel before tearing NVDEC down, which it may still
+        // be doing; the output does not wait for it.
+        let finished = match &result {
+            Ok(()) => Some(finish_output(&compute, &mut sink, detections_out.take())),
+            Err(_) => None,
+        };
         let (bytes, secs, concealed, failed, surfaces, report) =
             decode_thread.join().expect("the decode thread panicked");
         phases.decode_start_at_s = since_start(t0);
         phases.decode_end_at_s = phases.decode_start_at_s + secs;
         phases.last_batch_at_s = since_start(last_batch_at);
+        phases.run_end_at_s = since_start(Instant::now());
         bitstream_bytes = bytes;
         stats.decode_surface_bytes = surfaces;
         decode_s = secs;
         stats.concealed_frames = concealed;
         stats.failed_frames = failed;
         parallel_report = report;
-        result
+        result.map(|()| finished.expect("the output is finished after a worker success"))
     });
-    let interrupted = INTERRUPTED.load(Ordering::Relaxed);
-    if let Err(e) = worker_result {
-        sink.abandon();
-        if let Some(d) = detections_out {
-            d.abandon();
+    let finished = match worker_result {
+        Err(e) => {
+            sink.abandon();
+            if let Some(d) = detections_out {
+                d.abandon();
+            }
+            return Err(e);
         }
-        return Err(e);
-    }
-    compute.synchronize().check("cuStreamSynchronize")?;
+        Ok(finished) => finished?,
+    };
     collect_times(&mut event_sets, &mut stats)?;
-    stats.interrupted = interrupted;
+    stats.interrupted = finished.interrupted;
     stats.decode_s = decode_s;
     if let Some(report) = parallel_report {
         stats.decode_window_peak = report.sessions.window_peak;
@@ -771,17 +808,13 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
     }
     phases.first_frame_at_s = first_frame_at.map_or(0.0, since_start);
     phases.first_batch_at_s = first_batch_done.map_or(0.0, |(_, at)| since_start(at));
+    phases.output_done_at_s = since_start(finished.done_at);
     stats.phases = phases;
-    let t = Instant::now();
-    sink.finish(interrupted).map_err(PipelineError::Sink)?;
-    if let Some(d) = detections_out {
-        d.finish(interrupted).map_err(PipelineError::Sink)?;
-    }
-    stats.sink_s += t.elapsed().as_secs_f64();
-    stats.wall_s = started.elapsed().as_secs_f64();
+    stats.sink_s += finished.sink_s;
+    stats.wall_s = stats.phases.output_done_at_s;
     stats.fps = stats.frames_out as f64 / stats.wall_s.max(1e-9);
     if let Some((frames, at)) = first_batch_done {
-        let after = at.elapsed().as_secs_f64();
+        let after = finished.done_at.saturating_duration_since(at).as_secs_f64();
         if stats.frames_out > frames && after > 0.0 {
             stats.steady_fps = (stats.frames_out - frames) as f64 / after;
         }
@@ -789,6 +822,33 @@ pub fn run(options: &RunOptions, progress: &mut dyn FnMut(u64, u64)) -> Result<R
     stats.bitstream_bytes_per_frame = bitstream_bytes as f64 / stats.frames_in.max(1) as f64;
     stats.download_bytes_per_frame = sink.downloaded_bytes() as f64 / stats.frames_out.max(1) as f64;
     Ok(stats)
+}
+
+/// What finishing the output left for the run's statistics.
+struct OutputFinished {
+    /// Ctrl-C came before the output was finished: it has a partial name.
+    interrupted: bool,
+    /// Seconds in the sink's finish (encoder flush, muxer, renames).
+    sink_s: f64,
+    /// When the output was complete: the end of `wall_s`.
+    done_at: Instant,
+}
+
+/// Waits for the last batch's GPU work, then finishes the output (and the
+/// detections file) under its final name, or a partial one after Ctrl-C.
+fn finish_output(
+    compute: &cudarc::driver::CudaStream,
+    sink: &mut Sink,
+    detections: Option<sink::LineWriter>,
+) -> Result<OutputFinished, PipelineError> {
+    compute.synchronize().check("cuStreamSynchronize")?;
+    let interrupted = INTERRUPTED.load(Ordering::Relaxed);
+    let t = Instant::now();
+    sink.finish(interrupted).map_err(PipelineError::Sink)?;
+    if let Some(d) = detections {
+        d.finish(interrupted).map_err(PipelineError::Sink)?;
+    }
+    Ok(OutputFinished { interrupted, sink_s: t.elapsed().as_secs_f64(), done_at: Instant::now() })
 }
 
 struct GpuRefs<'a> {

@@ -244,7 +244,7 @@ pub fn decode_file_parallel(
         frames += 1;
         sunk.map_err(|reason| NvdecError::Output { label: label.clone(), frame: rank, reason }.into())
     };
-    let report = parallel::decode_into_ring(gpu, &demuxer, &setup, &ring, &|| false, &mut consume)?;
+    let report = parallel::decode_into_ring(gpu, &demuxer, &setup, &ring, &|| false, &mut consume, &mut || {})?;
     if frames != info.frame_count {
         return Err(DecodeError::FrameCountMismatch { path: label, decoded: frames, expected: info.frame_count });
     }

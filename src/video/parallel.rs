@@ -74,7 +74,10 @@
 //! teardown are slow and partly serialised by the driver: on the H100
 //! (driver 580), with 7 sessions starting together, `cuvidCreateDecoder`
 //! took 0.15-0.52 s each, and tearing the 7 down one after the other after
-//! the last frame took 0.42 s. The report says when each session was ready,
+//! the last frame took 0.42 s. The consumer hears the end (`drained`) as
+//! soon as it has the last frame, before the last sessions finish tearing
+//! down (0.17 s on the H100 at 8K): `vrseg run` finishes its output
+//! meanwhile. The report says when each session was ready,
 //! gave its first frame, finished and was torn down, and how long it waited
 //! for room in the window ([`SessionTiming`], [`NvdecSessionTiming`]).
 
@@ -763,7 +766,7 @@ where
         let mut made = made.lock().unwrap_or_else(|e| e.into_inner());
         Ok(made[i].take().expect("each session is taken once"))
     };
-    run_chunks_with(plan, count, &take, &|session| session, window, label, should_stop, consume)
+    run_chunks_with(plan, count, &take, &|session| session, window, label, should_stop, consume, &mut || {})
 }
 
 /// [`run_chunks`] on `count` sessions made by `make(i)`, each on its own
@@ -771,6 +774,10 @@ where
 /// session that cannot be made fails the decode before its first frame.
 /// Once no chunk is left for a session, `retire` turns it into what is
 /// returned for it, on its thread, while the others may still decode.
+/// `drained` is called once, on the calling thread, after the last frame
+/// was consumed and before the sessions still retiring are waited for: the
+/// caller can finish its output while NVDEC tears down (not called when
+/// the run fails or stops early).
 #[allow(clippy::too_many_arguments)]
 pub fn run_chunks_with<D, R>(
     plan: &ChunkPlan,
@@ -781,6 +788,7 @@ pub fn run_chunks_with<D, R>(
     label: &str,
     should_stop: &(dyn Fn() -> bool + Sync),
     consume: &mut dyn FnMut(u64, D::Frame) -> Result<(), ParallelError>,
+    drained: &mut dyn FnMut(),
 ) -> Result<(ParallelReport, Vec<R>), ParallelError>
 where
     D: ChunkDecoder + Send,
@@ -885,7 +893,13 @@ where
                         *n += 1;
                     }
                 }
-                Popped::End | Popped::Stopped => break,
+                Popped::End => {
+                    if consumed.is_ok() {
+                        drained();
+                    }
+                    break;
+                }
+                Popped::Stopped => break,
                 Popped::Failed(e) => {
                     consumed = Err(e);
                     break;
@@ -1203,7 +1217,9 @@ pub struct NvdecParallelReport {
 
 /// Decodes a planned file on `setup.decoders` NVDEC sessions into slots of
 /// `ring` (which must have at least `setup.window` slots beyond what the
-/// consumer holds), calling `consume(rank, frame)` in presentation order.
+/// consumer holds), calling `consume(rank, frame)` in presentation order,
+/// then `drained()` once the last frame is consumed, while the last
+/// sessions may still be tearing down (see [`run_chunks_with`]).
 pub fn decode_into_ring<'ring, 'pool>(
     gpu: &Gpu,
     demuxer: &Demuxer,
@@ -1211,6 +1227,7 @@ pub fn decode_into_ring<'ring, 'pool>(
     ring: &'ring SlotRing<'pool>,
     should_stop: &(dyn Fn() -> bool + Sync),
     consume: &mut dyn FnMut(u64, SlotFrame<'ring, 'pool>) -> Result<(), ParallelError>,
+    drained: &mut dyn FnMut(),
 ) -> Result<NvdecParallelReport, ParallelError> {
     let plan = setup.plan.as_ref().ok_or(ParallelError::NoDecoders(setup.decoders))?;
     let label = demuxer.path().display().to_string();
@@ -1227,7 +1244,7 @@ pub fn decode_into_ring<'ring, 'pool>(
         (bytes, surface_bytes, timing)
     };
     let (sessions, used) =
-        run_chunks_with(plan, setup.decoders, &make, &retire, setup.window, &label, should_stop, consume)?;
+        run_chunks_with(plan, setup.decoders, &make, &retire, setup.window, &label, should_stop, consume, drained)?;
     Ok(NvdecParallelReport {
         bitstream_bytes: used.iter().map(|s| s.0).sum(),
         surface_bytes: used.iter().map(|s| s.1).sum(),
@@ -1525,6 +1542,38 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn the_consumer_hears_the_end_before_the_sessions_finish_retiring() {
+        // NVDEC's teardown is slow: the caller finishes its output meanwhile.
+        // Each retiring session waits (up to 10 s) for `drained`; called
+        // only after the join, it would come too late for all of them.
+        use std::sync::atomic::AtomicBool;
+        let stream = Arc::new(model_stream(6, 12, 2, true, true));
+        let plan = plan_chunks(&timings(&stream), 1, None, None, false).unwrap();
+        let sessions = 3;
+        let window = default_window(&plan, sessions, usize::MAX);
+        let heard = AtomicBool::new(false);
+        let make = |_: usize| -> Result<ModelDecoder, ParallelError> { Ok(ModelDecoder::new(&stream)) };
+        let retire = |_: ModelDecoder| -> bool {
+            let until = Instant::now() + Duration::from_secs(10);
+            while !heard.load(Ordering::SeqCst) && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            heard.load(Ordering::SeqCst)
+        };
+        let mut consume = |_: u64, _: ModelFrame| -> Result<(), ParallelError> { Ok(()) };
+        let mut calls = 0;
+        let (report, retired) =
+            run_chunks_with(&plan, sessions, &make, &retire, window, "model.mp4", &|| false, &mut consume, &mut || {
+                calls += 1;
+                heard.store(true, Ordering::SeqCst);
+            })
+            .unwrap();
+        assert_eq!(report.frames, stream.len() as u64);
+        assert_eq!(calls, 1, "drained is called once");
+        assert_eq!(retired, vec![true; sessions], "every session saw the end before it finished retiring");
     }
 
     #[test]

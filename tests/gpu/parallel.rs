@@ -293,6 +293,13 @@ fn vrseg_run_gives_the_same_detections_on_one_and_all_sessions() {
         assert_eq!(all, one, "{tag}: the detection lines (index, pts, boxes) of every frame agree");
         assert_eq!(all_stats.device_allocations_in_loop, 0, "{tag}");
         assert!(all_stats.decode_window_peak <= all_stats.decode_window_slots, "{tag}");
+        for stats in [&one_stats, &all_stats] {
+            // The clock stops at the finished output; NVDEC's teardown may
+            // end later (the decode thread closes the channel before it).
+            let p = &stats.phases;
+            assert_eq!(stats.wall_s, p.output_done_at_s, "{tag}");
+            assert!(p.last_batch_at_s <= p.output_done_at_s && p.output_done_at_s <= p.run_end_at_s, "{tag}: {p:?}");
+        }
         if engines > 1 && frames.is_none_or(|f| f > 16) {
             assert!(all_stats.decoders > 1, "{tag}: {} sessions on {engines} engines", all_stats.decoders);
             assert!(all_stats.decode_window_slots > 0 && all_stats.decode_surface_bytes > 0, "{tag}");

@@ -40,7 +40,8 @@ Written as a strong Python user would on a GPU, with every frame kept in device 
 Timing (time.perf_counter, CUDA events; the model is built and warmed up before any pass):
   * A pass is the whole clip: the decoder is created inside the clock (vrseg run creates its
     session inside its wall time too) and the clock stops after torch.cuda.synchronize() once
-    the last matte is done. fps = frames / pass wall time.
+    the last matte is done. fps = frames / pass wall time. Closing the decoder comes after the
+    clock (close_s, beside vrseg's NVDEC teardown after its output is done).
   * steady fps: frames after the first --warmup-batches batches over the time after them (the
     time is taken when the host has finished a batch's NMS, which waits for its inference).
   * GPU ms per frame per stage from CUDA events around each stage (letterbox, inference,
@@ -321,6 +322,7 @@ def run_pass(nvc, torch, pipe, args, context, stream):
     torch.cuda.synchronize()
     t1 = time.perf_counter()
     source.close()
+    close_s = time.perf_counter() - t1
     if frames_done == 0:
         die(f"decoded no frames from {args.clip}", 1)
     if source.fallback:
@@ -331,6 +333,7 @@ def run_pass(nvc, torch, pipe, args, context, stream):
             stage[s] += ev[s].elapsed_time(ev[s + 1])
     wall = t1 - t0
     rec = {"frames": frames_done, "batches": len(marks), "wall_s": round(wall, 6), "fps": round(frames_done / wall, 3),
+           "close_s": round(close_s, 6),
            "decode_wait_ms_per_frame": round(1e3 * source.decode_wait_s / frames_done, 3),
            "gpu_ms_per_frame": {name: round(stage[s] / frames_done, 4)
                                 for s, name in enumerate(("letterbox", "inference", "postprocess"))},
