@@ -598,8 +598,14 @@ fn elementwise_softmax_and_matmul_match_the_reference() {
     let s = b.input(&[3, 16, 4, 37]);
     let soft1 = b.node(Op::Softmax { axis: 1 }, vec![s], &[&[3, 16, 4, 37]])[0];
     let soft3 = b.node(Op::Softmax { axis: 3 }, vec![s], &[&[3, 16, 4, 37]])[0];
+    // Rows of 37, 401, 45 along a strided axis, and 613 (the FP16 rows
+    // held in registers are in the attention-shaped test below).
     let long = b.input(&[2, 2, 3, 401]);
     let soft_long = b.node(Op::Softmax { axis: 3 }, vec![long], &[&[2, 2, 3, 401]])[0];
+    let across = b.input(&[3, 45, 2, 5]);
+    let soft_across = b.node(Op::Softmax { axis: 1 }, vec![across], &[&[3, 45, 2, 5]])[0];
+    let longer = b.input(&[2, 3, 613]);
+    let soft_longer = b.node(Op::Softmax { axis: 2 }, vec![longer], &[&[2, 3, 613]])[0];
     let ma = b.input(&[1, 2, 40, 8]);
     let mb = b.input(&[1, 2, 8, 37]);
     let mm = b.node(Op::MatMul, vec![ma, mb], &[&[1, 2, 40, 37]])[0];
@@ -620,10 +626,15 @@ fn elementwise_softmax_and_matmul_match_the_reference() {
     let col8 = b.constant(&[3, 1], 1.0);
     let add8 = b.node(Op::Add, vec![x8, col8], &[&[2, 3, 8]])[0];
     let sig8 = b.node(Op::Sigmoid, vec![x8], &[&[2, 3, 8]])[0];
-    for v in [add, mul, div, sub, sig, soft1, soft3, soft_long, mm, mm2, mm3, mm4, add8, sig8] {
+    for v in [add, mul, div, sub, sig, soft1, soft3, soft_long, soft_across, soft_longer, mm, mm2, mm3, mm4, add8, sig8]
+    {
         b.output(v);
     }
     let (got, want) = run_both(&gpu, b.graph, seed, "elementwise");
+    let kernels = LAST_KERNELS.with(|k| k.borrow().clone());
+    for kernel in [Kernel::SoftmaxThread, Kernel::SoftmaxWarp] {
+        assert!(kernels.contains(&kernel), "the softmaxes cover {kernel:?}: {kernels:?}");
+    }
     check("add, mul, div, sub, sigmoid, softmax, matmul", &got, &want, 2e-3);
 }
 
@@ -721,7 +732,8 @@ fn a_head_assembled_in_place_matches_the_reference() {
 
 /// `matmul_f16_mma`: attention-shaped products of FP16 operands (values
 /// between convs), through transposed views: S = Q^T K (65 x 65, K = 12:
-/// one partial K step, two partial tiles each way) and O = V S^T (12 x 65,
+/// one partial K step, two partial tiles each way), its softmax along rows
+/// (`softmax_warp512`) and O = V S^T (12 x 65,
 /// K = 65: three K steps, the last partial), batched over 2 x 2, the
 /// operands walked along either of their dims.
 #[test]
@@ -739,17 +751,20 @@ fn fp16_matmuls_run_on_tensor_cores_and_match_the_reference() {
     let flip = || Op::Transpose { perm: vec![0, 1, 3, 2] };
     let qt = b.node(flip(), vec![q], &[&[2, 2, 65, 12]])[0];
     let s = b.node(Op::MatMul, vec![qt, k], &[&[2, 2, 65, 65]])[0];
-    let st = b.node(flip(), vec![s], &[&[2, 2, 65, 65]])[0];
+    // Rows of 65: three a lane, the third for one lane only.
+    let attn = b.node(Op::Softmax { axis: 3 }, vec![s], &[&[2, 2, 65, 65]])[0];
+    let st = b.node(flip(), vec![attn], &[&[2, 2, 65, 65]])[0];
     let o = b.node(Op::MatMul, vec![v, st], &[&[2, 2, 12, 65]])[0];
     let o = b.node(Op::Reshape { shape: vec![2, 24, 5, 13] }, vec![o], &[&[2, 24, 5, 13]])[0];
     let w = b.constant(&[8, 24, 1, 1], 0.3);
     let out = b.node(conv_op([1, 1], [1, 1], [1, 1], [0; 4], 1, false, false), vec![o, w], &[&[2, 8, 5, 13]])[0];
     b.output(out);
     let types = vrseg::engine::build::memory::element_types(&b.graph);
-    assert!([qt, k, s, v, st].iter().all(|&t| types[t] == ElementType::F16), "the products' operands are FP16");
+    assert!([qt, k, s, attn, v, st].iter().all(|&t| types[t] == ElementType::F16), "the products' operands are FP16");
     let (got, want) = run_both(&gpu, b.graph, seed, "mma-matmul");
     let kernels = LAST_KERNELS.with(|k| k.borrow().clone());
     assert_eq!(kernels.iter().filter(|&&k| k == Kernel::MatmulF16Mma).count(), 2, "{kernels:?}");
+    assert!(kernels.contains(&Kernel::SoftmaxWarp512), "FP16 rows of 65 stay in registers: {kernels:?}");
     check("FP16 attention-shaped matmuls on tensor cores", &got, &want, 1e-2);
 }
 
@@ -798,6 +813,45 @@ fn stem_convolutions_match_the_reference() {
             1e-2,
         );
     }
+}
+
+/// NHWC max-pools, 8 channels a thread (`max_pool_nhwc8`): YOLO's SPPF
+/// (three chained 5x5/1 pools, each written into its slice of a channel
+/// concatenation, pixel stride 160) on 40 channels, and a 3x3/2 pool with
+/// asymmetric padding on 24; odd sizes, batch 3. (NCHW pools, on
+/// `max_pool`, are in `pooling_resize_and_copies_match_the_reference`.)
+#[test]
+fn nhwc_max_pools_match_the_reference() {
+    let gpu = gpu_or_skip!();
+    let seed = test_seed("nhwc_max_pools_match_the_reference");
+    let mut b = Builder::new(seed);
+    let (n, h, w) = (3, 13, 11);
+    let x = b.input(&[n, 8, h, w]);
+    let pointwise = || conv_op([1, 1], [1, 1], [1, 1], [0; 4], 1, false, false);
+    let wt = b.constant(&[40, 8, 1, 1], (3.0f32 / 8.0).sqrt());
+    let a = b.node(conv_op([1, 1], [1, 1], [1, 1], [0; 4], 1, true, false), vec![x, wt], &[&[n, 40, h, w]])[0];
+    let sppf = || Op::MaxPool(MaxPool { kernel: [5, 5], stride: [1, 1], pads: [2; 4] });
+    let y1 = b.node(sppf(), vec![a], &[&[n, 40, h, w]])[0];
+    let y2 = b.node(sppf(), vec![y1], &[&[n, 40, h, w]])[0];
+    let y3 = b.node(sppf(), vec![y2], &[&[n, 40, h, w]])[0];
+    let cat = b.node(Op::Concat { axis: 1 }, vec![a, y1, y2, y3], &[&[n, 160, h, w]])[0];
+    let wt = b.constant(&[5, 160, 1, 1], (3.0f32 / 160.0).sqrt());
+    let out = b.node(pointwise(), vec![cat, wt], &[&[n, 5, h, w]])[0];
+    b.output(out);
+    let wt = b.constant(&[24, 8, 1, 1], (3.0f32 / 8.0).sqrt());
+    let c = b.node(conv_op([1, 1], [1, 1], [1, 1], [0; 4], 1, true, false), vec![x, wt], &[&[n, 24, h, w]])[0];
+    let down =
+        b.node(Op::MaxPool(MaxPool { kernel: [3, 3], stride: [2, 2], pads: [1, 0, 1, 1] }), vec![c], &[&[n, 24, 7, 5]])
+            [0];
+    let wt = b.constant(&[3, 24, 1, 1], (3.0f32 / 24.0).sqrt());
+    let out2 = b.node(pointwise(), vec![down, wt], &[&[n, 3, 7, 5]])[0];
+    b.output(out2);
+    assert_nhwc(&b.graph, &[a, y1, y2, y3, cat, c, down], "max-pools");
+    let (got, want) = run_both(&gpu, b.graph, seed, "nhwc-pools");
+    let kernels = LAST_KERNELS.with(|k| k.borrow().clone());
+    let count = |kernel: Kernel| kernels.iter().filter(|&&k| k == kernel).count();
+    assert_eq!(count(Kernel::MaxPoolNhwc8), 4, "every NHWC pool takes 16-byte vectors: {kernels:?}");
+    check("NHWC max-pools: SPPF into concat slices, 3x3/2 asymmetric", &got, &want, 1e-2);
 }
 
 /// Asserts that the plan of `graph` stores each of `values` NHWC (so that a

@@ -275,6 +275,26 @@ pub fn copies_by_16_bytes(out: &TensorRef, input: &TensorRef, div: &[i32; 4]) ->
     div[3] == 1 && out.dims[3] % RUN_VEC16 == 0 && aligned(out) && aligned(input)
 }
 
+/// The longest (FP16, contiguous) softmax row `softmax_warp512` holds in
+/// registers (32 lanes of 16).
+pub const SOFTMAX_REGISTER_ROW: usize = 512;
+
+/// Whether a max-pool of NHWC values (dims in ONNX order, channels the
+/// contiguous dim 1) may run 8 FP16 channels a thread (`max_pool_nhwc8`):
+/// channels contiguous on both sides and a multiple of 8, every other
+/// stride a multiple of 8, 16-byte aligned, and an output whose element
+/// count (the kernel's index) fits 32 bits.
+pub fn pools_by_16_bytes(out: &TensorRef, input: &TensorRef) -> bool {
+    let aligned = |t: &TensorRef| {
+        t.is_f32 == 0 && t.ptr % 16 == 0 && t.strides[1] == 1 && [0, 2, 3].iter().all(|&d| t.strides[d] % 8 == 0)
+    };
+    out.dims[1] % 8 == 0
+        && out.dims[1] == input.dims[1]
+        && out.elements() <= u32::MAX as usize
+        && aligned(out)
+        && aligned(input)
+}
+
 /// The run length for an elementwise launch writing `out`, and the threads
 /// it needs.
 pub fn run_for(out: &TensorRef) -> (i32, u64) {
@@ -420,6 +440,25 @@ mod tests {
         assert!(!copies_by_16_bytes(&out, &input, &[1, 2, 2, 2]), "divided last dim");
         assert!(!copies_by_16_bytes(&TensorRef { dims: [2, 4, 4, 60], ..out }, &input, &div), "60 channels");
         assert!(!copies_by_16_bytes(&out, &TensorRef { strides: [512, 128, 64, 0], ..input }, &div), "broadcast");
+    }
+
+    #[test]
+    fn sixteen_byte_pools_need_fp16_channels_last_aligned_operands() {
+        // SPPF: an NHWC pool (dims in ONNX order, channels stride 1) into
+        // its slice of a 4-way channel concat (pixel stride 4 x 384).
+        let input =
+            TensorRef { ptr: 0x1000, strides: [153_600, 1, 7680, 384], dims: [32, 384, 20, 20], ..Default::default() };
+        let out = TensorRef { ptr: 0x1300, strides: [614_400, 1, 30_720, 1536], ..input };
+        assert!(pools_by_16_bytes(&out, &input));
+        assert!(!pools_by_16_bytes(&TensorRef { ptr: 0x1302, ..out }, &input), "unaligned slice");
+        assert!(!pools_by_16_bytes(&TensorRef { is_f32: 1, ..out }, &input), "FP32");
+        let narrow = |t: TensorRef| TensorRef { dims: [32, 20, 20, 20], ..t };
+        assert!(!pools_by_16_bytes(&narrow(out), &narrow(input)), "20 channels");
+        assert!(!pools_by_16_bytes(&TensorRef { strides: [614_400, 1, 30_720, 1532], ..out }, &input), "odd stride");
+        let nchw = TensorRef { strides: [153_600, 400, 20, 1], ..input };
+        assert!(!pools_by_16_bytes(&out, &nchw), "NCHW input");
+        let huge = TensorRef { dims: [32 * 4096, 384, 20, 20], ..out };
+        assert!(!pools_by_16_bytes(&huge, &TensorRef { dims: huge.dims, ..input }), "index beyond 32 bits");
     }
 
     #[test]

@@ -302,12 +302,15 @@ impl NativeEngine<'_> {
                     pad_t: m.pads[0] as i32,
                     pad_l: m.pads[1] as i32,
                 };
-                steps.push(Step {
-                    node: i,
-                    kernel: if nhwc { Kernel::MaxPoolNhwc } else { Kernel::MaxPool },
-                    config: grid_stride(&self.gpu, out.elements() as u64),
-                    params: Params::Pool(p),
-                });
+                // NHWC values take 8 channels a thread (the planner makes
+                // only values of a multiple of 8 channels NHWC); max_pool
+                // runs anything else through the strides.
+                let (kernel, threads) = if nhwc && pools_by_16_bytes(&p.out, &p.input) {
+                    (Kernel::MaxPoolNhwc8, out.elements() as u64 / 8)
+                } else {
+                    (Kernel::MaxPool, out.elements() as u64)
+                };
+                steps.push(Step { node: i, kernel, config: grid_stride(&self.gpu, threads), params: Params::Pool(p) });
             }
             Op::ResizeNearest { scales } => {
                 let out = self.tensor(node.outputs[0], key);
@@ -435,8 +438,16 @@ impl NativeEngine<'_> {
                 let d = 4 - rank_of(node.inputs[0]) + axis;
                 let (out, input) = (restride(out, d), restride(input, d));
                 let rows = (out.elements() / out.dims[d] as usize) as u64;
-                let (kernel, threads) =
-                    if out.dims[d] >= 32 { (Kernel::SoftmaxWarp, rows * 32) } else { (Kernel::SoftmaxThread, rows) };
+                // A warp a row from 32 elements; contiguous FP16 rows of up
+                // to 512 (16 a lane) stay in registers.
+                let in_registers = |t: &TensorRef| t.is_f32 == 0 && t.strides[d] == 1;
+                let (kernel, threads) = match out.dims[d] as usize {
+                    0..32 => (Kernel::SoftmaxThread, rows),
+                    32..=SOFTMAX_REGISTER_ROW if in_registers(&out) && in_registers(&input) => {
+                        (Kernel::SoftmaxWarp512, rows * 32)
+                    }
+                    _ => (Kernel::SoftmaxWarp, rows * 32),
+                };
                 steps.push(Step {
                     node: i,
                     kernel,
