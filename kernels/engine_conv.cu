@@ -42,6 +42,8 @@
 //   NHWC GEMM on warpgroup MMA, 128 pixels by a channel width that fits
 //   cout, operands read by the tensor cores from swizzled shared memory
 //   (wgmma.cuh); NHWC outputs only. See the kernel.
+//   conv_wgmma_nhwc_n128_s3: 128 channels in 3 stages, two blocks an SM
+//   (short K).
 //
 // conv_stem_c{16,32,64,96,128}: a whole K of at most 32 (YOLO's stem, 3
 //   channels x 3x3) from an NCHW input to an NHWC output: weights held in
@@ -987,13 +989,16 @@ __device__ __forceinline__ void conv_igemm_nhwc(const ConvParams& p) {
 // so the warps' issue slots go to the loads and the epilogue, and one K
 // tile's mma runs while the next tiles land. Loads are the 16-byte cp.async
 // chunks of conv_igemm_nhwc (8 channels of a pixel, 8 weights of a row,
-// zero-filled for padding and past K), issued kWgmmaStages - 2 tiles ahead:
+// zero-filled for padding and past K), issued kStages - 2 tiles ahead:
 // the stage a load overwrites held the tile whose mma every warpgroup
 // waited for before the barrier that precedes the load. A thread's sums
 // are 2 channels of one pixel, so the staged output tile is already pixel-
 // major (store_nhwc_staged). Split-K as the mma.sync kernels (`k_split`,
 // in 64-deep tiles here). Only NHWC FP16 outputs and no transposed
-// convolution (the host chooses it only then).
+// convolution (the host chooses it only then). 4 stages, one block an SM
+// (up to 227 KiB of stages); for short K (a few tiles), where the SM
+// idles while one block fills its pipeline and writes its tile, 3 stages
+// of 128 channels let two blocks share an SM (n128_s3).
 constexpr int kWgmmaPixels = 128;
 constexpr int kWgmmaK = 64;
 constexpr int kWgmmaStages = 4;
@@ -1001,8 +1006,8 @@ constexpr int kWgmmaStages = 4;
 // Dynamic shared memory of conv_wgmma_nhwc_n<kN>: the stages, plus slack to
 // align them to the 1024 bytes the swizzle needs. Mirrors
 // `steps::wgmma_shared_bytes`.
-__host__ __device__ constexpr int wgmma_smem_bytes(int n) {
-    return kWgmmaStages * (kWgmmaPixels + n) * kWgmmaK * 2 + 1024;
+__host__ __device__ constexpr int wgmma_smem_bytes(int n, int stages = kWgmmaStages) {
+    return stages * (kWgmmaPixels + n) * kWgmmaK * 2 + 1024;
 }
 static_assert(wgmma_smem_bytes(256) <= 227 * 1024, "conv_wgmma_nhwc's stages fit sm_90's shared memory");
 
@@ -1012,7 +1017,7 @@ __device__ __forceinline__ void cp_async_16_at(uint32_t smem, const void* gmem, 
 }
 #endif
 
-template <int kN>
+template <int kN, int kStages = kWgmmaStages>
 __device__ __forceinline__ void conv_wgmma_nhwc(const ConvParams& p) {
 #ifdef VRSEG_HAS_WGMMA
     constexpr int kRowBytes = kWgmmaK * 2;  // 128: one swizzle row
@@ -1025,7 +1030,8 @@ __device__ __forceinline__ void conv_wgmma_nhwc(const ConvParams& p) {
     constexpr int kAcc = kN / 2;
     static_assert(kN % 16 == 0 && kRowsPerPass % 8 == 0, "a thread's rows share one swizzle phase");
     static_assert(kStageBytes % 1024 == 0, "every stage and its weight tile stay 1024-byte aligned");
-    static_assert(kWgmmaPixels * (kN + 8) * 2 + 1024 <= wgmma_smem_bytes(kN), "the staged output tile fits");
+    static_assert(kWgmmaPixels * (kN + 8) * 2 + 1024 <= wgmma_smem_bytes(kN, kStages), "the staged output tile fits");
+    static_assert(kStages >= 3, "loads run at least one tile ahead of the mma");
 
     const uint32_t raw = static_cast<uint32_t>(__cvta_generic_to_shared(conv_nhwc_smem));
     const uint32_t base = (raw + 1023) & ~1023u;
@@ -1098,7 +1104,7 @@ __device__ __forceinline__ void conv_wgmma_nhwc(const ConvParams& p) {
 
     // One commit group per tile (empty past the end): waiting for all but
     // the newest kAhead - 1 groups means tile t has landed.
-    constexpr int kAhead = kWgmmaStages - 2;
+    constexpr int kAhead = kStages - 2;
 #pragma unroll
     for (int st = 0; st < kAhead; ++st) {
         if (st < tiles) load_stage(st);
@@ -1112,10 +1118,10 @@ __device__ __forceinline__ void conv_wgmma_nhwc(const ConvParams& p) {
         // (below, last iteration), so tile t - 2's stage is free.
         wgmma::fence_proxy_async_shared();
         __syncthreads();
-        if (t + kAhead < tiles) load_stage((t + kAhead) % kWgmmaStages);
+        if (t + kAhead < tiles) load_stage((t + kAhead) % kStages);
         cp_async_commit();
 
-        const uint32_t stage = base + (t % kWgmmaStages) * kStageBytes;
+        const uint32_t stage = base + (t % kStages) * kStageBytes;
         const uint32_t a_tile = stage + warpgroup * 64 * kRowBytes;
         const uint32_t b_tile = stage + kABytes;
         wgmma::fence_operands(acc);
@@ -1247,6 +1253,12 @@ VRSEG_CONV_WGMMA(96)
 VRSEG_CONV_WGMMA(128)
 VRSEG_CONV_WGMMA(192)
 VRSEG_CONV_WGMMA(256)
+
+// 128 channels in 3 stages (99 KB): two blocks an SM, for short K, where
+// one block's epilogue and pipeline fill leave the SM idle.
+VRSEG_KERNEL void __launch_bounds__(kThreads, 2) conv_wgmma_nhwc_n128_s3(ConvParams p) {
+    conv_wgmma_nhwc<128, 3>(p);
+}
 
 // conv_stem_c{16,32,64,96,128}: a convolution whose whole K (cin x kh x
 // kw) fits one 32-deep tile, from an NCHW FP16 input to an NHWC FP16 output

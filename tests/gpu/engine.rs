@@ -147,11 +147,6 @@ thread_local! {
     static LAST_WITHOUT_WGMMA: std::cell::RefCell<Option<Vec<Vec<f32>>>> = const { std::cell::RefCell::new(None) };
 }
 
-/// Whether the last forward `run_plan` ran launched a wgmma kernel.
-fn last_forward_used_wgmma() -> bool {
-    LAST_KERNELS.with(|k| k.borrow().iter().any(|k| WGMMA_KERNELS.contains(k)))
-}
-
 /// Runs a plan once on `inputs` (eager and as a graph, which must agree
 /// bit for bit) and returns its outputs; where the forward took the wgmma
 /// kernel, runs it again without (`LAST_WITHOUT_WGMMA`).
@@ -733,7 +728,8 @@ fn a_head_assembled_in_place_matches_the_reference() {
 /// `matmul_f16_mma`: attention-shaped products of FP16 operands (values
 /// between convs), through transposed views: S = Q^T K (65 x 65, K = 12:
 /// one partial K step, two partial tiles each way), its softmax along rows
-/// (`softmax_warp512`) and O = V S^T (12 x 65,
+/// (`softmax_warp512`), transposed (`transpose_last2`, three 32-tiles a
+/// side, the last partial) and O = V S^T (12 x 65,
 /// K = 65: three K steps, the last partial), batched over 2 x 2, the
 /// operands walked along either of their dims.
 #[test]
@@ -765,6 +761,7 @@ fn fp16_matmuls_run_on_tensor_cores_and_match_the_reference() {
     let kernels = LAST_KERNELS.with(|k| k.borrow().clone());
     assert_eq!(kernels.iter().filter(|&&k| k == Kernel::MatmulF16Mma).count(), 2, "{kernels:?}");
     assert!(kernels.contains(&Kernel::SoftmaxWarp512), "FP16 rows of 65 stay in registers: {kernels:?}");
+    assert!(kernels.contains(&Kernel::TransposeLast2), "the 65 x 65 scores transpose in tiles: {kernels:?}");
     check("FP16 attention-shaped matmuls on tensor cores", &got, &want, 1e-2);
 }
 
@@ -1004,24 +1001,28 @@ fn nhwc_chains_match_the_reference() {
     }
 
     // 5. The wgmma kernels' edges (on Hopper; elsewhere the mma.sync
-    //    kernels run the same graph): 3x3/2 40 -> 376 in two 192-channel
-    //    tiles (the second 184 full; 64-deep K tiles straddle taps of 40
-    //    channels, K = 360 ends inside one) over 3 x 61 x 47 output pixels
-    //    (68 tiles of 128 pixels, the last 25 full, tiles across image
-    //    borders), with an NHWC residual, written into a concatenation's
-    //    slice (pixel stride 392).
+    //    kernels run the same graph): 3x3/2 cin -> 376 over 3 x 61 x 47
+    //    output pixels (68 tiles of 128 pixels, the last 25 full, tiles
+    //    across image borders), with an NHWC residual, written into a
+    //    concatenation's slice (pixel stride 392). cin 40: K = 360, short:
+    //    three 128-channel tiles in 3 stages (the third 120 full; 64-deep K
+    //    tiles straddle taps of 40 channels, K ends inside one). cin 96:
+    //    K = 864, two 192-channel tiles (the second 184 full) in 4 stages.
+    for (case, (cin, kernel)) in
+        [(40, Kernel::ConvWgmmaNhwcN128S3), (96, Kernel::ConvWgmmaNhwcN192)].into_iter().enumerate()
     {
         use vrseg::engine::build::memory::{plan, Layout};
-        let mut b = Builder::new(seed + 4);
+        let case_seed = seed + 4 + 10 * case as u64;
+        let mut b = Builder::new(case_seed);
         let x = b.input(&[3, 8, 121, 93]);
-        let w = weight(&mut b, 40, 8, [1, 1]);
-        let a = b.node(conv(1, 1, 0, true, false), vec![x, w], &[&[3, 40, 121, 93]])[0];
-        let w = weight(&mut b, 376, 40, [3, 3]);
+        let w = weight(&mut b, cin, 8, [1, 1]);
+        let a = b.node(conv(1, 1, 0, true, false), vec![x, w], &[&[3, cin, 121, 93]])[0];
+        let w = weight(&mut b, 376, cin, [3, 3]);
         let r = b.node(conv(3, 2, 1, false, false), vec![a, w], &[&[3, 376, 61, 47]])[0];
-        let w = weight(&mut b, 376, 40, [3, 3]);
+        let w = weight(&mut b, 376, cin, [3, 3]);
         let bias = b.constant(&[376], 0.5);
         let big = b.node(conv(3, 2, 1, true, true), vec![a, w, bias, r], &[&[3, 376, 61, 47]])[0];
-        let w = weight(&mut b, 16, 40, [3, 3]);
+        let w = weight(&mut b, 16, cin, [3, 3]);
         let side = b.node(conv(3, 2, 1, true, false), vec![a, w], &[&[3, 16, 61, 47]])[0];
         let cat = b.node(Op::Concat { axis: 1 }, vec![big, side], &[&[3, 392, 61, 47]])[0];
         let w = weight(&mut b, 5, 392, [1, 1]);
@@ -1033,11 +1034,12 @@ fn nhwc_chains_match_the_reference() {
             Layout::Nhwc { pixel_stride: 392 },
             "the 376-channel conv writes its slice of the concatenation"
         );
-        let (got, want) = run_both(&gpu, b.graph, seed + 4, "nhwc-wgmma");
+        let (got, want) = run_both(&gpu, b.graph, case_seed, "nhwc-wgmma");
         if gpu.properties().has_wgmma() {
-            assert!(last_forward_used_wgmma(), "wgmma edges: wgmma was not chosen");
+            let kernels = LAST_KERNELS.with(|k| k.borrow().clone());
+            assert!(kernels.contains(&kernel), "wgmma edges, cin {cin}: {kernel:?} was not chosen: {kernels:?}");
         }
-        check("NHWC 3x3/2 40->376 (wgmma edges) with residual, into a concat slice", &got, &want, 1e-2);
+        check(&format!("NHWC 3x3/2 {cin}->376 (wgmma edges) with residual, into a concat slice"), &got, &want, 1e-2);
     }
 }
 

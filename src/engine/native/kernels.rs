@@ -275,6 +275,21 @@ pub fn copies_by_16_bytes(out: &TensorRef, input: &TensorRef, div: &[i32; 4]) ->
     div[3] == 1 && out.dims[3] % RUN_VEC16 == 0 && aligned(out) && aligned(input)
 }
 
+/// Whether a transpose into `out` from `input` (the permuted view, dims as
+/// `out`'s) swaps the last two dims of an FP16 value, each dense along its
+/// contiguous dim, for `transpose_last2`: out's dim 3 and input's dim 2
+/// contiguous, both 32-row tiles worth it (at least 32 a side), the batch
+/// dims within one grid's z (65,535 blocks).
+pub fn swaps_last_two(out: &TensorRef, input: &TensorRef) -> bool {
+    out.is_f32 == 0
+        && input.is_f32 == 0
+        && out.strides[3] == 1
+        && input.strides[2] == 1
+        && out.dims[2] >= 32
+        && out.dims[3] >= 32
+        && (out.dims[0] as i64) * (out.dims[1] as i64) <= 65_535
+}
+
 /// The longest (FP16, contiguous) softmax row `softmax_warp512` holds in
 /// registers (32 lanes of 16).
 pub const SOFTMAX_REGISTER_ROW: usize = 512;
@@ -440,6 +455,26 @@ mod tests {
         assert!(!copies_by_16_bytes(&out, &input, &[1, 2, 2, 2]), "divided last dim");
         assert!(!copies_by_16_bytes(&TensorRef { dims: [2, 4, 4, 60], ..out }, &input, &div), "60 channels");
         assert!(!copies_by_16_bytes(&out, &TensorRef { strides: [512, 128, 64, 0], ..input }, &div), "broadcast");
+    }
+
+    #[test]
+    fn tiled_transposes_swap_the_last_two_dims_of_fp16_values() {
+        // Attention scores [32, 6, 400, 400] transposed: the permuted view
+        // of the dense input has its contiguous dim at 2.
+        let out = TensorRef {
+            ptr: 0x1000,
+            strides: [960_000, 160_000, 400, 1],
+            dims: [32, 6, 400, 400],
+            ..Default::default()
+        };
+        let input = TensorRef { strides: [960_000, 160_000, 1, 400], ..out };
+        assert!(swaps_last_two(&out, &input));
+        assert!(!swaps_last_two(&out, &TensorRef { is_f32: 1, ..input }), "FP32");
+        assert!(!swaps_last_two(&out, &out), "a copy, not a transpose");
+        let narrow = |t: TensorRef| TensorRef { dims: [32, 6, 400, 12], ..t };
+        assert!(!swaps_last_two(&narrow(out), &narrow(input)), "12 columns: no tile");
+        let nhwc = TensorRef { strides: [960_000, 1, 2400, 6], ..out };
+        assert!(!swaps_last_two(&nhwc, &input), "an output not dense along its last dim");
     }
 
     #[test]

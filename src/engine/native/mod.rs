@@ -112,11 +112,12 @@ pub struct NativeEngine<'pool> {
 }
 
 /// The kernels built on Hopper's warpgroup MMA.
-pub const WGMMA_KERNELS: [Kernel; 6] = [
+pub const WGMMA_KERNELS: [Kernel; 7] = [
     Kernel::ConvWgmmaNhwcN48,
     Kernel::ConvWgmmaNhwcN64,
     Kernel::ConvWgmmaNhwcN96,
     Kernel::ConvWgmmaNhwcN128,
+    Kernel::ConvWgmmaNhwcN128S3,
     Kernel::ConvWgmmaNhwcN192,
     Kernel::ConvWgmmaNhwcN256,
 ];

@@ -399,7 +399,21 @@ impl NativeEngine<'_> {
                     permuted.dims[4 - r + k] = input.dims[4 - r + p];
                     permuted.strides[4 - r + k] = input.strides[4 - r + p];
                 }
-                steps.push(self.map_step(i, out, permuted, [1; 4], MAP_COPY));
+                if swaps_last_two(&out, &permuted) {
+                    let tiles = |n: i32| (n as u32).div_ceil(32);
+                    steps.push(Step {
+                        node: i,
+                        kernel: Kernel::TransposeLast2,
+                        config: LaunchConfig {
+                            grid_dim: (tiles(out.dims[3]), tiles(out.dims[2]), (out.dims[0] * out.dims[1]) as u32),
+                            block_dim: (256, 1, 1),
+                            shared_mem_bytes: 0,
+                        },
+                        params: Params::Map(MapParams { out, input: permuted, div: [1; 4], op: MAP_COPY, run: 1 }),
+                    });
+                } else {
+                    steps.push(self.map_step(i, out, permuted, [1; 4], MAP_COPY));
+                }
             }
             Op::Sigmoid => {
                 let out = self.tensor(node.outputs[0], key);
@@ -610,13 +624,19 @@ impl NativeEngine<'_> {
         // wgmma until the epilogue's activation lost its IEEE division; since
         // then wgmma is level or ahead on them too: n-seg batch 32 1.4%.)
         if self.wgmma && nhwc_in && p.y_pixel_stride > 0 && p.transposed_stride == 0 && m >= 48 {
-            let width = wgmma_width(m);
+            // Short K (at most 12 tiles) over 128 channels or more: the
+            // 3-stage 128-wide kernel, two blocks an SM, whose second block
+            // covers the first one's pipeline fill and epilogue (measured on
+            // the H100 with K limits of 384 to 1152: x-seg batch 32 -1.7%,
+            // n-seg -3.9%, level across the limits).
+            let two_blocks = cols <= WGMMA_SHORT_K && m >= 128;
+            let width = if two_blocks { 128 } else { wgmma_width(m) };
             let grid = (m.div_ceil(width), columns.div_ceil(WGMMA_PIXELS));
-            let shared = wgmma_shared_bytes(width);
+            let shared = if two_blocks { wgmma_shared_bytes_staged(width, 3) } else { wgmma_shared_bytes(width) };
             let blocks = grid.0 * grid.1;
             let k_tiles = cols.div_ceil(64);
             // Blocks of this width one SM holds (shared memory; registers).
-            let per_sm = if width <= 96 { 2 } else { 1 };
+            let per_sm = if width <= 96 || two_blocks { 2 } else { 1 };
             let splits = if blocks >= sms {
                 1
             } else {
@@ -628,6 +648,7 @@ impl NativeEngine<'_> {
             let fills = splits > 1 || 2 * blocks >= sms;
             if fills && optin >= shared && grid.1 <= 65_535 {
                 let kernel = match width {
+                    128 if two_blocks => Kernel::ConvWgmmaNhwcN128S3,
                     48 => Kernel::ConvWgmmaNhwcN48,
                     64 => Kernel::ConvWgmmaNhwcN64,
                     96 => Kernel::ConvWgmmaNhwcN96,
@@ -791,8 +812,18 @@ pub(super) fn wgmma_width(cout: usize) -> usize {
 /// in engine_conv.cu): 4 stages of 64-deep pixel and weight tiles, plus
 /// 1 KiB to align them for the swizzle.
 pub(super) fn wgmma_shared_bytes(width: usize) -> usize {
-    4 * (WGMMA_PIXELS + width) * 64 * 2 + 1024
+    wgmma_shared_bytes_staged(width, 4)
 }
+
+/// The same for `stages` stages (`conv_wgmma_nhwc_n128_s3`: 3, 99 KiB, two
+/// blocks an SM).
+pub(super) fn wgmma_shared_bytes_staged(width: usize, stages: usize) -> usize {
+    stages * (WGMMA_PIXELS + width) * 64 * 2 + 1024
+}
+
+/// The longest K (in elements: 12 tiles of 64) sent to
+/// `conv_wgmma_nhwc_n128_s3`.
+const WGMMA_SHORT_K: usize = 768;
 
 /// `kNhwcStages` in engine_conv.cu.
 pub(super) const NHWC_STAGES: usize = 4;
@@ -856,8 +887,11 @@ mod tests {
         ] {
             assert_eq!(super::wgmma_width(cout), width, "cout {cout}");
         }
-        // The widest kernel's stages fit sm_90's 227 KiB a block.
+        // The widest kernel's stages fit sm_90's 227 KiB a block, and two
+        // blocks of the 3-stage kernel (each with the 1 KiB the hardware
+        // keeps a block) fit its 228 KiB an SM.
         assert!(super::wgmma_shared_bytes(256) <= 227 * 1024);
+        assert!(2 * (super::wgmma_shared_bytes_staged(128, 3) + 1024) <= 228 * 1024);
     }
 
     #[test]
