@@ -117,6 +117,19 @@ struct MatmulParams {
     int32_t reserved;
 };
 
+// Kernels whose grid z walks dims 0 x 1 of `out` (matmul, transpose_last2):
+// the batch element block z names, and its element offset in each operand.
+struct BatchIndex {
+    int b0, b1;
+};
+__device__ __forceinline__ BatchIndex batch_of(const TensorRef& out) {
+    const int b0 = blockIdx.z / out.dims[1];
+    return {b0, static_cast<int>(blockIdx.z) - b0 * out.dims[1]};
+}
+__device__ __forceinline__ int64_t batch_offset(const TensorRef& t, BatchIndex b) {
+    return b.b0 * t.strides[0] + b.b1 * t.strides[1];
+}
+
 // The offset of row `row` (an index over every dim but `axis`) of `t`.
 __device__ __forceinline__ int64_t row_offset(const TensorRef& t, int axis, int64_t row) {
     int64_t off = 0;
@@ -328,10 +341,9 @@ VRSEG_KERNEL void __launch_bounds__(256) transpose_last2(MapParams p) {
     const int cols = p.out.dims[3];
     const int r0 = blockIdx.y * 32;
     const int c0 = blockIdx.x * 32;
-    const int b0 = blockIdx.z / p.out.dims[1];
-    const int b1 = blockIdx.z - b0 * p.out.dims[1];
-    const __half* in = static_cast<const __half*>(p.in.ptr) + b0 * p.in.strides[0] + b1 * p.in.strides[1];
-    __half* out = static_cast<__half*>(p.out.ptr) + b0 * p.out.strides[0] + b1 * p.out.strides[1];
+    const BatchIndex batch = batch_of(p.out);
+    const __half* in = static_cast<const __half*>(p.in.ptr) + batch_offset(p.in, batch);
+    __half* out = static_cast<__half*>(p.out.ptr) + batch_offset(p.out, batch);
     const int tx = threadIdx.x & 31;
     const int ty = threadIdx.x >> 5;
 #pragma unroll
@@ -412,15 +424,13 @@ VRSEG_KERNEL void __launch_bounds__(256) matmul_f16_mma(MatmulParams p) {
     const int warp = tid >> 5;
     const int wm = warp & 3;   // rows 16 wm
     const int wn = warp >> 2;  // columns 32 wn
-    const int batch = blockIdx.z;
-    const int b0 = batch / p.out.dims[1];
-    const int b1 = batch - b0 * p.out.dims[1];
+    const BatchIndex batch = batch_of(p.out);
     const int row0 = blockIdx.y * kMatmulTileMma;
     const int col0 = blockIdx.x * kMatmulTileMma;
     const int m = p.out.dims[2];
     const int n = p.out.dims[3];
-    const __half* a = static_cast<const __half*>(p.a.ptr) + b0 * p.a.strides[0] + b1 * p.a.strides[1];
-    const __half* b = static_cast<const __half*>(p.b.ptr) + b0 * p.b.strides[0] + b1 * p.b.strides[1];
+    const __half* a = static_cast<const __half*>(p.a.ptr) + batch_offset(p.a, batch);
+    const __half* b = static_cast<const __half*>(p.b.ptr) + batch_offset(p.b, batch);
     const bool a_k_fast = p.a.strides[3] == 1;  // walk k (else rows) with consecutive threads
     const bool b_col_fast = p.b.strides[3] == 1;
     // Element e of a K step: its tile positions, the same every step.
@@ -483,7 +493,7 @@ VRSEG_KERNEL void __launch_bounds__(256) matmul_f16_mma(MatmulParams p) {
     // each n8 tile.
     const int g = lane >> 2;
     const int t = lane & 3;
-    const int64_t out0 = b0 * p.out.strides[0] + b1 * p.out.strides[1];
+    const int64_t out0 = batch_offset(p.out, batch);
 #pragma unroll
     for (int j = 0; j < 4; ++j)
 #pragma unroll
@@ -511,15 +521,13 @@ VRSEG_KERNEL void __launch_bounds__(256) matmul(MatmulParams p) {
     const int tid = threadIdx.x;
     const int tx = tid & 15;  // output columns 4 tx .. 4 tx + 3
     const int ty = tid >> 4;  // output rows 4 ty .. 4 ty + 3
-    const int batch = blockIdx.z;
-    const int b0 = batch / p.out.dims[1];
-    const int b1 = batch - b0 * p.out.dims[1];
+    const BatchIndex batch = batch_of(p.out);
     const int row0 = blockIdx.y * kMatmulTile;
     const int col0 = blockIdx.x * kMatmulTile;
     const int m = p.out.dims[2];
     const int n = p.out.dims[3];
-    const int64_t a0 = b0 * p.a.strides[0] + b1 * p.a.strides[1];
-    const int64_t bb0 = b0 * p.b.strides[0] + b1 * p.b.strides[1];
+    const int64_t a0 = batch_offset(p.a, batch);
+    const int64_t bb0 = batch_offset(p.b, batch);
     float acc[4][4] = {};
     for (int k0 = 0; k0 < p.k; k0 += kMatmulK) {
 #pragma unroll
@@ -550,7 +558,7 @@ VRSEG_KERNEL void __launch_bounds__(256) matmul(MatmulParams p) {
         }
         __syncthreads();
     }
-    const int64_t out0 = b0 * p.out.strides[0] + b1 * p.out.strides[1];
+    const int64_t out0 = batch_offset(p.out, batch);
 #pragma unroll
     for (int i = 0; i < 4; ++i)
 #pragma unroll

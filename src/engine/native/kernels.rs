@@ -269,10 +269,18 @@ pub const RUN_VEC16: i32 = 8;
 /// copy 8 FP16 elements at a time: dim 3 contiguous and not divided on both
 /// sides, and every other offset 16-byte aligned.
 pub fn copies_by_16_bytes(out: &TensorRef, input: &TensorRef, div: &[i32; 4]) -> bool {
-    let aligned = |t: &TensorRef| {
-        t.is_f32 == 0 && t.ptr % 16 == 0 && (t.strides[3] == 1) && t.strides[..3].iter().all(|s| s % 8 == 0)
-    };
-    div[3] == 1 && out.dims[3] % RUN_VEC16 == 0 && aligned(out) && aligned(input)
+    div[3] == 1 && out.dims[3] % RUN_VEC16 == 0 && by_16_bytes(out, 3) && by_16_bytes(input, 3)
+}
+
+/// Whether 8 consecutive FP16 elements of `t` along dim `contiguous` are
+/// one aligned 16-byte vector wherever a kernel starts one at a multiple of
+/// 8 along it: FP16, 16-byte aligned, that dim contiguous and every other
+/// stride a multiple of 8.
+fn by_16_bytes(t: &TensorRef, contiguous: usize) -> bool {
+    t.is_f32 == 0
+        && t.ptr % 16 == 0
+        && t.strides[contiguous] == 1
+        && (0..4).filter(|&d| d != contiguous).all(|d| t.strides[d] % 8 == 0)
 }
 
 /// Whether a transpose into `out` from `input` (the permuted view, dims as
@@ -300,14 +308,11 @@ pub const SOFTMAX_REGISTER_ROW: usize = 512;
 /// stride a multiple of 8, 16-byte aligned, and an output whose element
 /// count (the kernel's index) fits 32 bits.
 pub fn pools_by_16_bytes(out: &TensorRef, input: &TensorRef) -> bool {
-    let aligned = |t: &TensorRef| {
-        t.is_f32 == 0 && t.ptr % 16 == 0 && t.strides[1] == 1 && [0, 2, 3].iter().all(|&d| t.strides[d] % 8 == 0)
-    };
     out.dims[1] % 8 == 0
         && out.dims[1] == input.dims[1]
         && out.elements() <= u32::MAX as usize
-        && aligned(out)
-        && aligned(input)
+        && by_16_bytes(out, 1)
+        && by_16_bytes(input, 1)
 }
 
 /// The run length for an elementwise launch writing `out`, and the threads
