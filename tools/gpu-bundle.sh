@@ -270,6 +270,12 @@ check "vrseg build-engine (demo plan)" "$here/bin/vrseg" build-engine "$here/dat
 check "vrseg run --output null (demo clip)" "$here/bin/vrseg" run "$here/data/demo/sbs-demo_LR.mp4" --engine "$demo_plan" \
     --output null --stats "${OUT:-/tmp}/demo-stats.json"
 grep -h "vrseg run:" "$log" | tail -1
+demo_plan32=/tmp/vrseg-demo-fp32.plan
+check "vrseg build-engine --precision fp32 (demo plan)" "$here/bin/vrseg" build-engine \
+    "$here/data/models/yolo11n-seg-640.structure.onnx" -o "$demo_plan32" --batch 4 --precision fp32 \
+    --fill-stripped-weights 1
+check "vrseg run --output null (demo clip, FP32 plan: FP16 letterbox converted in)" "$here/bin/vrseg" run \
+    "$here/data/demo/sbs-demo_LR.mp4" --engine "$demo_plan32" --output null --frames 24
 
 echo "== vrseg info"
 "$here/bin/vrseg" info | tee -a "$log"

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use clap::{CommandFactory as _, ValueEnum};
 
 use vrseg::engine::build::import::{import_file, ImportOptions};
-use vrseg::engine::build::{build_plan, fill_stripped_weights, BuildReport};
+use vrseg::engine::build::{build_plan_as, fill_stripped_weights, BuildReport, Precision as NativePrecision};
 use vrseg::engine::tensorrt::{self, BatchRange, BuildRequest, LibrarySearch, LogLevel, Precision, TensorRtError};
 
 use super::{exit, print_err, print_out};
@@ -60,8 +60,10 @@ pub struct BuildEngineArgs {
     #[arg(long, value_parser = tensorrt::parse_batch, value_name = "N|MIN:OPT:MAX")]
     pub batch: Option<BatchRange>,
 
-    /// Weight and activation precision (FP16 is the one the native engine runs; the default).
-    #[arg(long, value_parser = ["fp16"], help_heading = NATIVE)]
+    /// Weight and activation precision. fp16 (the default): tensor cores, FP32 accumulation, the fast one.
+    /// fp32: FP32 weights and arithmetic throughout (CUDA cores, several times slower), outputs within FP32
+    /// rounding of ONNX Runtime, so near-equal scores keep their order and the detections are the reference's.
+    #[arg(long, value_parser = ["fp16", "fp32"], help_heading = NATIVE)]
     pub precision: Option<String>,
     /// Accept a model whose convolution weights were stripped (the test
     /// fixtures in tests/data/models) and fill them with seeded random
@@ -197,8 +199,9 @@ fn run_native(args: &BuildEngineArgs) -> anyhow::Result<exit::Code> {
         ));
     }
     let source = args.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let report = build_plan(graph, &source, &args.output)?;
-    print_out(&describe(&args.model, &args.output, &report))?;
+    let precision = args.precision.as_deref().and_then(NativePrecision::from_name).unwrap_or_default();
+    let report = build_plan_as(graph, &source, &args.output, precision)?;
+    print_out(&describe(&args.model, &args.output, &report, precision))?;
     print_err(&format!(
         "run it with `vrseg run VIDEO --engine {}`, or time it with `vrseg bench engine {}`",
         args.output.display(),
@@ -207,12 +210,12 @@ fn run_native(args: &BuildEngineArgs) -> anyhow::Result<exit::Code> {
     Ok(exit::Code::Success)
 }
 
-fn describe(model: &Path, out: &Path, r: &BuildReport) -> String {
+fn describe(model: &Path, out: &Path, r: &BuildReport, precision: NativePrecision) -> String {
     let shapes =
         |v: &[(String, Vec<usize>)]| v.iter().map(|(n, s)| format!("{n} {s:?}")).collect::<Vec<_>>().join(", ");
     let ops = r.ops.iter().map(|(op, n)| format!("{op} {n}")).collect::<Vec<_>>().join(", ");
     format!(
-        "{} -> {} ({:.1} MB)\n  inputs: {}\n  outputs: {}\n  {} ONNX nodes -> {} after fusion ({} Conv+SiLU, {} residual adds, {} sigmoids into convs)\n  ops: {}\n  activations: {:.1} MB arena (FP16, FP32 past the last convolution; {:.1} MB without reuse); {} concats written in place, {} splits as views; {} of {} values stored NHWC (between convolutions)\n",
+        "{} -> {} ({:.1} MB)\n  inputs: {}\n  outputs: {}\n  {} ONNX nodes -> {} after fusion ({} Conv+SiLU, {} residual adds, {} sigmoids into convs)\n  ops: {}\n  activations: {:.1} MB arena ({}; {:.1} MB without reuse); {} concats written in place, {} splits as views; {} of {} values stored NHWC (between convolutions)\n",
         model.display(),
         out.display(),
         r.plan_bytes as f64 / 1e6,
@@ -225,6 +228,10 @@ fn describe(model: &Path, out: &Path, r: &BuildReport) -> String {
         r.fusions.sigmoid,
         ops,
         r.memory.arena_bytes as f64 * 1e-6,
+        match precision {
+            NativePrecision::Fp16 => "FP16, FP32 past the last convolution",
+            NativePrecision::Fp32 => "FP32 throughout",
+        },
         r.memory.unshared_bytes as f64 * 1e-6,
         r.memory.concats_in_place,
         r.memory.splits_as_views,

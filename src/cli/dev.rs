@@ -121,8 +121,8 @@ pub enum DevCommand {
         gpu: usize,
     },
     /// A native engine plan on raw inputs: each `--input` is the model input
-    /// as little-endian f32 in ONNX order (converted to FP16, as the pipeline
-    /// feeds it); writes `output0.f32`, `output1.f32`, … (f32, ONNX order)
+    /// as little-endian f32 in ONNX order (converted to FP16 for an FP16
+    /// plan, as the pipeline feeds it; as it is for an FP32 plan); writes `output0.f32`, `output1.f32`, … (f32, ONNX order)
     /// into OUT_DIR. Several inputs run one forward each, into numbered
     /// subdirectories.
     Engine {
@@ -308,7 +308,7 @@ pub fn run(command: DevCommand) -> anyhow::Result<exit::Code> {
             Ok(exit::Code::Success)
         }
         DevCommand::Engine { plan, input, output_dir, gpu } => {
-            use vrseg::engine::backend::Backend;
+            use vrseg::engine::backend::{Backend, DType};
             use vrseg::engine::native::{NativeEngine, StandaloneBuffers};
             let plan = vrseg::engine::plan::Plan::open(&plan)?;
             let device = Gpu::open(gpu)?;
@@ -325,9 +325,15 @@ pub fn run(command: DevCommand) -> anyhow::Result<exit::Code> {
             let elements: usize = infos[0].shape.iter().product();
             for (k, path) in input.iter().enumerate() {
                 let raw = read_exact_len(path, elements * 4, &format!("input {:?}", infos[0].shape))?;
-                let halves: Vec<f16> =
-                    raw.chunks_exact(4).map(|b| f16::from_f32(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))).collect();
-                inputs[0].upload_blocking(&stream, &halves)?;
+                let floats: Vec<f32> =
+                    raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+                match infos[0].dtype {
+                    DType::F16 => {
+                        let halves: Vec<f16> = floats.iter().map(|&x| f16::from_f32(x)).collect();
+                        inputs[0].upload_blocking(&stream, &halves)?;
+                    }
+                    DType::F32 => inputs[0].upload_blocking(&stream, &floats)?,
+                }
                 engine.enqueue(&stream, &inputs, &outputs)?;
                 let dir = if input.len() == 1 { output_dir.clone() } else { output_dir.join(k.to_string()) };
                 std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -131,7 +131,8 @@ pub struct PlanGraph {
     /// The model file the plan was built from (its file name).
     pub source: String,
     pub batch: usize,
-    /// Activation precision: "fp16".
+    /// What the plan stores and computes in: "fp16" or "fp32"
+    /// ([`crate::engine::build::Precision`]).
     pub precision: String,
     pub values: Vec<PlanValue>,
     pub nodes: Vec<PlanNode>,
@@ -289,6 +290,12 @@ impl Plan {
         }
         let graph: PlanGraph =
             serde_json::from_slice(&map[graph_range]).map_err(|e| damaged(format!("graph section: {e}")))?;
+        if crate::engine::build::Precision::from_name(&graph.precision).is_none() {
+            return Err(damaged(format!(
+                "its precision {:?} is none this vrseg runs (fp16, fp32); a newer vrseg may have written it",
+                graph.precision
+            )));
+        }
         let n = graph.values.len();
         for w in &graph.weights {
             let fits = w.offset.checked_add(w.bytes).is_some_and(|e| e <= weights_range.len() as u64);
@@ -314,6 +321,11 @@ impl Plan {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// What the plan computes in (checked when it was opened).
+    pub fn precision(&self) -> crate::engine::build::Precision {
+        crate::engine::build::Precision::from_name(&self.graph.precision).unwrap_or_default()
     }
 
     /// The weights section's bytes (what the native engine uploads, as one block).
@@ -439,6 +451,33 @@ mod tests {
         let tensors: Vec<String> = plan.tensors().iter().map(ToString::to_string).collect();
         assert_eq!(tensors, ["input `x` f16 [2, 3, 5, 7]", "output `y` f32 [2, 4, 5, 7]"]);
         assert!(!temp_name(&path).exists());
+    }
+
+    #[test]
+    fn an_fp32_plan_keeps_weights_and_activations_fp32_in_onnx_order() {
+        let path = scratch("fp32");
+        crate::engine::build::build_plan_as(tiny_graph(), "tiny.onnx", &path, crate::engine::build::Precision::Fp32)
+            .unwrap();
+        let plan = Plan::open(&path).unwrap();
+        assert_eq!((plan.graph.precision.as_str(), plan.precision()), ("fp32", crate::engine::build::Precision::Fp32));
+        let w = &plan.graph.weights[0];
+        assert_eq!((w.format, w.bytes), (WeightFormat::F32, 108 * 4));
+        // ONNX's [M, C, kH, kW] order, unpadded: element 81 is row 3's first.
+        assert_eq!(bytemuck::pod_read_unaligned::<f32>(&plan.weight_bytes(w)[81 * 4..82 * 4]), 81.0f32 * 0.01);
+        assert!(plan.graph.values.iter().all(|v| v.element == ElementType::F32));
+        assert!(plan.graph.values.iter().all(|v| v.placement.layout == crate::engine::build::memory::Layout::Nchw));
+        let tensors: Vec<String> = plan.tensors().iter().map(ToString::to_string).collect();
+        assert_eq!(tensors, ["input `x` f32 [2, 3, 5, 7]", "output `y` f32 [2, 4, 5, 7]"]);
+
+        // A precision this vrseg does not know is refused with a sentence.
+        let bytes = std::fs::read(&path).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        let at = text.find("\"precision\":\"fp32\"").expect("the graph section names its precision");
+        let mut other = bytes.clone();
+        other[at + 13..at + 17].copy_from_slice(b"int4");
+        std::fs::write(&path, &other).unwrap();
+        let err = Plan::open(&path).err().unwrap().to_string();
+        assert!(err.contains("\"int4\"") && err.contains("fp16, fp32"), "{err}");
     }
 
     #[test]

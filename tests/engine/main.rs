@@ -225,3 +225,29 @@ fn a_plan_of_yolo_round_trips() {
     assert!(plan.header.weights_bytes > 5_000_000 && plan.header.weights_bytes < 7_000_000);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn an_fp32_plan_of_yolo_keeps_everything_fp32_and_nchw() {
+    use vrseg::engine::build::memory::{ElementType, Layout};
+    use vrseg::engine::build::{build_plan_as, Precision};
+    use vrseg::engine::plan::WeightFormat;
+    let graph = yolo(320, 2, 5);
+    let dir = std::env::temp_dir().join(format!("vrseg-engine-fp32-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("yolo11n-seg-fp32.plan");
+    let report = build_plan_as(graph, "yolo11n-seg-320.structure.onnx", &path, Precision::Fp32).unwrap();
+    let plan = Plan::open(&path).unwrap();
+    assert_eq!(plan.precision(), Precision::Fp32);
+    // The fusions and in-place concatenations are the FP16 plan's; only the
+    // storage differs.
+    assert!(report.fusions.silu > 80 && report.memory.concats_in_place > 10, "{:?}", report.fusions);
+    assert!(plan.graph.values.iter().all(|v| v.element == ElementType::F32));
+    assert!(plan.graph.values.iter().all(|v| !matches!(v.placement.layout, Layout::Nhwc { .. })));
+    assert!(plan.graph.weights.iter().all(|w| w.format == WeightFormat::F32));
+    // The same 2.87 M parameters as FP32, unpadded: about 11.5 MB.
+    eprintln!("weights section: {} bytes", plan.header.weights_bytes);
+    assert!(plan.header.weights_bytes > 10_500_000 && plan.header.weights_bytes < 12_500_000);
+    let tensors: Vec<String> = plan.tensors().iter().map(ToString::to_string).collect();
+    assert_eq!(tensors[0], "input `images` f32 [2, 3, 320, 320]");
+    std::fs::remove_dir_all(&dir).ok();
+}

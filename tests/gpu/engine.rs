@@ -14,11 +14,11 @@ use std::sync::Arc;
 
 use cudarc::driver::CudaStream;
 use vrseg::engine::backend::Backend;
-use vrseg::engine::build::build_plan;
 use vrseg::engine::build::fuse::fuse_all;
 use vrseg::engine::build::import::{import_file, ImportOptions};
 use vrseg::engine::build::ir::{Activation, Conv, ConvTranspose, DType, Graph, MaxPool, Node, Op, TensorData, Value};
 use vrseg::engine::build::memory::ElementType;
+use vrseg::engine::build::{build_plan_as, Precision};
 use vrseg::engine::native::{NativeEngine, WGMMA_KERNELS};
 use vrseg::engine::plan::Plan;
 use vrseg::engine::reference;
@@ -113,9 +113,15 @@ fn relative_l2(got: &[f32], want: &[f32]) -> f64 {
     (num / den.max(1e-30)).sqrt()
 }
 
-/// Runs `graph` on the GPU (through a plan file) and on the CPU reference
-/// with the same random inputs; returns (gpu outputs, reference outputs).
+/// Runs `graph` on the GPU (through an FP16 plan file) and on the CPU
+/// reference with the same random inputs; returns (gpu outputs, reference
+/// outputs).
 fn run_both(gpu: &Gpu, graph: Graph, seed: u64, tag: &str) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    run_both_as(gpu, graph, seed, tag, Precision::Fp16)
+}
+
+/// [`run_both`] through a plan of `precision`.
+fn run_both_as(gpu: &Gpu, graph: Graph, seed: u64, tag: &str, precision: Precision) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
     let mut rng = SplitMix64::new(seed ^ 0x5eed);
     let inputs: Vec<Vec<f32>> = graph
         .inputs
@@ -128,7 +134,7 @@ fn run_both(gpu: &Gpu, graph: Graph, seed: u64, tag: &str) -> (Vec<Vec<f32>>, Ve
     let dir = std::env::temp_dir().join(format!("vrseg-native-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("g.plan");
-    build_plan(graph, tag, &path).expect("the graph builds");
+    build_plan_as(graph, tag, &path, precision).expect("the graph builds");
     let plan = Plan::open(&path).unwrap();
     let got = run_plan(gpu, &plan, &inputs);
     std::fs::remove_dir_all(&dir).ok();
@@ -160,8 +166,8 @@ fn run_plan(gpu: &Gpu, plan: &Plan, inputs: &[Vec<f32>]) -> Vec<Vec<f32>> {
         .enumerate()
         .map(|(i, &v)| {
             let value = &plan.graph.values[v];
-            assert_eq!(value.element, ElementType::F16);
-            let id = pool_plan.buffer(format!("input {i}"), value.shape.iter().product::<usize>() * 2);
+            let id =
+                pool_plan.buffer(format!("input {i}"), value.shape.iter().product::<usize>() * value.element.bytes());
             pool_plan.align(id, 256);
             id
         })
@@ -182,9 +188,14 @@ fn run_plan(gpu: &Gpu, plan: &Plan, inputs: &[Vec<f32>]) -> Vec<Vec<f32>> {
     let pool = VramPool::reserve(gpu, &pool_plan).unwrap();
     let stream: Arc<CudaStream> = gpu.new_stream().unwrap();
     let mut engine = NativeEngine::load(gpu, &stream, plan, &pool, buffers).unwrap();
-    for (&id, data) in in_ids.iter().zip(inputs) {
-        let halves: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
-        pool.buffer(id).upload_blocking(&stream, &halves).unwrap();
+    for ((&id, data), &v) in in_ids.iter().zip(inputs).zip(&plan.graph.inputs) {
+        match plan.graph.values[v].element {
+            ElementType::F16 => {
+                let halves: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
+                pool.buffer(id).upload_blocking(&stream, &halves).unwrap();
+            }
+            ElementType::F32 => pool.buffer(id).upload_blocking(&stream, data).unwrap(),
+        }
     }
     let in_views: Vec<_> = in_ids.iter().map(|&id| pool.buffer(id)).collect();
     let out_views: Vec<_> = out_ids.iter().map(|&id| pool.buffer(id)).collect();
@@ -194,7 +205,8 @@ fn run_plan(gpu: &Gpu, plan: &Plan, inputs: &[Vec<f32>]) -> Vec<Vec<f32>> {
     LAST_KERNELS.with(|k| *k.borrow_mut() = kernels);
     let arena = pool.buffer(buffers.arena);
     let poison = |stream: &Arc<CudaStream>| {
-        fill(gpu, stream, &arena, arena.bytes() / 2, 0x7e00u16).unwrap(); // FP16 NaN
+        // NaN read as FP32 and as either FP16 half (FP16 and FP32 plans).
+        fill(gpu, stream, &arena, arena.bytes() / 4, 0x7fff_7fffu32).unwrap();
         for view in &out_views {
             fill(gpu, stream, view, view.bytes() / 4, 0x7fc0_0000u32).unwrap(); // FP32 NaN
         }
@@ -755,7 +767,7 @@ fn fp16_matmuls_run_on_tensor_cores_and_match_the_reference() {
     let w = b.constant(&[8, 24, 1, 1], 0.3);
     let out = b.node(conv_op([1, 1], [1, 1], [1, 1], [0; 4], 1, false, false), vec![o, w], &[&[2, 8, 5, 13]])[0];
     b.output(out);
-    let types = vrseg::engine::build::memory::element_types(&b.graph);
+    let types = vrseg::engine::build::memory::element_types(&b.graph, Precision::Fp16);
     assert!([qt, k, s, attn, v, st].iter().all(|&t| types[t] == ElementType::F16), "the products' operands are FP16");
     let (got, want) = run_both(&gpu, b.graph, seed, "mma-matmul");
     let kernels = LAST_KERNELS.with(|k| k.borrow().clone());
@@ -1059,4 +1071,146 @@ fn yolo11n_seg_matches_the_reference() {
     }
     let (got, want) = run_both(&gpu, graph, seed, "yolo11n-seg");
     check("YOLO11n-seg 320, batch 2", &got, &want, 1e-2);
+}
+
+/// The FP32 plan's convolution kernels (`engine_conv_f32.cu`).
+const FP32_CONV_KERNELS: [Kernel; 2] = [Kernel::ConvF32, Kernel::ConvF32Depthwise];
+
+/// Every convolution of the last forward ran on an FP32 kernel: one FP32
+/// conv launch, and nothing from the FP16 family.
+fn assert_fp32_convolutions(tag: &str) {
+    LAST_KERNELS.with(|k| {
+        let kernels = k.borrow();
+        let fp32 = kernels.iter().filter(|k| FP32_CONV_KERNELS.contains(k)).count();
+        let fp16 = kernels.iter().filter(|k| k.module() == vrseg::gpu::Module::EngineConv).count();
+        assert!(fp32 >= 1 && fp16 == 0, "{tag}: kernels {kernels:?}");
+    });
+}
+
+#[test]
+fn fp32_convolutions_match_the_reference_to_fp32_rounding() {
+    let gpu = gpu_or_skip!();
+    let seed = test_seed("fp32_convolutions_match_the_reference_to_fp32_rounding");
+    let base = ConvCase {
+        batch: 1,
+        cin: 1,
+        hw: [1, 1],
+        cout: 1,
+        kernel: [1, 1],
+        stride: [1, 1],
+        dilation: [1, 1],
+        pads: [0; 4],
+        depthwise: false,
+        silu: false,
+        residual: false,
+        bias: true,
+    };
+    let cases = [
+        // K = 117: 8 K steps of 16, the last ragged; M = 37 in one 64-row tile.
+        (
+            "3x3 s1 p1 silu",
+            ConvCase { batch: 3, cin: 13, hw: [17, 23], cout: 37, kernel: [3, 3], pads: [1; 4], silu: true, ..base },
+        ),
+        // M = 150 over three tiles, the last ragged; residual, no bias.
+        ("1x1 residual", ConvCase { batch: 2, cin: 72, hw: [31, 29], cout: 150, residual: true, bias: false, ..base }),
+        // Stride 2, asymmetric pads (top 1, left 2, bottom 0, right 1).
+        (
+            "3x3 s2 asymmetric pads",
+            ConvCase {
+                batch: 2,
+                cin: 5,
+                hw: [19, 31],
+                cout: 67,
+                kernel: [3, 3],
+                stride: [2, 2],
+                pads: [1, 2, 0, 1],
+                silu: true,
+                residual: true,
+                ..base
+            },
+        ),
+        (
+            "3x3 dilation 2",
+            ConvCase { cin: 8, hw: [13, 11], cout: 9, kernel: [3, 3], dilation: [2, 2], pads: [2; 4], ..base },
+        ),
+        // A long K (515 x 1 = 33 steps) over few pixels.
+        ("1x1 long K", ConvCase { batch: 2, cin: 515, hw: [5, 7], cout: 33, silu: true, ..base }),
+        // Many blocks both ways (1600 pixels x 130 channels a batch of 2).
+        (
+            "3x3 many tiles",
+            ConvCase { batch: 2, cin: 64, hw: [40, 40], cout: 130, kernel: [3, 3], pads: [1; 4], silu: true, ..base },
+        ),
+        (
+            "depthwise 3x3 silu residual",
+            ConvCase {
+                batch: 2,
+                cin: 67,
+                hw: [15, 13],
+                cout: 67,
+                kernel: [3, 3],
+                pads: [1; 4],
+                depthwise: true,
+                silu: true,
+                residual: true,
+                ..base
+            },
+        ),
+        (
+            "depthwise 5x5 s2",
+            ConvCase {
+                cin: 9,
+                hw: [23, 17],
+                cout: 9,
+                kernel: [5, 5],
+                stride: [2, 2],
+                pads: [2; 4],
+                depthwise: true,
+                ..base
+            },
+        ),
+    ];
+    for (i, (tag, case)) in cases.iter().enumerate() {
+        let s = seed + i as u64;
+        let (got, want) = run_both_as(&gpu, conv_graph(case, s), s, &format!("conv-f32-{i}"), Precision::Fp32);
+        check(&format!("FP32 {tag}"), &got, &want, 1e-5);
+        assert_fp32_convolutions(tag);
+        assert_eq!(LAST_LAUNCHES.get(), 1, "{tag}: one launch");
+    }
+    for (i, &(batch, cin, cout, h, w, s)) in [(2, 19, 21, 9, 11, 2), (1, 7, 3, 5, 3, 3)].iter().enumerate() {
+        let mut b = Builder::new(seed + 20 + i as u64);
+        let x = b.input(&[batch, cin, h, w]);
+        let wt = b.constant(&[cin, cout, s, s], (3.0 / cin as f32).sqrt());
+        let bias = b.constant(&[cout], 0.5);
+        let op = Op::ConvTranspose(ConvTranspose {
+            kernel: [s, s],
+            stride: [s, s],
+            dilation: [1, 1],
+            pads: [0; 4],
+            output_padding: [0, 0],
+            group: 1,
+        });
+        let y = b.node(op, vec![x, wt, bias], &[&[batch, cout, h * s, w * s]])[0];
+        b.output(y);
+        let (got, want) = run_both_as(&gpu, b.graph, seed, &format!("convt-f32-{i}"), Precision::Fp32);
+        let tag = format!("FP32 ConvTranspose {cin}->{cout} {h}x{w} s{s}");
+        check(&tag, &got, &want, 1e-5);
+        assert_fp32_convolutions(&tag);
+    }
+}
+
+/// The whole YOLO11n-seg fixture as an FP32 plan: every value FP32, so the
+/// engine follows the reference (FP32 weights, unrounded) to FP32 rounding
+/// through 100-odd layers, concatenations in place and the head written
+/// into its outputs included.
+#[test]
+fn an_fp32_yolo11n_seg_plan_matches_the_reference() {
+    let gpu = gpu_or_skip!();
+    let seed = test_seed("an_fp32_yolo11n_seg_plan_matches_the_reference");
+    let path = vrseg::testing::models_dir().join("yolo11n-seg-320.structure.onnx");
+    let options = ImportOptions { batch: Some(2), allow_empty_initializers: true };
+    let mut graph = import_file(&path, &options).expect("the fixture imports");
+    vrseg::engine::build::fill_stripped_weights(&mut graph, seed);
+    let (got, want) = run_both_as(&gpu, graph, seed, "yolo11n-seg-fp32", Precision::Fp32);
+    check("YOLO11n-seg 320 FP32, batch 2", &got, &want, 1e-4);
+    assert_fp32_convolutions("YOLO11n-seg FP32");
 }

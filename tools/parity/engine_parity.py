@@ -5,7 +5,8 @@ For each model size asked (default n, s, m, x):
 1. Builds YOLO11{size}-seg from its yaml with seeded random weights
    (`randomize` from tools/export, so anchors do not tie) and exports it to
    ONNX as tools/export/export_yolo_seg.py does (opset 17, simplified, 640).
-2. `vrseg build-engine` turns it into a plan (batch 1).
+2. `vrseg build-engine` turns it into plans (batch 1): FP16 (the default)
+   and FP32 (`--precision fp32`).
 3. Parity: INPUTS random images (FP16-representable, so both sides see the
    same numbers) through ONNX Runtime (CPU, FP32) and through `vrseg dev
    engine`. Reports the relative L2 error of output0 and output1 per image
@@ -18,6 +19,9 @@ For each model size asked (default n, s, m, x):
    only by boxes that side alone keeps, themselves noise or cascade, traced
    by replaying the NMS in numpy), or "unexplained" with a diagnosis
    (order swap, class flip, IoU crossing the NMS threshold, ...).
+   The FP32 plan runs the same inputs and must keep identical detections
+   and masks on every input (the issue's bar); the FP16 plan must have no
+   difference beyond FP16 resolution (noise, cascades, score ties).
    The same inputs also run through Ultralytics' own network in PyTorch
    FP16 on CUDA (fused, half: a strong Python user's inference) and are
    compared to ONNX Runtime the same way: a baseline, reported, not gated.
@@ -543,7 +547,7 @@ def torch_heads(net, x: np.ndarray, shapes: tuple) -> tuple:
     return got
 
 
-def parity(args, size: str, model, model_onnx: Path, plan: Path, work: Path) -> dict:
+def parity(args, size: str, model, model_onnx: Path, plan: Path, plan_fp32: Path, work: Path) -> dict:
     import onnxruntime as ort
     import torch
 
@@ -553,26 +557,35 @@ def parity(args, size: str, model, model_onnx: Path, plan: Path, work: Path) -> 
         p = work / f"in{k}.f32"
         x.astype("<f4").tofile(p)
         paths.append(p)
-    outdir = work / "ours"
-    cmd = [args.vrseg, "dev", "engine", str(plan), "-o", str(outdir)]
-    for p in paths:
-        cmd += ["--input", str(p)]
-    subprocess.run(cmd, check=True)
+
+    def run_plan(plan: Path, outdir: Path) -> Path:
+        cmd = [args.vrseg, "dev", "engine", str(plan), "-o", str(outdir)]
+        for p in paths:
+            cmd += ["--input", str(p)]
+        subprocess.run(cmd, check=True)
+        return outdir
+
+    outdir, outdir32 = run_plan(plan, work / "ours"), run_plan(plan_fp32, work / "ours-fp32")
     sess = ort.InferenceSession(str(model_onnx), providers=["CPUExecutionProvider"])
     net = torch_net(model, "cuda", half=True) if torch.cuda.is_available() else None
     if net is None:
         print(f"yolo11{size}-seg: no CUDA device, the PyTorch FP16 baseline is skipped", flush=True)
-    rows, torch_rows = [], []
+    rows, rows32, torch_rows = [], [], []
     for k, x in enumerate(inputs):
         ref = tuple(sess.run(None, {sess.get_inputs()[0].name: x}))
-        sub = outdir / str(k) if len(inputs) > 1 else outdir
-        got = tuple(np.fromfile(sub / f"output{i}.f32", dtype="<f4").reshape(ref[i].shape) for i in range(2))
+
+        def outputs(d: Path) -> tuple:
+            sub = d / str(k) if len(inputs) > 1 else d
+            return tuple(np.fromfile(sub / f"output{i}.f32", dtype="<f4").reshape(ref[i].shape) for i in range(2))
+
         # The widest unsaturated gap, however narrow: detections whose score
         # lies within the noise band of the threshold may legitimately differ.
         conf, gap = choose_conf(ref[0], 0.0)
         ref_pp = postprocess(args.vrseg, *ref, conf, work / f"pp-ref-{k}") if conf is not None else None
-        rows.append(compare(k, ref, got, conf, gap, ref_pp,
+        rows.append(compare(k, ref, outputs(outdir), conf, gap, ref_pp,
                             lambda o0, o1: postprocess(args.vrseg, o0, o1, conf, work / f"pp-got-{k}")))
+        rows32.append(compare(k, ref, outputs(outdir32), conf, gap, ref_pp,
+                              lambda o0, o1: postprocess(args.vrseg, o0, o1, conf, work / f"pp-fp32-{k}")))
         if net is not None:
             theirs = torch_heads(net, x, tuple(r.shape for r in ref))
             torch_rows.append(compare(k, ref, theirs, conf, gap, ref_pp,
@@ -581,6 +594,9 @@ def parity(args, size: str, model, model_onnx: Path, plan: Path, work: Path) -> 
     ours = summarize(rows, f"yolo11{size}-seg")
     print(ours.pop("line"), flush=True)
     print_unexplained(f"yolo11{size}-seg vrseg", rows)
+    exact = summarize(rows32, f"yolo11{size}-seg FP32 plan")
+    print(exact.pop("line"), flush=True)
+    print_unexplained(f"yolo11{size}-seg vrseg FP32 plan", rows32)
     if torch_rows:
         theirs = summarize(torch_rows, f"yolo11{size}-seg PyTorch FP16 (fused, half, CUDA) baseline")
         print(theirs.pop("line"), flush=True)
@@ -592,16 +608,25 @@ def parity(args, size: str, model, model_onnx: Path, plan: Path, work: Path) -> 
               flush=True)
     else:
         theirs = {"skipped": "no CUDA device"}
-    return {"size": size, **ours, "torch_fp16": theirs,
-            # Identical kept sets on every input is the issue's bar; random
-            # weights give scores denser than FP16 noise, so the check that
-            # gates is "identical up to candidates that crossed the threshold
-            # by noise"; identical counts, the NMS-cascade and score-tie
-            # categories and the PyTorch FP16 baseline are reported beside
-            # it, never gated. No comparable input proves nothing: that fails
-            # too.
-            "passed": ours["worst_output0"] <= L2_GOAL and ours["worst_output1"] <= L2_GOAL
-            and ours["compared"] > 0 and ours["within_noise"] == ours["compared"]}
+    # The issue's bar, identical kept detections and masks on every input
+    # (at least 20 comparable ones), is held to the FP32 plan: random weights
+    # put overlapping boxes' scores closer together than FP16 resolves
+    # (PyTorch FP16 differs on as many inputs), so no FP16 inference can keep
+    # their order. The FP16 plan is held to the L2 goal and to every
+    # difference being explained by that resolution (threshold crossings
+    # within the noise band, NMS cascades and score ties traced by the
+    # replay); an unexplained difference fails. No comparable input proves
+    # nothing: that fails too.
+    wanted = min(20, len(rows))
+    exact_ok = exact["worst_output0"] <= L2_GOAL and exact["worst_output1"] <= L2_GOAL \
+        and exact["compared"] >= wanted and exact["same"] == exact["compared"]
+    fp16_ok = ours["worst_output0"] <= L2_GOAL and ours["worst_output1"] <= L2_GOAL \
+        and ours["compared"] >= wanted and ours["within_noise_cascade_ties"] == ours["compared"]
+    print(f"yolo11{size}-seg: FP32 plan identical on {exact['same']}/{exact['compared']} "
+          f"({'met' if exact_ok else 'NOT met'}); FP16 plan explained by FP16 resolution on "
+          f"{ours['within_noise_cascade_ties']}/{ours['compared']} ({'met' if fp16_ok else 'NOT met'})", flush=True)
+    return {"size": size, **ours, "torch_fp16": theirs, "fp32": exact, "fp32_passed": exact_ok,
+            "fp16_passed": fp16_ok, "passed": exact_ok and fp16_ok}
 
 
 def synthetic_head(anchors: dict, count: int = 24) -> np.ndarray:
@@ -890,7 +915,10 @@ def main() -> int:
                 subprocess.run([args.vrseg, "build-engine", str(onnx_path), "-o", str(plan), "--batch", "1"],
                                check=True, capture_output=True)
                 plans[1] = plan
-            r = parity(args, size, model, onnx_path, plans[1], work)
+            plan32 = work / f"yolo11{size}-seg-b1-fp32.plan"
+            subprocess.run([args.vrseg, "build-engine", str(onnx_path), "-o", str(plan32), "--batch", "1",
+                            "--precision", "fp32"], check=True, capture_output=True)
+            r = parity(args, size, model, onnx_path, plans[1], plan32, work)
             results.append(r)
             ok = ok and r["passed"]
             write_json()
@@ -915,6 +943,13 @@ def main() -> int:
                     ms = layer["ms"]
                     print(f"    {ms:8.3f} ms {layer['flop'] / ms / 1e9:7.1f} TFLOP/s "
                           f"{layer['bytes'] / ms / 1e6:7.0f} GB/s  {layer['op']:<40} {layer['kernels']}")
+            if not args.no_parity:
+                # What exactness costs: the FP32 plan at batch 1.
+                ours = json.loads(subprocess.run([args.vrseg, "bench", "engine", str(plan32), "--json"],
+                                                 check=True, capture_output=True, text=True).stdout)
+                bench.append({"size": size, "batch": 1, "precision": "fp32", "vrseg": ours})
+                print(f"yolo11{size}-seg FP32 plan batch 1: {ours['ms_per_batch']:.3f} ms "
+                      f"({ours['tflops']:.1f} TFLOP/s)", flush=True)
         del model
     write_json()
     if not args.no_parity:

@@ -45,6 +45,7 @@
 //! aligned offset that fits (the usual best-fit heuristic for this problem).
 
 use super::ir::{Graph, Op, ValueId};
+use super::Precision;
 
 /// Where a value's elements are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -100,7 +101,10 @@ pub enum Layout {
     NchwPlanes { plane_stride: usize },
 }
 
-/// The storage type of every value. Activations are FP16 wherever they
+/// The storage type of every value in an FP32 plan ([`Precision::Fp32`]):
+/// everything, weights included, is FP32.
+///
+/// In an FP16 plan (the default), activations are FP16 wherever they
 /// still feed a convolution (the tensor-core kernels read FP16, and FP16
 /// halves the memory traffic); values past the last convolution on every
 /// path — YOLO's box decode (coordinates up to the input size, where FP16
@@ -108,7 +112,10 @@ pub enum Layout {
 /// model outputs are FP32, as the postprocess reads them. The model input
 /// is FP16 (what the letterbox kernel writes). Constants are FP16 when they
 /// are convolution weights, FP32 otherwise (as the plan stores them).
-pub fn element_types(graph: &Graph) -> Vec<ElementType> {
+pub fn element_types(graph: &Graph, precision: Precision) -> Vec<ElementType> {
+    if precision == Precision::Fp32 {
+        return vec![ElementType::F32; graph.values.len()];
+    }
     let n = graph.values.len();
     let mut feeds_conv = vec![false; n];
     for node in graph.nodes.iter().rev() {
@@ -273,13 +280,19 @@ fn per_image(graph: &Graph, v: ValueId) -> usize {
     shape.iter().skip(1).product::<usize>().max(1)
 }
 
-/// Plans `graph` (nodes in execution order).
+/// Plans `graph` (nodes in execution order) for an FP16 plan.
 pub fn plan(graph: &Graph) -> MemoryPlan {
+    plan_for(graph, Precision::Fp16)
+}
+
+/// Plans `graph` (nodes in execution order) for a plan of `precision`
+/// (FP32 values are all NCHW: only FP16 ones are NHWC, see [`layouts`]).
+pub fn plan_for(graph: &Graph, precision: Precision) -> MemoryPlan {
     let n_values = graph.values.len();
     let consumers = graph.consumers();
     let producers = graph.producers();
     let external = |v: ValueId| graph.inputs.contains(&v) || graph.outputs.contains(&v);
-    let types = element_types(graph);
+    let types = element_types(graph, precision);
     let nhwc = layouts(graph, &types);
     // Elements from one channel to the next within an image: a plane for
     // NCHW, 1 for NHWC (members of a split or concatenation share a layout).

@@ -40,6 +40,50 @@ pub enum BuildError {
     Plan(#[from] crate::engine::plan::PlanError),
 }
 
+/// What a plan stores and computes in (`vrseg build-engine --precision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// FP16 weights and activations on tensor cores with FP32 accumulation;
+    /// the head's tail (box decode, scores, mask coefficients) and the model
+    /// outputs FP32. The fast one, and the default.
+    #[default]
+    Fp16,
+    /// FP32 weights and activations throughout, FP32 arithmetic on the CUDA
+    /// cores (no tensor cores: TF32 keeps FP16's 10-bit mantissa). Outputs
+    /// agree with an FP32 framework to FP32 rounding, so scores a few 1e-4
+    /// apart (which FP16 cannot order) keep their order: for checking
+    /// against a reference, and for users who need ONNX Runtime's
+    /// detections exactly. Several times slower than FP16.
+    Fp32,
+}
+
+impl Precision {
+    /// The name in the plan's header and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp16 => "fp16",
+            Precision::Fp32 => "fp32",
+        }
+    }
+
+    /// The precision a plan header or `--precision` names.
+    pub fn from_name(name: &str) -> Option<Precision> {
+        match name {
+            "fp16" => Some(Precision::Fp16),
+            "fp32" => Some(Precision::Fp32),
+            _ => None,
+        }
+    }
+
+    /// The element type of the convolutions' inputs and weights.
+    pub fn conv_element(self) -> memory::ElementType {
+        match self {
+            Precision::Fp16 => memory::ElementType::F16,
+            Precision::Fp32 => memory::ElementType::F32,
+        }
+    }
+}
+
 use std::path::Path;
 
 use crate::engine::plan::{self, PlanGraph, PlanNode, PlanValue, PlanWeight, WeightFormat};
@@ -47,12 +91,19 @@ use ir::{Graph, Op, TensorData};
 use memory::{MemoryPlan, Storage};
 
 /// Turns a fused, planned graph into the plan's graph section and weight
-/// blobs: convolution weights become FP16 in the layout the convolution
-/// kernels read (GEMM-packed, or per-channel filters for depthwise), every
-/// other constant stays FP32 (biases and the head's anchor tables are small
-/// and precision-sensitive). Constants that no node reads are dropped.
-pub fn lower(graph: &Graph, memory: &MemoryPlan, source: &str) -> Result<(PlanGraph, Vec<Vec<u8>>), BuildError> {
-    check_native_support(graph, memory)?;
+/// blobs. In an FP16 plan, convolution weights become FP16 in the layout the
+/// convolution kernels read (GEMM-packed, or per-channel filters for
+/// depthwise) and every other constant stays FP32 (biases and the head's
+/// anchor tables are small and precision-sensitive). In an FP32 plan every
+/// constant is FP32 in ONNX's layout, which the FP32 kernels read as it is.
+/// Constants that no node reads are dropped.
+pub fn lower(
+    graph: &Graph,
+    memory: &MemoryPlan,
+    source: &str,
+    precision: Precision,
+) -> Result<(PlanGraph, Vec<Vec<u8>>), BuildError> {
+    check_native_support(graph, memory, precision)?;
     // A conv's weight is packed for the layout its kernel reads: K in tap
     // order for an NHWC input, output rows in pixel-phase order for an NHWC
     // transposed conv's output, taps first for an NHWC depthwise conv.
@@ -98,11 +149,11 @@ pub fn lower(graph: &Graph, memory: &MemoryPlan, source: &str) -> Result<(PlanGr
             });
         };
         let (format, blob) = match conv_format[v] {
-            Some(kind) => {
+            Some(kind) if precision == Precision::Fp16 => {
                 let (format, halves) = pack_conv_weight(kind, &value.shape, data);
                 (format, bytemuck::cast_slice(&halves).to_vec())
             }
-            None => (WeightFormat::F32, bytemuck::cast_slice(data).to_vec()),
+            _ => (WeightFormat::F32, bytemuck::cast_slice(data).to_vec()),
         };
         weights.push(PlanWeight { value: v, offset: 0, bytes: 0, format });
         blobs.push(blob);
@@ -137,7 +188,7 @@ pub fn lower(graph: &Graph, memory: &MemoryPlan, source: &str) -> Result<(PlanGr
             producer: format!("vrseg {}", env!("CARGO_PKG_VERSION")),
             source: source.to_string(),
             batch,
-            precision: "fp16".into(),
+            precision: precision.name().into(),
             values,
             nodes,
             inputs: graph.inputs.clone(),
@@ -235,7 +286,8 @@ fn pack_conv_weight(kind: ConvWeight, shape: &[usize], data: &[f32]) -> (WeightF
 
 /// Refuses, at build time, what the native engine's kernels cannot run, so
 /// that a plan that loads also runs. Each refusal names the node and says why.
-pub fn check_native_support(graph: &Graph, memory: &MemoryPlan) -> Result<(), BuildError> {
+pub fn check_native_support(graph: &Graph, memory: &MemoryPlan, precision: Precision) -> Result<(), BuildError> {
+    let conv_element = precision.conv_element();
     let refuse = |node: &ir::Node, reason: String| BuildError::Unsupported {
         op_type: node.op.onnx_type().into(),
         node: node.name.clone(),
@@ -269,10 +321,14 @@ pub fn check_native_support(graph: &Graph, memory: &MemoryPlan) -> Result<(), Bu
                         ),
                     ));
                 }
-                if memory.element_types[x] != memory::ElementType::F16 {
+                if memory.element_types[x] != conv_element {
                     return Err(refuse(
                         node,
-                        "its input is also a model output (stored FP32); the convolution kernels read FP16".into(),
+                        format!(
+                            "its input is also a model output (stored FP32); the {} convolution kernels read {}",
+                            precision.name(),
+                            conv_element
+                        ),
                     ));
                 }
             }
@@ -292,8 +348,16 @@ pub fn check_native_support(graph: &Graph, memory: &MemoryPlan) -> Result<(), Bu
                             .into(),
                     ));
                 }
-                if memory.element_types[x] != memory::ElementType::F16 {
-                    return Err(refuse(node, "its input is stored FP32; the convolution kernels read FP16".into()));
+                if memory.element_types[x] != conv_element {
+                    return Err(refuse(
+                        node,
+                        format!(
+                            "its input is stored {}; the {} convolution kernels read {}",
+                            memory.element_types[x],
+                            precision.name(),
+                            conv_element
+                        ),
+                    ));
                 }
             }
             Op::MatMul => {
@@ -325,18 +389,28 @@ pub struct BuildReport {
     pub outputs: Vec<(String, Vec<usize>)>,
 }
 
-/// Fuses and plans an imported graph and writes the plan (the part of
+/// Fuses and plans an imported graph and writes an FP16 plan (the part of
 /// `vrseg build-engine` after import).
-pub fn build_plan(mut graph: Graph, source: &str, out: &Path) -> Result<BuildReport, BuildError> {
+pub fn build_plan(graph: Graph, source: &str, out: &Path) -> Result<BuildReport, BuildError> {
+    build_plan_as(graph, source, out, Precision::Fp16)
+}
+
+/// [`build_plan`] for a plan of `precision`.
+pub fn build_plan_as(
+    mut graph: Graph,
+    source: &str,
+    out: &Path,
+    precision: Precision,
+) -> Result<BuildReport, BuildError> {
     let onnx_nodes = graph.nodes.len();
     let fusions = fuse::fuse_all(&mut graph);
-    let memory = memory::plan(&graph);
+    let memory = memory::plan_for(&graph, precision);
     if let Err(reason) = memory::check(&graph, &memory) {
         // A planner bug, not the user's: say so rather than write a plan
         // that would corrupt activations.
         return Err(BuildError::Shape { op_type: "memory plan".into(), node: String::new(), reason });
     }
-    let (mut plan_graph, blobs) = lower(&graph, &memory, source)?;
+    let (mut plan_graph, blobs) = lower(&graph, &memory, source, precision)?;
     let plan_bytes = plan::write_plan(out, &mut plan_graph, &blobs, 0)?;
     let describe =
         |ids: &[usize]| ids.iter().map(|&v| (graph.values[v].name.clone(), graph.values[v].shape.clone())).collect();

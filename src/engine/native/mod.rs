@@ -30,6 +30,7 @@ pub use kernels::TensorRef;
 use kernels::*;
 
 use crate::engine::backend::{Backend, BackendError, TensorDesc, TensorRole};
+use crate::engine::build::Precision;
 use crate::engine::plan::{Plan, PlanError, PlanGraph};
 use crate::gpu::error::CheckDriver;
 use crate::gpu::{BufferId, DeviceView, Gpu, GpuError, Kernel, Module, PoolPlan, VramPool};
@@ -150,7 +151,10 @@ impl<'pool> NativeEngine<'pool> {
     ) -> Result<NativeEngine<'pool>, EngineError> {
         let (major, minor) = gpu.properties().compute_capability;
         plan.check_device((major * 10 + minor) as u32)?;
-        gpu.preload(&[Module::EngineConv, Module::EngineOps])?;
+        match plan.precision() {
+            Precision::Fp16 => gpu.preload(&[Module::EngineConv, Module::EngineOps])?,
+            Precision::Fp32 => gpu.preload(&[Module::EngineConvF32, Module::EngineOps])?,
+        }
         let weights = pool.buffer(buffers.weights);
         let arena = pool.buffer(buffers.arena);
         let partials = pool.buffer(buffers.partials);

@@ -14,6 +14,9 @@ use crate::gpu::Kernel;
 
 /// Pixel columns per conv tile (`kBlockN` in engine_conv.cu).
 const CONV_TILE_N: usize = 128;
+/// Output rows and pixel columns per `conv_f32` tile (`kTileM`, `kTileN` in
+/// engine_conv_f32.cu).
+const CONV_F32_TILE: usize = 64;
 
 impl NativeEngine<'_> {
     /// Device address of value `v`'s first element for the bound pointers
@@ -138,9 +141,6 @@ impl NativeEngine<'_> {
                 } else {
                     (0, 0, 0)
                 };
-                if x.element != ElementType::F16 {
-                    return Err(self.refuse(i, "its input is not FP16"));
-                }
                 let (n, cin, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
                 let (cout, oh, ow) = (y.shape[1], y.shape[2], y.shape[3]);
                 let activation = activation_code(c.activation);
@@ -183,12 +183,17 @@ impl NativeEngine<'_> {
                     return Err(self.refuse(i, "its residual and output are stored in different layouts"));
                 }
                 let pitched = matches!(y.placement.layout, Layout::NchwPlanes { .. });
+                if c.group != 1 && (c.group != cin || cout != cin) {
+                    return Err(self.refuse(i, "grouped convolution other than depthwise"));
+                }
+                if x.element == ElementType::F32 {
+                    p.k_total = (cin / c.group * c.kernel[0] * c.kernel[1]) as i32;
+                    p.m_total = cout as i32;
+                    return self.conv_f32_steps(i, p, c.group != 1, pitched, node.inputs[1], steps);
+                }
                 if c.group != 1 {
                     if pitched {
                         return Err(self.refuse(i, "a depthwise conv writing a slice along the last axis"));
-                    }
-                    if c.group != cin || cout != cin {
-                        return Err(self.refuse(i, "grouped convolution other than depthwise"));
                     }
                     let outputs = y.shape.iter().product::<usize>() as u64;
                     let nhwc = p.x_pixel_stride > 0;
@@ -235,11 +240,7 @@ impl NativeEngine<'_> {
                 let x = &self.graph.values[node.inputs[0]];
                 let y = &self.graph.values[node.outputs[0]];
                 let s = t.stride[0];
-                if x.element != ElementType::F16
-                    || t.kernel != t.stride
-                    || t.pads != [0; 4]
-                    || t.stride[0] != t.stride[1]
-                {
+                if t.kernel != t.stride || t.pads != [0; 4] || t.stride[0] != t.stride[1] {
                     return Err(self.refuse(i, "only kernel = stride, unpadded, square ConvTranspose runs natively"));
                 }
                 if matches!(y.placement.layout, Layout::NchwPlanes { .. }) {
@@ -247,7 +248,12 @@ impl NativeEngine<'_> {
                 }
                 let (n, cin, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
                 let cout = y.shape[1];
-                let (rows, cols) = self.gemm_shape(i, node.inputs[1], self.pixel_stride(node.outputs[0]) > 0)?;
+                let f32 = x.element == ElementType::F32;
+                let (rows, cols) = if f32 {
+                    (0, 0)
+                } else {
+                    self.gemm_shape(i, node.inputs[1], self.pixel_stride(node.outputs[0]) > 0)?
+                };
                 let p = ConvParams {
                     x: self.address(node.inputs[0], key),
                     weight: self.address(node.inputs[1], key),
@@ -284,6 +290,9 @@ impl NativeEngine<'_> {
                     y_pixel_stride: self.pixel_stride(node.outputs[0]),
                     ..Default::default()
                 };
+                if f32 {
+                    return self.conv_f32_steps(i, p, false, false, node.inputs[1], steps);
+                }
                 self.conv_steps(i, p, rows, cols, true, steps)?;
             }
             Op::MaxPool(m) => {
@@ -530,6 +539,64 @@ impl NativeEngine<'_> {
                 ),
             )),
         }
+    }
+
+    /// An FP32 plan's convolution, transposed convolution (where
+    /// `p.transposed_stride` is set) or depthwise convolution
+    /// (`kernels/engine_conv_f32.cu`): FP32 input and weight in ONNX's
+    /// layout, NCHW values. `pitched`: the output is a slice along the last
+    /// axis (its channel planes further apart than their size), which the
+    /// depthwise kernel does not write.
+    fn conv_f32_steps(
+        &self,
+        node: usize,
+        p: ConvParams,
+        depthwise: bool,
+        pitched: bool,
+        weight: usize,
+        steps: &mut Vec<Step>,
+    ) -> Result<(), EngineError> {
+        match self.weight_format(weight) {
+            Some(WeightFormat::F32) => {}
+            other => {
+                return Err(self.refuse(
+                    node,
+                    format!("its input is FP32 but its weight is stored as {other:?}, not FP32 (rebuild the plan)"),
+                ))
+            }
+        }
+        if p.x_pixel_stride > 0 || p.y_pixel_stride > 0 || p.residual_pixel_stride > 0 {
+            return Err(self.refuse(node, "an FP32 convolution over NHWC values (FP32 plans store every value NCHW)"));
+        }
+        if depthwise {
+            if pitched {
+                return Err(self.refuse(node, "a depthwise conv writing a slice along the last axis"));
+            }
+            let outputs = p.batch as u64 * p.cin as u64 * p.oh as u64 * p.ow as u64;
+            steps.push(Step {
+                node,
+                kernel: Kernel::ConvF32Depthwise,
+                config: grid_stride(&self.gpu, outputs),
+                params: Params::Depthwise(DepthwiseParams::from_conv(&p)),
+            });
+            return Ok(());
+        }
+        let columns = p.batch as usize * p.oh as usize * p.ow as usize;
+        let grid = (columns.div_ceil(CONV_F32_TILE), (p.m_total as usize).div_ceil(CONV_F32_TILE));
+        if grid.0 > i32::MAX as usize || grid.1 > 65_535 {
+            return Err(self.refuse(node, format!("a {}x{columns} GEMM is beyond one launch's grid", p.m_total)));
+        }
+        steps.push(Step {
+            node,
+            kernel: Kernel::ConvF32,
+            config: LaunchConfig {
+                grid_dim: (grid.0 as u32, grid.1 as u32, 1),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            },
+            params: Params::Conv(p),
+        });
+        Ok(())
     }
 
     /// Chooses how an implicit-GEMM convolution runs: its input-tile loads,
