@@ -32,6 +32,21 @@ __host__ __device__ __forceinline__ uint32_t hash_u32(uint32_t x) {
     return x;
 }
 
+// Programmatic dependent launch (sm_90 and later): the native engine
+// launches its kernels with programmatic stream serialisation, so a kernel's
+// blocks may be scheduled while the kernel before it is still finishing (its
+// launch and block set-up hidden behind that kernel's tail). Every such
+// kernel calls this first, before touching memory: it returns once the
+// kernel before it has completed and its writes are visible, so each kernel
+// still runs after every earlier one (by induction), reads what they wrote
+// and overwrites nothing they still read. A kernel launched without the
+// attribute, or built for an earlier architecture, does not wait here.
+__device__ __forceinline__ void wait_for_prior_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
+}
+
 // sigmoid(v) from one exp and one approximate reciprocal (MUFU). An IEEE
 // division (what nvcc emits for `1 / (1 + exp(-v))`: a slow-path check and
 // call per element) weighed on every conv epilogue. The approximation

@@ -1215,19 +1215,19 @@ struct DepthwiseParams {
 }  // namespace
 
 #define VRSEG_CONV_IGEMM(BM, BLOCKS)                                                                     \
-    VRSEG_KERNEL void __launch_bounds__(kThreads, BLOCKS) conv_igemm_##BM##_gather(ConvParams p) {       \
+    VRSEG_KERNEL void __launch_bounds__(kThreads, BLOCKS) conv_igemm_##BM##_gather(ConvParams p) { vrseg::wait_for_prior_grid();       \
         conv_igemm<BM, kGather>(p);                                                                        \
     }                                                                                                      \
-    VRSEG_KERNEL void __launch_bounds__(kThreads, BLOCKS) conv_igemm_##BM##_vector(ConvParams p) {       \
+    VRSEG_KERNEL void __launch_bounds__(kThreads, BLOCKS) conv_igemm_##BM##_vector(ConvParams p) { vrseg::wait_for_prior_grid();       \
         conv_igemm<BM, kVector>(p);                                                                        \
     }                                                                                                      \
-    VRSEG_KERNEL void __launch_bounds__(kThreads, BLOCKS) conv_igemm_##BM##_rows(ConvParams p) {         \
+    VRSEG_KERNEL void __launch_bounds__(kThreads, BLOCKS) conv_igemm_##BM##_rows(ConvParams p) { vrseg::wait_for_prior_grid();         \
         conv_igemm<BM, kRows>(p);                                                                          \
     }                                                                                                      \
-    VRSEG_KERNEL void __launch_bounds__(kThreads, BLOCKS) conv_igemm_##BM##_rows2(ConvParams p) {        \
+    VRSEG_KERNEL void __launch_bounds__(kThreads, BLOCKS) conv_igemm_##BM##_rows2(ConvParams p) { vrseg::wait_for_prior_grid();        \
         conv_igemm<BM, kRows2>(p);                                                                         \
     }                                                                                                      \
-    VRSEG_KERNEL void __launch_bounds__(kThreads, BLOCKS) conv_igemm_##BM##_nhwc(ConvParams p) {         \
+    VRSEG_KERNEL void __launch_bounds__(kThreads, BLOCKS) conv_igemm_##BM##_nhwc(ConvParams p) { vrseg::wait_for_prior_grid();         \
         conv_igemm_nhwc<BM, 32, 4>(p);                                                                     \
     }
 VRSEG_CONV_IGEMM(128, 2)
@@ -1237,6 +1237,7 @@ VRSEG_CONV_IGEMM(32, 4)
 // 64-deep K tiles (3 stages, 110 KB: sm_90's shared memory, not the RTX
 // cards' 99 KB a block): half the barriers and address arithmetic per mma.
 VRSEG_KERNEL void __launch_bounds__(kThreads, 2) conv_igemm_128_nhwc_k64(ConvParams p) {
+    vrseg::wait_for_prior_grid();
     conv_igemm_nhwc<128, 64, 3>(p);
 }
 
@@ -1244,7 +1245,7 @@ VRSEG_KERNEL void __launch_bounds__(kThreads, 2) conv_igemm_128_nhwc_k64(ConvPar
 // Hopper's warpgroup MMA (an sm_90a build; a trap elsewhere, never chosen
 // there), one kernel per channel-tile width.
 #define VRSEG_CONV_WGMMA(N)                                                                         \
-    VRSEG_KERNEL void __launch_bounds__(kThreads, 1) conv_wgmma_nhwc_n##N(ConvParams p) { \
+    VRSEG_KERNEL void __launch_bounds__(kThreads, 1) conv_wgmma_nhwc_n##N(ConvParams p) { vrseg::wait_for_prior_grid(); \
         conv_wgmma_nhwc<N>(p);                                                                     \
     }
 VRSEG_CONV_WGMMA(48)
@@ -1257,6 +1258,7 @@ VRSEG_CONV_WGMMA(256)
 // 128 channels in 3 stages (99 KB): two blocks an SM, for short K, where
 // one block's epilogue and pipeline fill leave the SM idle.
 VRSEG_KERNEL void __launch_bounds__(kThreads, 2) conv_wgmma_nhwc_n128_s3(ConvParams p) {
+    vrseg::wait_for_prior_grid();
     conv_wgmma_nhwc<128, 3>(p);
 }
 
@@ -1378,7 +1380,7 @@ __device__ __forceinline__ void conv_stem(const ConvParams& p) {
 }
 
 #define VRSEG_CONV_STEM(C) \
-    VRSEG_KERNEL void __launch_bounds__(kThreads, 2) conv_stem_c##C(ConvParams p) { conv_stem<C / 8>(p); }
+    VRSEG_KERNEL void __launch_bounds__(kThreads, 2) conv_stem_c##C(ConvParams p) { vrseg::wait_for_prior_grid(); conv_stem<C / 8>(p); }
 VRSEG_CONV_STEM(16)
 VRSEG_CONV_STEM(32)
 VRSEG_CONV_STEM(64)
@@ -1386,6 +1388,7 @@ VRSEG_CONV_STEM(96)
 VRSEG_CONV_STEM(128)
 
 VRSEG_KERNEL void conv_splitk_reduce(ConvParams p) {
+    vrseg::wait_for_prior_grid();
     const int pixels = p.oh * p.ow;
     const int64_t n_total = static_cast<int64_t>(p.batch) * pixels;
     const int64_t total = static_cast<int64_t>(p.m_total) * n_total;
@@ -1416,6 +1419,7 @@ VRSEG_KERNEL void conv_splitk_reduce(ConvParams p) {
 // window (18 loads for 36 multiply-adds, one index split for 4 outputs),
 // which the one-output kernel spends most of its time on.
 VRSEG_KERNEL void conv_depthwise_3x3_row4(DepthwiseParams p) {
+    vrseg::wait_for_prior_grid();
     const int quads_per_row = p.ow / 4;
     const int64_t total = static_cast<int64_t>(p.batch) * p.channels * p.oh * quads_per_row;
     for (int64_t i = vrseg::global_thread_index(); i < total; i += vrseg::global_thread_count()) {
@@ -1460,6 +1464,7 @@ VRSEG_KERNEL void conv_depthwise_3x3_row4(DepthwiseParams p) {
 }
 
 VRSEG_KERNEL void conv_depthwise(DepthwiseParams p) {
+    vrseg::wait_for_prior_grid();
     const int64_t per_image = static_cast<int64_t>(p.channels) * p.oh * p.ow;
     const int64_t total = per_image * p.batch;
     const int taps = p.kh * p.kw;
@@ -1509,6 +1514,7 @@ VRSEG_KERNEL void conv_depthwise(DepthwiseParams p) {
 // output pixel from 16-byte loads of 8 channels per tap, its warp covering
 // consecutive channel groups and pixels (coalesced).
 VRSEG_KERNEL void conv_depthwise_nhwc(DepthwiseParams p) {
+    vrseg::wait_for_prior_grid();
     const int groups = p.channels / 8;
     const int64_t total = static_cast<int64_t>(p.batch) * p.oh * p.ow * groups;
     const int plane = p.oh * p.ow;

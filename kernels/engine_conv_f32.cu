@@ -104,6 +104,7 @@ __device__ __forceinline__ void store_any(void* base, int64_t i, int32_t is_f32,
 }  // namespace
 
 VRSEG_KERNEL void __launch_bounds__(kThreads) conv_f32(ConvParams p) {
+    vrseg::wait_for_prior_grid();
     // K-major tiles (a K step's 64 rows or columns contiguous), padded so
     // that the float4 reads stay 16-byte aligned.
     __shared__ __align__(16) float a_tile[kTileK][kTileM + 4];
@@ -235,6 +236,7 @@ VRSEG_KERNEL void __launch_bounds__(kThreads) conv_f32(ConvParams p) {
 }
 
 VRSEG_KERNEL void conv_f32_depthwise(DepthwiseParams p) {
+    vrseg::wait_for_prior_grid();
     const int64_t pixels = static_cast<int64_t>(p.oh) * p.ow;
     const int64_t per_image = p.channels * pixels;
     const int64_t total = per_image * p.batch;

@@ -157,6 +157,7 @@ constexpr int kRun = 4;
 constexpr int kVec16 = 8;
 
 VRSEG_KERNEL void tensor_map(MapParams p) {
+    vrseg::wait_for_prior_grid();
     if (p.run == kVec16) {
         const int64_t total = element_count(p.out) / kVec16;
         const uint4* in = static_cast<const uint4*>(p.in.ptr);
@@ -193,6 +194,7 @@ VRSEG_KERNEL void tensor_map(MapParams p) {
 }
 
 VRSEG_KERNEL void tensor_binary(BinaryParams p) {
+    vrseg::wait_for_prior_grid();
     const int run = p.run > 1 ? kRun : 1;
     const int64_t total = element_count(p.out) / run;
     for (int64_t i = vrseg::global_thread_index(); i < total; i += vrseg::global_thread_count()) {
@@ -220,6 +222,7 @@ VRSEG_KERNEL void tensor_binary(BinaryParams p) {
 }
 
 VRSEG_KERNEL void softmax_thread(SoftmaxParams p) {
+    vrseg::wait_for_prior_grid();
     const int n = p.in.dims[p.axis];
     const int64_t rows = element_count(p.in) / n;
     const int64_t si = p.in.strides[p.axis];
@@ -244,6 +247,7 @@ VRSEG_KERNEL void softmax_thread(SoftmaxParams p) {
 // batch 32) took 0.14 ms a pass in softmax_warp, which reads the row three
 // times. The host checks the dtype, the strides and the length.
 VRSEG_KERNEL void softmax_warp512(SoftmaxParams p) {
+    vrseg::wait_for_prior_grid();
     constexpr int kPerLane = 16;
     const int n = p.in.dims[p.axis];
     const int64_t rows = element_count(p.in) / n;
@@ -280,6 +284,7 @@ VRSEG_KERNEL void softmax_warp512(SoftmaxParams p) {
 }
 
 VRSEG_KERNEL void softmax_warp(SoftmaxParams p) {
+    vrseg::wait_for_prior_grid();
     const int n = p.in.dims[p.axis];
     const int64_t rows = element_count(p.in) / n;
     const int64_t si = p.in.strides[p.axis];
@@ -319,6 +324,7 @@ static __device__ __forceinline__ float pool_window_max(const PoolParams& p, con
 }
 
 VRSEG_KERNEL void max_pool(PoolParams p) {
+    vrseg::wait_for_prior_grid();
     const int64_t total = element_count(p.out);
     for (int64_t i = vrseg::global_thread_index(); i < total; i += vrseg::global_thread_count()) {
         int idx[4];
@@ -336,6 +342,7 @@ VRSEG_KERNEL void max_pool(PoolParams p) {
 // at batch 32, 0.8 TB/s). Block 32 x 8, grid (dim 3 tiles, dim 2 tiles,
 // dims 0 x 1).
 VRSEG_KERNEL void __launch_bounds__(256) transpose_last2(MapParams p) {
+    vrseg::wait_for_prior_grid();
     __shared__ __half tile[32][33];
     const int rows = p.out.dims[2];  // out's dim 2: contiguous in `in`
     const int cols = p.out.dims[3];
@@ -370,6 +377,7 @@ VRSEG_KERNEL void __launch_bounds__(256) transpose_last2(MapParams p) {
 // both addresses 16-byte aligned; indices fit 32 bits. (Otherwise max_pool
 // runs it, through the strides.)
 VRSEG_KERNEL void max_pool_nhwc8(PoolParams p) {
+    vrseg::wait_for_prior_grid();
     const uint32_t vectors = static_cast<uint32_t>(p.out.dims[1] / 8);
     const uint32_t total = vectors * static_cast<uint32_t>(p.out.dims[0]) * static_cast<uint32_t>(p.out.dims[2]) *
                            static_cast<uint32_t>(p.out.dims[3]);
@@ -417,6 +425,7 @@ constexpr int kMmaPadA = 8;  // halves: 80-byte rows, ldmatrix conflict-free
 constexpr int kMmaPadB = 8;  // halves: 144-byte rows, likewise for .trans
 
 VRSEG_KERNEL void __launch_bounds__(256) matmul_f16_mma(MatmulParams p) {
+    vrseg::wait_for_prior_grid();
     __shared__ __align__(16) __half tile_a[kMatmulTileMma][kMmaK + kMmaPadA];  // [row][k]
     __shared__ __align__(16) __half tile_b[kMmaK][kMatmulTileMma + kMmaPadB];  // [k][col]
     const int tid = threadIdx.x;
@@ -514,6 +523,7 @@ constexpr int kMatmulTile = 64;
 constexpr int kMatmulK = 16;
 
 VRSEG_KERNEL void __launch_bounds__(256) matmul(MatmulParams p) {
+    vrseg::wait_for_prior_grid();
     // [k][row] and [k][col], rows of 64 + 4 floats: 16-byte aligned for
     // the float4 reads, and the transposing stores spread over banks.
     __shared__ __align__(16) float tile_a[kMatmulK][kMatmulTile + 4];

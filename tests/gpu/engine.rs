@@ -154,8 +154,9 @@ thread_local! {
 }
 
 /// Runs a plan once on `inputs` (eager and as a graph, which must agree
-/// bit for bit) and returns its outputs; where the forward took the wgmma
-/// kernel, runs it again without (`LAST_WITHOUT_WGMMA`).
+/// bit for bit, and where the GPU has it with and without programmatic
+/// dependent launch, likewise) and returns its outputs; where the forward
+/// took the wgmma kernel, runs it again without (`LAST_WITHOUT_WGMMA`).
 fn run_plan(gpu: &Gpu, plan: &Plan, inputs: &[Vec<f32>]) -> Vec<Vec<f32>> {
     let mut pool_plan = PoolPlan::new();
     let buffers = NativeEngine::reserve(plan, &mut pool_plan);
@@ -244,7 +245,21 @@ fn run_plan(gpu: &Gpu, plan: &Plan, inputs: &[Vec<f32>]) -> Vec<Vec<f32>> {
         }
         replayed
     };
+    // Programmatic dependent launch (Hopper on) must not change a bit: a
+    // kernel that read or wrote before the one ahead of it finished would.
+    let pdl = engine.set_programmatic_launch(true);
     let outputs = forward(&mut engine);
+    if pdl {
+        assert!(!engine.set_programmatic_launch(false));
+        let serial = forward(&mut engine);
+        for (o, (a, b)) in outputs.iter().zip(&serial).enumerate() {
+            assert!(
+                a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "output {o}: the forward with programmatic dependent launch differs from the one without"
+            );
+        }
+        engine.set_programmatic_launch(true);
+    }
     let without = wgmma.then(|| {
         assert!(!engine.set_wgmma(false));
         forward(&mut engine)

@@ -565,4 +565,36 @@ mod tests {
         };
         assert_eq!(d, want);
     }
+
+    /// The native engine launches its kernels with programmatic dependent
+    /// launch (`NativeEngine::launch_programmatic`), which keeps the order of
+    /// the forward only if every kernel waits for the one before it before
+    /// touching memory: each entry point of the engine's kernel files must
+    /// begin with `vrseg::wait_for_prior_grid()`.
+    #[test]
+    fn every_engine_kernel_waits_for_the_kernel_before_it() {
+        let files = [
+            ("engine_conv.cu", include_str!("../../../kernels/engine_conv.cu")),
+            ("engine_conv_f32.cu", include_str!("../../../kernels/engine_conv_f32.cu")),
+            ("engine_ops.cu", include_str!("../../../kernels/engine_ops.cu")),
+        ];
+        let mut entries = 0;
+        for (name, text) in files {
+            for (at, _) in text.match_indices("VRSEG_KERNEL") {
+                let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+                if text[line_start..at].trim_start().starts_with("//") {
+                    continue;
+                }
+                let body = &text[at + text[at..].find('{').expect("an entry point has a body") + 1..];
+                let first = body.trim_start_matches(|c: char| c.is_whitespace() || c == '\\');
+                let signature = text[at..].lines().next().unwrap_or_default();
+                assert!(
+                    first.starts_with("vrseg::wait_for_prior_grid();"),
+                    "{name}: `{signature}` does not begin with vrseg::wait_for_prior_grid()"
+                );
+                entries += 1;
+            }
+        }
+        assert!(entries >= 25, "found {entries} entry points");
+    }
 }

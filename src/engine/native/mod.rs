@@ -110,6 +110,10 @@ pub struct NativeEngine<'pool> {
     /// (`conv_wgmma_nhwc_n*`): where the GPU and the build have it,
     /// unless `VRSEG_NO_WGMMA` is set (to compare the mma.sync kernels).
     wgmma: bool,
+    /// Kernels are launched with programmatic stream serialisation
+    /// (compute capability 9.0 and later, unless `VRSEG_NO_PDL` is set):
+    /// see [`NativeEngine::launch_programmatic`].
+    pdl: bool,
 }
 
 /// The kernels built on Hopper's warpgroup MMA.
@@ -126,6 +130,10 @@ pub const WGMMA_KERNELS: [Kernel; 7] = [
 /// Set (to anything) to keep the native engine off its wgmma kernels on a
 /// GPU that has it, to measure or test the mma.sync path there.
 pub const NO_WGMMA_ENV: &str = "VRSEG_NO_WGMMA";
+
+/// Set (to anything) to launch the native engine's kernels one after the
+/// other, without programmatic dependent launch, to measure what it gains.
+pub const NO_PDL_ENV: &str = "VRSEG_NO_PDL";
 
 impl<'pool> NativeEngine<'pool> {
     /// Adds the plan's weights and arena to `pool`.
@@ -175,6 +183,7 @@ impl<'pool> NativeEngine<'pool> {
             weight_offset,
             graphs: Vec::new(),
             wgmma: gpu.properties().has_wgmma() && std::env::var_os(NO_WGMMA_ENV).is_none(),
+            pdl: major >= 9 && std::env::var_os(NO_PDL_ENV).is_none(),
         })
     }
 
@@ -325,8 +334,21 @@ impl<'pool> NativeEngine<'pool> {
         Ok(function)
     }
 
+    /// Whether kernels are launched with programmatic dependent launch;
+    /// `set_programmatic_launch` turns it off (or back on where the GPU has
+    /// it) for later forwards, dropping captured graphs. Returns the setting
+    /// now in force.
+    pub fn set_programmatic_launch(&mut self, on: bool) -> bool {
+        self.pdl = on && self.gpu.properties().compute_capability.0 >= 9;
+        self.graphs.clear();
+        self.pdl
+    }
+
     fn launch(&self, stream: &Arc<CudaStream>, step: &Step) -> Result<(), EngineError> {
         let function = self.prepare_function(step)?;
+        if self.pdl {
+            return self.launch_programmatic(stream, function, step);
+        }
         let mut builder = stream.launch_builder(function);
         match &step.params {
             Params::Conv(p) => builder.arg(p),
@@ -351,6 +373,69 @@ impl<'pool> NativeEngine<'pool> {
                 self.path.display()
             )
         })?;
+        Ok(())
+    }
+}
+
+impl NativeEngine<'_> {
+    /// Launches `step` with programmatic stream serialisation
+    /// (`cuLaunchKernelEx`): its blocks may be scheduled while the kernel
+    /// before it on `stream` is still finishing, hiding the launch and the
+    /// block set-up behind that kernel's last wave (kernel boundaries are a
+    /// visible share of a batch-1 forward's 200-odd launches). Every engine
+    /// kernel starts with `vrseg::wait_for_prior_grid()` (`griddepcontrol.wait`,
+    /// kernels/common.cuh), which returns once the kernel before it has
+    /// completed and its writes are visible, so the order of the forward is
+    /// kept. A captured CUDA graph keeps these programmatic edges.
+    fn launch_programmatic(
+        &self,
+        stream: &Arc<CudaStream>,
+        function: &CudaFunction,
+        step: &Step,
+    ) -> Result<(), EngineError> {
+        let mut params: *mut std::ffi::c_void = match &step.params {
+            Params::Conv(p) => p as *const ConvParams as *mut _,
+            Params::Depthwise(p) => p as *const DepthwiseParams as *mut _,
+            Params::Map(p) => p as *const MapParams as *mut _,
+            Params::Binary(p) => p as *const BinaryParams as *mut _,
+            Params::Softmax(p) => p as *const SoftmaxParams as *mut _,
+            Params::Pool(p) => p as *const PoolParams as *mut _,
+            Params::Matmul(p) => p as *const MatmulParams as *mut _,
+        };
+        // SAFETY: CUlaunchAttribute is plain C data; all-zero bytes are a
+        // valid value, then the id and its member are set.
+        let mut attribute: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+        attribute.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        attribute.value.programmaticStreamSerializationAllowed = 1;
+        let c = &step.config;
+        let config = sys::CUlaunchConfig {
+            gridDimX: c.grid_dim.0,
+            gridDimY: c.grid_dim.1,
+            gridDimZ: c.grid_dim.2,
+            blockDimX: c.block_dim.0,
+            blockDimY: c.block_dim.1,
+            blockDimZ: c.block_dim.2,
+            sharedMemBytes: c.shared_mem_bytes,
+            hStream: stream.cu_stream(),
+            attrs: &mut attribute,
+            numAttrs: 1,
+        };
+        stream.context().bind_to_thread().check("cuCtxSetCurrent")?;
+        // SAFETY: as in `launch`: the one kernel argument is the params
+        // struct its kernel mirrors (size-checked in `kernels`), whose
+        // pointers `compile` resolved into buffers that outlive the forward;
+        // `params`, `attribute` and `config` live until the call returns,
+        // which copies them.
+        unsafe { sys::cuLaunchKernelEx(&config, function.cu_function(), &mut params, std::ptr::null_mut()) }
+            .result()
+            .check_with("cuLaunchKernelEx", || {
+                format!(
+                    "{} (programmatic dependent launch) for node {:?} of {}",
+                    step.kernel.symbol(),
+                    self.graph.nodes[step.node].name,
+                    self.path.display()
+                )
+            })?;
         Ok(())
     }
 }
