@@ -122,9 +122,9 @@ pub enum DevCommand {
     },
     /// A native engine plan on raw inputs: each `--input` is the model input
     /// as little-endian f32 in ONNX order (converted to FP16 for an FP16
-    /// plan, as the pipeline feeds it; as it is for an FP32 plan); writes `output0.f32`, `output1.f32`, … (f32, ONNX order)
-    /// into OUT_DIR. Several inputs run one forward each, into numbered
-    /// subdirectories.
+    /// plan, as the pipeline feeds it; as it is for an FP32 plan); writes
+    /// `output0.f32`, `output1.f32`, … (f32, ONNX order) into OUT_DIR.
+    /// Several inputs run one forward each, into numbered subdirectories.
     Engine {
         plan: PathBuf,
         #[arg(long, required = true)]

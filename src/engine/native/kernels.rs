@@ -1,4 +1,5 @@
-//! The parameter structs of `kernels/engine_conv.cu` and
+//! The parameter structs of `kernels/engine_conv.cu` (whose `ConvParams`
+//! and `DepthwiseParams` `kernels/engine_conv_f32.cu` reads too) and
 //! `kernels/engine_ops.cu`, field for field, and how a plan value becomes a
 //! [`TensorRef`].
 

@@ -429,13 +429,13 @@ impl NativeEngine<'_> {
         unsafe { sys::cuLaunchKernelEx(&config, function.cu_function(), &mut params, std::ptr::null_mut()) }
             .result()
             .check_with("cuLaunchKernelEx", || {
-                format!(
-                    "{} (programmatic dependent launch) for node {:?} of {}",
-                    step.kernel.symbol(),
-                    self.graph.nodes[step.node].name,
-                    self.path.display()
-                )
-            })?;
+            format!(
+                "{} (programmatic dependent launch) for node {:?} of {}",
+                step.kernel.symbol(),
+                self.graph.nodes[step.node].name,
+                self.path.display()
+            )
+        })?;
         Ok(())
     }
 }
