@@ -59,6 +59,7 @@
 #include <cuda_fp16.h>
 
 #include "common.cuh"
+#include "engine_conv_params.cuh"
 #include "mma.cuh"
 #include "wgmma.cuh"
 
@@ -66,36 +67,10 @@ namespace {
 
 namespace wgmma = vrseg::wgmma;
 
-// Mirrors `engine::native::conv::ConvParams` (#[repr(C)], field for field).
-struct ConvParams {
-    const __half* x;
-    const __half* weight;
-    const float* bias;
-    const void* residual;
-    void* y;
-    float* partial;  // split-K sums [splits][m_total][batch * oh * ow]
-    int64_t x_batch_stride;
-    int64_t residual_batch_stride;
-    int64_t y_batch_stride;
-    // NCHW output: elements from one channel plane to the next (oh * ow, or
-    // more where the output is a slice of a concatenation along its last
-    // axis: YOLO's per-scale head outputs).
-    int64_t y_channel_stride;
-    int32_t batch, cin, h, w;
-    int32_t cout, oh, ow;
-    int32_t kh, kw, sh, sw, dh, dw, pad_t, pad_l;
-    int32_t k_total, k_pad, m_total;
-    int32_t activation;
-    int32_t y_f32, residual_f32;
-    int32_t transposed_stride;
-    int32_t vector_b;
-    int32_t k_split;  // K tiles per split (grid z); 0: no split
-    int32_t splits;   // grid z when split
-    // NHWC operands (FP16 only): elements from one pixel to the next; 0: NCHW.
-    int32_t x_pixel_stride;
-    int32_t y_pixel_stride;
-    int32_t residual_pixel_stride;
-};
+using ConvParams = vrseg::conv::ConvParamsOf<__half>;
+using DepthwiseParams = vrseg::conv::DepthwiseParamsOf<__half>;
+using vrseg::conv::load_any;
+using vrseg::conv::store_any;
 
 constexpr int kBlockN = 128;
 constexpr int kBlockK = 32;
@@ -132,17 +107,6 @@ __device__ __forceinline__ void ldmatrix_x4_trans(uint32_t r[4], const void* sme
 }
 __device__ __forceinline__ void mma_16816(float c[4], const uint32_t a[4], const uint32_t b[2]) {
     vrseg::mma::mma_16816(*reinterpret_cast<float(*)[4]>(c), *reinterpret_cast<const uint32_t(*)[4]>(a), b[0], b[1]);
-}
-
-__device__ __forceinline__ float load_any(const void* base, int64_t i, int32_t is_f32) {
-    return is_f32 ? static_cast<const float*>(base)[i] : __half2float(static_cast<const __half*>(base)[i]);
-}
-__device__ __forceinline__ void store_any(void* base, int64_t i, int32_t is_f32, float v) {
-    if (is_f32) {
-        static_cast<float*>(base)[i] = v;
-    } else {
-        static_cast<__half*>(base)[i] = __float2half_rn(v);
-    }
 }
 
 // Eight FP16 values plus eight more (a residual), summed in FP32 and rounded
@@ -1190,27 +1154,6 @@ __device__ __forceinline__ void conv_wgmma_nhwc(const ConvParams& p) {
     __trap();
 #endif
 }
-
-// Mirrors `engine::native::conv::DepthwiseParams`.
-struct DepthwiseParams {
-    const __half* x;
-    const __half* weight;  // [channels][kh * kw]
-    const float* bias;
-    const void* residual;
-    void* y;
-    int64_t x_batch_stride;
-    int64_t residual_batch_stride;
-    int64_t y_batch_stride;
-    int32_t batch, channels, h, w;
-    int32_t oh, ow;
-    int32_t kh, kw, sh, sw, dh, dw, pad_t, pad_l;
-    int32_t activation;
-    int32_t y_f32, residual_f32;
-    // NHWC (conv_depthwise_nhwc): elements from one pixel to the next.
-    int32_t x_pixel_stride;
-    int32_t y_pixel_stride;
-    int32_t residual_pixel_stride;
-};
 
 }  // namespace
 

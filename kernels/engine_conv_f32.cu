@@ -23,56 +23,14 @@
 #include <cuda_fp16.h>
 
 #include "common.cuh"
+#include "engine_conv_params.cuh"
 
 namespace {
 
-// Mirrors `engine::native::kernels::ConvParams` (the FP16 family's struct;
-// `x` and `weight` are FP32 here, the GEMM-packing fields unused).
-struct ConvParams {
-    const float* x;
-    const float* weight;
-    const float* bias;
-    const void* residual;
-    void* y;
-    float* partial;
-    int64_t x_batch_stride;
-    int64_t residual_batch_stride;
-    int64_t y_batch_stride;
-    int64_t y_channel_stride;
-    int32_t batch, cin, h, w;
-    int32_t cout, oh, ow;
-    int32_t kh, kw, sh, sw, dh, dw, pad_t, pad_l;
-    int32_t k_total, k_pad, m_total;
-    int32_t activation;
-    int32_t y_f32, residual_f32;
-    int32_t transposed_stride;
-    int32_t vector_b;
-    int32_t k_split;
-    int32_t splits;
-    int32_t x_pixel_stride;
-    int32_t y_pixel_stride;
-    int32_t residual_pixel_stride;
-};
-
-// Mirrors `engine::native::kernels::DepthwiseParams`.
-struct DepthwiseParams {
-    const float* x;
-    const float* weight;  // [channels][kh * kw]
-    const float* bias;
-    const void* residual;
-    void* y;
-    int64_t x_batch_stride;
-    int64_t residual_batch_stride;
-    int64_t y_batch_stride;
-    int32_t batch, channels, h, w;
-    int32_t oh, ow;
-    int32_t kh, kw, sh, sw, dh, dw, pad_t, pad_l;
-    int32_t activation;
-    int32_t y_f32, residual_f32;
-    int32_t x_pixel_stride;
-    int32_t y_pixel_stride;
-    int32_t residual_pixel_stride;
-};
+using ConvParams = vrseg::conv::ConvParamsOf<float>;
+using DepthwiseParams = vrseg::conv::DepthwiseParamsOf<float>;
+using vrseg::conv::load_any;
+using vrseg::conv::store_any;
 
 constexpr int kTileM = 64;
 constexpr int kTileN = 64;
@@ -88,17 +46,6 @@ __device__ __forceinline__ float activate_exact(float v, int32_t code) {
     if (code == 0) return v;
     const float sigmoid = 1.0f / (1.0f + expf(-v));
     return code == 1 ? v * sigmoid : sigmoid;
-}
-
-__device__ __forceinline__ float load_any(const void* base, int64_t i, int32_t is_f32) {
-    return is_f32 ? static_cast<const float*>(base)[i] : __half2float(static_cast<const __half*>(base)[i]);
-}
-__device__ __forceinline__ void store_any(void* base, int64_t i, int32_t is_f32, float v) {
-    if (is_f32) {
-        static_cast<float*>(base)[i] = v;
-    } else {
-        static_cast<__half*>(base)[i] = __float2half_rn(v);
-    }
 }
 
 }  // namespace

@@ -1,13 +1,13 @@
-//! The parameter structs of `kernels/engine_conv.cu` (whose `ConvParams`
-//! and `DepthwiseParams` `kernels/engine_conv_f32.cu` reads too) and
-//! `kernels/engine_ops.cu`, field for field, and how a plan value becomes a
-//! [`TensorRef`].
+//! The parameter structs of the convolution kernels
+//! (`kernels/engine_conv_params.cuh`, read by `engine_conv.cu` and
+//! `engine_conv_f32.cu`) and of `kernels/engine_ops.cu`, field for field,
+//! and how a plan value becomes a [`TensorRef`].
 
 use cudarc::driver::DeviceRepr;
 
 use crate::engine::build::memory::ElementType;
 
-/// Mirrors `ConvParams` in kernels/engine_conv.cu.
+/// Mirrors `ConvParamsOf` in kernels/engine_conv_params.cuh.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ConvParams {
@@ -75,7 +75,7 @@ pub const B_ROWS: i32 = 2;
 /// this field, which `conv_steps` uses to pick it).
 pub const B_NHWC: i32 = 4;
 
-/// Mirrors `DepthwiseParams` in kernels/engine_conv.cu.
+/// Mirrors `DepthwiseParamsOf` in kernels/engine_conv_params.cuh.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DepthwiseParams {
