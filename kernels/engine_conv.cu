@@ -69,6 +69,7 @@ namespace wgmma = vrseg::wgmma;
 
 using ConvParams = vrseg::conv::ConvParamsOf<__half>;
 using DepthwiseParams = vrseg::conv::DepthwiseParamsOf<__half>;
+using vrseg::conv::activate;
 using vrseg::conv::load_any;
 using vrseg::conv::store_any;
 
@@ -77,15 +78,6 @@ constexpr int kBlockK = 32;
 constexpr int kThreads = 256;
 constexpr int kPadA = 8;  // halves: 80-byte rows make ldmatrix conflict-free
 constexpr int kPadB = 8;  // halves: 272-byte rows, likewise for ldmatrix.trans
-
-// `activation` codes (Rust: `steps::activation_code`): 0 none, 1 SiLU,
-// 2 sigmoid (YOLO's class scores, pushed into their convs by the build).
-// Both share one `fast_sigmoid`, then differ by a multiply.
-__device__ __forceinline__ float activate(float v, int32_t code) {
-    if (code == 0) return v;
-    const float sigmoid = vrseg::fast_sigmoid(v);
-    return code == 1 ? v * sigmoid : sigmoid;
-}
 
 __device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, int src_bytes) {
     const unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
@@ -1408,48 +1400,7 @@ VRSEG_KERNEL void conv_depthwise_3x3_row4(DepthwiseParams p) {
 
 VRSEG_KERNEL void conv_depthwise(DepthwiseParams p) {
     vrseg::wait_for_prior_grid();
-    const int64_t per_image = static_cast<int64_t>(p.channels) * p.oh * p.ow;
-    const int64_t total = per_image * p.batch;
-    const int taps = p.kh * p.kw;
-    for (int64_t i = vrseg::global_thread_index(); i < total; i += vrseg::global_thread_count()) {
-        // 32-bit divisions (every YOLO tensor has fewer than 2^32 elements).
-        const uint32_t plane = static_cast<uint32_t>(p.oh * p.ow);
-        uint32_t img32, c32, pix32;
-        if (total <= 0xffffffffll) {
-            const uint32_t j = static_cast<uint32_t>(i);
-            const uint32_t q = j / plane;
-            pix32 = j - q * plane;
-            img32 = q / static_cast<uint32_t>(p.channels);
-            c32 = q - img32 * static_cast<uint32_t>(p.channels);
-        } else {
-            img32 = static_cast<uint32_t>(i / per_image);
-            const int64_t rest = i - static_cast<int64_t>(img32) * per_image;
-            c32 = static_cast<uint32_t>(rest / plane);
-            pix32 = static_cast<uint32_t>(rest - static_cast<int64_t>(c32) * plane);
-        }
-        const int img = static_cast<int>(img32);
-        const int c = static_cast<int>(c32);
-        const int pix = static_cast<int>(pix32);
-        const int oy = pix / p.ow;
-        const int ox = pix - oy * p.ow;
-        const __half* src = p.x + img * p.x_batch_stride + static_cast<int64_t>(c) * p.h * p.w;
-        const __half* wc = p.weight + static_cast<int64_t>(c) * taps;
-        float v = 0.0f;
-        for (int ky = 0; ky < p.kh; ++ky) {
-            const int iy = oy * p.sh - p.pad_t + ky * p.dh;
-            if (static_cast<unsigned>(iy) >= static_cast<unsigned>(p.h)) continue;
-            for (int kx = 0; kx < p.kw; ++kx) {
-                const int ix = ox * p.sw - p.pad_l + kx * p.dw;
-                if (static_cast<unsigned>(ix) >= static_cast<unsigned>(p.w)) continue;
-                v += __half2float(src[iy * p.w + ix]) * __half2float(wc[ky * p.kw + kx]);
-            }
-        }
-        if (p.bias) v += p.bias[c];
-        v = activate(v, p.activation);
-        const int64_t at = static_cast<int64_t>(c) * p.oh * p.ow + pix;
-        if (p.residual) v += load_any(p.residual, img * p.residual_batch_stride + at, p.residual_f32);
-        store_any(p.y, img * p.y_batch_stride + at, p.y_f32, v);
-    }
+    vrseg::conv::depthwise_nchw<__half, false>(p);
 }
 
 // Depthwise over NHWC values (channels a multiple of 8, FP16 throughout,

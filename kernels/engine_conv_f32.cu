@@ -29,6 +29,7 @@ namespace {
 
 using ConvParams = vrseg::conv::ConvParamsOf<float>;
 using DepthwiseParams = vrseg::conv::DepthwiseParamsOf<float>;
+using vrseg::conv::activate_exact;
 using vrseg::conv::load_any;
 using vrseg::conv::store_any;
 
@@ -39,14 +40,6 @@ constexpr int kThreads = 256;
 // Each thread loads kLoads elements of each operand per K step.
 constexpr int kLoads = kTileM * kTileK / kThreads;
 static_assert(kTileN * kTileK / kThreads == kLoads, "both operand tiles take the same loads a thread");
-
-// `activation` codes as in engine_conv.cu: 0 none, 1 SiLU, 2 sigmoid. IEEE
-// expf and division: FP32 plans keep FP32 rounding in the epilogue too.
-__device__ __forceinline__ float activate_exact(float v, int32_t code) {
-    if (code == 0) return v;
-    const float sigmoid = 1.0f / (1.0f + expf(-v));
-    return code == 1 ? v * sigmoid : sigmoid;
-}
 
 }  // namespace
 
@@ -184,32 +177,5 @@ VRSEG_KERNEL void __launch_bounds__(kThreads) conv_f32(ConvParams p) {
 
 VRSEG_KERNEL void conv_f32_depthwise(DepthwiseParams p) {
     vrseg::wait_for_prior_grid();
-    const int64_t pixels = static_cast<int64_t>(p.oh) * p.ow;
-    const int64_t per_image = p.channels * pixels;
-    const int64_t total = per_image * p.batch;
-    const int taps = p.kh * p.kw;
-    for (int64_t i = vrseg::global_thread_index(); i < total; i += vrseg::global_thread_count()) {
-        const int img = static_cast<int>(i / per_image);
-        const int64_t rest = i - img * per_image;
-        const int c = static_cast<int>(rest / pixels);
-        const int pix = static_cast<int>(rest - c * pixels);
-        const int oy = pix / p.ow;
-        const int ox = pix - oy * p.ow;
-        const float* src = p.x + img * p.x_batch_stride + static_cast<int64_t>(c) * p.h * p.w;
-        const float* wc = p.weight + static_cast<int64_t>(c) * taps;
-        float v = 0.0f;
-        for (int ky = 0; ky < p.kh; ++ky) {
-            const int iy = oy * p.sh - p.pad_t + ky * p.dh;
-            if (static_cast<unsigned>(iy) >= static_cast<unsigned>(p.h)) continue;
-            for (int kx = 0; kx < p.kw; ++kx) {
-                const int ix = ox * p.sw - p.pad_l + kx * p.dw;
-                if (static_cast<unsigned>(ix) >= static_cast<unsigned>(p.w)) continue;
-                v = fmaf(src[iy * p.w + ix], wc[ky * p.kw + kx], v);
-            }
-        }
-        if (p.bias) v += p.bias[c];
-        v = activate_exact(v, p.activation);
-        if (p.residual) v += load_any(p.residual, img * p.residual_batch_stride + rest, p.residual_f32);
-        store_any(p.y, img * p.y_batch_stride + rest, p.y_f32, v);
-    }
+    vrseg::conv::depthwise_nchw<float, true>(p);
 }

@@ -1,11 +1,14 @@
-// The convolution families' launch parameters, one definition for
-// engine_conv.cu (FP16 inputs and weights) and engine_conv_f32.cu (FP32),
-// and the element helpers both epilogues use.
+// What the two convolution families share: the launch parameters, one
+// definition for engine_conv.cu (FP16 inputs and weights) and
+// engine_conv_f32.cu (FP32); the epilogue's element helpers and
+// activations; and the direct NCHW depthwise convolution.
 #pragma once
 
 #include <cuda_fp16.h>
 
 #include <cstdint>
+
+#include "common.cuh"
 
 namespace vrseg::conv {
 
@@ -76,6 +79,75 @@ __device__ __forceinline__ void store_any(void* base, int64_t i, int32_t is_f32,
         static_cast<float*>(base)[i] = v;
     } else {
         static_cast<__half*>(base)[i] = __float2half_rn(v);
+    }
+}
+
+// `activation` codes (Rust: `steps::activation_code`): 0 none, 1 SiLU,
+// 2 sigmoid (YOLO's class scores, pushed into their convs by the build).
+// Both share one sigmoid, then differ by a multiply. `activate` (the FP16
+// family) takes `fast_sigmoid`, far below an FP16 output's step;
+// `activate_exact` (FP32 plans) IEEE expf and division, keeping FP32
+// rounding in the epilogue too.
+__device__ __forceinline__ float activate(float v, int32_t code) {
+    if (code == 0) return v;
+    const float sigmoid = vrseg::fast_sigmoid(v);
+    return code == 1 ? v * sigmoid : sigmoid;
+}
+__device__ __forceinline__ float activate_exact(float v, int32_t code) {
+    if (code == 0) return v;
+    const float sigmoid = 1.0f / (1.0f + expf(-v));
+    return code == 1 ? v * sigmoid : sigmoid;
+}
+
+__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+
+// Depthwise convolution (groups == channels, one filter per channel) over
+// NCHW values, direct, one thread per output element (grid-stride), then the
+// epilogue: + bias, activation (`kExact`: `activate_exact`), + residual.
+template <typename T, bool kExact>
+__device__ __forceinline__ void depthwise_nchw(const DepthwiseParamsOf<T>& p) {
+    const int64_t per_image = static_cast<int64_t>(p.channels) * p.oh * p.ow;
+    const int64_t total = per_image * p.batch;
+    const int taps = p.kh * p.kw;
+    for (int64_t i = vrseg::global_thread_index(); i < total; i += vrseg::global_thread_count()) {
+        // 32-bit divisions (every YOLO tensor has fewer than 2^32 elements).
+        const uint32_t plane = static_cast<uint32_t>(p.oh * p.ow);
+        uint32_t img32, c32, pix32;
+        if (total <= 0xffffffffll) {
+            const uint32_t j = static_cast<uint32_t>(i);
+            const uint32_t q = j / plane;
+            pix32 = j - q * plane;
+            img32 = q / static_cast<uint32_t>(p.channels);
+            c32 = q - img32 * static_cast<uint32_t>(p.channels);
+        } else {
+            img32 = static_cast<uint32_t>(i / per_image);
+            const int64_t rest = i - static_cast<int64_t>(img32) * per_image;
+            c32 = static_cast<uint32_t>(rest / plane);
+            pix32 = static_cast<uint32_t>(rest - static_cast<int64_t>(c32) * plane);
+        }
+        const int img = static_cast<int>(img32);
+        const int c = static_cast<int>(c32);
+        const int pix = static_cast<int>(pix32);
+        const int oy = pix / p.ow;
+        const int ox = pix - oy * p.ow;
+        const T* src = p.x + img * p.x_batch_stride + static_cast<int64_t>(c) * p.h * p.w;
+        const T* wc = p.weight + static_cast<int64_t>(c) * taps;
+        float v = 0.0f;
+        for (int ky = 0; ky < p.kh; ++ky) {
+            const int iy = oy * p.sh - p.pad_t + ky * p.dh;
+            if (static_cast<unsigned>(iy) >= static_cast<unsigned>(p.h)) continue;
+            for (int kx = 0; kx < p.kw; ++kx) {
+                const int ix = ox * p.sw - p.pad_l + kx * p.dw;
+                if (static_cast<unsigned>(ix) >= static_cast<unsigned>(p.w)) continue;
+                v = fmaf(to_float(src[iy * p.w + ix]), to_float(wc[ky * p.kw + kx]), v);
+            }
+        }
+        if (p.bias) v += p.bias[c];
+        v = kExact ? activate_exact(v, p.activation) : activate(v, p.activation);
+        const int64_t at = static_cast<int64_t>(c) * p.oh * p.ow + pix;
+        if (p.residual) v += load_any(p.residual, img * p.residual_batch_stride + at, p.residual_f32);
+        store_any(p.y, img * p.y_batch_stride + at, p.y_f32, v);
     }
 }
 

@@ -205,13 +205,7 @@ pub fn engine_throughput(gpu: &Gpu, path: &Path, rounds: usize, layers: bool) ->
     let mut rng = crate::selftest::SplitMix64::new(1);
     for (view, info) in inputs.iter().zip(engine.inputs()) {
         let data: Vec<f32> = (0..info.shape.iter().product::<usize>()).map(|_| rng.uniform_f32(0.0, 1.0)).collect();
-        match info.dtype {
-            crate::engine::backend::DType::F16 => {
-                let halves: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
-                view.upload_blocking(&stream, &halves)?;
-            }
-            crate::engine::backend::DType::F32 => view.upload_blocking(&stream, &data)?,
-        }
+        crate::engine::backend::upload_as(view, &stream, &data, info.dtype)?;
     }
     let launches = engine.launches_per_forward(&inputs, &outputs)?;
     // Warm-up: capture, then enough replays to reach steady clocks.

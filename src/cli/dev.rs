@@ -308,7 +308,7 @@ pub fn run(command: DevCommand) -> anyhow::Result<exit::Code> {
             Ok(exit::Code::Success)
         }
         DevCommand::Engine { plan, input, output_dir, gpu } => {
-            use vrseg::engine::backend::{Backend, DType};
+            use vrseg::engine::backend::{upload_as, Backend};
             use vrseg::engine::native::{NativeEngine, StandaloneBuffers};
             let plan = vrseg::engine::plan::Plan::open(&plan)?;
             let device = Gpu::open(gpu)?;
@@ -327,13 +327,7 @@ pub fn run(command: DevCommand) -> anyhow::Result<exit::Code> {
                 let raw = read_exact_len(path, elements * 4, &format!("input {:?}", infos[0].shape))?;
                 let floats: Vec<f32> =
                     raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
-                match infos[0].dtype {
-                    DType::F16 => {
-                        let halves: Vec<f16> = floats.iter().map(|&x| f16::from_f32(x)).collect();
-                        inputs[0].upload_blocking(&stream, &halves)?;
-                    }
-                    DType::F32 => inputs[0].upload_blocking(&stream, &floats)?,
-                }
+                upload_as(&inputs[0], &stream, &floats, infos[0].dtype)?;
                 engine.enqueue(&stream, &inputs, &outputs)?;
                 let dir = if input.len() == 1 { output_dir.clone() } else { output_dir.join(k.to_string()) };
                 std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;

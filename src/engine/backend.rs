@@ -182,6 +182,20 @@ fn first_non_finite(dtype: DType, bytes: &[u8]) -> Option<(usize, String)> {
     }
 }
 
+/// Copies `data` into `view` as `dtype` (FP16 rounded to nearest) and waits
+/// for the copy: how the host feeds an engine input of either type, for
+/// `vrseg dev engine`, `vrseg bench engine` and tests (the pipeline's
+/// inputs never leave the GPU).
+pub fn upload_as(view: &DeviceView<'_>, stream: &CudaStream, data: &[f32], dtype: DType) -> Result<(), GpuError> {
+    match dtype {
+        DType::F16 => {
+            let halves: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
+            view.upload_blocking(stream, &halves)
+        }
+        DType::F32 => view.upload_blocking(stream, data),
+    }
+}
+
 /// Runs `backend` `runs` times on zeroed inputs, every buffer and its
 /// workspace from one VRAM pool as the pipeline will give them, and checks
 /// that every output element is finite. Outputs start as NaN, so an output

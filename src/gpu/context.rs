@@ -41,6 +41,13 @@ impl DeviceProperties {
     pub fn has_wgmma(&self) -> bool {
         self.compute_capability == (9, 0) && env!("VRSEG_CUDA_ARCHS_BUILT").split(',').any(|a| a == "90")
     }
+
+    /// Whether kernels may be launched with programmatic dependent launch
+    /// (programmatic stream serialisation, `griddepcontrol.wait`): compute
+    /// capability 9.0 and later.
+    pub fn has_programmatic_launch(&self) -> bool {
+        self.compute_capability.0 >= 9
+    }
 }
 
 struct GpuInner {

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use cudarc::driver::CudaStream;
-use vrseg::engine::backend::Backend;
+use vrseg::engine::backend::{upload_as, Backend};
 use vrseg::engine::build::fuse::fuse_all;
 use vrseg::engine::build::import::{import_file, ImportOptions};
 use vrseg::engine::build::ir::{Activation, Conv, ConvTranspose, DType, Graph, MaxPool, Node, Op, TensorData, Value};
@@ -193,13 +193,7 @@ fn run_plan(gpu: &Gpu, plan: &Plan, inputs: &[Vec<f32>]) -> Vec<Vec<f32>> {
     let stream: Arc<CudaStream> = gpu.new_stream().unwrap();
     let mut engine = NativeEngine::load(gpu, &stream, plan, &pool, buffers).unwrap();
     for ((&id, data), &v) in in_ids.iter().zip(inputs).zip(&plan.graph.inputs) {
-        match plan.graph.values[v].element {
-            ElementType::F16 => {
-                let halves: Vec<half::f16> = data.iter().map(|&x| half::f16::from_f32(x)).collect();
-                pool.buffer(id).upload_blocking(&stream, &halves).unwrap();
-            }
-            ElementType::F32 => pool.buffer(id).upload_blocking(&stream, data).unwrap(),
-        }
+        upload_as(&pool.buffer(id), &stream, data, plan.graph.values[v].element).unwrap();
     }
     let in_views: Vec<_> = in_ids.iter().map(|&id| pool.buffer(id)).collect();
     let out_views: Vec<_> = out_ids.iter().map(|&id| pool.buffer(id)).collect();

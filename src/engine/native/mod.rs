@@ -183,7 +183,7 @@ impl<'pool> NativeEngine<'pool> {
             weight_offset,
             graphs: Vec::new(),
             wgmma: gpu.properties().has_wgmma() && std::env::var_os(NO_WGMMA_ENV).is_none(),
-            pdl: major >= 9 && std::env::var_os(NO_PDL_ENV).is_none(),
+            pdl: gpu.properties().has_programmatic_launch() && std::env::var_os(NO_PDL_ENV).is_none(),
         })
     }
 
@@ -339,7 +339,7 @@ impl<'pool> NativeEngine<'pool> {
     /// it) for later forwards, dropping captured graphs. Returns the setting
     /// now in force.
     pub fn set_programmatic_launch(&mut self, on: bool) -> bool {
-        self.pdl = on && self.gpu.properties().compute_capability.0 >= 9;
+        self.pdl = on && self.gpu.properties().has_programmatic_launch();
         self.graphs.clear();
         self.pdl
     }
@@ -365,15 +365,19 @@ impl<'pool> NativeEngine<'pool> {
         // memory check) or a bound buffer checked by `bind` to hold its whole
         // tensor, or is the split-K partials buffer, which `split_k` never
         // lets a launch overrun; the pool outlives `'pool`, and it synchronises before freeing.
-        unsafe { builder.launch(step.config) }.check_with("cuLaunchKernel", || {
-            format!(
-                "{} for node {:?} of {}",
-                step.kernel.symbol(),
-                self.graph.nodes[step.node].name,
-                self.path.display()
-            )
-        })?;
+        unsafe { builder.launch(step.config) }.check_with("cuLaunchKernel", || self.launch_context(step, ""))?;
         Ok(())
+    }
+
+    /// What a failed launch of `step` names: its kernel (`how` it was
+    /// launched, if not plainly), node and plan.
+    fn launch_context(&self, step: &Step, how: &str) -> String {
+        format!(
+            "{}{how} for node {:?} of {}",
+            step.kernel.symbol(),
+            self.graph.nodes[step.node].name,
+            self.path.display()
+        )
     }
 }
 
@@ -428,14 +432,7 @@ impl NativeEngine<'_> {
         // which copies them.
         unsafe { sys::cuLaunchKernelEx(&config, function.cu_function(), &mut params, std::ptr::null_mut()) }
             .result()
-            .check_with("cuLaunchKernelEx", || {
-            format!(
-                "{} (programmatic dependent launch) for node {:?} of {}",
-                step.kernel.symbol(),
-                self.graph.nodes[step.node].name,
-                self.path.display()
-            )
-        })?;
+            .check_with("cuLaunchKernelEx", || self.launch_context(step, " (programmatic dependent launch)"))?;
         Ok(())
     }
 }
